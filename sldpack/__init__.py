@@ -1,0 +1,52 @@
+"""sldpack: soft-label distilled data sets in small, portable, verifiable ``.sldp`` files.
+
+The core (this package, minus :mod:`sldpack.nn`) never imports torch, so applications can embed the
+reader with numpy alone.
+"""
+
+from __future__ import annotations
+
+__version__ = "0.1.0"
+
+from sldpack.errors import (
+    DataError,
+    DigestError,
+    FormatError,
+    ReplayMismatchError,
+    SldpError,
+    UsageError,
+    VersionError,
+)
+from sldpack.manifest import (
+    ArchSpec,
+    DistillSpec,
+    InitSpec,
+    LabelSpec,
+    Manifest,
+    PayloadInfo,
+    Preprocessing,
+    Provenance,
+    ReplayFingerprint,
+    TensorInfo,
+)
+
+__all__ = [
+    "ArchSpec",
+    "DataError",
+    "DigestError",
+    "DistillSpec",
+    "FormatError",
+    "InitSpec",
+    "LabelSpec",
+    "Manifest",
+    "PayloadInfo",
+    "Preprocessing",
+    "Provenance",
+    "ReplayFingerprint",
+    "ReplayMismatchError",
+    "SldpError",
+    "TensorInfo",
+    "UsageError",
+    "VersionError",
+    "__version__",
+]

@@ -1,0 +1,88 @@
+"""Entry point of the ``sldp`` command.
+
+Sub-commands are imported lazily (``_COMMANDS``), so ``sldp inspect`` never imports torch and starts
+fast; errors derived from :class:`~sldpack.errors.SldpError` are turned into a one-line message and the
+exit code documented in :mod:`sldpack.cli.exit_codes`, in one place.
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+from typing import Any
+
+import click
+
+from sldpack import __version__
+from sldpack.cli.exit_codes import EXIT_BAD_INPUT, exit_code_for
+from sldpack.errors import SldpError
+
+__all__ = ["cli", "main"]
+
+# command name -> (module, attribute, one-line help shown by `sldp --help`)
+_COMMANDS: dict[str, tuple[str, str, str]] = {
+    "inspect": ("sldpack.cli.cmd_container", "inspect_cmd", "Show a file's header, manifest and tensor table."),
+    "verify": ("sldpack.cli.cmd_container", "verify_cmd", "Check structure and every digest (and replay)."),
+    "conformance": ("sldpack.cli.cmd_container", "conformance_cmd", "Run the reader over a conformance corpus."),
+    "distill": ("sldpack.cli.cmd_distill", "distill_cmd", "Learn a distilled set and write a .sldp."),
+    "pack": ("sldpack.cli.cmd_distill", "pack_cmd", "Build a .sldp from a run directory or tensors+manifest."),
+    "replay": ("sldpack.cli.cmd_distill", "replay_cmd", "Re-derive theta_opt and write a checkpoint."),
+    "eval": ("sldpack.cli.cmd_medical", "eval_cmd", "Replay a file and evaluate it on data (patch + image level)."),
+    "train": ("sldpack.cli.cmd_medical", "train_cmd", "Train the same architecture normally (baselines)."),
+    "demo": ("sldpack.cli.cmd_medical", "demo_cmd", "Run the whole pipeline on built-in phantom data."),
+    "report": ("sldpack.cli.cmd_report", "report_cmd", "Compression report: bytes per role vs full checkpoint."),
+    "audit": ("sldpack.cli.cmd_report", "audit_cmd", "Privacy audit: distilled images vs nearest real images."),
+}
+
+
+class _LazyGroup(click.Group):
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted(_COMMANDS)
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        spec = _COMMANDS.get(cmd_name)
+        if spec is None:
+            return None
+        module = importlib.import_module(spec[0])
+        cmd = getattr(module, spec[1])
+        assert isinstance(cmd, click.Command)
+        return cmd
+
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        # help text from the table, so `sldp --help` imports nothing heavy
+        rows = [(name, _COMMANDS[name][2]) for name in sorted(_COMMANDS)]
+        with formatter.section("Commands"):
+            formatter.write_dl(rows)
+
+
+@click.group(cls=_LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="sldp")
+def cli() -> None:
+    """sldpack: soft-label distilled data sets in small, verifiable .sldp files.
+
+    Exit codes: 0 ok, 1 verification failed, 2 bad input or usage, 3 internal error, 130 interrupted.
+    """
+
+
+def main(argv: list[str] | None = None) -> Any:
+    """Run the CLI; library errors become one clear line on stderr and a documented exit code."""
+    try:
+        return cli.main(args=argv, prog_name="sldp", standalone_mode=False)
+    except click.exceptions.Abort:
+        click.echo("aborted", err=True)
+        sys.exit(130)
+    except click.ClickException as exc:
+        exc.show()
+        sys.exit(exc.exit_code if exc.exit_code else EXIT_BAD_INPUT)
+    except click.exceptions.Exit as exc:
+        sys.exit(exc.exit_code)
+    except SldpError as exc:
+        click.echo(f"sldp: error: {exc}", err=True)
+        sys.exit(exit_code_for(exc))
+    except KeyboardInterrupt:
+        click.echo("sldp: interrupted", err=True)
+        sys.exit(130)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

@@ -1,0 +1,113 @@
+"""Every number, name and code of the SLDP format, in one place.
+
+Reader, writer, CLI and conformance runner import from here; ``tests/test_spec_constants.py``
+parses the tables in ``spec/SLDP-1.md`` and checks them against this module, so spec and code
+cannot drift apart silently.
+"""
+
+from __future__ import annotations
+
+import struct
+from typing import Final
+
+__all__ = [
+    "ALLOWED_DTYPES",
+    "BYTE_ORDER",
+    "COMPRESSIONS",
+    "DTYPE_ITEMSIZE",
+    "ERROR_CODES",
+    "HEADER_SIZE",
+    "HEADER_STRUCT",
+    "LABEL_TRANSFORMS",
+    "MAGIC",
+    "MAX_DECODED_PAYLOAD",
+    "MAX_MANIFEST_BYTES",
+    "MAX_MSGPACK_DEPTH",
+    "MAX_RANK",
+    "MAX_ST_HEADER_BYTES",
+    "MAX_TENSORS",
+    "MAX_TENSOR_NAME_BYTES",
+    "ROLES",
+    "VERSION_MAJOR",
+    "VERSION_MINOR",
+    "ZSTD_LEVEL_DEFAULT",
+]
+
+# --- fixed header -----------------------------------------------------------------------------
+# PNG-style magic: the high-bit byte catches 7-bit channels, "\r\n" catches CRLF->LF translation,
+# "\x1a" stops `type` on DOS, the final "\n" catches LF->CRLF translation.
+MAGIC: Final = b"\x89SLDP\r\n\x1a\n"
+BYTE_ORDER: Final = "little"
+VERSION_MAJOR: Final = 1
+VERSION_MINOR: Final = 0
+
+# magic, major u16, minor u16, reserved u32 (must be 0), manifest_length u64, payload_length u64,
+# manifest_sha256 (32 bytes)
+HEADER_STRUCT: Final = struct.Struct("<8sHHIQQ32s")
+HEADER_SIZE: Final = HEADER_STRUCT.size  # 64
+
+# Field offsets inside the fixed header (used in error messages and the spec's layout table).
+OFF_MAGIC: Final = 0
+OFF_VERSION_MAJOR: Final = 8
+OFF_VERSION_MINOR: Final = 10
+OFF_RESERVED: Final = 12
+OFF_MANIFEST_LENGTH: Final = 16
+OFF_PAYLOAD_LENGTH: Final = 24
+OFF_MANIFEST_SHA256: Final = 32
+
+# --- limits -----------------------------------------------------------------------------------
+MAX_MANIFEST_BYTES: Final = 1 << 20  # 1 MiB: a manifest is metadata, never bulk data
+MAX_TENSORS: Final = 4096
+MAX_RANK: Final = 8
+MAX_TENSOR_NAME_BYTES: Final = 256
+MAX_ST_HEADER_BYTES: Final = 1 << 20  # safetensors JSON header inside the payload
+MAX_DECODED_PAYLOAD: Final = 1 << 32  # 4 GiB decoded tensor bytes
+MAX_MSGPACK_DEPTH: Final = 32
+
+# --- tensors ----------------------------------------------------------------------------------
+# safetensors dtype string -> item size in bytes. Order is the spec's table order.
+DTYPE_ITEMSIZE: Final[dict[str, int]] = {
+    "F64": 8,
+    "F32": 4,
+    "F16": 2,
+    "BF16": 2,
+    "I64": 8,
+    "I32": 4,
+    "U8": 1,
+}
+ALLOWED_DTYPES: Final = frozenset(DTYPE_ITEMSIZE)
+
+ROLES: Final = ("images", "labels", "lrs", "bn_stats", "theta0_check", "extra")
+COMPRESSIONS: Final = ("none", "zstd")
+ZSTD_LEVEL_DEFAULT: Final = 19
+LABEL_TRANSFORMS: Final = ("softmax", "identity")
+
+# --- error codes ------------------------------------------------------------------------------
+# code -> one-line meaning. Conformance cases name these codes; CLI prints them.
+ERROR_CODES: Final[dict[str, str]] = {
+    "E_IO": "the file cannot be opened or read",
+    "E_TRUNCATED": "the file ends before a declared structure ends",
+    "E_MAGIC": "the first 8 bytes are not the SLDP magic",
+    "E_TEXT_MODE": "the magic shows CRLF/LF translation: the file went through a text-mode transfer",
+    "E_VERSION_MAJOR": "the major version is not one this reader implements",
+    "E_RESERVED": "a reserved header field is not zero",
+    "E_TRAILING": "bytes follow the declared end of the file",
+    "E_LIMIT": "a declared size or count exceeds a hard limit of the spec",
+    "E_MANIFEST_DIGEST": "the manifest bytes do not match the header's manifest_sha256",
+    "E_MSGPACK": "the manifest is not well-formed msgpack",
+    "E_MSGPACK_TYPE": "the manifest uses a msgpack type the spec forbids (ext, float32, non-string key)",
+    "E_MSGPACK_NONCANONICAL": "the manifest is valid msgpack but not in canonical form",
+    "E_MSGPACK_DUPLICATE_KEY": "a msgpack map repeats a key",
+    "E_MSGPACK_DEPTH": "the manifest nests deeper than the limit",
+    "E_SCHEMA": "a manifest field is missing, of the wrong type or out of range",
+    "E_PAYLOAD_DIGEST": "the stored payload bytes do not match payload.sha256",
+    "E_ZSTD": "the payload is not a single valid zstd frame",
+    "E_ZSTD_SIZE": "the zstd frame's declared or actual size differs from payload.decoded_size",
+    "E_ST_HEADER": "the safetensors header is malformed",
+    "E_ST_OFFSETS": "tensor data offsets overlap, leave holes or fall outside the data section",
+    "E_ST_MISMATCH": "the safetensors header disagrees with the manifest's tensor table",
+    "E_DTYPE": "a tensor dtype is not allowed",
+    "E_NAME": "a tensor name is empty, too long, duplicated or not valid UTF-8",
+    "E_TENSOR_DIGEST": "a tensor's bytes do not match its sha256",
+    "E_NONFINITE": "a learning rate (or other value required finite) is NaN or infinite",
+}

@@ -1,0 +1,503 @@
+"""The manifest: typed, frozen dataclasses with ``to_obj``/``from_obj``.
+
+``from_obj`` narrows an untrusted, already-decoded msgpack value into these types and raises
+:class:`~sldpack.errors.FormatError` (code ``E_SCHEMA``) naming the dotted field and its byte offset.
+Unknown keys are ignored (a newer minor version may add them, spec section "Versioning").
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+from sldpack.constants import (
+    ALLOWED_DTYPES,
+    COMPRESSIONS,
+    LABEL_TRANSFORMS,
+    MAX_RANK,
+    MAX_TENSOR_NAME_BYTES,
+    MAX_TENSORS,
+    ROLES,
+)
+from sldpack.errors import FormatError
+
+__all__ = [
+    "ArchSpec",
+    "DistillSpec",
+    "InitSpec",
+    "LabelSpec",
+    "Manifest",
+    "PayloadInfo",
+    "Preprocessing",
+    "Provenance",
+    "ReplayFingerprint",
+    "TensorInfo",
+]
+
+_HEX64 = re.compile(r"^[0-9a-f]{64}$")
+_T = TypeVar("_T")
+
+
+class _Ctx:
+    """Where a value sits: dotted field path plus a path->byte-offset map from the decoder."""
+
+    def __init__(self, offsets: Mapping[str, int], base: int) -> None:
+        self.offsets = offsets
+        self.base = base
+
+    def fail(self, path: str, message: str, expected: Any = None, got: Any = None) -> FormatError:
+        off = self.offsets.get(path)
+        if off is None:
+            # a missing field: point at the enclosing map
+            parent = path.rsplit(".", 1)[0] if "." in path else ""
+            off = self.offsets.get(parent, 0)
+        return FormatError(
+            "E_SCHEMA", message, offset=self.base + off, expected=expected, got=got, field=path or "<root>"
+        )
+
+
+def _tname(v: Any) -> str:
+    return {dict: "map", list: "array", str: "str", int: "int", float: "float", bool: "bool",
+            bytes: "bin", type(None): "nil"}.get(type(v), type(v).__name__)
+
+
+def _get(ctx: _Ctx, obj: Mapping[str, Any], path: str, key: str, typ: type[_T] | tuple[type, ...],
+         *, required: bool = True, default: Any = None) -> Any:
+    full = f"{path}.{key}" if path else key
+    if key not in obj:
+        if required:
+            raise ctx.fail(full, "required field is missing", expected=_typname(typ), got="nothing")
+        return default
+    v = obj[key]
+    ok = isinstance(v, typ) and not (isinstance(v, bool) and typ in (int, float, (int, float)))
+    if not ok:
+        raise ctx.fail(full, "field has the wrong type", expected=_typname(typ), got=_tname(v))
+    return v
+
+
+def _typname(typ: type | tuple[type, ...]) -> str:
+    if isinstance(typ, tuple):
+        return " or ".join(_tname_t(t) for t in typ)
+    return _tname_t(typ)
+
+
+def _tname_t(t: type) -> str:
+    return {dict: "map", list: "array", str: "str", int: "int", float: "float", bool: "bool",
+            bytes: "bin", type(None): "nil"}.get(t, t.__name__)
+
+
+def _int(ctx: _Ctx, obj: Mapping[str, Any], path: str, key: str, *, lo: int = 0, hi: int = 2**64 - 1,
+         required: bool = True, default: int | None = None) -> Any:
+    v = _get(ctx, obj, path, key, int, required=required, default=default)
+    if v is not None and not lo <= v <= hi:
+        raise ctx.fail(f"{path}.{key}" if path else key, "integer out of range",
+                       expected=f"{lo}..{hi}", got=v)
+    return v
+
+
+def _float(ctx: _Ctx, obj: Mapping[str, Any], path: str, key: str) -> float:
+    v = _get(ctx, obj, path, key, (int, float))
+    if not math.isfinite(v):
+        raise ctx.fail(f"{path}.{key}", "value must be finite", expected="finite number", got=v)
+    return float(v)
+
+
+def _floats(ctx: _Ctx, obj: Mapping[str, Any], path: str, key: str) -> tuple[float, ...]:
+    arr = _get(ctx, obj, path, key, list)
+    out = []
+    for i, v in enumerate(arr):
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
+            raise ctx.fail(f"{path}.{key}.{i}", "array element must be a finite number",
+                           expected="finite number", got=v)
+        out.append(float(v))
+    return tuple(out)
+
+
+def _ints(ctx: _Ctx, arr: Any, path: str, *, lo: int = 0, hi: int = 2**63 - 1) -> tuple[int, ...]:
+    if not isinstance(arr, list):
+        raise ctx.fail(path, "field has the wrong type", expected="array", got=_tname(arr))
+    out = []
+    for i, v in enumerate(arr):
+        if isinstance(v, bool) or not isinstance(v, int) or not lo <= v <= hi:
+            raise ctx.fail(f"{path}.{i}", "array element must be an integer in range",
+                           expected=f"int {lo}..{hi}", got=v)
+        out.append(v)
+    return tuple(out)
+
+
+def _hex(ctx: _Ctx, obj: Mapping[str, Any], path: str, key: str) -> str:
+    v = _get(ctx, obj, path, key, str)
+    if not _HEX64.match(v):
+        raise ctx.fail(f"{path}.{key}", "not a lowercase hex SHA-256 digest",
+                       expected="64 lowercase hex digits", got=v[:80])
+    return str(v)
+
+
+def _choice(ctx: _Ctx, obj: Mapping[str, Any], path: str, key: str, choices: tuple[str, ...],
+            *, required: bool = True, default: str | None = None) -> Any:
+    v = _get(ctx, obj, path, key, str, required=required, default=default)
+    if v is not None and v not in choices:
+        raise ctx.fail(f"{path}.{key}", "unknown value", expected=" | ".join(choices), got=v)
+    return v
+
+
+def _map(ctx: _Ctx, obj: Mapping[str, Any], path: str, key: str, *, required: bool = False) -> dict[str, Any]:
+    v = _get(ctx, obj, path, key, dict, required=required, default={})
+    return dict(v)
+
+
+# --- dataclasses --------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class ArchSpec:
+    """Which network replay builds: a versioned registry id and its construction parameters."""
+
+    id: str
+    in_channels: int
+    num_classes: int
+    image_size: tuple[int, int]
+    batchnorm: bool = False
+    options: Mapping[str, Any] = field(default_factory=dict)
+
+    def to_obj(self) -> dict[str, Any]:
+        return {"id": self.id, "in_channels": self.in_channels, "num_classes": self.num_classes,
+                "image_size": list(self.image_size), "batchnorm": self.batchnorm,
+                "options": dict(self.options)}
+
+    @classmethod
+    def from_obj(cls, ctx: _Ctx, obj: Mapping[str, Any], path: str = "arch") -> ArchSpec:
+        aid = _get(ctx, obj, path, "id", str)
+        if not re.match(r"^[a-z0-9_]+@[0-9]+$", aid):
+            raise ctx.fail(f"{path}.id", "architecture id must look like name@version",
+                           expected="e.g. convnet@1", got=aid)
+        size = _ints(ctx, _get(ctx, obj, path, "image_size", list), f"{path}.image_size", lo=1, hi=1 << 16)
+        if len(size) != 2:
+            raise ctx.fail(f"{path}.image_size", "image_size must be [height, width]", expected=2, got=len(size))
+        return cls(
+            id=aid,
+            in_channels=_int(ctx, obj, path, "in_channels", lo=1, hi=1 << 16),
+            num_classes=_int(ctx, obj, path, "num_classes", lo=1, hi=1 << 20),
+            image_size=(size[0], size[1]),
+            batchnorm=_get(ctx, obj, path, "batchnorm", bool, required=False, default=False),
+            options=_map(ctx, obj, path, "options"),
+        )
+
+
+@dataclass(frozen=True)
+class InitSpec:
+    """How theta0 is drawn: seed, scheme and RNG (spec annex SLDP-1-init.md)."""
+
+    seed: int
+    scheme: str = "xavier_normal"
+    rng: str = "philox4x32-10"
+    theta0_sha256: Mapping[str, str] | None = None
+
+    def to_obj(self) -> dict[str, Any]:
+        d: dict[str, Any] = {"seed": self.seed, "scheme": self.scheme, "rng": self.rng}
+        if self.theta0_sha256 is not None:
+            d["theta0_sha256"] = dict(self.theta0_sha256)
+        return d
+
+    @classmethod
+    def from_obj(cls, ctx: _Ctx, obj: Mapping[str, Any], path: str = "init") -> InitSpec:
+        digests = None
+        if "theta0_sha256" in obj:
+            raw = _get(ctx, obj, path, "theta0_sha256", dict)
+            digests = {k: _hex(ctx, raw, f"{path}.theta0_sha256", k) for k in raw}
+        return cls(
+            seed=_int(ctx, obj, path, "seed"),
+            scheme=_get(ctx, obj, path, "scheme", str),
+            rng=_get(ctx, obj, path, "rng", str),
+            theta0_sha256=digests,
+        )
+
+
+@dataclass(frozen=True)
+class DistillSpec:
+    """How the distilled data are consumed by replay (spec section "Replay semantics").
+
+    ``schedule[s]`` lists the image indices used at inner step ``s`` (0 <= s < steps); the full
+    unroll is ``epochs`` passes over the ``steps`` steps, so there are ``steps * epochs`` learning rates.
+    """
+
+    method: str  # "sldd" (learned soft labels) or "dd" (fixed one-hot labels)
+    steps: int
+    epochs: int
+    schedule: tuple[tuple[int, ...], ...]
+    label_transform: str = "softmax"
+    loss: str = "cross_entropy"
+    inner_batchnorm: str = "batch_stats"
+    options: Mapping[str, Any] = field(default_factory=dict)
+
+    def to_obj(self) -> dict[str, Any]:
+        return {"method": self.method, "steps": self.steps, "epochs": self.epochs,
+                "schedule": [list(s) for s in self.schedule], "label_transform": self.label_transform,
+                "loss": self.loss, "inner_batchnorm": self.inner_batchnorm, "options": dict(self.options)}
+
+    @classmethod
+    def from_obj(cls, ctx: _Ctx, obj: Mapping[str, Any], path: str = "distill") -> DistillSpec:
+        steps = _int(ctx, obj, path, "steps", lo=1, hi=1 << 16)
+        epochs = _int(ctx, obj, path, "epochs", lo=1, hi=1 << 16)
+        sched_raw = _get(ctx, obj, path, "schedule", list)
+        if len(sched_raw) != steps:
+            raise ctx.fail(f"{path}.schedule", "schedule needs one entry per step", expected=steps,
+                           got=len(sched_raw))
+        sched = tuple(_ints(ctx, s, f"{path}.schedule.{i}", hi=(1 << 31) - 1) for i, s in enumerate(sched_raw))
+        for i, s in enumerate(sched):
+            if not s:
+                raise ctx.fail(f"{path}.schedule.{i}", "a step must use at least one image",
+                               expected=">= 1 index", got=0)
+        return cls(
+            method=_choice(ctx, obj, path, "method", ("sldd", "dd")),
+            steps=steps,
+            epochs=epochs,
+            schedule=sched,
+            label_transform=_choice(ctx, obj, path, "label_transform", LABEL_TRANSFORMS),
+            loss=_choice(ctx, obj, path, "loss", ("cross_entropy",)),
+            inner_batchnorm=_choice(ctx, obj, path, "inner_batchnorm", ("batch_stats",)),
+            options=_map(ctx, obj, path, "options"),
+        )
+
+
+@dataclass(frozen=True)
+class LabelSpec:
+    """The label space: class names in logit order (e.g. ``("I", "N", "P")``)."""
+
+    names: tuple[str, ...]
+
+    def to_obj(self) -> dict[str, Any]:
+        return {"names": list(self.names)}
+
+    @classmethod
+    def from_obj(cls, ctx: _Ctx, obj: Mapping[str, Any], path: str = "labels") -> LabelSpec:
+        names = _get(ctx, obj, path, "names", list)
+        for i, n in enumerate(names):
+            if not isinstance(n, str):
+                raise ctx.fail(f"{path}.names.{i}", "class name must be a string", expected="str", got=_tname(n))
+        if len(set(names)) != len(names):
+            raise ctx.fail(f"{path}.names", "class names must be distinct", expected="distinct", got=names)
+        return cls(names=tuple(names))
+
+
+@dataclass(frozen=True)
+class Preprocessing:
+    """What a consumer does to a real image before the network sees it: (x/255 - mean) / std."""
+
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    image_size: tuple[int, int]
+    channels: int
+    options: Mapping[str, Any] = field(default_factory=dict)
+
+    def to_obj(self) -> dict[str, Any]:
+        return {"mean": [float(m) for m in self.mean], "std": [float(s) for s in self.std],
+                "image_size": list(self.image_size), "channels": self.channels, "options": dict(self.options)}
+
+    @classmethod
+    def from_obj(cls, ctx: _Ctx, obj: Mapping[str, Any], path: str = "preprocessing") -> Preprocessing:
+        size = _ints(ctx, _get(ctx, obj, path, "image_size", list), f"{path}.image_size", lo=1, hi=1 << 16)
+        if len(size) != 2:
+            raise ctx.fail(f"{path}.image_size", "image_size must be [height, width]", expected=2, got=len(size))
+        std = _floats(ctx, obj, path, "std")
+        for i, s in enumerate(std):
+            if s <= 0:
+                raise ctx.fail(f"{path}.std.{i}", "std must be positive", expected="> 0", got=s)
+        return cls(mean=_floats(ctx, obj, path, "mean"), std=std, image_size=(size[0], size[1]),
+                   channels=_int(ctx, obj, path, "channels", lo=1, hi=1 << 16),
+                   options=_map(ctx, obj, path, "options"))
+
+
+@dataclass(frozen=True)
+class ReplayFingerprint:
+    """What replay must reproduce (spec section "Replay fingerprint")."""
+
+    theta_opt_sha256: str
+    probe_seed: int
+    probe_count: int
+    probe_logits: tuple[float, ...]
+    tolerance: float
+    reference: Mapping[str, Any] = field(default_factory=dict)
+
+    def to_obj(self) -> dict[str, Any]:
+        return {"theta_opt_sha256": self.theta_opt_sha256, "probe_seed": self.probe_seed,
+                "probe_count": self.probe_count, "probe_logits": [float(v) for v in self.probe_logits],
+                "tolerance": float(self.tolerance), "reference": dict(self.reference)}
+
+    @classmethod
+    def from_obj(cls, ctx: _Ctx, obj: Mapping[str, Any], path: str = "replay") -> ReplayFingerprint:
+        return cls(theta_opt_sha256=_hex(ctx, obj, path, "theta_opt_sha256"),
+                   probe_seed=_int(ctx, obj, path, "probe_seed"),
+                   probe_count=_int(ctx, obj, path, "probe_count", hi=1 << 16),
+                   probe_logits=_floats(ctx, obj, path, "probe_logits"),
+                   tolerance=_float(ctx, obj, path, "tolerance"),
+                   reference=_map(ctx, obj, path, "reference"))
+
+
+@dataclass(frozen=True)
+class Provenance:
+    """Who made the file, when, and from what data (the data set's fingerprint, never the data)."""
+
+    tool: str
+    created: str  # RFC 3339, UTC, e.g. 2026-11-27T01:20:00Z
+    dataset_sha256: str | None = None
+    extra: Mapping[str, Any] = field(default_factory=dict)
+
+    def to_obj(self) -> dict[str, Any]:
+        d: dict[str, Any] = {"tool": self.tool, "created": self.created, "extra": dict(self.extra)}
+        if self.dataset_sha256 is not None:
+            d["dataset_sha256"] = self.dataset_sha256
+        return d
+
+    @classmethod
+    def from_obj(cls, ctx: _Ctx, obj: Mapping[str, Any], path: str = "provenance") -> Provenance:
+        ds = _hex(ctx, obj, path, "dataset_sha256") if "dataset_sha256" in obj else None
+        return cls(tool=_get(ctx, obj, path, "tool", str), created=_get(ctx, obj, path, "created", str),
+                   dataset_sha256=ds, extra=_map(ctx, obj, path, "extra"))
+
+
+@dataclass(frozen=True)
+class TensorInfo:
+    """One tensor's entry in the manifest's tensor table."""
+
+    role: str
+    dtype: str
+    shape: tuple[int, ...]
+    sha256: str
+
+    @property
+    def nbytes(self) -> int:
+        from sldpack.constants import DTYPE_ITEMSIZE
+
+        n = DTYPE_ITEMSIZE[self.dtype]
+        for d in self.shape:
+            n *= d
+        return n
+
+    def to_obj(self) -> dict[str, Any]:
+        return {"role": self.role, "dtype": self.dtype, "shape": list(self.shape), "sha256": self.sha256}
+
+    @classmethod
+    def from_obj(cls, ctx: _Ctx, obj: Mapping[str, Any], path: str) -> TensorInfo:
+        dtype = _get(ctx, obj, path, "dtype", str)
+        if dtype not in ALLOWED_DTYPES:
+            err = ctx.fail(f"{path}.dtype", "dtype not allowed", expected=" | ".join(sorted(ALLOWED_DTYPES)),
+                           got=dtype)
+            err.code = "E_DTYPE"
+            err.args = (err._render(),)
+            raise err
+        shape_raw = _get(ctx, obj, path, "shape", list)
+        if len(shape_raw) > MAX_RANK:
+            raise FormatError("E_LIMIT", "tensor rank exceeds the limit", offset=ctx.base + ctx.offsets.get(
+                f"{path}.shape", 0), expected=f"<= {MAX_RANK}", got=len(shape_raw), field=f"{path}.shape")
+        shape = _ints(ctx, shape_raw, f"{path}.shape", hi=(1 << 53) - 1)
+        return cls(role=_choice(ctx, obj, path, "role", ROLES), dtype=dtype, shape=shape,
+                   sha256=_hex(ctx, obj, path, "sha256"))
+
+
+@dataclass(frozen=True)
+class PayloadInfo:
+    """How the tensor payload is stored: compression, stored and decoded sizes, digest of stored bytes."""
+
+    compression: str
+    stored_size: int
+    decoded_size: int
+    sha256: str
+
+    def to_obj(self) -> dict[str, Any]:
+        return {"compression": self.compression, "stored_size": self.stored_size,
+                "decoded_size": self.decoded_size, "sha256": self.sha256}
+
+    @classmethod
+    def from_obj(cls, ctx: _Ctx, obj: Mapping[str, Any], path: str = "payload") -> PayloadInfo:
+        return cls(compression=_choice(ctx, obj, path, "compression", COMPRESSIONS),
+                   stored_size=_int(ctx, obj, path, "stored_size"),
+                   decoded_size=_int(ctx, obj, path, "decoded_size"),
+                   sha256=_hex(ctx, obj, path, "sha256"))
+
+
+@dataclass(frozen=True)
+class Manifest:
+    """Everything about a ``.sldp`` file except the tensor bytes.
+
+    Build one without ``tensors``/``payload`` and hand it to :func:`sldpack.write`; the writer fills
+    those two from the tensors it stores. A manifest read from a file always has both.
+    """
+
+    arch: ArchSpec
+    init: InitSpec
+    provenance: Provenance
+    distill: DistillSpec | None = None
+    labels: LabelSpec | None = None
+    preprocessing: Preprocessing | None = None
+    replay: ReplayFingerprint | None = None
+    user: Mapping[str, Any] = field(default_factory=dict)
+    tensors: Mapping[str, TensorInfo] = field(default_factory=dict)
+    payload: PayloadInfo | None = None
+
+    def to_obj(self) -> dict[str, Any]:
+        """Plain dict/list/str/int/float/bool/None form, ready for canonical msgpack."""
+        d: dict[str, Any] = {
+            "arch": self.arch.to_obj(),
+            "init": self.init.to_obj(),
+            "provenance": self.provenance.to_obj(),
+            "user": dict(self.user),
+            "tensors": {k: v.to_obj() for k, v in self.tensors.items()},
+        }
+        if self.payload is not None:
+            d["payload"] = self.payload.to_obj()
+        for key in ("distill", "labels", "preprocessing", "replay"):
+            part = getattr(self, key)
+            if part is not None:
+                d[key] = part.to_obj()
+        return d
+
+    @classmethod
+    def from_obj(cls, obj: Any, *, offsets: Mapping[str, int] | None = None, base: int = 0) -> Manifest:
+        """Narrow a decoded manifest map into a ``Manifest``.
+
+        Args:
+            obj: the decoded msgpack value.
+            offsets: dotted path -> offset of that value inside the manifest bytes (from the decoder).
+            base: absolute file offset of the manifest's first byte.
+
+        Raises:
+            FormatError: ``E_SCHEMA`` (or ``E_DTYPE``/``E_LIMIT``/``E_NAME``) naming field and offset.
+        """
+        ctx = _Ctx(offsets or {}, base)
+        if not isinstance(obj, dict):
+            raise ctx.fail("", "the manifest must be a map", expected="map", got=_tname(obj))
+        tensors_raw = _get(ctx, obj, "", "tensors", dict)
+        if len(tensors_raw) > MAX_TENSORS:
+            raise FormatError("E_LIMIT", "too many tensors", offset=base + ctx.offsets.get("tensors", 0),
+                              expected=f"<= {MAX_TENSORS}", got=len(tensors_raw), field="tensors")
+        tensors = {}
+        for name in tensors_raw:
+            check_tensor_name(name, offset=base + ctx.offsets.get(f"tensors.{name}", 0))
+            tensors[name] = TensorInfo.from_obj(ctx, _get(ctx, tensors_raw, "tensors", name, dict),
+                                                f"tensors.{name}")
+        opt: dict[str, Any] = {}
+        for key, klass in (("distill", DistillSpec), ("labels", LabelSpec),
+                           ("preprocessing", Preprocessing), ("replay", ReplayFingerprint)):
+            if key in obj:
+                opt[key] = klass.from_obj(ctx, _get(ctx, obj, "", key, dict), key)  # type: ignore[attr-defined]
+        return cls(
+            arch=ArchSpec.from_obj(ctx, _get(ctx, obj, "", "arch", dict)),
+            init=InitSpec.from_obj(ctx, _get(ctx, obj, "", "init", dict)),
+            provenance=Provenance.from_obj(ctx, _get(ctx, obj, "", "provenance", dict)),
+            user=_map(ctx, obj, "", "user"),
+            tensors=tensors,
+            payload=PayloadInfo.from_obj(ctx, _get(ctx, obj, "", "payload", dict)),
+            **opt,
+        )
+
+
+def check_tensor_name(name: str, *, offset: int | None = None) -> None:
+    """Reject names the spec forbids: empty, longer than the limit, or with control characters."""
+    raw = name.encode("utf-8", "surrogatepass")
+    if not raw or len(raw) > MAX_TENSOR_NAME_BYTES or any(ord(c) < 0x20 for c in name):
+        raise FormatError("E_NAME", "tensor name is empty, too long or has control characters", offset=offset,
+                          expected=f"1..{MAX_TENSOR_NAME_BYTES} UTF-8 bytes, no control characters",
+                          got=repr(name[:80]))
