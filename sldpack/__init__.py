@@ -8,6 +8,7 @@ from __future__ import annotations
 
 __version__ = "0.1.0"
 
+from sldpack.container import Header, Layout, SldpFile, Tensor, encode, open, read, write
 from sldpack.errors import (
     DataError,
     DigestError,
@@ -36,8 +37,10 @@ __all__ = [
     "DigestError",
     "DistillSpec",
     "FormatError",
+    "Header",
     "InitSpec",
     "LabelSpec",
+    "Layout",
     "Manifest",
     "PayloadInfo",
     "Preprocessing",
@@ -45,8 +48,14 @@ __all__ = [
     "ReplayFingerprint",
     "ReplayMismatchError",
     "SldpError",
+    "SldpFile",
+    "Tensor",
     "TensorInfo",
     "UsageError",
     "VersionError",
     "__version__",
+    "encode",
+    "open",
+    "read",
+    "write",
 ]

@@ -34,9 +34,9 @@ __all__ = [
 ]
 
 # --- fixed header -----------------------------------------------------------------------------
-# PNG-style magic: the high-bit byte catches 7-bit channels, "\r\n" catches CRLF->LF translation,
-# "\x1a" stops `type` on DOS, the final "\n" catches LF->CRLF translation.
-MAGIC: Final = b"\x89SLDP\r\n\x1a\n"
+# PNG-style magic (8 bytes): the high-bit byte catches 7-bit channels, "\r\n" catches CRLF->LF
+# translation, the lone final "\n" catches LF->CRLF translation.
+MAGIC: Final = b"\x89SLDP\r\n\n"
 BYTE_ORDER: Final = "little"
 VERSION_MAJOR: Final = 1
 VERSION_MINOR: Final = 0

@@ -399,23 +399,25 @@ class TensorInfo:
 
 @dataclass(frozen=True)
 class PayloadInfo:
-    """How the tensor payload is stored: compression, stored and decoded sizes, digest of stored bytes."""
+    """How the tensor payload is stored: compression and sizes.
+
+    The payload needs no digest of its own: its decoded form must be the canonical safetensors encoding
+    of the (digest-protected) tensor table, and every tensor's bytes carry a SHA-256.
+    """
 
     compression: str
     stored_size: int
     decoded_size: int
-    sha256: str
 
     def to_obj(self) -> dict[str, Any]:
         return {"compression": self.compression, "stored_size": self.stored_size,
-                "decoded_size": self.decoded_size, "sha256": self.sha256}
+                "decoded_size": self.decoded_size}
 
     @classmethod
     def from_obj(cls, ctx: _Ctx, obj: Mapping[str, Any], path: str = "payload") -> PayloadInfo:
         return cls(compression=_choice(ctx, obj, path, "compression", COMPRESSIONS),
                    stored_size=_int(ctx, obj, path, "stored_size"),
-                   decoded_size=_int(ctx, obj, path, "decoded_size"),
-                   sha256=_hex(ctx, obj, path, "sha256"))
+                   decoded_size=_int(ctx, obj, path, "decoded_size"))
 
 
 @dataclass(frozen=True)
@@ -482,7 +484,7 @@ class Manifest:
         for key, klass in (("distill", DistillSpec), ("labels", LabelSpec),
                            ("preprocessing", Preprocessing), ("replay", ReplayFingerprint)):
             if key in obj:
-                opt[key] = klass.from_obj(ctx, _get(ctx, obj, "", key, dict), key)  # type: ignore[attr-defined]
+                opt[key] = klass.from_obj(ctx, _get(ctx, obj, "", key, dict), key)
         return cls(
             arch=ArchSpec.from_obj(ctx, _get(ctx, obj, "", "arch", dict)),
             init=InitSpec.from_obj(ctx, _get(ctx, obj, "", "init", dict)),

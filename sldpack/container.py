@@ -1,0 +1,502 @@
+"""Reading and writing ``.sldp`` files (spec ``spec/SLDP-1.md``).
+
+The reader treats every file as hostile: each length is checked against what remains before anything is
+allocated, every structure is validated before use, and every failure is a :class:`FormatError` carrying
+an error code and an absolute byte offset.
+"""
+
+from __future__ import annotations
+
+import builtins
+import hashlib
+import mmap
+import os
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, replace
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+import numpy as np
+
+from sldpack import canonical_msgpack
+from sldpack.atomic import atomic_write_bytes
+from sldpack.constants import (
+    COMPRESSIONS,
+    DTYPE_ITEMSIZE,
+    HEADER_SIZE,
+    HEADER_STRUCT,
+    MAGIC,
+    MAX_DECODED_PAYLOAD,
+    MAX_MANIFEST_BYTES,
+    MAX_RANK,
+    MAX_TENSORS,
+    OFF_MANIFEST_LENGTH,
+    OFF_MANIFEST_SHA256,
+    OFF_PAYLOAD_LENGTH,
+    OFF_RESERVED,
+    OFF_VERSION_MAJOR,
+    ROLES,
+    VERSION_MAJOR,
+    VERSION_MINOR,
+    ZSTD_LEVEL_DEFAULT,
+)
+from sldpack.errors import DigestError, FormatError, UsageError, VersionError
+from sldpack.manifest import Manifest, PayloadInfo, TensorInfo, check_tensor_name
+from sldpack.safetensors_codec import StEntry, encode_header, from_storage, parse_header, to_storage
+
+__all__ = ["Header", "Layout", "SldpFile", "Tensor", "encode", "open", "read", "write"]
+
+_ZSTD_FEED = 1024  # input bytes per decompress call: bounds output overshoot to ~32 MiB (128 KiB/block)
+_ZSTD_MAX_WINDOW = 1 << 27
+_DTYPE_FOR_NUMPY = {"float64": "F64", "float32": "F32", "float16": "F16", "int64": "I64", "int32": "I32",
+                    "uint8": "U8"}
+
+
+@dataclass(frozen=True)
+class Tensor:
+    """A tensor to store: its role, the values, and the storage dtype (``None``: from the array)."""
+
+    role: str
+    array: np.ndarray
+    dtype: str | None = None
+
+
+@dataclass(frozen=True)
+class Header:
+    """The fixed 64-byte header."""
+
+    version_major: int
+    version_minor: int
+    manifest_length: int
+    payload_length: int
+    manifest_sha256: str
+
+
+@dataclass(frozen=True)
+class Layout:
+    """Where the bytes of a file go. ``header + manifest + payload_stored == file size`` always."""
+
+    header_bytes: int
+    manifest_bytes: int
+    payload_stored_bytes: int
+    payload_decoded_bytes: int
+    st_header_bytes: int
+    tensor_bytes: Mapping[str, int]
+    compression: str
+
+
+# --- writer ------------------------------------------------------------------------------------
+
+def _storage_dtype(t: Tensor, name: str) -> str:
+    if t.dtype is not None:
+        if t.dtype not in DTYPE_ITEMSIZE:
+            raise UsageError(f"tensor {name!r}: storage dtype {t.dtype!r} not in {sorted(DTYPE_ITEMSIZE)}")
+        return t.dtype
+    key = np.dtype(t.array.dtype).name
+    if key not in _DTYPE_FOR_NUMPY:
+        raise UsageError(f"tensor {name!r}: numpy dtype {key} has no SLDP storage dtype; pass dtype=")
+    return _DTYPE_FOR_NUMPY[key]
+
+
+def encode(manifest: Manifest, tensors: Mapping[str, Tensor], *, compression: str = "none",
+           level: int = ZSTD_LEVEL_DEFAULT) -> bytes:
+    """Serialise a complete ``.sldp`` file to bytes.
+
+    The writer fills ``manifest.tensors`` (role, dtype, shape, SHA-256) and ``manifest.payload`` from
+    ``tensors``; whatever the caller put there is replaced.
+
+    Args:
+        manifest: everything but the tensor table and payload info.
+        tensors: name -> :class:`Tensor`.
+        compression: ``"none"`` or ``"zstd"``.
+        level: zstd level (1..22), used with ``compression="zstd"``.
+
+    Raises:
+        UsageError: bad names, roles, dtypes, ranks, non-finite learning rates, or too many tensors.
+    """
+    if compression not in COMPRESSIONS:
+        raise UsageError(f"compression must be one of {COMPRESSIONS}, got {compression!r}")
+    if len(tensors) > MAX_TENSORS:
+        raise UsageError(f"at most {MAX_TENSORS} tensors, got {len(tensors)}")
+    stored: dict[str, np.ndarray] = {}
+    infos: dict[str, TensorInfo] = {}
+    for name, t in tensors.items():
+        try:
+            check_tensor_name(name)
+        except FormatError as exc:
+            raise UsageError(str(exc)) from None
+        if t.role not in ROLES:
+            raise UsageError(f"tensor {name!r}: role {t.role!r} not in {ROLES}")
+        if t.array.ndim > MAX_RANK:
+            raise UsageError(f"tensor {name!r}: rank {t.array.ndim} exceeds {MAX_RANK}")
+        dtype = _storage_dtype(t, name)
+        data = to_storage(np.asarray(t.array), dtype)
+        if t.role == "lrs" and dtype in ("F64", "F32", "F16", "BF16") and not np.isfinite(
+                from_storage(data.tobytes(), dtype, data.shape)).all():
+            raise UsageError(f"tensor {name!r}: learning rates must be finite")
+        stored[name] = data
+        infos[name] = TensorInfo(role=t.role, dtype=dtype, shape=tuple(int(d) for d in data.shape),
+                                 sha256=hashlib.sha256(data.tobytes()).hexdigest())
+    st_header, _ = encode_header({n: (i.dtype, i.shape) for n, i in infos.items()})
+    order = sorted(stored, key=lambda n: n.encode("utf-8"))
+    decoded = b"".join([st_header, *(stored[n].tobytes() for n in order)])
+    if len(decoded) > MAX_DECODED_PAYLOAD:
+        raise UsageError(f"payload of {len(decoded)} bytes exceeds the {MAX_DECODED_PAYLOAD}-byte limit")
+    if compression == "zstd":
+        import zstandard
+
+        payload = zstandard.ZstdCompressor(level=level, write_content_size=True).compress(decoded)
+    else:
+        payload = decoded
+    full = replace(manifest, tensors={n: infos[n] for n in order},
+                   payload=PayloadInfo(compression=compression, stored_size=len(payload),
+                                       decoded_size=len(decoded)))
+    mbytes = canonical_msgpack.encode(full.to_obj())
+    if len(mbytes) > MAX_MANIFEST_BYTES:
+        raise UsageError(f"manifest of {len(mbytes)} bytes exceeds the {MAX_MANIFEST_BYTES}-byte limit "
+                         "(move bulk data into tensors)")
+    header = HEADER_STRUCT.pack(MAGIC, VERSION_MAJOR, VERSION_MINOR, 0, len(mbytes), len(payload),
+                                hashlib.sha256(mbytes).digest())
+    return b"".join([header, mbytes, payload])
+
+
+def write(path: str | os.PathLike[str], manifest: Manifest, tensors: Mapping[str, Tensor], *,
+          compression: str = "none", level: int = ZSTD_LEVEL_DEFAULT) -> Manifest:
+    """Write a ``.sldp`` file atomically (temp file + fsync + rename) and return the stored manifest."""
+    data = encode(manifest, tensors, compression=compression, level=level)
+    atomic_write_bytes(path, data)
+    return read(data, verify=False).manifest
+
+
+# --- reader ------------------------------------------------------------------------------------
+
+class _Source:
+    """Random access to the file's bytes: an in-memory buffer or a read-only memory map."""
+
+    def __init__(self, data: bytes | bytearray | memoryview | None = None, path: str | None = None) -> None:
+        self._file: Any = None
+        self._mmap: mmap.mmap | None = None
+        self.path = path
+        if data is not None:
+            self.buf = memoryview(data).cast("B")
+        else:
+            assert path is not None
+            try:
+                self._file = builtins.open(path, "rb")  # noqa: SIM115 - lives as long as the mmap
+                size = os.fstat(self._file.fileno()).st_size
+                if size:
+                    self._mmap = mmap.mmap(self._file.fileno(), 0, access=mmap.ACCESS_READ)
+                    self.buf = memoryview(self._mmap)
+                else:
+                    self.buf = memoryview(b"")
+            except OSError as exc:
+                self.close()
+                raise FormatError("E_IO", f"cannot read file: {exc.strerror or exc}", path=path) from None
+        self.size = len(self.buf)
+
+    def close(self) -> None:
+        if hasattr(self, "buf"):
+            self.buf.release()
+        if self._mmap is not None:
+            self._mmap.close()
+            self._mmap = None
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+
+
+def _parse_header(src: _Source) -> Header:
+    buf = src.buf
+    if src.size < HEADER_SIZE:
+        got = bytes(buf[:8])
+        if got and MAGIC.startswith(got[:len(MAGIC)]):
+            raise FormatError("E_TRUNCATED", "file ends inside the 64-byte header", offset=src.size,
+                              expected=f">= {HEADER_SIZE} bytes", got=src.size)
+        _check_magic(got)
+    magic, major, minor, reserved, mlen, plen, mdigest = HEADER_STRUCT.unpack(buf[:HEADER_SIZE])
+    _check_magic(magic)
+    if major != VERSION_MAJOR:
+        raise VersionError("E_VERSION_MAJOR", f"file is SLDP {major}.{minor}; this reader implements SLDP "
+                           f"{VERSION_MAJOR}.x (up to {VERSION_MAJOR}.{VERSION_MINOR})", offset=OFF_VERSION_MAJOR,
+                           expected=f"major {VERSION_MAJOR}", got=f"{major}.{minor}")
+    if reserved != 0:
+        raise FormatError("E_RESERVED", "reserved header field must be zero", offset=OFF_RESERVED,
+                          expected=0, got=reserved)
+    if mlen > MAX_MANIFEST_BYTES:
+        raise FormatError("E_LIMIT", "manifest_length exceeds the limit", offset=OFF_MANIFEST_LENGTH,
+                          expected=f"<= {MAX_MANIFEST_BYTES}", got=mlen)
+    if plen > MAX_DECODED_PAYLOAD:
+        raise FormatError("E_LIMIT", "payload_length exceeds the limit", offset=OFF_PAYLOAD_LENGTH,
+                          expected=f"<= {MAX_DECODED_PAYLOAD}", got=plen)
+    end = HEADER_SIZE + mlen + plen
+    if src.size < end:
+        raise FormatError("E_TRUNCATED", "file is shorter than its header declares", offset=src.size,
+                          expected=f"{end} bytes", got=f"{src.size} bytes")
+    if src.size > end:
+        raise FormatError("E_TRAILING", "bytes follow the declared end of the file", offset=end,
+                          expected=f"{end} bytes", got=f"{src.size} bytes")
+    return Header(major, minor, mlen, plen, bytes(mdigest).hex())
+
+
+def _check_magic(got: bytes) -> None:
+    if got == MAGIC:
+        return
+    # text-mode transfers: CRLF->LF drops the \r, LF->CRLF adds one before each \n
+    if got[:7] in (b"\x89SLDP\n\n", b"\x89SLDP\r\r", b"\x89SLDP\r\n") or got[:6] == b"\x89SLDP\n":
+        raise FormatError("E_TEXT_MODE", "magic damaged by a text-mode (CRLF/LF) transfer; copy the file "
+                          "in binary mode", offset=0, expected=MAGIC.hex(), got=bytes(got[:8]).hex())
+    raise FormatError("E_MAGIC", "not an SLDP file", offset=0, expected=MAGIC.hex(), got=bytes(got[:8]).hex())
+
+
+def _parse_manifest(src: _Source, header: Header) -> Manifest:
+    mbytes = src.buf[HEADER_SIZE:HEADER_SIZE + header.manifest_length]
+    digest = hashlib.sha256(mbytes).hexdigest()
+    if digest != header.manifest_sha256:
+        raise DigestError("E_MANIFEST_DIGEST", "manifest bytes do not match manifest_sha256 (corrupted)",
+                          offset=OFF_MANIFEST_SHA256, expected=header.manifest_sha256, got=digest)
+    obj, offsets = canonical_msgpack.decode(mbytes, base=HEADER_SIZE)
+    manifest = Manifest.from_obj(obj, offsets=offsets, base=HEADER_SIZE)
+    pay = manifest.payload
+    assert pay is not None
+    where = HEADER_SIZE + offsets.get("payload", 0)
+    if pay.stored_size != header.payload_length:
+        raise FormatError("E_SCHEMA", "payload.stored_size differs from the header's payload_length",
+                          offset=HEADER_SIZE + offsets.get("payload.stored_size", 0),
+                          expected=header.payload_length, got=pay.stored_size, field="payload.stored_size")
+    if pay.decoded_size > MAX_DECODED_PAYLOAD:
+        raise FormatError("E_LIMIT", "payload.decoded_size exceeds the limit", offset=where,
+                          expected=f"<= {MAX_DECODED_PAYLOAD}", got=pay.decoded_size, field="payload.decoded_size")
+    if pay.compression == "none" and pay.decoded_size != pay.stored_size:
+        raise FormatError("E_SCHEMA", "uncompressed payload must have decoded_size == stored_size",
+                          offset=HEADER_SIZE + offsets.get("payload.decoded_size", 0), expected=pay.stored_size,
+                          got=pay.decoded_size, field="payload.decoded_size")
+    expected_st, _ = encode_header({n: (t.dtype, t.shape) for n, t in manifest.tensors.items()})
+    need = len(expected_st) + sum(t.nbytes for t in manifest.tensors.values())
+    if need != pay.decoded_size:
+        raise FormatError("E_SCHEMA", "payload.decoded_size differs from what the tensor table needs",
+                          offset=HEADER_SIZE + offsets.get("payload.decoded_size", 0), expected=need,
+                          got=pay.decoded_size, field="payload.decoded_size")
+    return manifest
+
+
+class SldpFile:
+    """An opened ``.sldp`` file. Header and manifest are parsed on open; tensor bytes on demand.
+
+    Use :func:`open` (lazy, from a path) or :func:`read` (from bytes or a path, fully checked).
+    """
+
+    def __init__(self, src: _Source) -> None:
+        self._src = src
+        self.path = src.path
+        try:
+            self.header = _parse_header(src)
+            self.manifest = _parse_manifest(src, self.header)
+        except FormatError as exc:
+            src.close()
+            raise (exc.with_path(src.path) if src.path else exc) from None
+        self._decoded: memoryview | None = None
+        self._entries: dict[str, StEntry] | None = None
+        self._data_start = 0
+
+    @property
+    def file_size(self) -> int:
+        """Size of the whole file in bytes."""
+        return self._src.size
+
+    @property
+    def payload_offset(self) -> int:
+        """Absolute offset of the payload's first byte."""
+        return HEADER_SIZE + self.header.manifest_length
+
+    def __enter__(self) -> SldpFile:
+        return self
+
+    def __exit__(self, et: type[BaseException] | None, ev: BaseException | None, tb: TracebackType | None) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Release the memory map / file handle."""
+        if self._decoded is not None:
+            self._decoded.release()
+            self._decoded = None
+        self._src.close()
+
+    def _fail(self, exc: FormatError) -> FormatError:
+        return exc.with_path(self.path) if self.path else exc
+
+    def _payload(self) -> tuple[memoryview, dict[str, StEntry], int]:
+        if self._decoded is not None and self._entries is not None:
+            return self._decoded, self._entries, self._data_start
+        pay = self.manifest.payload
+        assert pay is not None
+        stored = self._src.buf[self.payload_offset:self.payload_offset + self.header.payload_length]
+        # errors inside a compressed payload point at the payload's first byte
+        base = self.payload_offset
+        try:
+            decoded = stored if pay.compression == "none" else memoryview(_unzstd(stored, pay.decoded_size, base))
+            entries, data_start = parse_header(decoded, decoded_size=pay.decoded_size, base=base)
+            self._check_against_manifest(decoded, entries, base)
+        except FormatError as exc:
+            raise self._fail(exc) from None
+        self._decoded = decoded
+        self._entries = {e.name: e for e in entries}
+        self._data_start = data_start
+        return decoded, self._entries, data_start
+
+    def _check_against_manifest(self, decoded: memoryview, entries: list[StEntry], base: int) -> None:
+        table = self.manifest.tensors
+        names = {e.name for e in entries}
+        if names != set(table):
+            missing = sorted(set(table) - names)[:3]
+            extra = sorted(names - set(table))[:3]
+            raise FormatError("E_ST_MISMATCH", "payload tensors differ from the manifest's tensor table",
+                              offset=base, expected=f"also {missing}" if missing else "no extra tensors",
+                              got=f"extra {extra}" if extra else f"missing {missing}")
+        for e in entries:
+            t = table[e.name]
+            if (t.dtype, t.shape) != (e.dtype, e.shape):
+                raise FormatError("E_ST_MISMATCH", f"tensor {e.name!r} differs between payload and manifest",
+                                  offset=base, expected=f"{t.dtype}{list(t.shape)}", got=f"{e.dtype}{list(e.shape)}")
+        canonical, _ = encode_header({n: (t.dtype, t.shape) for n, t in table.items()})
+        if bytes(decoded[:len(canonical)]) != canonical:
+            raise FormatError("E_ST_MISMATCH", "safetensors header is not in canonical form (name order, no "
+                              "whitespace, space padding to 8)", offset=base, expected=canonical[:48],
+                              got=bytes(decoded[:48]))
+
+    def _raw(self, name: str) -> memoryview:
+        if name not in self.manifest.tensors:
+            raise UsageError(f"no tensor named {name!r}; the file has {sorted(self.manifest.tensors)}")
+        decoded, entries, start = self._payload()
+        e = entries[name]
+        return decoded[start + e.begin:start + e.end]
+
+    def _tensor_offset(self, name: str) -> int:
+        _, entries, start = self._payload()
+        pay = self.manifest.payload
+        assert pay is not None
+        rel = start + entries[name].begin
+        return self.payload_offset + rel if pay.compression == "none" else self.payload_offset
+
+    def tensor(self, name: str, *, verify: bool = True) -> np.ndarray:
+        """Return tensor ``name`` as a numpy array (BF16 storage comes back as exact float32).
+
+        Args:
+            name: tensor name from ``manifest.tensors``.
+            verify: check the tensor's SHA-256 (default) before returning it.
+
+        Raises:
+            UsageError: no such tensor. DigestError: bytes do not match. FormatError: structural defect.
+        """
+        raw = self._raw(name)
+        info = self.manifest.tensors[name]
+        if verify:
+            got = hashlib.sha256(raw).hexdigest()
+            if got != info.sha256:
+                raise self._fail(DigestError("E_TENSOR_DIGEST", f"tensor {name!r} bytes do not match its sha256",
+                                             offset=self._tensor_offset(name), expected=info.sha256, got=got,
+                                             field=f"tensors.{name}.sha256"))
+        arr = from_storage(raw, info.dtype, info.shape)
+        if info.role == "lrs" and arr.dtype.kind == "f" and not np.isfinite(arr).all():
+            bad = int(np.flatnonzero(~np.isfinite(arr.reshape(-1)))[0])
+            raise self._fail(FormatError("E_NONFINITE", f"learning rate {bad} of {name!r} is not finite",
+                                         offset=self._tensor_offset(name) + bad * DTYPE_ITEMSIZE[info.dtype],
+                                         expected="finite", got=float(arr.reshape(-1)[bad]),
+                                         field=f"tensors.{name}"))
+        return arr
+
+    def arrays(self, *, verify: bool = True) -> dict[str, np.ndarray]:
+        """Every tensor, by name, in storage order."""
+        return {n: self.tensor(n, verify=verify) for n in self.manifest.tensors}
+
+    def iter_roles(self, role: str) -> Iterator[str]:
+        """Names of the tensors with ``role``, in storage order."""
+        return (n for n, t in self.manifest.tensors.items() if t.role == role)
+
+    def verify(self) -> None:
+        """Check the structure and every digest; raise on the first failure.
+
+        Raises:
+            DigestError: a tensor's bytes do not match their SHA-256.
+            FormatError: any structural defect (including non-finite learning rates).
+        """
+        for name in self.manifest.tensors:
+            self.tensor(name, verify=True)
+
+    def layout(self) -> Layout:
+        """Byte accounting of the file (see :class:`Layout`)."""
+        pay = self.manifest.payload
+        assert pay is not None
+        st_len, _ = encode_header({n: (t.dtype, t.shape) for n, t in self.manifest.tensors.items()})
+        return Layout(header_bytes=HEADER_SIZE, manifest_bytes=self.header.manifest_length,
+                      payload_stored_bytes=self.header.payload_length, payload_decoded_bytes=pay.decoded_size,
+                      st_header_bytes=len(st_len), tensor_bytes={n: t.nbytes for n, t in self.manifest.tensors.items()},
+                      compression=pay.compression)
+
+
+def _unzstd(stored: memoryview, decoded_size: int, base: int) -> bytes:
+    import zstandard
+
+    try:
+        params = zstandard.get_frame_parameters(stored)
+    except zstandard.ZstdError as exc:
+        raise FormatError("E_ZSTD", f"payload is not a zstd frame ({exc})", offset=base,
+                          expected="zstd frame", got=bytes(stored[:4]).hex()) from None
+    if params.content_size != zstandard.CONTENTSIZE_UNKNOWN and params.content_size != decoded_size:
+        # python-zstandard trusts this field and ignores max_output_size: check it before decompressing
+        raise FormatError("E_ZSTD_SIZE", "zstd frame declares a size other than payload.decoded_size",
+                          offset=base, expected=decoded_size, got=params.content_size)
+    dobj = zstandard.ZstdDecompressor(max_window_size=_ZSTD_MAX_WINDOW).decompressobj()
+    out = bytearray()
+    try:
+        for i in range(0, len(stored), _ZSTD_FEED):
+            out += dobj.decompress(stored[i:i + _ZSTD_FEED])
+            if len(out) > decoded_size:
+                raise FormatError("E_ZSTD_SIZE", "zstd frame decodes to more than payload.decoded_size",
+                                  offset=base, expected=decoded_size, got=f"> {decoded_size}")
+            if dobj.eof:
+                if dobj.unused_data or i + _ZSTD_FEED < len(stored):
+                    raise FormatError("E_ZSTD", "bytes follow the zstd frame inside the payload", offset=base,
+                                      expected="one frame", got="trailing data")
+                break
+    except zstandard.ZstdError as exc:
+        raise FormatError("E_ZSTD", f"corrupt zstd frame ({exc})", offset=base, expected="valid zstd frame",
+                          got="decoder error") from None
+    if not dobj.eof:
+        raise FormatError("E_ZSTD", "zstd frame is truncated", offset=base + len(stored),
+                          expected="complete frame", got="end of payload")
+    if len(out) != decoded_size:
+        raise FormatError("E_ZSTD_SIZE", "zstd frame decodes to a size other than payload.decoded_size",
+                          offset=base, expected=decoded_size, got=len(out))
+    return bytes(out)
+
+
+def open(path: str | os.PathLike[str]) -> SldpFile:
+    """Open a ``.sldp`` file lazily: header and manifest are checked now, tensors when asked for.
+
+    Raises:
+        FormatError: ``E_IO`` if unreadable, or the first structural defect of header/manifest.
+    """
+    p = os.fspath(path)
+    if Path(p).is_dir():
+        raise FormatError("E_IO", "is a directory, not a file", path=p)
+    return SldpFile(_Source(path=p))
+
+
+def read(source: bytes | bytearray | memoryview | str | os.PathLike[str], *, verify: bool = True) -> SldpFile:
+    """Read a ``.sldp`` file from bytes or a path and check all of it (every digest, unless ``verify=False``).
+
+    Raises:
+        FormatError / DigestError: the first defect found, with code and byte offset.
+    """
+    f = SldpFile(_Source(data=source)) if isinstance(source, (bytes, bytearray, memoryview)) else open(source)
+    try:
+        if verify:
+            f.verify()
+        else:
+            f._payload()
+    except BaseException:
+        f.close()
+        raise
+    return f
+

@@ -1,0 +1,199 @@
+"""The tensor payload: canonical safetensors bytes, written and parsed without torch.
+
+Canonical form (spec section "Payload"): tensors in the order of their names' UTF-8 bytes, data packed
+with no gaps; the JSON header lists them in the same order, each as
+``{"dtype":..,"shape":[..],"data_offsets":[begin,end]}``, with no whitespace, no ``__metadata__``, and is
+padded with spaces so the data section starts at a multiple of 8. Any other safetensors layout is
+well-formed safetensors but not a valid SLDP payload.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from sldpack.constants import ALLOWED_DTYPES, DTYPE_ITEMSIZE, MAX_RANK, MAX_ST_HEADER_BYTES, MAX_TENSORS
+from sldpack.errors import FormatError
+
+__all__ = ["NUMPY_DTYPE", "StEntry", "encode_header", "from_storage", "parse_header", "to_storage"]
+
+# storage dtype -> little-endian numpy dtype of the raw bytes (BF16 is carried as raw uint16)
+NUMPY_DTYPE: dict[str, np.dtype[Any]] = {
+    "F64": np.dtype("<f8"),
+    "F32": np.dtype("<f4"),
+    "F16": np.dtype("<f2"),
+    "BF16": np.dtype("<u2"),
+    "I64": np.dtype("<i8"),
+    "I32": np.dtype("<i4"),
+    "U8": np.dtype("u1"),
+}
+
+
+@dataclass(frozen=True)
+class StEntry:
+    """One tensor of a parsed safetensors header; offsets are relative to the data section."""
+
+    name: str
+    dtype: str
+    shape: tuple[int, ...]
+    begin: int
+    end: int
+
+
+def _nbytes(dtype: str, shape: tuple[int, ...]) -> int:
+    n = DTYPE_ITEMSIZE[dtype]
+    for d in shape:
+        n *= d
+    return n
+
+
+def encode_header(entries: Mapping[str, tuple[str, tuple[int, ...]]]) -> tuple[bytes, dict[str, tuple[int, int]]]:
+    """Canonical safetensors header (8-byte length + padded JSON) for ``name -> (dtype, shape)``.
+
+    Returns:
+        ``(header_bytes, offsets)`` with ``offsets[name] = (begin, end)`` in the data section.
+    """
+    names = sorted(entries, key=lambda n: n.encode("utf-8"))
+    offsets: dict[str, tuple[int, int]] = {}
+    parts = []
+    pos = 0
+    for name in names:
+        dtype, shape = entries[name]
+        end = pos + _nbytes(dtype, shape)
+        offsets[name] = (pos, end)
+        # key order inside an entry matches the reference implementation's serialisation
+        parts.append(json.dumps(name, ensure_ascii=False) + ":" + json.dumps(
+            {"dtype": dtype, "shape": list(shape), "data_offsets": [pos, end]}, separators=(",", ":")))
+        pos = end
+    text = ("{" + ",".join(parts) + "}").encode("utf-8")
+    pad = (-(8 + len(text))) % 8
+    text += b" " * pad
+    return len(text).to_bytes(8, "little") + text, offsets
+
+
+def _reject_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k, v in pairs:
+        if k in out:
+            raise _DupKeyError(k)
+        out[k] = v
+    return out
+
+
+class _DupKeyError(Exception):
+    def __init__(self, key: str) -> None:
+        self.key = key
+
+
+def parse_header(prefix: bytes | memoryview, *, decoded_size: int, base: int) -> tuple[list[StEntry], int]:
+    """Parse and validate a safetensors header.
+
+    Args:
+        prefix: at least the first ``8 + N`` bytes of the decoded payload (more is fine).
+        decoded_size: total decoded payload length, which bounds every offset.
+        base: offset reported in errors for byte 0 of the decoded payload.
+
+    Returns:
+        ``(entries in data order, data_start)``.
+
+    Raises:
+        FormatError: ``E_TRUNCATED``, ``E_LIMIT``, ``E_ST_HEADER``, ``E_ST_OFFSETS``, ``E_DTYPE``, ``E_NAME``.
+    """
+    if decoded_size < 8 or len(prefix) < 8:
+        raise FormatError("E_TRUNCATED", "payload too short for a safetensors header", offset=base,
+                          expected=">= 8 bytes", got=decoded_size)
+    n = int.from_bytes(prefix[:8], "little")
+    if n > MAX_ST_HEADER_BYTES:
+        raise FormatError("E_LIMIT", "safetensors header larger than the limit", offset=base,
+                          expected=f"<= {MAX_ST_HEADER_BYTES}", got=n)
+    if 8 + n > decoded_size:
+        raise FormatError("E_ST_HEADER", "safetensors header length runs past the payload", offset=base,
+                          expected=f"<= {decoded_size - 8}", got=n)
+    if len(prefix) < 8 + n:
+        raise FormatError("E_TRUNCATED", "payload ends inside the safetensors header", offset=base + len(prefix),
+                          expected=8 + n, got=len(prefix))
+    raw = bytes(prefix[8:8 + n])
+    try:
+        obj = json.loads(raw.decode("utf-8"), object_pairs_hook=_reject_duplicates)
+    except _DupKeyError as exc:
+        raise FormatError("E_NAME", "safetensors header repeats a tensor name (or entry key)", offset=base + 8,
+                          expected="distinct names", got=exc.key) from None
+    except (UnicodeDecodeError, ValueError, RecursionError) as exc:
+        raise FormatError("E_ST_HEADER", f"safetensors header is not valid UTF-8 JSON ({exc})", offset=base + 8,
+                          expected="a JSON object", got=raw[:40]) from None
+    if not isinstance(obj, dict):
+        raise FormatError("E_ST_HEADER", "safetensors header is not a JSON object", offset=base + 8,
+                          expected="object", got=type(obj).__name__)
+    if len(obj) > MAX_TENSORS + 1:
+        raise FormatError("E_LIMIT", "too many tensors in the safetensors header", offset=base + 8,
+                          expected=f"<= {MAX_TENSORS}", got=len(obj))
+    data_start = 8 + n
+    data_len = decoded_size - data_start
+    entries = []
+    for name, ent in obj.items():
+        if name == "__metadata__":
+            raise FormatError("E_ST_HEADER", "__metadata__ is not allowed in an SLDP payload (metadata lives in "
+                              "the manifest)", offset=base + 8, expected="no __metadata__", got="__metadata__")
+        if not isinstance(ent, dict) or set(ent) != {"dtype", "shape", "data_offsets"}:
+            raise FormatError("E_ST_HEADER", f"tensor entry {name!r} must have exactly dtype, shape, data_offsets",
+                              offset=base + 8, expected="{dtype, shape, data_offsets}", got=ent)
+        dtype, shape, offs = ent["dtype"], ent["shape"], ent["data_offsets"]
+        if not isinstance(dtype, str) or dtype not in ALLOWED_DTYPES:
+            raise FormatError("E_DTYPE", f"tensor {name!r} has a dtype SLDP does not allow", offset=base + 8,
+                              expected=" | ".join(sorted(ALLOWED_DTYPES)), got=dtype)
+        if (not isinstance(shape, list) or len(shape) > MAX_RANK
+                or not all(type(d) is int and 0 <= d < 1 << 53 for d in shape)):
+            raise FormatError("E_ST_HEADER", f"tensor {name!r} has an invalid shape", offset=base + 8,
+                              expected=f"list of <= {MAX_RANK} non-negative ints", got=shape)
+        if (not isinstance(offs, list) or len(offs) != 2
+                or not all(type(o) is int and o >= 0 for o in offs) or offs[0] > offs[1]):
+            raise FormatError("E_ST_OFFSETS", f"tensor {name!r} has invalid data_offsets", offset=base + 8,
+                              expected="[begin, end] with 0 <= begin <= end", got=offs)
+        tshape = tuple(shape)
+        if offs[1] - offs[0] != _nbytes(dtype, tshape):
+            raise FormatError("E_ST_OFFSETS", f"tensor {name!r}: data_offsets span differs from dtype x shape",
+                              offset=base + 8, expected=_nbytes(dtype, tshape), got=offs[1] - offs[0])
+        entries.append(StEntry(name, dtype, tshape, offs[0], offs[1]))
+    # offsets must tile [0, data_len) exactly: no overlap, no hole, nothing out of range
+    entries.sort(key=lambda e: (e.begin, e.end))
+    pos = 0
+    for e in entries:
+        if e.begin != pos:
+            kind = "overlaps the previous tensor" if e.begin < pos else "leaves a hole before it"
+            raise FormatError("E_ST_OFFSETS", f"tensor {e.name!r} {kind}", offset=base + data_start + min(e.begin, pos),
+                              expected=f"begin {pos}", got=e.begin)
+        pos = e.end
+    if pos != data_len:
+        raise FormatError("E_ST_OFFSETS", "tensor data does not end where the payload ends",
+                          offset=base + data_start + min(pos, data_len), expected=f"data length {pos}", got=data_len)
+    return entries, data_start
+
+
+def to_storage(array: np.ndarray, dtype: str) -> np.ndarray:
+    """Convert ``array`` to the little-endian storage representation of ``dtype``.
+
+    BF16 is rounded from float32 to nearest-even and returned as raw ``<u2`` words.
+    """
+    if dtype == "BF16":
+        f = np.ascontiguousarray(array, dtype="<f4")
+        bits = f.view("<u4").astype(np.uint64)
+        # round to nearest, ties to even; NaN stays NaN (quiet bit kept by the truncation below)
+        rounded = (bits + 0x7FFF + ((bits >> 16) & 1)) >> 16
+        nan = np.isnan(f)
+        out = rounded.astype("<u2")
+        if nan.any():
+            out[nan] = ((bits[nan] >> 16) | 0x40).astype("<u2")
+        return out
+    return np.ascontiguousarray(array, dtype=NUMPY_DTYPE[dtype])
+
+
+def from_storage(raw: bytes | memoryview, dtype: str, shape: tuple[int, ...]) -> np.ndarray:
+    """Decode stored little-endian bytes into a native numpy array (BF16 -> exact float32)."""
+    arr = np.frombuffer(raw, dtype=NUMPY_DTYPE[dtype]).reshape(shape)
+    if dtype == "BF16":
+        return (arr.astype(np.uint32) << 16).view(np.float32)
+    return arr.astype(NUMPY_DTYPE[dtype].newbyteorder("="), copy=True)
