@@ -1,0 +1,845 @@
+"""Privacy audit: is any distilled image a (near) copy of a real training image?
+
+For every distilled image the audit finds its nearest real training image (or patch) under two
+similarities, at the distilled resolution:
+
+* **NCC**, normalised cross-correlation over all pixels and channels (Pearson correlation of the
+  two images). It is invariant to brightness and contrast changes, so a copy that was shifted or
+  scaled in intensity is still caught. Computed on the distilled values as stored (de-normalised
+  with the manifest's mean/std, *not* clipped), against every real image.
+* **SSIM** (Wang et al. 2004) with a uniform (default) or Gaussian (sigma 1.5) 7 x 7 window,
+  K1 = 0.01, K2 = 0.03, data range L = 1, "valid" windows only (no padding), weighted population
+  (co)variances, mean over windows and channels. Both images are clipped to [0, 1] first: SSIM needs a
+  data range, and what could leak is what a viewer sees. The SSIM nearest neighbour is searched among
+  the ``ssim_candidates`` best NCC neighbours of each image (exact when that is >= the number of
+  real images); the JSON output states the value used.
+
+Whether a similarity is *high* depends on the data (chest X-rays all look alike), so each distilled
+image's nearest-neighbour similarity is compared with the distribution of nearest-neighbour similarity
+between *distinct* real images: a seeded sample of real images, each against all the other real
+images. Items from the same source image (overlapping patches) and exact pixel duplicates (real data
+sets contain them: PneumoniaMNIST's training split has 18 duplicate pairs) are excluded from that
+reference, because they are the same picture, not two patients.
+
+Verdict rule (documented in the CLI help and the JSON): an image is **flagged** when its NCC or its
+SSIM to the nearest real item is above the ``percentile``-th percentile (default 99) of the real-real
+distribution of that measure, or when its NCC is >= ``copy_ncc`` (default 0.99, a near-exact copy
+whatever the distribution says). ``sldp audit`` exits with code 1 when anything is flagged.
+
+Memory is bounded: the real set is streamed in chunks of ``chunk`` items (resized per chunk), no
+real-by-real similarity matrix is ever materialised; what is kept is the top-k neighbour list per
+query. The module is torch-free (numpy only; Pillow for the PNG sheet).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Any, Literal, Protocol
+
+import numpy as np
+import numpy.typing as npt
+
+from sldpack.errors import DataError, UsageError
+
+__all__ = [
+    "AuditConfig",
+    "AuditResult",
+    "Distribution",
+    "ImageFinding",
+    "Neighbour",
+    "RealImages",
+    "RealPatches",
+    "RealSource",
+    "area_resize",
+    "audit_file",
+    "audit_images",
+    "distilled_pixels",
+    "load_real_images",
+    "ncc",
+    "ncc_matrix",
+    "save_sheet",
+    "ssim",
+    "ssim_batch",
+]
+
+F64 = npt.NDArray[np.float64]
+Window = Literal["uniform", "gaussian"]
+
+SSIM_K1 = 0.01
+SSIM_K2 = 0.03
+SSIM_GAUSSIAN_SIGMA = 1.5
+
+
+# --- resizing -----------------------------------------------------------------------------------
+
+def _area_matrix(n_in: int, n_out: int) -> F64:
+    """(n_out, n_in) weights of exact area averaging: each output cell covers n_in/n_out input cells.
+
+    Works for any ratio (fractional overlaps get fractional weights) and for upsampling (then it is
+    piecewise-constant interpolation). Rows sum to 1.
+    """
+    scale = n_in / n_out
+    a = np.zeros((n_out, n_in), dtype=np.float64)
+    for i in range(n_out):
+        lo, hi = i * scale, (i + 1) * scale
+        j0, j1 = math.floor(lo), min(math.ceil(hi), n_in)
+        for j in range(j0, j1):
+            a[i, j] = (min(hi, j + 1) - max(lo, j)) / scale
+    return a
+
+
+def area_resize(images: npt.ArrayLike, size: tuple[int, int]) -> F64:
+    """Resize the last two axes by area averaging (the ``cv2.INTER_AREA`` idea, exact for any ratio).
+
+    Args:
+        images: array ``[..., H, W]``.
+        size: output ``(height, width)``.
+
+    Returns:
+        float64 array ``[..., height, width]``; the input itself (as float64) when sizes already match.
+    """
+    arr = np.asarray(images, dtype=np.float64)
+    h, w = arr.shape[-2:]
+    if (h, w) == tuple(size):
+        return arr
+    ah = _area_matrix(h, size[0])
+    aw = _area_matrix(w, size[1])
+    return np.asarray(np.einsum("ih,...hw,jw->...ij", ah, arr, aw, optimize=True), dtype=np.float64)
+
+
+# --- similarity measures ------------------------------------------------------------------------
+
+def _unit_rows(x: F64) -> F64:
+    """Zero-mean, unit-norm rows; rows with zero variance become all-zero (NCC 0 with anything)."""
+    x = x - x.mean(axis=1, keepdims=True)
+    norm = np.linalg.norm(x, axis=1, keepdims=True)
+    out: F64 = np.divide(x, norm, out=np.zeros_like(x), where=norm > 0)
+    return out
+
+
+def ncc_matrix(a: npt.ArrayLike, b: npt.ArrayLike) -> F64:
+    """Normalised cross-correlation of every item of ``a`` with every item of ``b``.
+
+    Args:
+        a: ``[n, ...]`` items (flattened per item).
+        b: ``[m, ...]`` items with the same number of values per item.
+
+    Returns:
+        ``[n, m]`` values in [-1, 1]; 0 where either item is constant (no structure to correlate).
+    """
+    aa = np.asarray(a, dtype=np.float64)
+    bb = np.asarray(b, dtype=np.float64)
+    aa = aa.reshape(aa.shape[0], -1)
+    bb = bb.reshape(bb.shape[0], -1)
+    if aa.shape[1] != bb.shape[1]:
+        raise UsageError(f"NCC needs items of the same size, got {aa.shape[1]} and {bb.shape[1]} values")
+    out = _unit_rows(aa) @ _unit_rows(bb).T
+    return np.clip(out, -1.0, 1.0)
+
+
+def ncc(x: npt.ArrayLike, y: npt.ArrayLike) -> float:
+    """Normalised cross-correlation (Pearson correlation) of two images of the same shape.
+
+    Symmetric, in [-1, 1], invariant to ``a * x + b`` for ``a > 0``; 0 when either image is constant.
+    """
+    xa, ya = np.asarray(x, dtype=np.float64), np.asarray(y, dtype=np.float64)
+    if xa.shape != ya.shape:
+        raise UsageError(f"NCC needs two images of the same shape, got {xa.shape} and {ya.shape}")
+    return float(ncc_matrix(xa[None], ya[None])[0, 0])
+
+
+def _window_1d(win_size: int, window: Window) -> F64:
+    if window == "uniform":
+        return np.full(win_size, 1.0 / win_size)
+    if window == "gaussian":
+        r = np.arange(win_size, dtype=np.float64) - (win_size - 1) / 2
+        g = np.exp(-(r**2) / (2 * SSIM_GAUSSIAN_SIGMA**2))
+        return np.asarray(g / g.sum(), dtype=np.float64)
+    raise UsageError(f"unknown SSIM window {window!r}: expected 'uniform' or 'gaussian'")
+
+
+def _filter_matrix(n: int, win: F64) -> F64:
+    """(n - w + 1, n) matrix applying the 1-D window at every valid position."""
+    w = win.shape[0]
+    m = np.zeros((n - w + 1, n), dtype=np.float64)
+    for i in range(n - w + 1):
+        m[i, i:i + w] = win
+    return m
+
+
+class _SsimFilter:
+    """Separable 'valid' window filter for images of one size, as two small matrix products."""
+
+    def __init__(self, h: int, w: int, win_size: int, window: Window) -> None:
+        if win_size < 1 or win_size % 2 == 0:
+            raise UsageError(f"SSIM window size must be odd and >= 1, got {win_size}")
+        # images smaller than the window: use the largest odd window that fits
+        k = min(win_size, h, w)
+        k -= 1 - k % 2
+        win = _window_1d(k, window)
+        self.fh = _filter_matrix(h, win)
+        self.fw = _filter_matrix(w, win)
+
+    def __call__(self, z: F64) -> F64:
+        return np.asarray((self.fh @ z) @ self.fw.T, dtype=np.float64)
+
+
+def ssim_batch(x: npt.ArrayLike, ys: npt.ArrayLike, *, win_size: int = 7, window: Window = "uniform",
+               data_range: float = 1.0) -> F64:
+    """SSIM of one image against a batch of images.
+
+    Args:
+        x: ``[C, H, W]`` (or ``[H, W]``).
+        ys: ``[B, C, H, W]`` (or ``[B, H, W]``).
+        win_size: odd window size (7); shrunk to the image when the image is smaller.
+        window: ``"uniform"`` or ``"gaussian"`` (sigma 1.5).
+        data_range: L in the constants C1 = (K1 L)^2, C2 = (K2 L)^2.
+
+    Returns:
+        ``[B]`` mean SSIM over valid windows and channels; ``ssim(x, x) == 1``.
+    """
+    xa = np.asarray(x, dtype=np.float64)
+    ya = np.asarray(ys, dtype=np.float64)
+    if xa.ndim == 2:
+        xa = xa[None]
+    if ya.ndim == xa.ndim:
+        ya = ya[:, None]
+    if ya.shape[1:] != xa.shape:
+        raise UsageError(f"SSIM needs images of the same shape, got {xa.shape} and {ya.shape[1:]}")
+    filt = _SsimFilter(xa.shape[-2], xa.shape[-1], win_size, window)
+    c1 = (SSIM_K1 * data_range) ** 2
+    c2 = (SSIM_K2 * data_range) ** 2
+    mu_x = filt(xa)
+    var_x = filt(xa * xa) - mu_x * mu_x
+    mu_y = filt(ya)
+    var_y = filt(ya * ya) - mu_y * mu_y
+    cov = filt(xa[None] * ya) - mu_x[None] * mu_y
+    num = (2 * mu_x[None] * mu_y + c1) * (2 * cov + c2)
+    den = (mu_x[None] ** 2 + mu_y**2 + c1) * (var_x[None] + var_y + c2)
+    smap = num / den
+    return np.asarray(smap.reshape(smap.shape[0], -1).mean(axis=1), dtype=np.float64)
+
+
+def ssim(x: npt.ArrayLike, y: npt.ArrayLike, *, win_size: int = 7, window: Window = "uniform",
+         data_range: float = 1.0) -> float:
+    """Structural similarity of two images of the same shape (``[H, W]`` or ``[C, H, W]``).
+
+    See :func:`ssim_batch` for the definition; symmetric, at most 1, equal to 1 for identical images.
+    """
+    xa = np.asarray(x, dtype=np.float64)
+    return float(ssim_batch(xa, np.asarray(y, dtype=np.float64)[None], win_size=win_size, window=window,
+                            data_range=data_range)[0])
+
+
+# --- real data sources --------------------------------------------------------------------------
+
+class RealSource(Protocol):
+    """Real items at the distilled resolution, in [0, 1] pixel scale, addressable by index."""
+
+    def __len__(self) -> int: ...
+
+    def batch(self, start: int, stop: int) -> F64:
+        """Items ``start..stop-1`` as float64 ``[B, C, h, w]``."""
+        ...
+
+    def take(self, indices: npt.NDArray[np.int64]) -> F64:
+        """Items at ``indices`` as float64 ``[B, C, h, w]``."""
+        ...
+
+    def groups(self, start: int, stop: int) -> npt.NDArray[np.int64]:
+        """Source image index of items ``start..stop-1`` (items of one group are not 'distinct')."""
+        ...
+
+    def describe(self, index: int) -> str:
+        """Human name of one item, e.g. ``train[1234]`` or ``train[12]@(32,64)``."""
+        ...
+
+
+def _as_nchw(images: np.ndarray[Any, Any], what: str) -> np.ndarray[Any, Any]:
+    """Accept [N,H,W], [N,H,W,C] or [N,C,H,W] (C in 1, 3, 4) and return [N,C,H,W] (a view)."""
+    if images.ndim == 3:
+        return images[:, None]
+    if images.ndim == 4:
+        chans = (1, 3, 4)
+        if images.shape[-1] in chans and images.shape[1] not in chans:
+            return np.moveaxis(images, -1, 1)
+        if images.shape[1] in chans:
+            return images
+        if images.shape[-1] in chans:
+            return np.moveaxis(images, -1, 1)
+    raise DataError(f"{what}: expected images shaped [N,H,W], [N,H,W,C] or [N,C,H,W], got {images.shape}")
+
+
+def _pixel_scale(images: np.ndarray[Any, Any]) -> float:
+    """Divisor that maps stored values to [0, 1]: 255 for u8, 65535 for u16, 1 for floats."""
+    if images.dtype == np.uint8:
+        return 255.0
+    if images.dtype == np.uint16:
+        return 65535.0
+    if np.issubdtype(images.dtype, np.floating):
+        return 1.0
+    raise DataError(f"real images have dtype {images.dtype}; expected uint8, uint16 or float in [0, 1]")
+
+
+class RealImages:
+    """Whole real images, area-resized to the distilled resolution per chunk.
+
+    Args:
+        images: ``[N, H, W]``, ``[N, H, W, C]`` or ``[N, C, H, W]`` (u8, u16 or float in [0, 1]); a
+            numpy memmap is read chunk by chunk.
+        size: distilled ``(h, w)``.
+        channels: distilled channel count; a 1-channel real set is repeated to match it.
+        name: prefix for item names (the split name).
+    """
+
+    def __init__(self, images: np.ndarray[Any, Any], size: tuple[int, int], channels: int,
+                 name: str = "train") -> None:
+        self._raw = _as_nchw(images, name)
+        self._scale = _pixel_scale(images)
+        c = self._raw.shape[1]
+        if c not in (1, channels):
+            raise DataError(f"real images have {c} channels but the distilled images have {channels}")
+        self._channels = channels
+        self._size = size
+        self._name = name
+
+    def __len__(self) -> int:
+        return int(self._raw.shape[0])
+
+    def _prep(self, raw: np.ndarray[Any, Any]) -> F64:
+        x = area_resize(np.asarray(raw, dtype=np.float64) / self._scale, self._size)
+        if x.shape[1] != self._channels:
+            x = np.repeat(x, self._channels, axis=1)
+        return x
+
+    def batch(self, start: int, stop: int) -> F64:
+        return self._prep(self._raw[start:stop])
+
+    def take(self, indices: npt.NDArray[np.int64]) -> F64:
+        order = np.argsort(indices)
+        out = np.empty((len(indices), self._channels, *self._size), dtype=np.float64)
+        # sorted reads are friendlier to memmaps
+        out[order] = self._prep(self._raw[np.asarray(indices)[order]])
+        return out
+
+    def groups(self, start: int, stop: int) -> npt.NDArray[np.int64]:
+        return np.arange(start, min(stop, len(self)), dtype=np.int64)
+
+    def describe(self, index: int) -> str:
+        return f"{self._name}[{index}]"
+
+
+class RealPatches:
+    """Every window of the distilled size in every real image (no resizing), at a given stride.
+
+    Item ``i`` is window ``i % per_image`` of image ``i // per_image``; windows run row by row.
+    """
+
+    def __init__(self, images: np.ndarray[Any, Any], size: tuple[int, int], channels: int, stride: int,
+                 name: str = "train") -> None:
+        if stride < 1:
+            raise UsageError(f"patch stride must be >= 1, got {stride}")
+        self._raw = _as_nchw(images, name)
+        self._scale = _pixel_scale(images)
+        c, h, w = self._raw.shape[1:]
+        if c not in (1, channels):
+            raise DataError(f"real images have {c} channels but the distilled images have {channels}")
+        if h < size[0] or w < size[1]:
+            raise DataError(f"real images ({h}x{w}) are smaller than the distilled patches ({size[0]}x{size[1]})")
+        self._ys = np.arange(0, h - size[0] + 1, stride, dtype=np.int64)
+        self._xs = np.arange(0, w - size[1] + 1, stride, dtype=np.int64)
+        self._per = len(self._ys) * len(self._xs)
+        self._size = size
+        self._channels = channels
+        self._name = name
+
+    def __len__(self) -> int:
+        return int(self._raw.shape[0]) * self._per
+
+    def _where(self, index: int) -> tuple[int, int, int]:
+        img, k = divmod(int(index), self._per)
+        yi, xi = divmod(k, len(self._xs))
+        return img, int(self._ys[yi]), int(self._xs[xi])
+
+    def take(self, indices: npt.NDArray[np.int64]) -> F64:
+        h, w = self._size
+        out = np.empty((len(indices), self._channels, h, w), dtype=np.float64)
+        cache: dict[int, F64] = {}
+        for n, idx in enumerate(np.asarray(indices)):
+            img, y, x = self._where(int(idx))
+            if img not in cache:
+                if len(cache) > 8:
+                    cache.clear()
+                cache[img] = np.asarray(self._raw[img], dtype=np.float64) / self._scale
+            out[n] = cache[img][:, y:y + h, x:x + w]  # broadcasts 1 -> C channels
+        return out
+
+    def batch(self, start: int, stop: int) -> F64:
+        return self.take(np.arange(start, min(stop, len(self)), dtype=np.int64))
+
+    def groups(self, start: int, stop: int) -> npt.NDArray[np.int64]:
+        return np.arange(start, min(stop, len(self)), dtype=np.int64) // self._per
+
+    def describe(self, index: int) -> str:
+        img, y, x = self._where(index)
+        return f"{self._name}[{img}]@({y},{x})"
+
+
+def load_real_images(path: str | os.PathLike[str], split: str = "train"
+                     ) -> tuple[np.ndarray[Any, Any], np.ndarray[Any, Any] | None]:
+    """Load real training images (and labels, when present) for the audit.
+
+    ``.npz``: arrays ``{split}_images`` / ``{split}_labels`` (MedMNIST layout) or ``images`` /
+    ``labels`` (e.g. montgomery_512.npz). ``.npy``: an image array, memory-mapped (read per chunk).
+
+    Raises:
+        DataError: the file is missing, unreadable or has no image array.
+    """
+    p = Path(path)
+    if not p.is_file():
+        raise DataError(f"{p}: no such file")
+    try:
+        if p.suffix == ".npy":
+            return np.load(p, mmap_mode="r", allow_pickle=False), None
+        with np.load(p, allow_pickle=False) as z:
+            keys = list(z.keys())
+            for ik, lk in ((f"{split}_images", f"{split}_labels"), ("images", "labels")):
+                if ik in keys:
+                    labels = np.asarray(z[lk]).reshape(-1) if lk in keys else None
+                    return np.asarray(z[ik]), labels
+    except (OSError, ValueError, EOFError) as exc:
+        raise DataError(f"{p}: cannot read as .npz/.npy ({exc})") from exc
+    raise DataError(f"{p}: no '{split}_images' or 'images' array (has: {', '.join(keys)})")
+
+
+# --- results ------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class AuditConfig:
+    """Knobs of the audit; every default is stated in the JSON output.
+
+    Attributes:
+        percentile: reference percentile of the real-real nearest-neighbour distribution (99).
+        copy_ncc: NCC at or above which an image is a near-exact copy regardless (0.99).
+        k: real neighbours shown per distilled image in the sheet and JSON (3).
+        real_sample: real images sampled (seeded) for the real-real distribution (1000; all if fewer).
+        ssim_candidates: SSIM is searched among this many best NCC neighbours (64).
+        chunk: real items resized and compared at a time (memory bound) (512).
+        window, win_size: SSIM window (uniform, 7).
+        seed: seed of the real-sample draw (0).
+        patch_stride: when set, real images are cut into windows of the distilled size at this stride
+            instead of being resized.
+    """
+
+    percentile: float = 99.0
+    copy_ncc: float = 0.99
+    k: int = 3
+    real_sample: int = 1000
+    ssim_candidates: int = 64
+    chunk: int = 512
+    window: Window = "uniform"
+    win_size: int = 7
+    seed: int = 0
+    patch_stride: int | None = None
+
+    def check(self) -> None:
+        """Raise :class:`UsageError` for out-of-range values."""
+        if not 0.0 < self.percentile <= 100.0:
+            raise UsageError(f"percentile must be in (0, 100], got {self.percentile}")
+        if not -1.0 <= self.copy_ncc <= 1.0:
+            raise UsageError(f"copy_ncc must be in [-1, 1], got {self.copy_ncc}")
+        for name in ("k", "real_sample", "ssim_candidates", "chunk"):
+            if getattr(self, name) < 1:
+                raise UsageError(f"{name} must be >= 1, got {getattr(self, name)}")
+
+
+@dataclass(frozen=True)
+class Neighbour:
+    """One real item near a distilled image."""
+
+    index: int
+    name: str
+    ncc: float
+    ssim: float | None
+    label: int | None = None
+
+
+@dataclass(frozen=True)
+class Distribution:
+    """Summary of the real-real nearest-neighbour similarities (one measure)."""
+
+    count: int
+    min: float
+    p50: float
+    p90: float
+    p99: float
+    max: float
+    threshold: float  # value at the configured percentile
+
+
+@dataclass(frozen=True)
+class ImageFinding:
+    """The audit of one distilled image."""
+
+    index: int
+    nn_ncc: Neighbour
+    nn_ssim: Neighbour
+    ncc_percentile: float  # % of real-real NN NCC values strictly below this image's NN NCC
+    ssim_percentile: float
+    neighbours: tuple[Neighbour, ...]
+    flagged: bool
+    reasons: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class AuditResult:
+    """Everything the audit found; ``to_dict()`` is the ``--json`` output."""
+
+    config: AuditConfig
+    n_distilled: int
+    n_real: int
+    n_real_sample: int
+    duplicates_excluded: int
+    resolution: tuple[int, int]
+    channels: int
+    mode: str
+    real_real_ncc: Distribution
+    real_real_ssim: Distribution
+    findings: tuple[ImageFinding, ...]
+    sheet: str | None = None
+    source: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def flagged(self) -> bool:
+        """True when any distilled image is flagged."""
+        return any(f.flagged for f in self.findings)
+
+    @property
+    def verdict(self) -> str:
+        """``"PASS"`` or ``"FLAG"``."""
+        return "FLAG" if self.flagged else "PASS"
+
+    def verdict_line(self) -> str:
+        """One line a human can act on."""
+        q = _fmt_pct(self.config.percentile)
+        if self.flagged:
+            parts = []
+            for f in self.findings:
+                if f.flagged:
+                    parts.append(f"image {f.index} is a near copy of {f.nn_ncc.name} "
+                                 f"(NCC {f.nn_ncc.ncc:.3f}, SSIM {f.nn_ssim.ssim:.3f}; {'; '.join(f.reasons)})")
+            return "FLAG: " + " | ".join(parts)
+        best = max(self.findings, key=lambda f: f.nn_ncc.ncc)
+        return (f"PASS: no distilled image is closer to a training image than the {q} percentile of "
+                f"real-real nearest neighbours (NCC {self.real_real_ncc.threshold:.3f}, SSIM "
+                f"{self.real_real_ssim.threshold:.3f}); closest: image {best.index} ~ {best.nn_ncc.name} "
+                f"NCC {best.nn_ncc.ncc:.3f} (real-real percentile {best.ncc_percentile:.1f})")
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready form."""
+        return {
+            "verdict": self.verdict,
+            "verdict_line": self.verdict_line(),
+            "rule": (f"flag when NN NCC or NN SSIM > the {self.config.percentile:g}th percentile of the "
+                     f"real-real NN distribution, or NN NCC >= {self.config.copy_ncc:g}"),
+            "config": asdict(self.config),
+            "n_distilled": self.n_distilled,
+            "n_real": self.n_real,
+            "n_real_sample": self.n_real_sample,
+            "duplicates_excluded": self.duplicates_excluded,
+            "resolution": list(self.resolution),
+            "channels": self.channels,
+            "mode": self.mode,
+            "real_real": {"ncc": asdict(self.real_real_ncc), "ssim": asdict(self.real_real_ssim)},
+            "images": [asdict(f) for f in self.findings],
+            "sheet": self.sheet,
+            "source": dict(self.source),
+        }
+
+
+def _fmt_pct(q: float) -> str:
+    n = f"{q:g}"
+    if n.endswith("1") and not n.endswith("11"):
+        return n + "st"
+    if n.endswith("2") and not n.endswith("12"):
+        return n + "nd"
+    if n.endswith("3") and not n.endswith("13"):
+        return n + "rd"
+    return n + "th"
+
+
+def _distribution(values: F64, q: float) -> Distribution:
+    v = np.asarray(values, dtype=np.float64)
+    return Distribution(count=int(v.size), min=float(v.min()), p50=float(np.percentile(v, 50)),
+                        p90=float(np.percentile(v, 90)), p99=float(np.percentile(v, 99)), max=float(v.max()),
+                        threshold=float(np.percentile(v, q)))
+
+
+# --- the audit ----------------------------------------------------------------------------------
+
+def _merge_topk(best_v: F64, best_i: npt.NDArray[np.int64], v: F64, i0: int, k: int
+                ) -> tuple[F64, npt.NDArray[np.int64]]:
+    """Keep the k largest of the running best and a new block of scores (columns i0, i0+1, ...)."""
+    idx = np.broadcast_to(np.arange(i0, i0 + v.shape[1], dtype=np.int64), v.shape)
+    allv = np.concatenate([best_v, v], axis=1)
+    alli = np.concatenate([best_i, idx], axis=1)
+    kk = min(k, allv.shape[1])
+    part = np.argpartition(-allv, kk - 1, axis=1)[:, :kk]
+    pv = np.take_along_axis(allv, part, axis=1)
+    pi = np.take_along_axis(alli, part, axis=1)
+    order = np.argsort(-pv, axis=1, kind="stable")
+    return np.take_along_axis(pv, order, axis=1), np.take_along_axis(pi, order, axis=1)
+
+
+def audit_images(distilled: npt.ArrayLike, real: RealSource, *, config: AuditConfig | None = None,
+                 labels: npt.ArrayLike | None = None, mode: str = "resize") -> AuditResult:
+    """Audit distilled images against a real source (the core of ``sldp audit``).
+
+    Args:
+        distilled: ``[M, C, h, w]`` in pixel scale (real images map to [0, 1]); not clipped for NCC,
+            clipped to [0, 1] for SSIM.
+        real: the real training items at the distilled resolution (:class:`RealImages`,
+            :class:`RealPatches` or any :class:`RealSource`).
+        config: audit knobs (defaults: :class:`AuditConfig`).
+        labels: optional per-source-image labels, reported beside the neighbours.
+        mode: free text recorded in the result (``resize`` or ``patches``).
+
+    Returns:
+        The :class:`AuditResult`.
+
+    Raises:
+        DataError: fewer than 2 real items, or no distilled images.
+        UsageError: bad configuration.
+    """
+    cfg = config or AuditConfig()
+    cfg.check()
+    d = np.asarray(distilled, dtype=np.float64)
+    if d.ndim != 4 or d.shape[0] == 0:
+        raise DataError(f"distilled images must be [M, C, H, W] with M >= 1, got {d.shape}")
+    if not np.isfinite(d).all():
+        raise DataError("distilled images contain NaN or infinite values")
+    m = d.shape[0]
+    n = len(real)
+    if n < 2:
+        raise DataError(f"the audit needs at least 2 real images, got {n}")
+    lab = None if labels is None else np.asarray(labels).reshape(-1)
+
+    # the real-real reference: a seeded sample of real items, each against all the others
+    rng = np.random.default_rng(cfg.seed)
+    s = min(cfg.real_sample, n)
+    sample_idx = np.sort(rng.choice(n, size=s, replace=False)).astype(np.int64)
+    sample = real.take(sample_idx)
+    sample_groups = np.concatenate([real.groups(int(i), int(i) + 1) for i in sample_idx])
+
+    queries = np.concatenate([d, sample], axis=0)
+    qn = _unit_rows(queries.reshape(queries.shape[0], -1))
+    q = queries.shape[0]
+    keep = max(cfg.k, cfg.ssim_candidates)
+    best_v = np.empty((q, 0), dtype=np.float64)
+    best_i = np.empty((q, 0), dtype=np.int64)
+    dup_pairs: set[tuple[int, int]] = set()
+
+    # pass 1: NCC against every real item, streamed
+    for start in range(0, n, cfg.chunk):
+        stop = min(start + cfg.chunk, n)
+        block = real.batch(start, stop)
+        bn = _unit_rows(block.reshape(block.shape[0], -1))
+        sc = np.clip(qn @ bn.T, -1.0, 1.0)
+        # a sample query never counts itself, its own source image, or an exact pixel duplicate
+        same = sample_groups[:, None] == real.groups(start, stop)[None, :]
+        ss = sc[m:]
+        ss[same] = -np.inf
+        for a, b in zip(*np.nonzero(ss >= 1.0 - 1e-9), strict=True):
+            if np.array_equal(sample[a], block[b]):
+                ss[a, b] = -np.inf
+                dup_pairs.add((int(sample_idx[a]), start + int(b)))
+        best_v, best_i = _merge_topk(best_v, best_i, sc, start, keep)
+
+    # pass 2: SSIM among each query's best NCC candidates (clipped to the displayable range)
+    ssim_v = np.empty(q, dtype=np.float64)
+    ssim_i = np.empty(q, dtype=np.int64)
+    ssim_by_pair: dict[tuple[int, int], float] = {}
+    for j in range(q):
+        valid = np.isfinite(best_v[j])
+        cand = best_i[j][valid][: cfg.ssim_candidates]
+        if cand.size == 0:
+            raise DataError("no distinct real item to compare with (all real items are duplicates?)")
+        vals = ssim_batch(np.clip(queries[j], 0.0, 1.0), np.clip(real.take(cand), 0.0, 1.0),
+                          win_size=cfg.win_size, window=cfg.window)
+        t = int(np.argmax(vals))
+        ssim_v[j], ssim_i[j] = vals[t], cand[t]
+        if j < m:
+            for c, v in zip(cand.tolist(), vals.tolist(), strict=True):
+                ssim_by_pair[(j, c)] = v
+
+    rr_ncc = _distribution(best_v[m:, 0], cfg.percentile)
+    rr_ssim = _distribution(ssim_v[m:], cfg.percentile)
+
+    def neighbour(j: int, idx: int, ncc_value: float) -> Neighbour:
+        grp = int(real.groups(idx, idx + 1)[0])
+        return Neighbour(index=idx, name=real.describe(idx), ncc=float(ncc_value),
+                         ssim=ssim_by_pair.get((j, idx)),
+                         label=None if lab is None or grp >= lab.size else int(lab[grp]))
+
+    ref_ncc, ref_ssim = best_v[m:, 0], ssim_v[m:]
+    findings = []
+    for j in range(m):
+        nn_n = neighbour(j, int(best_i[j, 0]), float(best_v[j, 0]))
+        nn_s_ncc = float(best_v[j][best_i[j] == ssim_i[j]][0])
+        nn_s = neighbour(j, int(ssim_i[j]), nn_s_ncc)
+        reasons = []
+        if nn_n.ncc >= cfg.copy_ncc:
+            reasons.append(f"NCC >= copy threshold {cfg.copy_ncc:g}")
+        if nn_n.ncc > rr_ncc.threshold:
+            reasons.append(f"NCC above the {_fmt_pct(cfg.percentile)} percentile of real-real NN "
+                           f"({rr_ncc.threshold:.3f})")
+        if float(ssim_v[j]) > rr_ssim.threshold:
+            reasons.append(f"SSIM above the {_fmt_pct(cfg.percentile)} percentile of real-real NN "
+                           f"({rr_ssim.threshold:.3f})")
+        neigh = tuple(neighbour(j, int(i), float(v)) for i, v in zip(best_i[j, :cfg.k], best_v[j, :cfg.k],
+                                                                      strict=True))
+        findings.append(ImageFinding(
+            index=j, nn_ncc=nn_n, nn_ssim=nn_s,
+            ncc_percentile=float(100.0 * np.mean(ref_ncc < nn_n.ncc)),
+            ssim_percentile=float(100.0 * np.mean(ref_ssim < ssim_v[j])),
+            neighbours=neigh, flagged=bool(reasons), reasons=tuple(reasons)))
+
+    return AuditResult(config=cfg, n_distilled=m, n_real=n, n_real_sample=s, duplicates_excluded=len(dup_pairs),
+                       resolution=(d.shape[2], d.shape[3]), channels=d.shape[1], mode=mode,
+                       real_real_ncc=rr_ncc, real_real_ssim=rr_ssim, findings=tuple(findings))
+
+
+def distilled_pixels(images: npt.ArrayLike, mean: Sequence[float] | None, std: Sequence[float] | None) -> F64:
+    """Undo the preprocessing ``(x - mean) / std`` so distilled images are on the real [0, 1] scale.
+
+    Args:
+        images: ``[M, C, H, W]`` as stored in the file.
+        mean, std: per-channel values from the manifest's preprocessing (one value broadcasts);
+            ``None`` when the file has no preprocessing (images are then taken as already in [0, 1]).
+    """
+    x = np.asarray(images, dtype=np.float64)
+    if mean is None or std is None:
+        return x
+    mu = np.asarray(mean, dtype=np.float64).reshape(1, -1, 1, 1)
+    sd = np.asarray(std, dtype=np.float64).reshape(1, -1, 1, 1)
+    if mu.shape[1] not in (1, x.shape[1]) or sd.shape[1] not in (1, x.shape[1]):
+        raise DataError(f"preprocessing has {mu.shape[1]} mean / {sd.shape[1]} std values for "
+                        f"{x.shape[1]}-channel images")
+    return np.asarray(x * sd + mu, dtype=np.float64)
+
+
+def audit_file(path: str | os.PathLike[str], data: str | os.PathLike[str], *, split: str = "train",
+               config: AuditConfig | None = None, sheet: str | os.PathLike[str] | None = None) -> AuditResult:
+    """Audit the distilled images of a ``.sldp`` file against a real training set.
+
+    Args:
+        path: the ``.sldp`` file (its ``images`` tensor and preprocessing are used).
+        data: real images (``.npz``/``.npy``, see :func:`load_real_images`).
+        split: which split of a MedMNIST-style ``.npz``.
+        config: audit knobs.
+        sheet: where to write the PNG sheet (``None``: no sheet).
+
+    Returns:
+        The :class:`AuditResult` (with ``sheet`` set when one was written).
+
+    Raises:
+        FormatError: the file is not a valid ``.sldp``.
+        DataError: the data cannot be read or do not match the distilled images.
+    """
+    from sldpack.container import open as open_sldp
+
+    cfg = config or AuditConfig()
+    with open_sldp(path) as f:
+        manifest = f.manifest
+        names = list(f.iter_roles("images"))
+        if not names:
+            raise DataError(f"{path}: the file has no tensor with role 'images'")
+        # np.array copies out of the memory map before it closes; digests are checked on the way
+        imgs = np.concatenate([np.array(f.tensor(k), dtype=np.float64) for k in names], axis=0)
+    if imgs.ndim != 4:
+        raise DataError(f"{path}: images tensor must be [M, C, H, W], got shape {imgs.shape}")
+    pre = manifest.preprocessing
+    pix = distilled_pixels(imgs, pre.mean if pre else None, pre.std if pre else None)
+    raw, labels = load_real_images(data, split)
+    size = (pix.shape[2], pix.shape[3])
+    src: RealSource
+    if cfg.patch_stride is not None:
+        src = RealPatches(raw, size, pix.shape[1], cfg.patch_stride, name=split)
+        mode = f"patches (stride {cfg.patch_stride})"
+    else:
+        src = RealImages(raw, size, pix.shape[1], name=split)
+        native = _as_nchw(raw, split).shape[2:]
+        mode = "resize (area)" if tuple(native) != size else "native resolution"
+    result = audit_images(pix, src, config=cfg, labels=labels, mode=mode)
+    sheet_path = None
+    if sheet is not None:
+        save_sheet(result, pix, src, sheet, label_names=manifest.labels.names if manifest.labels else None)
+        sheet_path = os.fspath(sheet)
+    return replace(result, sheet=sheet_path,
+                   source={"file": os.fspath(path), "data": os.fspath(data), "split": split})
+
+
+# --- the PNG sheet ------------------------------------------------------------------------------
+
+def _to_u8(img: F64) -> np.ndarray[Any, Any]:
+    """[C, h, w] in [0, 1] -> uint8 [h, w] or [h, w, 3]."""
+    x = np.clip(img, 0.0, 1.0)
+    x = x[0] if x.shape[0] != 3 else np.moveaxis(x, 0, -1)
+    return np.asarray(np.round(x * 255.0), dtype=np.uint8)
+
+
+def save_sheet(result: AuditResult, distilled: npt.ArrayLike, real: RealSource, path: str | os.PathLike[str],
+               *, label_names: Sequence[str] | None = None, tile: int = 112) -> None:
+    """Write a PNG: one row per distilled image, then its k nearest real items with NCC/SSIM captions.
+
+    Args:
+        result: the audit result (neighbour indices come from it).
+        distilled: the distilled images in pixel scale (as audited).
+        real: the same real source the audit used.
+        path: output PNG path.
+        label_names: class names for the neighbour captions.
+        tile: tile edge in pixels (images are scaled up by nearest neighbour to about this size).
+    """
+    from PIL import Image, ImageDraw
+
+    d = np.asarray(distilled, dtype=np.float64)
+    h, w = d.shape[2:]
+    zoom = max(1, tile // max(h, w))
+    th, tw = h * zoom, w * zoom
+    cap = 38  # three caption lines
+    cols = 1 + result.config.k
+    pad = 4
+    width = cols * (tw + pad) + pad
+    rows = len(result.findings)
+    sheet = Image.new("RGB", (max(width, 360), rows * (th + cap + pad) + pad + 16), "white")
+    draw = ImageDraw.Draw(sheet)
+    draw.text((pad, 2), f"{result.verdict}: distilled (left), then nearest real items by NCC", fill="black")
+
+    def paste(img: F64, col: int, row: int, lines: Sequence[str], color: str = "black") -> None:
+        u8 = _to_u8(img)
+        pil = Image.fromarray(u8).resize((tw, th), Image.Resampling.NEAREST).convert("RGB")
+        x0 = pad + col * (tw + pad)
+        y0 = 16 + pad + row * (th + cap + pad)
+        sheet.paste(pil, (x0, y0))
+        for li, text in enumerate(lines):
+            draw.text((x0, y0 + th + 1 + 12 * li), text, fill=color)
+
+    for f in result.findings:
+        color = "red" if f.flagged else "black"
+        paste(d[f.index], 0, f.index, [f"distilled {f.index}", "FLAG" if f.flagged else "ok"], color)
+        if f.neighbours:
+            imgs = real.take(np.asarray([nb.index for nb in f.neighbours], dtype=np.int64))
+            for c, (nb, im) in enumerate(zip(f.neighbours, imgs, strict=True), start=1):
+                lab = ""
+                if nb.label is not None:
+                    lab = " " + (label_names[nb.label] if label_names and nb.label < len(label_names)
+                                 else str(nb.label))
+                ss = "n/a" if nb.ssim is None else f"{nb.ssim:.2f}"
+                paste(im, c, f.index, [f"{nb.name}{lab}"[:22], f"NCC {nb.ncc:.3f}", f"SSIM {ss}"])
+    out = Path(path)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    sheet.save(out, format="PNG")
