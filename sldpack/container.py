@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import builtins
 import hashlib
-import mmap
 import os
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, replace
@@ -30,6 +29,7 @@ from sldpack.constants import (
     MAX_DECODED_PAYLOAD,
     MAX_MANIFEST_BYTES,
     MAX_RANK,
+    MAX_ST_HEADER_BYTES,
     MAX_TENSORS,
     OFF_MANIFEST_LENGTH,
     OFF_MANIFEST_SHA256,
@@ -172,49 +172,65 @@ def write(path: str | os.PathLike[str], manifest: Manifest, tensors: Mapping[str
 # --- reader ------------------------------------------------------------------------------------
 
 class _Source:
-    """Random access to the file's bytes: an in-memory buffer or a read-only memory map."""
+    """Random access to the file's bytes: an in-memory buffer, or a file read with positioned reads.
+
+    Positioned reads rather than a memory map: slices of a map kept alive by an exception's traceback
+    would stop the map from closing, and reads let ``inspect`` touch nothing but header and manifest.
+    """
 
     def __init__(self, data: bytes | bytearray | memoryview | None = None, path: str | None = None) -> None:
         self._file: Any = None
-        self._mmap: mmap.mmap | None = None
+        self._buf: memoryview | None = None
         self.path = path
         if data is not None:
-            self.buf = memoryview(data).cast("B")
+            self._buf = memoryview(data).cast("B")
+            self.size = len(self._buf)
         else:
             assert path is not None
             try:
-                self._file = builtins.open(path, "rb")  # noqa: SIM115 - lives as long as the mmap
-                size = os.fstat(self._file.fileno()).st_size
-                if size:
-                    self._mmap = mmap.mmap(self._file.fileno(), 0, access=mmap.ACCESS_READ)
-                    self.buf = memoryview(self._mmap)
-                else:
-                    self.buf = memoryview(b"")
+                self._file = builtins.open(path, "rb")  # noqa: SIM115 - closed by close()
+                self.size = os.fstat(self._file.fileno()).st_size
             except OSError as exc:
                 self.close()
                 raise FormatError("E_IO", f"cannot read file: {exc.strerror or exc}", path=path) from None
-        self.size = len(self.buf)
+
+    def read_at(self, offset: int, n: int) -> bytes | memoryview:
+        """``n`` bytes at ``offset``; callers have already bounded both by ``size``."""
+        if self._buf is not None:
+            return self._buf[offset:offset + n]
+        try:
+            self._file.seek(offset)
+            data: bytes = self._file.read(n)
+        except OSError as exc:
+            raise FormatError("E_IO", f"cannot read file: {exc.strerror or exc}", offset=offset,
+                              path=self.path) from None
+        if len(data) != n:  # the file shrank under us
+            raise FormatError("E_TRUNCATED", "file ended while reading", offset=offset + len(data),
+                              expected=n, got=len(data), path=self.path)
+        return data
+
+    def chunks(self, offset: int, n: int, size: int = 1 << 23) -> Iterator[bytes | memoryview]:
+        """The range ``[offset, offset + n)`` in chunks of at most ``size`` bytes."""
+        end = offset + n
+        while offset < end:
+            k = min(size, end - offset)
+            yield self.read_at(offset, k)
+            offset += k
 
     def close(self) -> None:
-        if hasattr(self, "buf"):
-            self.buf.release()
-        if self._mmap is not None:
-            self._mmap.close()
-            self._mmap = None
         if self._file is not None:
             self._file.close()
             self._file = None
 
 
 def _parse_header(src: _Source) -> Header:
-    buf = src.buf
     if src.size < HEADER_SIZE:
-        got = bytes(buf[:8])
-        if got and MAGIC.startswith(got[:len(MAGIC)]):
+        got = bytes(src.read_at(0, min(8, src.size)))
+        if MAGIC.startswith(got):  # includes the empty file
             raise FormatError("E_TRUNCATED", "file ends inside the 64-byte header", offset=src.size,
                               expected=f">= {HEADER_SIZE} bytes", got=src.size)
         _check_magic(got)
-    magic, major, minor, reserved, mlen, plen, mdigest = HEADER_STRUCT.unpack(buf[:HEADER_SIZE])
+    magic, major, minor, reserved, mlen, plen, mdigest = HEADER_STRUCT.unpack(src.read_at(0, HEADER_SIZE))
     _check_magic(magic)
     if major != VERSION_MAJOR:
         raise VersionError("E_VERSION_MAJOR", f"file is SLDP {major}.{minor}; this reader implements SLDP "
@@ -250,7 +266,7 @@ def _check_magic(got: bytes) -> None:
 
 
 def _parse_manifest(src: _Source, header: Header) -> Manifest:
-    mbytes = src.buf[HEADER_SIZE:HEADER_SIZE + header.manifest_length]
+    mbytes = src.read_at(HEADER_SIZE, header.manifest_length)
     digest = hashlib.sha256(mbytes).hexdigest()
     if digest != header.manifest_sha256:
         raise DigestError("E_MANIFEST_DIGEST", "manifest bytes do not match manifest_sha256 (corrupted)",
@@ -295,7 +311,7 @@ class SldpFile:
         except FormatError as exc:
             src.close()
             raise (exc.with_path(src.path) if src.path else exc) from None
-        self._decoded: memoryview | None = None
+        self._decoded: memoryview | None = None  # the decompressed payload, zstd files only
         self._entries: dict[str, StEntry] | None = None
         self._data_start = 0
 
@@ -317,26 +333,31 @@ class SldpFile:
 
     def close(self) -> None:
         """Release the memory map / file handle."""
-        if self._decoded is not None:
-            self._decoded.release()
-            self._decoded = None
+        self._decoded = None
         self._src.close()
 
     def _fail(self, exc: FormatError) -> FormatError:
         return exc.with_path(self.path) if self.path else exc
 
-    def _payload(self) -> tuple[memoryview, dict[str, StEntry], int]:
-        if self._decoded is not None and self._entries is not None:
+    def _payload(self) -> tuple[memoryview | None, dict[str, StEntry], int]:
+        """Parse the payload's safetensors header (decompressing a zstd payload whole, bounded)."""
+        if self._entries is not None:
             return self._decoded, self._entries, self._data_start
         pay = self.manifest.payload
         assert pay is not None
-        stored = self._src.buf[self.payload_offset:self.payload_offset + self.header.payload_length]
         # errors inside a compressed payload point at the payload's first byte
         base = self.payload_offset
         try:
-            decoded = stored if pay.compression == "none" else memoryview(_unzstd(stored, pay.decoded_size, base))
-            entries, data_start = parse_header(decoded, decoded_size=pay.decoded_size, base=base)
-            self._check_against_manifest(decoded, entries, base)
+            if pay.compression == "none":
+                decoded = None
+                n = int.from_bytes(self._src.read_at(base, 8), "little") if pay.decoded_size >= 8 else 0
+                prefix = self._src.read_at(base, min(pay.decoded_size, 8 + min(n, MAX_ST_HEADER_BYTES)))
+            else:
+                decoded = memoryview(_unzstd(self._src.read_at(base, self.header.payload_length),
+                                             pay.decoded_size, base))
+                prefix = decoded
+            entries, data_start = parse_header(prefix, decoded_size=pay.decoded_size, base=base)
+            self._check_against_manifest(prefix, entries, base)
         except FormatError as exc:
             raise self._fail(exc) from None
         self._decoded = decoded
@@ -344,7 +365,7 @@ class SldpFile:
         self._data_start = data_start
         return decoded, self._entries, data_start
 
-    def _check_against_manifest(self, decoded: memoryview, entries: list[StEntry], base: int) -> None:
+    def _check_against_manifest(self, decoded: bytes | memoryview, entries: list[StEntry], base: int) -> None:
         table = self.manifest.tensors
         names = {e.name for e in entries}
         if names != set(table):
@@ -364,12 +385,32 @@ class SldpFile:
                               "whitespace, space padding to 8)", offset=base, expected=canonical[:48],
                               got=bytes(decoded[:48]))
 
-    def _raw(self, name: str) -> memoryview:
+    def _span(self, name: str) -> tuple[int, int]:
+        """(offset, length) of tensor ``name``'s bytes in the decoded payload."""
         if name not in self.manifest.tensors:
             raise UsageError(f"no tensor named {name!r}; the file has {sorted(self.manifest.tensors)}")
-        decoded, entries, start = self._payload()
+        _, entries, start = self._payload()
         e = entries[name]
-        return decoded[start + e.begin:start + e.end]
+        return start + e.begin, e.end - e.begin
+
+    def _raw(self, name: str) -> bytes | memoryview:
+        off, n = self._span(name)
+        decoded, _, _ = self._payload()
+        if decoded is not None:
+            return decoded[off:off + n]
+        return self._src.read_at(self.payload_offset + off, n)
+
+    def _digest(self, name: str) -> str:
+        """SHA-256 of a tensor's bytes, streamed in chunks (no allocation of the whole tensor)."""
+        off, n = self._span(name)
+        decoded, _, _ = self._payload()
+        h = hashlib.sha256()
+        if decoded is not None:
+            h.update(decoded[off:off + n])
+        else:
+            for chunk in self._src.chunks(self.payload_offset + off, n):
+                h.update(chunk)
+        return h.hexdigest()
 
     def _tensor_offset(self, name: str) -> int:
         _, entries, start = self._payload()
@@ -391,11 +432,7 @@ class SldpFile:
         raw = self._raw(name)
         info = self.manifest.tensors[name]
         if verify:
-            got = hashlib.sha256(raw).hexdigest()
-            if got != info.sha256:
-                raise self._fail(DigestError("E_TENSOR_DIGEST", f"tensor {name!r} bytes do not match its sha256",
-                                             offset=self._tensor_offset(name), expected=info.sha256, got=got,
-                                             field=f"tensors.{name}.sha256"))
+            self._check_digest(name, hashlib.sha256(raw).hexdigest())
         arr = from_storage(raw, info.dtype, info.shape)
         if info.role == "lrs" and arr.dtype.kind == "f" and not np.isfinite(arr).all():
             bad = int(np.flatnonzero(~np.isfinite(arr.reshape(-1)))[0])
@@ -413,15 +450,27 @@ class SldpFile:
         """Names of the tensors with ``role``, in storage order."""
         return (n for n, t in self.manifest.tensors.items() if t.role == role)
 
+    def _check_digest(self, name: str, got: str) -> None:
+        info = self.manifest.tensors[name]
+        if got != info.sha256:
+            raise self._fail(DigestError("E_TENSOR_DIGEST", f"tensor {name!r} bytes do not match its sha256",
+                                         offset=self._tensor_offset(name), expected=info.sha256, got=got,
+                                         field=f"tensors.{name}.sha256"))
+
     def verify(self) -> None:
         """Check the structure and every digest; raise on the first failure.
+
+        Each byte is hashed once, streamed in chunks; learning rates are also checked to be finite.
 
         Raises:
             DigestError: a tensor's bytes do not match their SHA-256.
             FormatError: any structural defect (including non-finite learning rates).
         """
-        for name in self.manifest.tensors:
-            self.tensor(name, verify=True)
+        for name, info in self.manifest.tensors.items():
+            if info.role == "lrs":
+                self.tensor(name, verify=True)  # small; also checks finiteness
+            else:
+                self._check_digest(name, self._digest(name))
 
     def layout(self) -> Layout:
         """Byte accounting of the file (see :class:`Layout`)."""

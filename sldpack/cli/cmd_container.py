@@ -1,0 +1,180 @@
+"""``sldp inspect``, ``sldp verify`` and ``sldp conformance``: the torch-free container commands."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+
+import sldpack
+from sldpack.cli.exit_codes import EXIT_BAD_INPUT, EXIT_OK, EXIT_VERIFY_FAILED, exit_code_for
+from sldpack.conformance import run_corpus
+from sldpack.errors import FormatError, SldpError
+
+__all__ = ["conformance_cmd", "inspect_cmd", "verify_cmd"]
+
+
+def _human_bytes(n: int) -> str:
+    for unit, size in (("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)):
+        if n >= size:
+            return f"{n / size:.2f} {unit}"
+    return f"{n} B"
+
+
+def _summary_rows(f: sldpack.SldpFile) -> list[tuple[str, str]]:
+    m = f.manifest
+    rows = [
+        ("file", f"{f.path}  ({f.file_size} bytes, {_human_bytes(f.file_size)})"),
+        ("format", f"SLDP {f.header.version_major}.{f.header.version_minor}"),
+        ("architecture", f"{m.arch.id}  in_channels={m.arch.in_channels} classes={m.arch.num_classes} "
+                         f"input={m.arch.image_size[0]}x{m.arch.image_size[1]} batchnorm={m.arch.batchnorm}"
+                         + (f" options={dict(m.arch.options)}" if m.arch.options else "")),
+        ("init", f"seed={m.init.seed} scheme={m.init.scheme} rng={m.init.rng}"
+                 + (f" theta0 digests={len(m.init.theta0_sha256)}" if m.init.theta0_sha256 else "")),
+    ]
+    if m.distill is not None:
+        d = m.distill
+        rows.append(("distill", f"method={d.method} steps={d.steps} epochs={d.epochs} "
+                                f"(T={d.steps * d.epochs}) labels={d.label_transform} loss={d.loss}"))
+    if m.labels is not None:
+        rows.append(("labels", ", ".join(m.labels.names)))
+    if m.preprocessing is not None:
+        p = m.preprocessing
+        rows.append(("preprocessing", f"{p.channels}x{p.image_size[0]}x{p.image_size[1]} mean={list(p.mean)} "
+                                      f"std={list(p.std)}"))
+    rows.append(("replay fingerprint", "absent" if m.replay is None else
+                 f"theta_opt sha256 {m.replay.theta_opt_sha256[:16]}..  tolerance={m.replay.tolerance:g}"))
+    prov = m.provenance
+    rows.append(("provenance", f"{prov.tool}, created {prov.created}"
+                 + (f", data set {prov.dataset_sha256[:16]}.." if prov.dataset_sha256 else "")))
+    assert m.payload is not None
+    rows.append(("payload", f"{m.payload.compression}, {m.payload.stored_size} bytes stored, "
+                            f"{m.payload.decoded_size} decoded"))
+    if m.user:
+        rows.append(("user metadata", ", ".join(sorted(m.user))))
+    return rows
+
+
+def _inspect_json(f: sldpack.SldpFile) -> dict[str, Any]:
+    lay = f.layout()
+    return {
+        "path": f.path,
+        "file_size": f.file_size,
+        "header": {"version_major": f.header.version_major, "version_minor": f.header.version_minor,
+                   "manifest_length": f.header.manifest_length, "payload_length": f.header.payload_length,
+                   "manifest_sha256": f.header.manifest_sha256},
+        "manifest": _jsonable(f.manifest.to_obj()),
+        "layout": {"header_bytes": lay.header_bytes, "manifest_bytes": lay.manifest_bytes,
+                   "payload_stored_bytes": lay.payload_stored_bytes,
+                   "payload_decoded_bytes": lay.payload_decoded_bytes, "st_header_bytes": lay.st_header_bytes,
+                   "tensor_bytes": dict(lay.tensor_bytes), "compression": lay.compression},
+    }
+
+
+def _jsonable(v: Any) -> Any:
+    if isinstance(v, dict):
+        return {k: _jsonable(x) for k, x in v.items()}
+    if isinstance(v, (list, tuple)):
+        return [_jsonable(x) for x in v]
+    if isinstance(v, bytes):
+        return {"$bin": v.hex()}
+    return v
+
+
+def _fail(exc: SldpError, as_json: bool, path: str) -> None:
+    if as_json:
+        payload: dict[str, Any] = {"path": path, "ok": False}
+        payload["error"] = exc.to_dict() if isinstance(exc, FormatError) else {"message": str(exc)}
+        click.echo(json.dumps(payload, indent=2))
+    else:
+        click.echo(f"sldp: error: {exc}", err=True)
+    sys.exit(exit_code_for(exc))
+
+
+@click.command("inspect")
+@click.argument("file", type=click.Path(dir_okay=False))
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def inspect_cmd(file: str, as_json: bool) -> None:
+    """Show FILE's header, manifest and tensor table without reading the tensor payload."""
+    try:
+        with sldpack.open(file) as f:
+            if as_json:
+                click.echo(json.dumps(_inspect_json(f), indent=2, sort_keys=True))
+                return
+            width = max(len(k) for k, _ in _summary_rows(f))
+            for key, value in _summary_rows(f):
+                click.echo(f"{key:<{width}}  {value}")
+            click.echo("")
+            click.echo(f"{'tensor':<28} {'role':<12} {'dtype':<5} {'shape':<20} {'bytes':>12}  sha256")
+            for name, t in f.manifest.tensors.items():
+                shape = "x".join(str(d) for d in t.shape) or "scalar"
+                click.echo(f"{name:<28} {t.role:<12} {t.dtype:<5} {shape:<20} {t.nbytes:>12}  {t.sha256[:16]}..")
+    except SldpError as exc:
+        _fail(exc, as_json, file)
+
+
+@click.command("verify")
+@click.argument("file", type=click.Path(dir_okay=False))
+@click.option("--replay", "do_replay", is_flag=True,
+              help="Also re-derive theta_opt (needs torch) and compare it with the stored fingerprint.")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def verify_cmd(file: str, do_replay: bool, as_json: bool) -> None:
+    """Check FILE's structure and every digest; with --replay, also re-derive the trained network.
+
+    Exit code 0: all checks passed; 1: a digest or the replay fingerprint did not match; 2: the file is
+    malformed or unreadable.
+    """
+    result: dict[str, Any] = {"path": file, "ok": True, "checks": []}
+    try:
+        with sldpack.open(file) as f:
+            result["checks"].append({"check": "header+manifest", "ok": True})
+            f.verify()
+            result["checks"].append({"check": f"{len(f.manifest.tensors)} tensor digests", "ok": True})
+        if do_replay:
+            from sldpack.nn.replay import verify_replay  # torch only when asked for
+
+            rep = verify_replay(file)
+            result["replay"] = rep.to_dict()
+            result["checks"].append({"check": "replay", "ok": rep.ok, "status": rep.status})
+            if not rep.ok:
+                result["ok"] = False
+    except SldpError as exc:
+        _fail(exc, as_json, file)
+    if as_json:
+        click.echo(json.dumps(result, indent=2))
+    else:
+        for c in result["checks"]:
+            extra = f" ({c['status']})" if "status" in c else ""
+            click.echo(f"{'ok  ' if c['ok'] else 'FAIL'} {c['check']}{extra}")
+        if "replay" in result:
+            click.echo(result["replay"].get("summary", ""))
+        click.echo(f"{file}: {'verified' if result['ok'] else 'VERIFICATION FAILED'}")
+    sys.exit(EXIT_OK if result["ok"] else EXIT_VERIFY_FAILED)
+
+
+@click.command("conformance")
+@click.argument("corpus", type=click.Path(file_okay=False), default="spec/conformance")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def conformance_cmd(corpus: str, as_json: bool) -> None:
+    """Run this reader over a conformance CORPUS (a folder with index.json) and print a pass/fail table."""
+    if not (Path(corpus) / "index.json").is_file():
+        click.echo(f"sldp: error: {corpus}/index.json not found (is this a conformance corpus?)", err=True)
+        sys.exit(EXIT_BAD_INPUT)
+    try:
+        results = run_corpus(Path(corpus))
+    except SldpError as exc:
+        click.echo(f"sldp: error: {exc}", err=True)
+        sys.exit(exit_code_for(exc))
+    failed = [r for r in results if not r.passed]
+    if as_json:
+        click.echo(json.dumps({"passed": len(results) - len(failed), "failed": len(failed),
+                               "cases": [r.to_dict() for r in results]}, indent=2))
+    else:
+        click.echo(f"{'result':<6} {'case':<44} {'expected':<26} got")
+        for r in results:
+            click.echo(f"{'pass' if r.passed else 'FAIL':<6} {r.file:<44} {r.expected:<26} {r.got}")
+        click.echo(f"{len(results) - len(failed)} passed, {len(failed)} failed")
+    sys.exit(EXIT_OK if not failed else EXIT_VERIFY_FAILED)

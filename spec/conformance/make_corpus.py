@@ -1,0 +1,391 @@
+#!/usr/bin/env python3
+"""Generate the SLDP 1.0 conformance corpus (valid/, invalid/, index.json).
+
+Run from the repository root: ``python spec/conformance/make_corpus.py``. The output is deterministic;
+``tests/test_conformance.py`` checks that regenerating it reproduces the committed bytes exactly, so the
+valid files double as golden files that every later reader must keep reading.
+
+Expected offsets of invalid cases are computed here from how each defect is built (where the damaged field
+sits), not by running the reader.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import struct
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+import sldpack
+from sldpack import canonical_msgpack as cm
+from sldpack.conformance import jsonable
+from sldpack.constants import HEADER_SIZE, HEADER_STRUCT, MAGIC, MAX_TENSORS
+
+ROOT = Path(__file__).resolve().parent
+CREATED = "2026-11-27T00:00:00Z"
+TOOL = "sldpack corpus generator"
+
+
+# --- building blocks ---------------------------------------------------------------------------
+
+def base_manifest(**kw: Any) -> sldpack.Manifest:
+    return sldpack.Manifest(
+        arch=sldpack.ArchSpec("convnet@1", in_channels=1, num_classes=3, image_size=(2, 2),
+                              options={"depth": 1, "width": 4}),
+        init=sldpack.InitSpec(seed=1),
+        provenance=sldpack.Provenance(tool=TOOL, created=CREATED),
+        **kw,
+    )
+
+
+def small_tensors() -> dict[str, sldpack.Tensor]:
+    return {
+        "images": sldpack.Tensor("images", np.arange(4, dtype=np.float32).reshape(1, 1, 2, 2) / 4),
+        "labels": sldpack.Tensor("labels", np.array([[2.0, -1.0, 0.5]], dtype=np.float32)),
+        "lrs": sldpack.Tensor("lrs", np.array([0.01, 0.02], dtype=np.float32)),
+    }
+
+
+def split(data: bytes) -> tuple[bytes, bytes, dict[str, Any]]:
+    """(manifest bytes, payload bytes, decoded manifest obj) of a valid file."""
+    _, _, _, _, mlen, _, _ = HEADER_STRUCT.unpack(data[:HEADER_SIZE])
+    mbytes = data[HEADER_SIZE:HEADER_SIZE + mlen]
+    obj, _ = cm.decode(mbytes)
+    return mbytes, data[HEADER_SIZE + mlen:], obj
+
+
+def assemble(mbytes: bytes, payload: bytes, *, magic: bytes = MAGIC, major: int = 1, minor: int = 0,
+             reserved: int = 0, mlen: int | None = None, plen: int | None = None,
+             digest: bytes | None = None) -> bytes:
+    header = HEADER_STRUCT.pack(magic, major, minor, reserved, len(mbytes) if mlen is None else mlen,
+                                len(payload) if plen is None else plen,
+                                hashlib.sha256(mbytes).digest() if digest is None else digest)
+    return header + mbytes + payload
+
+
+def offset_of(obj: dict[str, Any], path: str) -> int:
+    """Absolute file offset of the value at ``path`` in the canonical encoding of ``obj``."""
+    _, offsets = cm.decode(cm.encode(obj))
+    return HEADER_SIZE + offsets[path]
+
+
+def with_user_raw(obj: dict[str, Any], user_value: bytes) -> tuple[bytes, int]:
+    """Manifest bytes whose ``user`` value (the last key) is ``user_value`` verbatim; also its offset."""
+    o = dict(obj)
+    o["user"] = {}
+    canon = cm.encode(o)
+    assert canon.endswith(b"\x80")  # "user" sorts last; its value is the empty fixmap
+    prefix = canon[:-1]
+    return prefix + user_value, HEADER_SIZE + len(prefix)
+
+
+# --- the cases ---------------------------------------------------------------------------------
+
+Case = dict[str, Any]
+
+
+def valid_cases() -> dict[str, bytes]:
+    out: dict[str, bytes] = {}
+    out["minimal"] = sldpack.encode(base_manifest(), small_tensors())
+
+    full_manifest = base_manifest(
+        distill=sldpack.DistillSpec(method="sldd", steps=2, epochs=2, schedule=((0, 1), (1,)),
+                                    label_transform="softmax"),
+        labels=sldpack.LabelSpec(("I", "N", "P")),
+        preprocessing=sldpack.Preprocessing(mean=(0.5,), std=(0.25,), image_size=(2, 2), channels=1,
+                                            options={"patch": {"size": 64, "stride": 32}}),
+        replay=sldpack.ReplayFingerprint(theta_opt_sha256="ab" * 32, probe_seed=7, probe_count=2,
+                                         probe_logits=(0.25, -1.5, 3.0, 0.0, 1e-3, -2.5), tolerance=1e-4,
+                                         reference={"device": "cpu", "threads": 1}),
+        user={"hospital": "Zürich Kantonsspital", "nested": {"a": [1, -2, 3.5, None, True]}, "raw": b"\x00\xff"},
+    )
+    full_tensors = {
+        "images": sldpack.Tensor("images", np.linspace(-1, 1, 8, dtype=np.float32).reshape(2, 1, 2, 2), "F16"),
+        "labels": sldpack.Tensor("labels", np.array([[2.0, -1.0, 0.5], [0.1, 0.2, 0.3]], np.float32), "BF16"),
+        "lrs": sldpack.Tensor("lrs", np.array([0.01, 0.02, 0.03, 0.04], dtype=np.float32)),
+        "bn.features.1.running_mean": sldpack.Tensor("bn_stats", np.array([0.5, -0.5, 0.0, 1.0], np.float32)),
+        "bn.features.1.running_var": sldpack.Tensor("bn_stats", np.array([1.0, 2.0, 0.5, 0.25], np.float32)),
+        "extra.f64": sldpack.Tensor("extra", np.array([math.pi, -math.e], dtype=np.float64)),
+        "extra.i64": sldpack.Tensor("extra", np.array([[-(2**40), 7]], dtype=np.int64)),
+        "extra.u8": sldpack.Tensor("extra", np.array([0, 128, 255], dtype=np.uint8)),
+        "extra.i32": sldpack.Tensor("extra", np.array([-5, 5], dtype=np.int32)),
+        "extra.Ω-unicode": sldpack.Tensor("extra", np.array([1.0], dtype=np.float32)),
+    }
+    out["full"] = sldpack.encode(full_manifest, full_tensors)
+    out["full_zstd"] = sldpack.encode(full_manifest, full_tensors, compression="zstd", level=19)
+    out["empty_and_scalar_tensors"] = sldpack.encode(base_manifest(), {
+        **small_tensors(),
+        "extra.empty": sldpack.Tensor("extra", np.zeros((0, 3), dtype=np.float32)),
+        "extra.scalar": sldpack.Tensor("extra", np.array(42, dtype=np.int64)),
+        "extra.empty_u8": sldpack.Tensor("extra", np.zeros((0,), dtype=np.uint8)),
+    })
+    # a file from a newer minor version: unknown keys must be ignored, the file read normally
+    _, payload, obj = split(out["minimal"])
+    obj["future_section"] = {"anything": [1, 2, 3]}
+    obj["arch"]["future_option"] = "ignored by 1.0 readers"
+    out["newer_minor_unknown_keys"] = assemble(cm.encode(obj), payload, minor=7)
+    return out
+
+
+def invalid_cases() -> list[tuple[str, str, bytes, str, int]]:
+    """(name, description, bytes, code, offset)."""
+    cases: list[tuple[str, str, bytes, str, int]] = []
+
+    def add(name: str, desc: str, data: bytes, code: str, offset: int) -> None:
+        cases.append((name, desc, data, code, offset))
+
+    good = sldpack.encode(base_manifest(), small_tensors())
+    mbytes, payload, obj = split(good)
+    size = len(good)
+
+    # header
+    add("empty_file", "zero bytes", b"", "E_TRUNCATED", 0)
+    add("header_truncated", "file cut inside the fixed header", good[:30], "E_TRUNCATED", 30)
+    add("bad_magic", "a PNG signature instead of the SLDP magic", b"\x89PNG\r\n\x1a\n" + good[8:], "E_MAGIC", 0)
+    add("text_mode_crlf_to_lf", "CRLF in the magic turned into LF by a text-mode copy",
+        good[:5] + good[6:], "E_TEXT_MODE", 0)
+    add("text_mode_lf_to_crlf", "LF in the magic turned into CRLF by a text-mode copy",
+        good[:7] + b"\r" + good[7:], "E_TEXT_MODE", 0)
+    add("version_major_2", "major version 2", assemble(mbytes, payload, major=2), "E_VERSION_MAJOR", 8)
+    add("version_major_0", "major version 0", assemble(mbytes, payload, major=0), "E_VERSION_MAJOR", 8)
+    add("reserved_nonzero", "reserved header field set", assemble(mbytes, payload, reserved=1), "E_RESERVED", 12)
+    add("manifest_length_over_limit", "manifest_length of 1 TiB",
+        assemble(mbytes, payload, mlen=1 << 40), "E_LIMIT", 16)
+    add("payload_length_over_limit", "payload_length of 2^63",
+        assemble(mbytes, payload, plen=1 << 63), "E_LIMIT", 24)
+    add("truncated_in_manifest", "file cut inside the manifest", good[:HEADER_SIZE + 10], "E_TRUNCATED",
+        HEADER_SIZE + 10)
+    add("truncated_in_payload", "last byte missing", good[:-1], "E_TRUNCATED", size - 1)
+    add("trailing_bytes", "one byte after the declared end", good + b"\x00", "E_TRAILING", size)
+    add("manifest_digest_mismatch", "one manifest byte changed, digest not updated",
+        good[:HEADER_SIZE + 5] + bytes([good[HEADER_SIZE + 5] ^ 0x01]) + good[HEADER_SIZE + 6:],
+        "E_MANIFEST_DIGEST", 32)
+
+    # msgpack
+    def raw_top(items: list[tuple[str, bytes]]) -> bytes:
+        n = len(items)
+        head = bytes([0x80 | n]) if n < 16 else b"\xde" + n.to_bytes(2, "big")
+        return head + b"".join(cm.encode(k) + v for k, v in items)
+
+    canon_items = [(k, cm.encode(obj[k])) for k in sorted(obj)]
+    dup = canon_items[:1] + canon_items[:1] + canon_items[1:]
+    m = raw_top(dup)
+    add("msgpack_duplicate_key", "top-level key 'arch' appears twice", assemble(m, payload),
+        "E_MSGPACK_DUPLICATE_KEY", HEADER_SIZE + 1 + len(cm.encode("arch")) + len(canon_items[0][1]))
+    swapped = [canon_items[1], canon_items[0], *canon_items[2:]]
+    m = raw_top(swapped)
+    add("msgpack_unsorted_keys", "top-level keys out of order", assemble(m, payload),
+        "E_MSGPACK_NONCANONICAL", HEADER_SIZE + 1 + len(cm.encode(swapped[0][0])) + len(swapped[0][1]))
+    # init.seed = 1 written as uint16
+    init_raw = b"\x83" + cm.encode("rng") + cm.encode(obj["init"]["rng"]) + cm.encode("scheme") + \
+        cm.encode(obj["init"]["scheme"]) + cm.encode("seed") + b"\xcd\x00\x01"
+    items = [(k, init_raw if k == "init" else v) for k, v in canon_items]
+    m = raw_top(items)
+    add("msgpack_nonminimal_int", "seed 1 encoded as uint16", assemble(m, payload), "E_MSGPACK_NONCANONICAL",
+        HEADER_SIZE + m.index(b"\xcd\x00\x01"))
+    m, at = with_user_raw(obj, b"\x81\xa1x\xca\x3f\x80\x00\x00")
+    add("msgpack_float32", "a float32 value in user metadata", assemble(m, payload), "E_MSGPACK_TYPE", at + 3)
+    m, at = with_user_raw(obj, b"\x81\xa1x\xd4\x01\x00")
+    add("msgpack_ext", "an ext value in user metadata", assemble(m, payload), "E_MSGPACK_TYPE", at + 3)
+    m, at = with_user_raw(obj, b"\x81\x01\xc0")
+    add("msgpack_int_key", "a map with an integer key", assemble(m, payload), "E_MSGPACK_TYPE", at + 1)
+    m, at = with_user_raw(obj, b"\x81\xa1x\xa2\xff\xfe")
+    add("msgpack_invalid_utf8", "a string that is not UTF-8", assemble(m, payload), "E_MSGPACK", at + 4)
+    m, at = with_user_raw(obj, b"\x81\xa1x\xc1")
+    add("msgpack_reserved_byte", "the never-used type byte 0xc1", assemble(m, payload), "E_MSGPACK", at + 3)
+    m, at = with_user_raw(obj, b"\x81\xa1x\xcb" + struct.pack(">d", math.nan))
+    add("msgpack_nan", "NaN in user metadata", assemble(m, payload), "E_NONFINITE", at + 3)
+    m, at = with_user_raw(obj, b"\x81\xa1x" + b"\x91" * 40 + b"\xc0")
+    # root map is depth 0, user map depth 1, its value depth 2: the 31st nested array hits depth 33
+    add("msgpack_too_deep", "arrays nested 40 deep", assemble(m, payload), "E_MSGPACK_DEPTH", at + 3 + 31)
+    m, at = with_user_raw(obj, b"\x81\xa1x\xdd\xff\xff\xff\xff")
+    add("msgpack_huge_count", "array declaring 4 billion elements", assemble(m, payload), "E_MSGPACK", at + 3)
+    m, at = with_user_raw(obj, b"\x81\xa1x\xc0\xc0")
+    add("msgpack_trailing_value", "a second value after the manifest map", assemble(m, payload), "E_MSGPACK",
+        at + 4)
+    m, at = with_user_raw(obj, b"\x81\xa1x\xa5ab")
+    add("msgpack_truncated_string", "a string running past the manifest's end", assemble(m, payload),
+        "E_MSGPACK", at + 3)
+    m, at = with_user_raw(obj, b"\x81\xa1x\xd9\x03abc")
+    add("msgpack_nonminimal_str", "a 3-byte string with a str8 prefix", assemble(m, payload),
+        "E_MSGPACK_NONCANONICAL", at + 3)
+    m, at = with_user_raw(obj, b"\x81\xa1x\xd0\x05")
+    add("msgpack_signed_positive", "a positive integer in a signed form", assemble(m, payload),
+        "E_MSGPACK_NONCANONICAL", at + 3)
+
+    # schema
+    def schema(name: str, desc: str, mutate: Callable[[dict[str, Any]], None], code: str, path: str) -> None:
+        o = json.loads(json.dumps(jsonable(obj)))  # deep copy
+        mutate(o)
+        add(name, desc, assemble(cm.encode(o), payload), code, offset_of(o, path) if path else HEADER_SIZE)
+
+    schema("schema_missing_arch", "required section 'arch' missing", lambda o: o.pop("arch"), "E_SCHEMA", "")
+    schema("schema_seed_is_string", "init.seed is a string", lambda o: o["init"].update(seed="1"), "E_SCHEMA",
+           "init.seed")
+    schema("schema_seed_negative", "init.seed is negative", lambda o: o["init"].update(seed=-1), "E_SCHEMA",
+           "init.seed")
+    schema("schema_arch_id_unversioned", "arch.id without @version", lambda o: o["arch"].update(id="convnet"),
+           "E_SCHEMA", "arch.id")
+    schema("schema_unknown_role", "tensor role not in the spec",
+           lambda o: o["tensors"]["lrs"].update(role="weights"), "E_SCHEMA", "tensors.lrs.role")
+    schema("schema_bad_dtype", "tensor dtype F8", lambda o: o["tensors"]["images"].update(dtype="F8"),
+           "E_DTYPE", "tensors.images.dtype")
+    schema("schema_rank_over_limit", "a rank-9 shape",
+           lambda o: o["tensors"]["images"].update(shape=[1] * 9), "E_LIMIT", "tensors.images.shape")
+    schema("schema_digest_uppercase", "sha256 in uppercase hex",
+           lambda o: o["tensors"]["images"].update(sha256=o["tensors"]["images"]["sha256"].upper()),
+           "E_SCHEMA", "tensors.images.sha256")
+    schema("schema_stored_size_mismatch", "payload.stored_size differs from the header",
+           lambda o: o["payload"].update(stored_size=o["payload"]["stored_size"] + 1), "E_SCHEMA",
+           "payload.stored_size")
+    schema("schema_uncompressed_sizes_differ", "compression none but decoded_size != stored_size",
+           lambda o: o["payload"].update(decoded_size=o["payload"]["decoded_size"] + 8), "E_SCHEMA",
+           "payload.decoded_size")
+    schema("schema_decoded_size_over_limit", "decoded_size of 8 GiB",
+           lambda o: o["payload"].update(decoded_size=1 << 33), "E_LIMIT", "payload")
+    schema("schema_unknown_compression", "compression 'gzip'",
+           lambda o: o["payload"].update(compression="gzip"), "E_SCHEMA", "payload.compression")
+    schema("schema_empty_tensor_name", "a tensor named ''",
+           lambda o: o["tensors"].update({"": o["tensors"].pop("lrs")}), "E_NAME", "tensors.")
+    schema("schema_shape_mismatch_size", "manifest shape implies a different payload size",
+           lambda o: o["tensors"]["images"].update(shape=[1, 1, 2, 3]), "E_SCHEMA", "payload.decoded_size")
+    schema("schema_schedule_length", "distill.schedule shorter than distill.steps",
+           lambda o: o.update(distill={"method": "sldd", "steps": 2, "epochs": 1, "schedule": [[0]],
+                                       "label_transform": "softmax", "loss": "cross_entropy",
+                                       "inner_batchnorm": "batch_stats", "options": {}}),
+           "E_SCHEMA", "distill.schedule")
+
+    def many(o: dict[str, Any]) -> None:
+        t = o["tensors"]["lrs"]
+        for i in range(MAX_TENSORS + 1):
+            o["tensors"][f"t{i:05d}"] = t
+    schema("schema_too_many_tensors", f"{MAX_TENSORS + 1} tensors", many, "E_LIMIT", "tensors")
+
+    # safetensors payload: same length as the canonical header, so the manifest stays consistent
+    ptensors = {**small_tensors(), "zzmetadatazz": sldpack.Tensor("extra", np.array([1.0], dtype=np.float32))}
+    pgood = sldpack.encode(base_manifest(), ptensors)
+    pm, pp, _ = split(pgood)
+    p_off = HEADER_SIZE + len(pm)
+    n = int.from_bytes(pp[:8], "little")
+    hdr = pp[8:8 + n]
+    data_start = 8 + n
+
+    def st(name: str, desc: str, new_hdr: bytes, code: str, rel: int) -> None:
+        assert len(new_hdr) == len(hdr), name
+        add(name, desc, assemble(pm, pp[:8] + new_hdr + pp[8 + n:]), code, p_off + rel)
+
+    st("st_not_json", "safetensors header is not JSON", b"[" + hdr[1:], "E_ST_HEADER", 8)
+    st("st_not_object", "safetensors header is a JSON array", b"[0]".ljust(len(hdr)), "E_ST_HEADER", 8)
+    st("st_metadata", "safetensors __metadata__ present", hdr.replace(b'"zzmetadatazz"', b'"__metadata__"'),
+       "E_ST_HEADER", 8)
+    st("st_duplicate_name", "two tensors named 'images'", hdr.replace(b'"labels"', b'"images"'), "E_NAME", 8)
+    st("st_bad_dtype", "dtype F31 in the payload header", hdr.replace(b'"F32"', b'"F31"', 1), "E_DTYPE", 8)
+    st("st_span_mismatch", "data_offsets span differs from dtype x shape", hdr.replace(b"[16,28]", b"[16,29]"),
+       "E_ST_OFFSETS", 8)
+    st("st_overlap", "two tensors' data overlap",
+       hdr.replace(b"[16,28]", b"[12,24]"), "E_ST_OFFSETS", data_start + 12)
+    st("st_hole", "a gap between two tensors' data",
+       hdr.replace(b"[16,28]", b"[20,32]").replace(b"[28,36]", b"[32,40]"), "E_ST_OFFSETS", data_start + 16)
+    st("st_out_of_range", "last tensor runs past the payload",
+       hdr.replace(b'"shape":[2],"data_offsets":[28,36]', b'"shape":[3],"data_offsets":[28,40]'),
+       "E_ST_OFFSETS", data_start + 40 - 4)
+    st("st_shape_differs", "payload shape differs from the manifest's",
+       hdr.replace(b"[1,1,2,2]", b"[1,2,1,2]"), "E_ST_MISMATCH", 0)
+    st("st_noncanonical_key_order", "entry keys in another order (valid safetensors, not canonical)",
+       hdr.replace(b'"dtype":"F32","shape":[1,1,2,2]', b'"shape":[1,1,2,2],"dtype":"F32"'), "E_ST_MISMATCH", 0)
+    add("st_header_length_over_limit", "safetensors header length of 2 MiB",
+        assemble(pm, (1 << 21).to_bytes(8, "little") + pp[8:]), "E_LIMIT", p_off)
+    add("st_header_length_past_payload", "safetensors header length past the payload's end",
+        assemble(pm, len(pp).to_bytes(8, "little") + pp[8:]), "E_ST_HEADER", p_off)
+
+    # tensor data
+    lab_rel = data_start + 16  # 'labels' follows the 16 bytes of 'images' (canonical name order)
+    flipped = bytearray(pp)
+    flipped[lab_rel] ^= 0x40
+    add("tensor_digest_mismatch", "one bit of 'labels' flipped", assemble(pm, bytes(flipped)), "E_TENSOR_DIGEST",
+        p_off + lab_rel)
+
+    small_data_start = 8 + int.from_bytes(payload[:8], "little")
+
+    def bad_lr(value: float) -> tuple[bytes, int]:
+        lrs_rel = small_data_start + 28  # after images (16 bytes) and labels (12 bytes)
+        data = bytearray(payload)
+        data[lrs_rel + 4:lrs_rel + 8] = struct.pack("<f", value)
+        o = json.loads(json.dumps(jsonable(obj)))
+        o["tensors"]["lrs"]["sha256"] = hashlib.sha256(bytes(data[lrs_rel:lrs_rel + 8])).hexdigest()
+        m = cm.encode(o)
+        return assemble(m, bytes(data)), HEADER_SIZE + len(m) + lrs_rel + 4
+
+    d, at = bad_lr(math.nan)
+    add("lr_nan", "second learning rate is NaN (digest matches)", d, "E_NONFINITE", at)
+    d, at = bad_lr(math.inf)
+    add("lr_inf", "second learning rate is +inf (digest matches)", d, "E_NONFINITE", at)
+
+    # zstd
+    import zstandard
+
+    decoded = payload  # canonical uncompressed payload of the small file
+
+    def zfile(frame: bytes, decoded_size: int = len(decoded)) -> tuple[bytes, int]:
+        o = json.loads(json.dumps(jsonable(obj)))
+        o["payload"] = {"compression": "zstd", "stored_size": len(frame), "decoded_size": decoded_size}
+        m = cm.encode(o)
+        return assemble(m, frame), HEADER_SIZE + len(m)
+
+    frame = zstandard.ZstdCompressor(level=3).compress(decoded)
+    d, at = zfile(b"\x00" * len(frame))
+    add("zstd_not_a_frame", "payload is zeros, not a zstd frame", d, "E_ZSTD", at)
+    d, at = zfile(zstandard.ZstdCompressor(level=3).compress(decoded + b"\x00"))
+    add("zstd_declared_size_differs", "frame header declares decoded_size + 1", d, "E_ZSTD_SIZE", at)
+    bomb = zstandard.ZstdCompressor(level=3, write_content_size=False).compress(decoded + b"\x00" * 4_000_000)
+    d, at = zfile(bomb)
+    add("zstd_bomb", "frame without declared size that inflates to 4 MB", d, "E_ZSTD_SIZE", at)
+    d, at = zfile(zstandard.ZstdCompressor(level=3, write_content_size=False).compress(decoded[:-4]))
+    add("zstd_short", "frame decodes to 4 bytes less than decoded_size", d, "E_ZSTD_SIZE", at)
+    d, at = zfile(frame[:-3])
+    add("zstd_truncated", "frame cut short", d, "E_ZSTD", at + len(frame) - 3)
+    d, at = zfile(frame + frame)
+    add("zstd_two_frames", "a second frame after the first", d, "E_ZSTD", at)
+    return cases
+
+
+def write_corpus(root: Path = ROOT) -> list[dict[str, Any]]:
+    """Write every file and index.json under ``root``; return the index's cases."""
+    index: list[dict[str, Any]] = []
+    (root / "valid").mkdir(parents=True, exist_ok=True)
+    (root / "invalid").mkdir(parents=True, exist_ok=True)
+    for name, data in valid_cases().items():
+        (root / "valid" / f"{name}.sldp").write_bytes(data)
+        f = sldpack.read(data)
+        _, _, obj = split(data)
+        sidecar = {
+            "header": {"version_major": f.header.version_major, "version_minor": f.header.version_minor},
+            "manifest": jsonable(obj),
+            "tensors": {n: {"dtype": t.dtype, "shape": list(t.shape), "sha256": t.sha256}
+                        for n, t in f.manifest.tensors.items()},
+        }
+        (root / "valid" / f"{name}.json").write_text(json.dumps(sidecar, indent=1, sort_keys=True,
+                                                                ensure_ascii=False) + "\n", encoding="utf-8")
+        index.append({"file": f"valid/{name}.sldp", "expect": "valid", "sidecar": f"valid/{name}.json"})
+    seen: set[str] = set()
+    for name, desc, data, code, offset in invalid_cases():
+        assert name not in seen, name
+        seen.add(name)
+        (root / "invalid" / f"{name}.sldp").write_bytes(data)
+        index.append({"file": f"invalid/{name}.sldp", "expect": "invalid", "code": code, "offset": offset,
+                      "description": desc})
+    (root / "index.json").write_text(json.dumps({"format": "SLDP", "version": "1.0", "cases": index},
+                                                indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
+    return index
+
+
+if __name__ == "__main__":
+    cases = write_corpus(Path(sys.argv[1]) if len(sys.argv) > 1 else ROOT)
+    n_valid = sum(c["expect"] == "valid" for c in cases)
+    print(f"wrote {len(cases)} cases ({n_valid} valid, {len(cases) - n_valid} invalid)")
