@@ -1,0 +1,735 @@
+"""Load medical image data sets into one common form, :class:`ImageSet`, with clear errors.
+
+Supported sources:
+
+* MedMNIST-style ``.npz`` (``train_images``/``train_labels``, ``val_*``, ``test_*``; labels ``(N,)`` or
+  ``(N, 1)``): :func:`load_medmnist_npz`, one :class:`ImageSet` per split (no masks).
+* ``.npz`` with ``images``, ``masks``, ``labels`` and optional ``names`` (the layout of
+  ``montgomery_512.npz``): :func:`load_npz`.
+* a folder of PNG/JPEG/TIFF (and DICOM) images with a ``masks/`` folder of the same file stems and a
+  labels CSV with the columns ``name,label``: :func:`load_folder`.
+* single DICOM files (optional dependency ``pydicom``, ``pip install 'sldpack[dicom]'``): :func:`read_dicom`,
+  with the modality rescale (RescaleSlope/RescaleIntercept) and the VOI window (WindowCenter/WindowWidth,
+  MONOCHROME1 inverted) applied to reach uint8.
+
+:func:`load_images` dispatches on the path. Every problem with a file raises
+:class:`~sldpack.errors.DataError` naming the file and what is wrong with it. ``.npz`` files are read with
+``allow_pickle=False``: an object array (which could run code when unpickled) is rejected.
+
+:func:`split_indices` makes deterministic, stratified, group-aware splits (split by patient).
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+import zipfile
+import zlib
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+
+from sldpack.errors import DataError, UsageError
+
+__all__ = [
+    "IMAGE_EXTENSIONS",
+    "MEDMNIST_SPLITS",
+    "ImageSet",
+    "apply_window",
+    "load_folder",
+    "load_images",
+    "load_medmnist_npz",
+    "load_npz",
+    "read_dicom",
+    "read_image_file",
+    "split_indices",
+]
+
+MEDMNIST_SPLITS = ("train", "val", "test")
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".dcm")
+
+PathLike = str | os.PathLike[str]
+
+
+@dataclass(frozen=True)
+class ImageSet:
+    """Grayscale images with optional organ masks, integer labels and names.
+
+    Attributes:
+        images: uint8 ``[N, H, W]`` (any array supporting ``images[i]``, e.g. an ``np.memmap``).
+        masks: uint8 ``[N, H, W]`` with values {0, 1} (1 = organ), or ``None`` when the source has none.
+        labels: int64 ``[N]`` image-level labels (0 normal, 1 diseased for the detection task).
+        names: one unique name per image (file name, or ``split_00012`` for array sources).
+    """
+
+    images: NDArray[np.uint8]
+    masks: NDArray[np.uint8] | None
+    labels: NDArray[np.int64]
+    names: tuple[str, ...]
+
+    def __post_init__(self) -> None:
+        n = self.images.shape[0]
+        if self.images.ndim != 3:
+            raise DataError(f"ImageSet images must be [N, H, W], got shape {self.images.shape}")
+        if self.masks is not None and self.masks.shape != self.images.shape:
+            raise DataError(f"ImageSet masks shape {self.masks.shape} != images shape {self.images.shape}")
+        if self.labels.shape != (n,):
+            raise DataError(f"ImageSet labels shape {self.labels.shape} != ({n},)")
+        if len(self.names) != n:
+            raise DataError(f"ImageSet has {len(self.names)} names for {n} images")
+
+    def __len__(self) -> int:
+        return int(self.images.shape[0])
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        """``(H, W)`` of every image."""
+        return int(self.images.shape[1]), int(self.images.shape[2])
+
+    def subset(self, indices: Sequence[int] | NDArray[np.integer[Any]]) -> ImageSet:
+        """The images at ``indices`` (copied), in that order.
+
+        Raises:
+            UsageError: when an index is out of range.
+        """
+        idx = np.asarray(indices, dtype=np.int64).reshape(-1)
+        if idx.size and (idx.min() < 0 or idx.max() >= len(self)):
+            raise UsageError(f"subset index out of range 0..{len(self) - 1}")
+        return ImageSet(
+            images=np.ascontiguousarray(self.images[idx]),
+            masks=None if self.masks is None else np.ascontiguousarray(self.masks[idx]),
+            labels=self.labels[idx].copy(),
+            names=tuple(self.names[int(i)] for i in idx),
+        )
+
+    def require_binary(self, what: str = "image labels") -> None:
+        """Raise :class:`DataError` unless every label is 0 or 1 (the detection task is binary)."""
+        bad = np.setdiff1d(np.unique(self.labels), [0, 1])
+        if bad.size:
+            raise DataError(f"{what} must be 0 (normal) or 1 (diseased); found {bad[:5].tolist()}")
+
+    def require_masks(self) -> NDArray[np.uint8]:
+        """The masks, or :class:`DataError` when the source has none (patch labelling needs them)."""
+        if self.masks is None:
+            raise DataError("this data set has no organ masks; I/N/P patch labels need a mask per image")
+        return self.masks
+
+
+# --- npz ------------------------------------------------------------------------------------------------
+
+
+def _open_npz(path: Path) -> Any:
+    if not path.is_file():
+        raise DataError(f"{path}: no such file")
+    try:
+        return np.load(path, allow_pickle=False)
+    except (OSError, ValueError, zipfile.BadZipFile, EOFError) as exc:
+        raise DataError(f"{path}: not a readable .npz archive ({exc})") from exc
+
+
+def _npz_array(path: Path, npz: Any, key: str) -> NDArray[Any]:
+    if key not in npz.files:
+        raise DataError(f"{path}: missing array {key!r} (it holds {sorted(npz.files)})")
+    try:
+        arr: NDArray[Any] = npz[key]
+    except ValueError as exc:  # object arrays need pickle, which is refused
+        raise DataError(f"{path}: array {key!r} cannot be read without pickle ({exc})") from exc
+    except (OSError, zipfile.BadZipFile, EOFError, zlib.error) as exc:
+        raise DataError(f"{path}: array {key!r} is corrupt or truncated ({exc})") from exc
+    return arr
+
+
+def _as_images(path: Path, key: str, arr: NDArray[Any]) -> NDArray[np.uint8]:
+    if arr.ndim == 4 and arr.shape[-1] == 3 and arr.dtype == np.uint8:
+        # RGB MedMNIST sets: ITU-R 601 luma, the same weights Pillow uses for mode "L"
+        rgb = arr.astype(np.uint32)
+        arr = ((rgb[..., 0] * 299 + rgb[..., 1] * 587 + rgb[..., 2] * 114 + 500) // 1000).astype(np.uint8)
+    if arr.ndim == 4 and arr.shape[-1] == 1:
+        arr = arr[..., 0]
+    if arr.ndim != 3:
+        raise DataError(f"{path}: {key!r} must be [N, H, W] grayscale (or [N, H, W, 3] RGB), got shape {arr.shape}")
+    if arr.dtype != np.uint8:
+        raise DataError(f"{path}: {key!r} must be uint8 (got {arr.dtype}); window/scale it to 0..255 first")
+    if arr.shape[0] == 0:
+        raise DataError(f"{path}: {key!r} holds no images")
+    return arr
+
+
+def _as_labels(path: Path, key: str, arr: NDArray[Any], n: int) -> NDArray[np.int64]:
+    if arr.ndim == 2 and arr.shape[1] == 1:
+        arr = arr[:, 0]
+    if arr.ndim == 2:
+        raise DataError(f"{path}: {key!r} has shape {arr.shape}: multi-label data sets are not supported")
+    if arr.ndim != 1:
+        raise DataError(f"{path}: {key!r} must be (N,) or (N, 1), got shape {arr.shape}")
+    if arr.dtype.kind not in "iub":
+        raise DataError(f"{path}: {key!r} must hold integers, got dtype {arr.dtype}")
+    if arr.shape[0] != n:
+        raise DataError(f"{path}: {key!r} has {arr.shape[0]} labels for {n} images")
+    out = arr.astype(np.int64)
+    if out.size and out.min() < 0:
+        raise DataError(f"{path}: {key!r} holds negative labels")
+    return out
+
+
+def _as_masks(path: Path, key: str, arr: NDArray[Any], shape: tuple[int, ...]) -> NDArray[np.uint8]:
+    if arr.shape != shape:
+        raise DataError(f"{path}: {key!r} has shape {arr.shape}, images have {shape}")
+    if arr.dtype == np.bool_:
+        return arr.astype(np.uint8)
+    if arr.dtype.kind not in "iu":
+        raise DataError(f"{path}: {key!r} must be integer or bool, got dtype {arr.dtype}")
+    mx = int(arr.max()) if arr.size else 0
+    mn = int(arr.min()) if arr.size else 0
+    if mn < 0 or mx > 255:
+        raise DataError(f"{path}: {key!r} values must be {{0, 1}} or {{0, 255}}, found range {mn}..{mx}")
+    values = np.unique(arr)
+    if np.setdiff1d(values, [0, 1]).size == 0:
+        return arr.astype(np.uint8)
+    if np.setdiff1d(values, [0, 255]).size == 0:
+        return (arr > 0).astype(np.uint8)
+    raise DataError(f"{path}: {key!r} values must be {{0, 1}} or {{0, 255}}, found {values[:6].tolist()}...")
+
+
+def load_npz(path: PathLike) -> ImageSet:
+    """Load an ``.npz`` holding ``images`` [N,H,W] uint8, ``masks`` [N,H,W], ``labels`` [N] (+ ``names``).
+
+    ``masks`` is optional; values {0,1} or {0,255} (converted to {0,1}). ``names`` (strings) default to
+    ``image_00000`` ...
+
+    Args:
+        path: the ``.npz`` file.
+
+    Returns:
+        The :class:`ImageSet`.
+
+    Raises:
+        DataError: unreadable/truncated archive, missing ``images``/``labels``, wrong dtype or shape,
+            inconsistent counts, duplicate names.
+    """
+    p = Path(path)
+    with _open_npz(p) as npz:
+        images = _as_images(p, "images", _npz_array(p, npz, "images"))
+        labels = _as_labels(p, "labels", _npz_array(p, npz, "labels"), images.shape[0])
+        masks = (
+            _as_masks(p, "masks", _npz_array(p, npz, "masks"), images.shape) if "masks" in npz.files else None
+        )
+        if "names" in npz.files:
+            raw = _npz_array(p, npz, "names")
+            if raw.dtype.kind not in "US" or raw.shape != (images.shape[0],):
+                raise DataError(f"{p}: 'names' must be {images.shape[0]} strings, got {raw.dtype} {raw.shape}")
+            names = tuple(str(x) if raw.dtype.kind == "U" else bytes(x).decode("utf-8", "replace") for x in raw)
+            if len(set(names)) != len(names):
+                raise DataError(f"{p}: 'names' contains duplicates")
+        else:
+            names = tuple(f"image_{i:05d}" for i in range(images.shape[0]))
+    return ImageSet(images=images, masks=masks, labels=labels, names=names)
+
+
+def load_medmnist_npz(path: PathLike) -> dict[str, ImageSet]:
+    """Load a MedMNIST-style ``.npz``: one :class:`ImageSet` per split present (``train``, ``val``, ``test``).
+
+    Labels may be ``(N,)`` or ``(N, 1)``; RGB sets ([N,H,W,3]) are converted to grayscale (ITU-R 601 luma).
+    MedMNIST has no masks, so ``masks`` is ``None``; names are ``train_00000`` ...
+
+    Raises:
+        DataError: no split present, a split with images but no labels (or the reverse), bad shapes/dtypes,
+            corrupt archive.
+    """
+    p = Path(path)
+    out: dict[str, ImageSet] = {}
+    with _open_npz(p) as npz:
+        for split in MEDMNIST_SPLITS:
+            ik, lk = f"{split}_images", f"{split}_labels"
+            has_i, has_l = ik in npz.files, lk in npz.files
+            if has_i != has_l:
+                raise DataError(f"{p}: has {ik if has_i else lk!r} but not {lk if has_i else ik!r}")
+            if not has_i:
+                continue
+            images = _as_images(p, ik, _npz_array(p, npz, ik))
+            labels = _as_labels(p, lk, _npz_array(p, npz, lk), images.shape[0])
+            names = tuple(f"{split}_{i:05d}" for i in range(images.shape[0]))
+            out[split] = ImageSet(images=images, masks=None, labels=labels, names=names)
+        if not out:
+            raise DataError(
+                f"{p}: no MedMNIST split found (expected train_images/train_labels, val_*, test_*; "
+                f"it holds {sorted(npz.files)})"
+            )
+    return out
+
+
+# --- image files ----------------------------------------------------------------------------------------
+
+
+def _pil_to_gray(img: Any, path: Path) -> NDArray[np.uint8]:
+    """Pillow image -> uint8 [H, W]; 16-bit/float images are scaled from their own min..max to 0..255."""
+    from PIL import Image
+
+    mode = img.mode
+    if mode in ("I;16", "I;16B", "I;16L", "I", "F"):
+        arr = np.asarray(img, dtype=np.float64)
+        lo, hi = float(arr.min()), float(arr.max())
+        if hi <= lo:
+            return np.zeros(arr.shape, dtype=np.uint8)
+        return np.clip(np.rint((arr - lo) * (255.0 / (hi - lo))), 0, 255).astype(np.uint8)
+    if mode != "L":
+        if mode in ("RGBA", "LA", "PA") or (mode == "P" and "transparency" in img.info):
+            img = img.convert("RGBA").convert("RGB")  # drop alpha, do not premultiply
+        img = img.convert("L")
+    assert isinstance(img, Image.Image)
+    return np.array(img, dtype=np.uint8)
+
+
+def read_image_file(path: PathLike, *, window: tuple[float, float] | None = None) -> NDArray[np.uint8]:
+    """Read one PNG/JPEG/TIFF (via Pillow) or DICOM (via pydicom) file as grayscale uint8 ``[H, W]``.
+
+    Colour images are converted with ITU-R 601 luma; 16-bit and float images are scaled from their own
+    min..max. Multi-page TIFFs: the first page.
+
+    Args:
+        path: the file.
+        window: DICOM only: ``(center, width)`` overriding the file's window.
+
+    Raises:
+        DataError: unsupported extension, missing file, or a file that cannot be decoded.
+    """
+    p = Path(path)
+    ext = p.suffix.lower()
+    if ext not in IMAGE_EXTENSIONS:
+        raise DataError(f"{p}: not a supported image type (extensions: {', '.join(IMAGE_EXTENSIONS)})")
+    if not p.is_file():
+        raise DataError(f"{p}: no such file")
+    if ext == ".dcm":
+        return read_dicom(p, window=window)
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(p) as img:
+            img.load()
+            return _pil_to_gray(img, p)
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
+        raise DataError(f"{p}: cannot decode image ({exc})") from exc
+
+
+def _resize(arr: NDArray[np.uint8], size: tuple[int, int], *, nearest: bool) -> NDArray[np.uint8]:
+    from PIL import Image
+
+    if arr.shape == size:
+        return arr
+    # Pillow resizes with an antialiased kernel when shrinking; masks use nearest to stay binary
+    resample = Image.Resampling.NEAREST if nearest else Image.Resampling.BILINEAR
+    return np.asarray(Image.fromarray(arr).resize((size[1], size[0]), resample=resample), dtype=np.uint8)
+
+
+def _read_labels_csv(path: Path) -> list[tuple[int, str, int]]:
+    """Rows ``(line number, name, label)`` of a ``name,label`` CSV."""
+    if not path.is_file():
+        raise DataError(f"{path}: labels CSV not found (expected columns name,label)")
+    try:
+        with path.open(newline="", encoding="utf-8-sig") as fh:
+            reader = csv.DictReader(fh)
+            fields = [f.strip().lower() for f in (reader.fieldnames or [])]
+            if "name" not in fields or "label" not in fields:
+                raise DataError(f"{path}: header must contain the columns name,label, got {reader.fieldnames}")
+            name_key = reader.fieldnames[fields.index("name")]  # type: ignore[index]
+            label_key = reader.fieldnames[fields.index("label")]  # type: ignore[index]
+            rows: list[tuple[int, str, int]] = []
+            for rec in reader:
+                line = reader.line_num
+                name = (rec.get(name_key) or "").strip()
+                raw = (rec.get(label_key) or "").strip()
+                if not name and not raw:
+                    continue  # blank line
+                if not name:
+                    raise DataError(f"{path}: line {line}: empty name")
+                try:
+                    label = int(raw)
+                except ValueError:
+                    raise DataError(f"{path}: line {line}: label {raw!r} is not an integer") from None
+                if label < 0:
+                    raise DataError(f"{path}: line {line}: label {label} is negative")
+                rows.append((line, name, label))
+    except UnicodeDecodeError as exc:
+        raise DataError(f"{path}: not UTF-8 text ({exc})") from exc
+    except csv.Error as exc:
+        raise DataError(f"{path}: malformed CSV ({exc})") from exc
+    if not rows:
+        raise DataError(f"{path}: no rows (expected a header name,label and one row per image)")
+    return rows
+
+
+def _find_by_name(folder: Path, name: str, files: dict[str, list[Path]], what: str, ctx: str) -> Path:
+    """Resolve ``name`` (file name or stem) to one image file of ``folder``."""
+    direct = folder / name
+    if Path(name).suffix and direct.is_file():
+        return direct
+    stem = Path(name).stem if Path(name).suffix.lower() in IMAGE_EXTENSIONS else name
+    cands = files.get(stem, [])
+    if not cands:
+        raise DataError(f"{ctx}: names {name!r} but {folder} has no {what} file with that name")
+    if len(cands) > 1:
+        raise DataError(f"{ctx}: {name!r} is ambiguous in {folder}: {sorted(c.name for c in cands)}")
+    return cands[0]
+
+
+def _index_folder(folder: Path) -> dict[str, list[Path]]:
+    out: dict[str, list[Path]] = {}
+    for f in sorted(folder.iterdir()):
+        if f.is_file() and f.suffix.lower() in IMAGE_EXTENSIONS:
+            out.setdefault(f.stem, []).append(f)
+    return out
+
+
+def load_folder(
+    folder: PathLike,
+    *,
+    labels_csv: PathLike | None = None,
+    masks_dir: PathLike | None = None,
+    size: int | tuple[int, int] | None = None,
+    window: tuple[float, float] | None = None,
+) -> ImageSet:
+    """Load a folder of images, their masks and a labels CSV.
+
+    Layout (defaults)::
+
+        folder/img001.png ...      images: .png .jpg .jpeg .tif .tiff .dcm
+        folder/masks/img001.png    one mask per image, same stem (any supported extension)
+        folder/labels.csv          header ``name,label``; name = file name or stem
+
+    The CSV defines which images are loaded and their order (so several CSVs can split one folder); files
+    it does not name are ignored. Mask pixels count as organ when > 127, or when == 1 for masks whose
+    maximum is 1. Without ``masks/`` (and no ``masks_dir``) masks are ``None``.
+
+    Args:
+        folder: the image folder.
+        labels_csv: the labels CSV (default ``folder/labels.csv``).
+        masks_dir: the masks folder (default ``folder/masks`` when it exists).
+        size: resize every image (bilinear, antialiased) and mask (nearest) to this side or ``(H, W)``;
+            without it all images must share one shape.
+        window: DICOM files only: ``(center, width)`` overriding each file's window.
+
+    Returns:
+        The :class:`ImageSet`, names = image file names.
+
+    Raises:
+        DataError: missing folder/CSV, a CSV row naming a missing or non-image file, duplicate names,
+            undecodable image, missing mask, mask/image shape mismatch, images of different shapes.
+    """
+    root = Path(folder)
+    if not root.is_dir():
+        raise DataError(f"{root}: not a folder")
+    csv_path = Path(labels_csv) if labels_csv is not None else root / "labels.csv"
+    rows = _read_labels_csv(csv_path)
+    mdir: Path | None
+    if masks_dir is not None:
+        mdir = Path(masks_dir)
+        if not mdir.is_dir():
+            raise DataError(f"{mdir}: masks folder not found")
+    else:
+        mdir = root / "masks" if (root / "masks").is_dir() else None
+    target = None if size is None else ((size, size) if isinstance(size, int) else (int(size[0]), int(size[1])))
+    if target is not None and (target[0] < 1 or target[1] < 1):
+        raise UsageError(f"size must be positive, got {size!r}")
+
+    files = _index_folder(root)
+    mfiles = _index_folder(mdir) if mdir is not None else {}
+    images: list[NDArray[np.uint8]] = []
+    masks: list[NDArray[np.uint8]] = []
+    labels: list[int] = []
+    names: list[str] = []
+    seen: dict[str, int] = {}
+    for line, name, label in rows:
+        ctx = f"{csv_path}: line {line}"
+        if Path(name).suffix and Path(name).suffix.lower() not in IMAGE_EXTENSIONS:
+            raise DataError(f"{ctx}: {name!r} is not a supported image type ({', '.join(IMAGE_EXTENSIONS)})")
+        f = _find_by_name(root, name, files, "image", ctx)
+        if f.name in seen:
+            raise DataError(f"{ctx}: {f.name!r} is listed twice (first on line {seen[f.name]})")
+        seen[f.name] = line
+        img = read_image_file(f, window=window)
+        if mdir is not None:
+            mf = _find_by_name(mdir, f.stem, mfiles, "mask", f"{ctx} ({f.name})")
+            raw = read_image_file(mf)
+            if raw.shape != img.shape:
+                raise DataError(f"{mf}: mask shape {raw.shape} differs from image {f.name} shape {img.shape}")
+            m = (raw == 1) if int(raw.max()) == 1 else (raw > 127)
+            mu8 = m.astype(np.uint8)
+            if target is not None:
+                mu8 = _resize(mu8, target, nearest=True)
+            masks.append(mu8)
+        if target is not None:
+            img = _resize(img, target, nearest=False)
+        if images and img.shape != images[0].shape:
+            raise DataError(
+                f"{f}: shape {img.shape} differs from {names[0]} {images[0].shape}; pass size= to resize"
+            )
+        images.append(img)
+        labels.append(label)
+        names.append(f.name)
+    return ImageSet(
+        images=np.stack(images),
+        masks=np.stack(masks) if mdir is not None else None,
+        labels=np.asarray(labels, dtype=np.int64),
+        names=tuple(names),
+    )
+
+
+# --- DICOM ----------------------------------------------------------------------------------------------
+
+
+def _first_number(value: Any) -> float | None:
+    """DICOM DS values may be multi-valued (several windows): the first one is the default."""
+    if value is None:
+        return None
+    if isinstance(value, (list, tuple)) or type(value).__name__ == "MultiValue":
+        if len(value) == 0:
+            return None
+        value = value[0]
+    return float(value)
+
+
+def apply_window(
+    values: NDArray[Any],
+    center: float,
+    width: float,
+    *,
+    function: str = "LINEAR",
+    invert: bool = False,
+) -> NDArray[np.uint8]:
+    """Map modality values to uint8 with a DICOM VOI window (PS3.3 C.11.2.1.2).
+
+    ``LINEAR`` (the default): below ``c - 0.5 - (w-1)/2`` -> 0, above ``c - 0.5 + (w-1)/2`` -> 255, else
+    ``((x - (c - 0.5)) / (w - 1) + 0.5) * 255``; ``LINEAR_EXACT``: ``((x - c) / w + 0.5) * 255``;
+    ``SIGMOID``: ``255 / (1 + exp(-4 (x - c) / w))``. ``invert`` (for MONOCHROME1) returns ``255 - y``.
+
+    Args:
+        values: rescaled (modality) pixel values.
+        center: window center.
+        width: window width (>= 1 for LINEAR, > 0 otherwise).
+        function: the VOILUTFunction.
+        invert: invert the output (MONOCHROME1: low values are displayed bright).
+
+    Returns:
+        uint8 array of the same shape.
+
+    Raises:
+        DataError: invalid width or unknown function.
+    """
+    x = np.asarray(values, dtype=np.float64)
+    fn = function.strip().upper() or "LINEAR"
+    if fn == "LINEAR":
+        if width < 1:
+            raise DataError(f"window width must be >= 1 for LINEAR windowing, got {width}")
+        if width == 1:  # the standard's degenerate case: a threshold at c - 0.5
+            y = np.where(x <= center - 0.5, 0.0, 1.0)
+        else:
+            y = np.clip((x - (center - 0.5)) / (width - 1) + 0.5, 0.0, 1.0)
+    elif fn == "LINEAR_EXACT":
+        if width <= 0:
+            raise DataError(f"window width must be > 0, got {width}")
+        y = np.clip((x - center) / width + 0.5, 0.0, 1.0)
+    elif fn == "SIGMOID":
+        if width <= 0:
+            raise DataError(f"window width must be > 0, got {width}")
+        y = 1.0 / (1.0 + np.exp(-4.0 * (x - center) / width))
+    else:
+        raise DataError(f"unsupported VOILUTFunction {function!r} (LINEAR, LINEAR_EXACT, SIGMOID)")
+    out = np.rint(y * 255.0).astype(np.uint8)
+    return (255 - out).astype(np.uint8) if invert else out
+
+
+def read_dicom(path: PathLike, *, window: tuple[float, float] | None = None) -> NDArray[np.uint8]:
+    """Read a single-frame grayscale DICOM file as uint8 ``[H, W]``.
+
+    Pipeline: stored values -> ``value * RescaleSlope + RescaleIntercept`` (defaults 1 and 0) -> VOI window
+    (``window`` argument, else the file's first WindowCenter/WindowWidth with its VOILUTFunction, else the
+    image's own min..max) -> uint8; MONOCHROME1 images are inverted so that bright always means dense.
+    Modality/VOI LUT *sequences* are not applied (the linear attributes are).
+
+    Args:
+        path: the ``.dcm`` file.
+        window: ``(center, width)`` to use instead of the file's window.
+
+    Raises:
+        DataError: pydicom missing (install ``sldpack[dicom]``), unreadable file, no pixel data, compressed
+            pixel data without a decoder, multi-frame or colour images.
+    """
+    p = Path(path)
+    try:
+        import pydicom
+    except ImportError as exc:
+        raise DataError(
+            f"{p}: reading DICOM needs the optional dependency pydicom: pip install 'sldpack[dicom]'"
+        ) from exc
+    if not p.is_file():
+        raise DataError(f"{p}: no such file")
+    try:
+        ds = pydicom.dcmread(str(p))
+    except Exception as exc:  # pydicom raises many types (InvalidDicomError, EOFError, struct.error...)
+        raise DataError(f"{p}: not a readable DICOM file ({type(exc).__name__}: {exc})") from exc
+    if "PixelData" not in ds:
+        raise DataError(f"{p}: DICOM file has no pixel data")
+    photometric = str(getattr(ds, "PhotometricInterpretation", "MONOCHROME2")).strip().upper()
+    if photometric not in ("MONOCHROME1", "MONOCHROME2"):
+        raise DataError(f"{p}: only grayscale DICOM is supported, PhotometricInterpretation is {photometric}")
+    frames = int(getattr(ds, "NumberOfFrames", 1) or 1)
+    if frames != 1:
+        raise DataError(f"{p}: multi-frame DICOM ({frames} frames) is not supported; export single frames")
+    try:
+        stored = np.asarray(ds.pixel_array)
+    except Exception as exc:  # missing decoder for the transfer syntax, truncated pixel data...
+        syntax = getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", "unknown")
+        raise DataError(
+            f"{p}: cannot decode pixel data (transfer syntax {syntax}): {type(exc).__name__}: {exc}"
+        ) from exc
+    if stored.ndim != 2:
+        raise DataError(f"{p}: expected a 2-D image, pixel data has shape {stored.shape}")
+    slope = _first_number(getattr(ds, "RescaleSlope", None))
+    intercept = _first_number(getattr(ds, "RescaleIntercept", None))
+    values = stored.astype(np.float64) * (1.0 if slope is None else slope) + (
+        0.0 if intercept is None else intercept
+    )
+    function = str(getattr(ds, "VOILUTFunction", "LINEAR") or "LINEAR")
+    if window is not None:
+        center, width = float(window[0]), float(window[1])
+    else:
+        c = _first_number(getattr(ds, "WindowCenter", None))
+        w = _first_number(getattr(ds, "WindowWidth", None))
+        if c is not None and w is not None and w > 0:
+            center, width = c, w
+        else:
+            # no window in the file: the full range of this image, exactly end to end
+            lo, hi = float(values.min()), float(values.max())
+            function = "LINEAR_EXACT"
+            center, width = (lo + hi) / 2.0, max(hi - lo, 1e-12)
+    try:
+        return apply_window(values, center, width, function=function, invert=photometric == "MONOCHROME1")
+    except DataError as exc:
+        raise DataError(f"{p}: {exc}") from exc
+
+
+# --- dispatch -------------------------------------------------------------------------------------------
+
+
+def load_images(path: PathLike, *, split: str | None = None, size: int | tuple[int, int] | None = None) -> ImageSet:
+    """Load any supported source into an :class:`ImageSet`.
+
+    A folder -> :func:`load_folder`; an ``.npz`` with ``images`` -> :func:`load_npz`; an ``.npz`` with
+    ``<split>_images`` -> :func:`load_medmnist_npz` and the requested ``split``.
+
+    Args:
+        path: folder or ``.npz`` file.
+        split: MedMNIST split (``train``, ``val``, ``test``); required for MedMNIST files.
+        size: folders only: resize to this size (see :func:`load_folder`).
+
+    Raises:
+        DataError: unreadable or unsupported source.
+        UsageError: a MedMNIST file without ``split``, or a split the file lacks; ``split`` given for a
+            source without splits.
+    """
+    p = Path(path)
+    if p.is_dir():
+        if split is not None:
+            raise UsageError(f"{p}: a folder has no splits; use a labels CSV per split instead of split=")
+        return load_folder(p, size=size)
+    if p.suffix.lower() != ".npz":
+        raise DataError(f"{p}: unsupported data source (a folder or an .npz file)")
+    with _open_npz(p) as npz:
+        keys = set(npz.files)
+    if "images" in keys:
+        if split is not None:
+            raise UsageError(f"{p}: has no splits (it holds images/labels); drop split={split!r}")
+        return load_npz(p)
+    splits = load_medmnist_npz(p)
+    if split is None:
+        raise UsageError(f"{p}: is a MedMNIST-style file; choose split= one of {sorted(splits)}")
+    if split not in splits:
+        raise UsageError(f"{p}: has no split {split!r}; it has {sorted(splits)}")
+    return splits[split]
+
+
+# --- splits ---------------------------------------------------------------------------------------------
+
+
+def _largest_remainder(m: int, fractions: Sequence[float]) -> list[int]:
+    """Split ``m`` items into counts proportional to ``fractions`` (sum 1), exact total, ties -> earlier."""
+    raw = [f * m for f in fractions]
+    counts = [int(np.floor(r)) for r in raw]
+    rest = m - sum(counts)
+    order = sorted(range(len(raw)), key=lambda k: (-(raw[k] - counts[k]), k))
+    for k in order[:rest]:
+        counts[k] += 1
+    return counts
+
+
+def split_indices(
+    n: int,
+    fractions: Sequence[float],
+    seed: int = 0,
+    *,
+    labels: Sequence[int] | NDArray[np.integer[Any]] | None = None,
+    groups: Sequence[str | int] | NDArray[Any] | None = None,
+) -> tuple[NDArray[np.int64], ...]:
+    """Deterministic split of ``range(n)`` into parts of the given fractions, stratified and group-aware.
+
+    Units are groups (e.g. patients: all images of one patient land in the same part) or single images
+    when ``groups`` is ``None``. With ``labels`` the split is stratified: the units of each class (a group's
+    class is its most frequent label, ties -> the larger label) are shuffled with ``seed`` and cut by
+    largest-remainder rounding, so every part gets its share of every class. Montgomery has one image per
+    patient, so ``groups=None`` already splits it by patient.
+
+    Args:
+        n: number of images.
+        fractions: positive fractions summing to 1 (e.g. ``(0.7, 0.3)``).
+        seed: random seed.
+        labels: per-image labels for stratification, or ``None``.
+        groups: per-image group ids (patient ids), or ``None``.
+
+    Returns:
+        One sorted int64 index array per fraction; together a partition of ``range(n)``.
+
+    Raises:
+        UsageError: bad fractions or lengths.
+    """
+    if n < 0:
+        raise UsageError(f"n must be >= 0, got {n}")
+    fr = [float(f) for f in fractions]
+    if not fr or any(not np.isfinite(f) or f < 0 for f in fr) or abs(sum(fr) - 1.0) > 1e-6:
+        raise UsageError(f"fractions must be non-negative and sum to 1, got {list(fractions)}")
+    lab = np.zeros(n, dtype=np.int64) if labels is None else np.asarray(labels, dtype=np.int64).reshape(-1)
+    if lab.shape != (n,):
+        raise UsageError(f"labels has {lab.shape[0]} entries for n={n}")
+    if groups is None:
+        unit_of = np.arange(n, dtype=np.int64)
+    else:
+        garr = np.asarray(groups).reshape(-1)
+        if garr.shape != (n,):
+            raise UsageError(f"groups has {garr.shape[0]} entries for n={n}")
+        _, unit_of = np.unique(garr, return_inverse=True)
+        unit_of = unit_of.astype(np.int64).reshape(-1)
+    n_units = int(unit_of.max()) + 1 if n else 0
+    # class of a unit: its most frequent label (ties -> larger label)
+    unit_class = np.zeros(n_units, dtype=np.int64)
+    if n:
+        classes = np.unique(lab)
+        counts = np.zeros((n_units, classes.size), dtype=np.int64)
+        np.add.at(counts, (unit_of, np.searchsorted(classes, lab)), 1)
+        unit_class = classes[counts.shape[1] - 1 - np.argmax(counts[:, ::-1], axis=1)]
+    rng = np.random.default_rng(np.random.SeedSequence([seed, 0x5B17]))
+    parts: list[list[int]] = [[] for _ in fr]
+    for c in np.unique(unit_class):
+        units = np.flatnonzero(unit_class == c)
+        units = units[rng.permutation(units.size)]
+        start = 0
+        for k, cnt in enumerate(_largest_remainder(units.size, fr)):
+            parts[k].extend(units[start : start + cnt].tolist())
+            start += cnt
+    out: list[NDArray[np.int64]] = []
+    for part in parts:
+        sel = np.isin(unit_of, np.asarray(part, dtype=np.int64))
+        out.append(np.flatnonzero(sel).astype(np.int64))
+    return tuple(out)
