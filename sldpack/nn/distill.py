@@ -1,0 +1,599 @@
+"""The distiller: learn distilled images, soft labels and per-step learning rates (SLDD; DD baseline).
+
+One outer iteration (seed paper, Algorithms 1 and 2): draw theta_0 from the seed (fixed: the file stores
+the seed, so every iteration starts from the same theta_0); run the T inner SGD steps of
+:func:`~sldpack.nn.unroll.unroll` on the distilled data keeping the graph; evaluate the cross-entropy of
+theta_T on a class-balanced real batch of K images; back-propagate through the whole unroll to the images
+x~, the label parameters y~ and the learning rates a~; take one Adam step on them.
+
+After the last iteration theta_opt is re-derived without a graph (the replay path), theta_bn is
+measured on real data (:func:`measure_bn_stats`), the replay fingerprint is computed by replaying the
+result on the CPU under the reference configuration, and everything is written to the run directory:
+``checkpoint.pt`` (crash-safe, every N iterations), ``log.jsonl``, ``final/manifest.json`` +
+``final/tensors.npz`` (the documented ``sldp pack`` input), ``distilled.sldp`` and ``montage.png``.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import io
+import json
+import math
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import asdict, dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+from torch.func import functional_call
+
+import sldpack
+from sldpack.atomic import atomic_write_bytes
+from sldpack.errors import DataError, UsageError
+from sldpack.manifest import (
+    ArchSpec,
+    DistillSpec,
+    InitSpec,
+    LabelSpec,
+    Manifest,
+    Provenance,
+    ReplayFingerprint,
+)
+from sldpack.nn.data import RealSource
+from sldpack.nn.replay import (
+    DEFAULT_PROBE_COUNT,
+    DEFAULT_REFERENCE_THREADS,
+    buffer_names,
+    build_module,
+    compute_fingerprint,
+    deterministic,
+    replay_arrays,
+    resolve_device,
+)
+from sldpack.nn.unroll import (
+    Schedule,
+    apply_label_transform,
+    make_schedule,
+    scratch_buffers,
+    set_inner_mode,
+    unroll,
+)
+
+__all__ = [
+    "CHECKPOINT_FORMAT",
+    "DistillConfig",
+    "DistillResult",
+    "Progress",
+    "distill",
+    "measure_bn_stats",
+    "save_montage",
+    "write_pack_input",
+]
+
+CHECKPOINT_FORMAT = "sldpack-distill-checkpoint/1"
+
+# config fields that may change on --resume without changing the trajectory so far
+_RESUMABLE_CHANGES = frozenset({"iterations", "checkpoint_every", "device", "log_every"})
+
+
+@dataclass(frozen=True)
+class DistillConfig:
+    """Every knob of a distillation run (recorded in ``run.json`` and the manifest's ``distill.options``).
+
+    Attributes:
+        arch: architecture id (``convnet@1``, ``resnet18@1``, ...).
+        arch_options: construction options (e.g. ``{"depth": 3, "width": 128}`` for ConvNet).
+        batchnorm: build the batch-norm variant.
+        mode: ``"sldd"`` (learned soft labels, softmax transform) or ``"dd"`` (fixed one-hot labels).
+        images_per_class: distilled images per class (per step with ``schedule="per-step"``).
+        schedule: ``"all"`` (every step sees all M images) or ``"per-step"`` (each step its own images).
+        steps, epochs: inner steps per epoch and passes; T = steps * epochs learning rates.
+        iterations: outer iterations (Adam steps).
+        batch_real: K, real images per outer iteration.
+        lr: Adam learning rate of the images.
+        lr_labels: Adam learning rate of the label parameters (default: ``lr``).
+        lr_lrs: Adam learning rate of the per-step learning rates (default: ``lr / 10``).
+        inner_lr: initial value of every per-step learning rate.
+        label_init: initial label logit of the true class (SLDD; others start at 0).
+        image_init: ``"real"`` (class-balanced real images) or ``"noise"`` (standard normal).
+        balanced: class-balanced real batches.
+        seed: seed of theta_0 (portable init) and of every other random choice of the run.
+        init_scheme: theta_0 scheme of the portable init.
+        bn_batches, bn_batch_size: real data forwarded to measure theta_bn (batch-norm archs).
+        probe_count: probe inputs of the replay fingerprint.
+        fingerprint_threads: CPU thread count of the fingerprint's reference configuration.
+        checkpoint_every: iterations between checkpoints (0: only at the end).
+        log_every: iterations between log lines.
+        device: ``"auto"``, ``"cpu"`` or ``"cuda"``.
+        compression: payload compression of the ``.sldp`` (``"none"``, ``"zstd"``).
+    """
+
+    arch: str = "convnet@1"
+    arch_options: Mapping[str, Any] = field(default_factory=dict)
+    batchnorm: bool = False
+    mode: str = "sldd"
+    images_per_class: int = 1
+    schedule: str = "all"
+    steps: int = 10
+    epochs: int = 3
+    iterations: int = 500
+    batch_real: int = 64
+    lr: float = 0.01
+    lr_labels: float | None = None
+    lr_lrs: float | None = None
+    inner_lr: float = 0.01
+    label_init: float = 2.0
+    image_init: str = "real"
+    balanced: bool = True
+    seed: int = 0
+    init_scheme: str = "xavier_normal"
+    bn_batches: int = 16
+    bn_batch_size: int = 128
+    probe_count: int = DEFAULT_PROBE_COUNT
+    fingerprint_threads: int = DEFAULT_REFERENCE_THREADS
+    checkpoint_every: int = 50
+    log_every: int = 1
+    device: str = "auto"
+    compression: str = "none"
+
+    def validate(self) -> None:
+        """Reject contradictory or out-of-range settings.
+
+        Raises:
+            UsageError: naming the offending setting.
+        """
+        if self.mode not in ("sldd", "dd"):
+            raise UsageError(f"mode must be 'sldd' or 'dd', got {self.mode!r}")
+        if self.schedule not in ("all", "per-step"):
+            raise UsageError(f"schedule must be 'all' or 'per-step', got {self.schedule!r}")
+        if self.image_init not in ("real", "noise"):
+            raise UsageError(f"image_init must be 'real' or 'noise', got {self.image_init!r}")
+        for name in ("images_per_class", "steps", "epochs", "batch_real", "bn_batches", "bn_batch_size",
+                     "probe_count", "fingerprint_threads", "log_every"):
+            if int(getattr(self, name)) < 1:
+                raise UsageError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.iterations < 0 or self.checkpoint_every < 0:
+            raise UsageError("iterations and checkpoint_every must be >= 0")
+        for name in ("lr", "inner_lr", "label_init"):
+            if not math.isfinite(float(getattr(self, name))):
+                raise UsageError(f"{name} must be finite")
+        if self.lr <= 0:
+            raise UsageError(f"lr must be > 0, got {self.lr}")
+        if self.compression not in sldpack.constants.COMPRESSIONS:
+            raise UsageError(f"compression must be one of {sldpack.constants.COMPRESSIONS}")
+
+    def to_obj(self) -> dict[str, Any]:
+        """JSON/msgpack-ready form."""
+        d = asdict(self)
+        d["arch_options"] = dict(self.arch_options)
+        return d
+
+    @classmethod
+    def from_obj(cls, obj: Mapping[str, Any]) -> DistillConfig:
+        """Inverse of :meth:`to_obj`; unknown keys are ignored."""
+        names = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in obj.items() if k in names})
+
+
+@dataclass(frozen=True)
+class Progress:
+    """One progress report: iterations done, total, outer loss, seconds elapsed and estimated remaining."""
+
+    iteration: int
+    total: int
+    loss: float
+    elapsed: float
+    eta: float
+
+
+@dataclass
+class DistillResult:
+    """What :func:`distill` produced.
+
+    Attributes:
+        manifest: complete except for the tensor table/payload (filled by the writer).
+        tensors: name -> :class:`sldpack.Tensor` (``images``, ``labels``, ``lrs``, ``bn.*``).
+        module: theta_opt + theta_bn on the distill device, eval mode.
+        losses: outer loss of every iteration of this call.
+        sldp_path: where the ``.sldp`` was written (``None`` without a run directory).
+        resumed_from: iteration the run resumed from (0 for a fresh run).
+    """
+
+    manifest: Manifest
+    tensors: dict[str, sldpack.Tensor]
+    module: nn.Module
+    losses: list[float]
+    sldp_path: Path | None = None
+    resumed_from: int = 0
+
+    def write(self, path: str | Path) -> Manifest:
+        """Write the ``.sldp`` file (atomic) and return the stored manifest."""
+        comp = str(self.manifest.distill.options.get("compression", "none")) if self.manifest.distill else "none"
+        return sldpack.write(path, self.manifest, self.tensors, compression=comp)
+
+
+# --- helpers --------------------------------------------------------------------------------------
+
+def _now() -> str:
+    return _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _arch_spec(cfg: DistillConfig, source: RealSource) -> ArchSpec:
+    return ArchSpec(id=cfg.arch, in_channels=source.channels, num_classes=source.num_classes,
+                    image_size=tuple(source.image_size), batchnorm=cfg.batchnorm,  # type: ignore[arg-type]
+                    options=dict(cfg.arch_options))
+
+
+def _layout(cfg: DistillConfig, k: int) -> tuple[int, np.ndarray]:
+    """Number of images M and the class of each distilled image (step-major, then class-major)."""
+    blocks = cfg.steps if cfg.schedule == "per-step" else 1
+    cls = np.array([c for _ in range(blocks) for c in range(k) for _ in range(cfg.images_per_class)],
+                   dtype=np.int64)
+    return int(cls.size), cls
+
+
+def _initial_images(cfg: DistillConfig, source: RealSource, classes: np.ndarray) -> np.ndarray:
+    c, (h, w) = source.channels, source.image_size
+    rng = np.random.default_rng([cfg.seed, 2])
+    if cfg.image_init == "noise":
+        return rng.standard_normal((classes.size, c, h, w)).astype(np.float32)
+    k = source.num_classes
+    per_class = np.bincount(classes, minlength=k)
+    x, y = source.sample(int(per_class.max()) * k, rng, balanced=True)
+    out = np.empty((classes.size, c, h, w), dtype=np.float32)
+    for cls in range(k):
+        pool = x[y == cls]
+        if pool.shape[0] < per_class[cls]:
+            raise DataError(f"the data source gave {pool.shape[0]} images of class {cls}, need {per_class[cls]}")
+        out[classes == cls] = pool[:per_class[cls]]
+    return out
+
+
+def _initial_labels(cfg: DistillConfig, classes: np.ndarray, k: int) -> np.ndarray:
+    onehot: np.ndarray = np.eye(k, dtype=np.float32)[classes]
+    return onehot if cfg.mode == "dd" else (onehot * np.float32(cfg.label_init)).astype(np.float32)
+
+
+def measure_bn_stats(module: nn.Module, source: RealSource, *, batches: int, batch_size: int,
+                     rng: np.random.Generator) -> None:
+    """Compute theta_bn for the module's current parameters on real data, in place.
+
+    Procedure (spec, "theta_bn"): reset every batch-norm layer's running statistics (mean 0, var 1,
+    count 0), set its momentum to ``None`` (cumulative average), forward ``batches`` real batches of
+    ``batch_size`` images drawn with the natural class mix in inner mode (train mode, dropout off) without
+    gradients, then restore the momentum. Parameters do not change.
+    """
+    bns = [m for m in module.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    if not bns:
+        return
+    dev = next(module.parameters()).device
+    moms = [m.momentum for m in bns]
+    for m in bns:
+        m.reset_running_stats()
+        m.momentum = None
+    set_inner_mode(module)
+    try:
+        with torch.no_grad():
+            for _ in range(batches):
+                x, _y = source.sample(batch_size, rng, balanced=False)
+                module(torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32)).to(dev))
+    finally:
+        for m, mom in zip(bns, moms, strict=True):
+            m.momentum = mom
+    module.eval()
+
+
+def save_montage(images: np.ndarray, probs: np.ndarray, class_names: Sequence[str], path: str | Path, *,
+                 mean: Sequence[float] = (0.0,), std: Sequence[float] = (1.0,), scale: int = 4) -> None:
+    """Write a PNG grid of the distilled images, each captioned with its label distribution.
+
+    Args:
+        images: ``[M, C, H, W]`` in network input space (de-normalised here with ``mean``/``std``).
+        probs: ``[M, K]`` target probabilities.
+        class_names: K names.
+        path: PNG path (written atomically).
+        mean, std: the preprocessing statistics.
+        scale: nearest-neighbour magnification.
+    """
+    from sldpack.medical.montage import save_montage as _sheet
+
+    mu = np.asarray(mean, dtype=np.float32).reshape(1, -1, 1, 1)
+    sd = np.asarray(std, dtype=np.float32).reshape(1, -1, 1, 1)
+    tiles = (np.clip(images * sd + mu, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
+    captions = []
+    for i in range(images.shape[0]):
+        order = np.argsort(-probs[i])[:4]
+        captions.append("\n".join(f"{class_names[c]} {probs[i, c]:.2f}" for c in order))
+    _sheet(list(tiles), captions, path, ncols=min(8, images.shape[0]), scale=scale,
+           title=f"{images.shape[0]} distilled images")
+
+
+def write_pack_input(directory: str | Path, manifest: Manifest, tensors: Mapping[str, sldpack.Tensor]) -> None:
+    """Write the documented ``sldp pack`` input: ``manifest.json`` + ``tensors.npz`` (+ roles in the JSON).
+
+    ``manifest.json`` is ``Manifest.to_obj()`` without ``tensors``/``payload`` plus ``"roles": {name: role}``.
+    """
+    d = Path(directory)
+    d.mkdir(parents=True, exist_ok=True)
+    obj = manifest.to_obj()
+    obj.pop("tensors", None)
+    obj.pop("payload", None)
+    obj["roles"] = {n: t.role for n, t in tensors.items()}
+    buf = io.BytesIO()
+    arrays: dict[str, Any] = {n: np.asarray(t.array) for n, t in tensors.items()}
+    np.savez(buf, **arrays)
+    atomic_write_bytes(d / "tensors.npz", buf.getvalue())
+    atomic_write_bytes(d / "manifest.json", (json.dumps(obj, indent=1, sort_keys=True) + "\n").encode())
+
+
+# --- checkpoints ----------------------------------------------------------------------------------
+
+def _save_checkpoint(path: Path, *, cfg: DistillConfig, iteration: int, images: Tensor, labels: Tensor,
+                     lrs: Tensor, opt: torch.optim.Optimizer, rng: np.random.Generator, elapsed: float) -> None:
+    state = {
+        "format": CHECKPOINT_FORMAT,
+        "config": json.dumps(cfg.to_obj(), sort_keys=True),
+        "iteration": iteration,
+        "images": images.detach().cpu().clone(),
+        "labels": labels.detach().cpu().clone(),
+        "lrs": lrs.detach().cpu().clone(),
+        "optimizer": opt.state_dict(),
+        "rng": json.dumps(rng.bit_generator.state),
+        "elapsed": elapsed,
+    }
+    buf = io.BytesIO()
+    torch.save(state, buf)
+    atomic_write_bytes(path, buf.getvalue())  # temp + fsync + rename: a kill never leaves half a checkpoint
+
+
+def _load_checkpoint(path: Path) -> dict[str, Any]:
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # torch raises many types for a damaged pickle
+        raise DataError(f"cannot read checkpoint {path}: {exc}") from exc
+    if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
+        raise DataError(f"{path} is not a {CHECKPOINT_FORMAT} checkpoint")
+    return state
+
+
+def _check_resume_config(old: DistillConfig, new: DistillConfig) -> None:
+    diffs = [f.name for f in fields(DistillConfig)
+             if f.name not in _RESUMABLE_CHANGES and getattr(old, f.name) != getattr(new, f.name)]
+    if diffs:
+        raise UsageError(f"--resume with different settings: {', '.join(diffs)} differ from the checkpoint "
+                         f"(only {', '.join(sorted(_RESUMABLE_CHANGES))} may change)")
+
+
+class _Log:
+    """Append-only JSON-lines log (one object per line, flushed per line)."""
+
+    def __init__(self, path: Path | None) -> None:
+        self.fh = path.open("a", encoding="utf-8") if path is not None else None
+
+    def write(self, **obj: Any) -> None:
+        if self.fh is not None:
+            self.fh.write(json.dumps({"time": _now(), **obj}, sort_keys=True) + "\n")
+            self.fh.flush()
+
+    def close(self) -> None:
+        if self.fh is not None:
+            self.fh.close()
+
+
+# --- the outer loop -------------------------------------------------------------------------------
+
+def distill(source: RealSource, config: DistillConfig, *, run_dir: str | Path | None = None, resume: bool = False,
+            progress: Callable[[Progress], None] | None = None,
+            on_iteration: Callable[[int, float], None] | None = None) -> DistillResult:
+    """Learn a distilled set from ``source`` and (with ``run_dir``) write the run's files and ``.sldp``.
+
+    Args:
+        source: real data (see :class:`~sldpack.nn.data.RealSource`).
+        config: the run's settings.
+        run_dir: directory for ``run.json``, ``log.jsonl``, ``checkpoint.pt``, ``final/``,
+            ``distilled.sldp``, ``montage.png``; ``None`` keeps everything in memory (tests, notebooks).
+        resume: continue from ``run_dir/checkpoint.pt`` (same settings, except iterations/device/
+            checkpoint_every/log_every).
+        progress: called after every iteration.
+        on_iteration: called with (iterations done, loss) after every iteration and its checkpoint;
+            an exception raised here stops the run (the last checkpoint stays valid).
+
+    Returns:
+        The result; ``result.sldp_path`` is set when a run directory was given.
+
+    Raises:
+        UsageError: bad settings, a resume without checkpoint or with different settings, divergence.
+        DataError: the data source cannot deliver what the run needs.
+    """
+    cfg = config
+    cfg.validate()
+    dev = resolve_device(cfg.device)
+    rd = Path(run_dir) if run_dir is not None else None
+    ckpt_path = rd / "checkpoint.pt" if rd is not None else None
+    if resume and (ckpt_path is None or not ckpt_path.is_file()):
+        raise UsageError(f"--resume: no checkpoint at {ckpt_path}")
+    if rd is not None:
+        rd.mkdir(parents=True, exist_ok=True)
+        if not resume and ckpt_path is not None and ckpt_path.exists():
+            raise UsageError(f"{rd} already holds a run (checkpoint.pt); use --resume or another --out")
+    k = source.num_classes
+    if cfg.batch_real < k and cfg.balanced:
+        raise UsageError(f"a balanced real batch needs K >= number of classes ({k}), got {cfg.batch_real}")
+
+    arch = _arch_spec(cfg, source)
+    init = InitSpec(seed=cfg.seed, scheme=cfg.init_scheme)
+    m_images, classes = _layout(cfg, k)
+    sched: Schedule = make_schedule(cfg.schedule, num_images=m_images, steps=cfg.steps, epochs=cfg.epochs)
+    log = _Log(rd / "log.jsonl" if rd is not None else None)
+    try:
+        with deterministic(dev):
+            module, theta0_digests = build_module(arch, init, device=dev)
+            theta0 = {n: p.detach().clone() for n, p in module.named_parameters()}
+
+            start = 0
+            elapsed0 = 0.0
+            rng = np.random.default_rng([cfg.seed, 1])
+            if resume:
+                assert ckpt_path is not None
+                st = _load_checkpoint(ckpt_path)
+                _check_resume_config(DistillConfig.from_obj(json.loads(st["config"])), cfg)
+                start = int(st["iteration"])
+                elapsed0 = float(st["elapsed"])
+                x0, y0, a0 = st["images"], st["labels"], st["lrs"]
+                rng.bit_generator.state = json.loads(st["rng"])
+            else:
+                x0 = torch.from_numpy(_initial_images(cfg, source, classes))
+                y0 = torch.from_numpy(_initial_labels(cfg, classes, k))
+                a0 = torch.full((sched.total,), float(cfg.inner_lr), dtype=torch.float32)
+            images = x0.to(dev, torch.float32).clone().requires_grad_(True)
+            labels = y0.to(dev, torch.float32).clone().requires_grad_(cfg.mode == "sldd")
+            lrs = a0.to(dev, torch.float32).clone().requires_grad_(True)
+            groups: list[dict[str, Any]] = [{"params": [images], "lr": cfg.lr},
+                                            {"params": [lrs], "lr": cfg.lr_lrs if cfg.lr_lrs is not None
+                                             else cfg.lr / 10}]
+            if cfg.mode == "sldd":
+                groups.append({"params": [labels], "lr": cfg.lr_labels if cfg.lr_labels is not None else cfg.lr})
+            opt = torch.optim.Adam(groups)
+            if resume:
+                opt.load_state_dict(st["optimizer"])
+            if rd is not None:
+                if not resume:
+                    run_info = {"config": cfg.to_obj(), "created": _now(), "arch": arch.to_obj(),
+                                "source": {"classes": list(source.class_names), "channels": source.channels,
+                                           "image_size": list(source.image_size),
+                                           "fingerprint": source.fingerprint},
+                                "tool": f"sldpack {sldpack.__version__}", "torch": torch.__version__}
+                    atomic_write_bytes(rd / "run.json", (json.dumps(run_info, indent=1) + "\n").encode())
+                log.write(event="resume" if resume else "start", iteration=start, total=cfg.iterations,
+                          device=str(dev), threads=torch.get_num_threads(), images=m_images, steps=sched.total)
+
+            transform = "softmax" if cfg.mode == "sldd" else "identity"
+            set_inner_mode(module)
+            losses: list[float] = []
+            t_start = time.perf_counter()
+            learn = [images, lrs] + ([labels] if cfg.mode == "sldd" else [])
+            for it in range(start, cfg.iterations):
+                xr_np, yr_np = source.sample(cfg.batch_real, rng, balanced=cfg.balanced)
+                xr = torch.from_numpy(np.ascontiguousarray(xr_np, dtype=np.float32)).to(dev)
+                yr = torch.from_numpy(np.asarray(yr_np, dtype=np.int64)).to(dev)
+                bufs = scratch_buffers(module)
+                targets = apply_label_transform(labels, transform)
+                theta = unroll(module, theta0, bufs, images, targets, lrs, sched, differentiable=True)
+                logits = functional_call(module, (theta, bufs), (xr,), tie_weights=False, strict=True)
+                loss = torch.nn.functional.cross_entropy(logits, yr)
+                grads = torch.autograd.grad(loss, learn)
+                lv = float(loss.detach())
+                if not math.isfinite(lv) or not all(bool(torch.isfinite(g).all()) for g in grads):
+                    raise UsageError(f"distillation diverged at iteration {it + 1} (loss {lv}); lower --lr or "
+                                     "--inner-lr, or resume from the last checkpoint with other settings")
+                for p, g in zip(learn, grads, strict=True):
+                    p.grad = g
+                opt.step()
+                opt.zero_grad(set_to_none=True)
+                done = it + 1
+                losses.append(lv)
+                elapsed = elapsed0 + time.perf_counter() - t_start
+                if rd is not None and (done % cfg.log_every == 0 or done == cfg.iterations):
+                    a = lrs.detach()
+                    log.write(iteration=done, loss=lv, lr_mean=float(a.mean()), lr_min=float(a.min()),
+                              lr_max=float(a.max()), elapsed_s=round(elapsed, 3))
+                if ckpt_path is not None and ((cfg.checkpoint_every and done % cfg.checkpoint_every == 0)
+                                              or done == cfg.iterations):
+                    _save_checkpoint(ckpt_path, cfg=cfg, iteration=done, images=images, labels=labels, lrs=lrs,
+                                     opt=opt, rng=rng, elapsed=elapsed)
+                if progress is not None:
+                    rate = (time.perf_counter() - t_start) / (done - start)
+                    progress(Progress(done, cfg.iterations, lv, elapsed, rate * (cfg.iterations - done)))
+                if on_iteration is not None:
+                    on_iteration(done, lv)
+
+            result = _finish(cfg, source, module, theta0, theta0_digests, arch, init, sched, images, labels,
+                             lrs, transform, rng_seed=cfg.seed, dev=dev)
+            result.losses = losses
+            result.resumed_from = start
+            if rd is not None:
+                _write_outputs(rd, result, source)
+                log.write(event="done", iteration=cfg.iterations, sldp=str(result.sldp_path),
+                          theta_opt_sha256=result.manifest.replay.theta_opt_sha256 if result.manifest.replay
+                          else None)
+            return result
+    finally:
+        log.close()
+
+
+def _finish(cfg: DistillConfig, source: RealSource, module: nn.Module, theta0: Mapping[str, Tensor],
+            theta0_digests: Mapping[str, str], arch: ArchSpec, init: InitSpec, sched: Schedule,
+            images: Tensor, labels: Tensor, lrs: Tensor, transform: str, *, rng_seed: int,
+            dev: torch.device) -> DistillResult:
+    """theta_opt via the replay path, theta_bn on real data, manifest, fingerprint on the CPU."""
+    x = images.detach().to(torch.float32)
+    y = labels.detach().to(torch.float32)
+    a = lrs.detach().to(torch.float32)
+    set_inner_mode(module)
+    theta = unroll(module, theta0, scratch_buffers(module), x, apply_label_transform(y, transform), a, sched,
+                   differentiable=False)
+    with torch.no_grad():
+        for n, p in module.named_parameters():
+            p.copy_(theta[n])
+    measure_bn_stats(module, source, batches=cfg.bn_batches, batch_size=cfg.bn_batch_size,
+                     rng=np.random.default_rng([rng_seed, 3]))
+    module.eval()
+    tensors: dict[str, sldpack.Tensor] = {
+        "images": sldpack.Tensor("images", x.cpu().numpy().copy()),
+        "labels": sldpack.Tensor("labels", y.cpu().numpy().copy()),
+        "lrs": sldpack.Tensor("lrs", a.cpu().numpy().copy()),
+    }
+    bufs = dict(module.named_buffers())
+    for n in buffer_names(module):
+        tensors[f"bn.{n}"] = sldpack.Tensor("bn_stats", bufs[n].detach().cpu().numpy().copy())
+    options = {k: v for k, v in cfg.to_obj().items() if k not in ("device",)}
+    options.update({"update": "theta - (lr * grad)", "outer_loss": "cross_entropy(hard labels, real batch, "
+                    "inner mode)", "optimizer": "adam", "theta_bn": {
+                        "procedure": "reset, momentum=None (cumulative), inner mode, no grad",
+                        "batches": cfg.bn_batches, "batch_size": cfg.bn_batch_size, "class_mix": "natural"},
+                    "image_classes": [int(c) for c in _layout(cfg, source.num_classes)[1]]})
+    options = {k: v for k, v in options.items() if v is not None}
+    manifest = Manifest(
+        arch=arch,
+        init=replace(init, theta0_sha256=dict(theta0_digests)),
+        provenance=Provenance(tool=f"sldpack {sldpack.__version__}", created=_now(),
+                              dataset_sha256=source.fingerprint,
+                              extra={"torch": torch.__version__, "distill_device": str(dev)}),
+        distill=DistillSpec(method=cfg.mode, steps=sched.steps, epochs=sched.epochs, schedule=sched.indices,
+                            label_transform=transform, loss="cross_entropy", inner_batchnorm="batch_stats",
+                            options=options),
+        labels=LabelSpec(names=tuple(source.class_names)),
+        preprocessing=source.preprocessing,
+    )
+    manifest = replace(manifest, replay=fingerprint_for(manifest, {n: t.array for n, t in tensors.items()},
+                                                        probe_seed=cfg.seed, probe_count=cfg.probe_count,
+                                                        threads=cfg.fingerprint_threads))
+    return DistillResult(manifest=manifest, tensors=tensors, module=module, losses=[])
+
+
+def fingerprint_for(manifest: Manifest, arrays: Mapping[str, np.ndarray], *, probe_seed: int,
+                    probe_count: int = DEFAULT_PROBE_COUNT,
+                    threads: int = DEFAULT_REFERENCE_THREADS) -> ReplayFingerprint:
+    """The replay fingerprint of a manifest + tensors: replay on the CPU under ``threads`` threads, then
+    hash theta_opt and compute the probe logits. Always the replay path, never the distiller's own theta."""
+    res = replay_arrays(manifest, arrays, device="cpu", threads=threads)
+    return compute_fingerprint(res.module, probe_seed=probe_seed, probe_count=probe_count, threads=threads)
+
+
+def _write_outputs(rd: Path, result: DistillResult, source: RealSource) -> None:
+    write_pack_input(rd / "final", result.manifest, result.tensors)
+    path = rd / "distilled.sldp"
+    result.write(path)
+    result.sldp_path = path
+    m = result.manifest
+    assert m.distill is not None
+    probs = apply_label_transform(torch.from_numpy(np.asarray(result.tensors["labels"].array)),
+                                  m.distill.label_transform).numpy()
+    try:
+        save_montage(np.asarray(result.tensors["images"].array), probs, source.class_names, rd / "montage.png",
+                     mean=source.preprocessing.mean, std=source.preprocessing.std)
+    except (OSError, ValueError) as exc:  # a montage is a convenience; never lose the run over it
+        (rd / "montage.error.txt").write_text(f"{exc}\n")

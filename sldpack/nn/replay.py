@@ -1,0 +1,538 @@
+"""Replay: ``.sldp`` file -> theta_opt -> ready ``nn.Module``, and the replay fingerprint.
+
+Replay builds the architecture named by the manifest, draws theta_0 with the portable init, runs the
+shared :func:`~sldpack.nn.unroll.unroll` (not differentiated) over the stored images, label parameters
+and learning rates, loads the stored batch-norm statistics theta_bn and switches to eval mode
+(spec/SLDP-1-replay.md).
+
+The fingerprint pins the result down twice: the SHA-256 of theta_opt in canonical order under a reference
+configuration (CPU, float32, a recorded torch thread count), and the logits of theta_opt on probe
+inputs drawn from a seed with the portable Philox generator, with a tolerance for other devices/stacks.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+import platform
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from sldpack.errors import ReplayMismatchError, UsageError
+from sldpack.manifest import ArchSpec, InitSpec, Manifest, ReplayFingerprint
+from sldpack.nn.unroll import Schedule, apply_label_transform, scratch_buffers, set_inner_mode, unroll
+
+__all__ = [
+    "DEFAULT_PROBE_COUNT",
+    "DEFAULT_REFERENCE_THREADS",
+    "ReplayReport",
+    "ReplayResult",
+    "buffer_names",
+    "build_module",
+    "canonical_state",
+    "compute_fingerprint",
+    "default_tolerance",
+    "deterministic",
+    "load_model",
+    "probe_inputs",
+    "probe_logits",
+    "replay",
+    "resolve_device",
+    "save_safetensors",
+    "theta_digest",
+    "thread_count",
+    "verify_replay",
+]
+
+DEFAULT_PROBE_COUNT = 4
+DEFAULT_REFERENCE_THREADS = 1
+"""Thread count of the reference configuration: 1 can be reproduced on every machine."""
+PROBE_STREAM = "sldp.replay.probe"
+"""Tensor name fed to the portable Philox generator to derive the probe inputs' stream."""
+
+SourceLike = str | os.PathLike[str] | bytes
+
+
+# --- devices and determinism -------------------------------------------------------------------------
+
+def resolve_device(device: str | torch.device) -> torch.device:
+    """``"auto"`` -> CUDA when available, else CPU; anything else is checked and returned.
+
+    Raises:
+        UsageError: CUDA requested but not available, or an unknown device string.
+    """
+    if isinstance(device, torch.device):
+        dev = device
+    elif device == "auto":
+        dev = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    else:
+        try:
+            dev = torch.device(device)
+        except RuntimeError as exc:
+            raise UsageError(f"unknown device {device!r}: {exc}") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise UsageError("--device cuda was requested but torch sees no CUDA device")
+    if dev.type not in ("cpu", "cuda"):
+        raise UsageError(f"device {dev} is not supported (cpu, cuda)")
+    return dev
+
+
+@contextlib.contextmanager
+def deterministic(device: torch.device) -> Iterator[None]:
+    """Run a block with deterministic kernels and no TF32, restoring the previous settings after.
+
+    On CUDA: cuDNN deterministic and not benchmarking, TF32 off (float32 means float32),
+    ``torch.use_deterministic_algorithms(True)`` and the cuBLAS workspace setting it needs. On CPU the
+    kernels are already deterministic for a fixed thread count.
+    """
+    prev = (torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled(),
+            torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark,
+            torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32)
+    if device.type == "cuda":
+        # must be set before the first cuBLAS handle is created; harmless if already set
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+        torch.backends.cudnn.deterministic = True
+        torch.backends.cudnn.benchmark = False
+        torch.backends.cuda.matmul.allow_tf32 = False
+        torch.backends.cudnn.allow_tf32 = False
+        torch.use_deterministic_algorithms(True)
+    try:
+        yield
+    finally:
+        torch.use_deterministic_algorithms(prev[0], warn_only=prev[1])
+        torch.backends.cudnn.deterministic = prev[2]
+        torch.backends.cudnn.benchmark = prev[3]
+        torch.backends.cuda.matmul.allow_tf32 = prev[4]
+        torch.backends.cudnn.allow_tf32 = prev[5]
+
+
+@contextlib.contextmanager
+def thread_count(n: int | None) -> Iterator[None]:
+    """Run a block with ``torch.set_num_threads(n)`` (``None``: leave it), then restore."""
+    old = torch.get_num_threads()
+    if n is not None and n != old:
+        torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        if torch.get_num_threads() != old:
+            torch.set_num_threads(old)
+
+
+# --- canonical state and digests ------------------------------------------------------------------
+
+def buffer_names(module: nn.Module) -> list[str]:
+    """Names of the floating-point buffers (batch-norm running mean/var), in ``named_buffers`` order.
+
+    These are theta_bn: stored as ``bn.<name>`` tensors. Integer buffers (``num_batches_tracked``)
+    play no part in eval mode and are not stored.
+    """
+    return [n for n, b in module.named_buffers() if b.is_floating_point()]
+
+
+def canonical_state(module: nn.Module) -> list[tuple[str, Tensor]]:
+    """theta_opt in canonical order: ``named_parameters`` order, then the float buffers (theta_bn)."""
+    out = [(n, p.detach()) for n, p in module.named_parameters()]
+    fb = set(buffer_names(module))
+    out += [(n, b.detach()) for n, b in module.named_buffers() if n in fb]
+    return out
+
+
+def theta_digest(state: Sequence[tuple[str, Tensor]] | Mapping[str, Tensor]) -> str:
+    """SHA-256 (hex) of the concatenated float32 little-endian C-order bytes, in the given order."""
+    items = state.items() if isinstance(state, Mapping) else state
+    h = hashlib.sha256()
+    for _, t in items:
+        a = t.detach().to("cpu", torch.float32).contiguous().numpy()
+        h.update(a.astype("<f4", copy=False).tobytes())
+    return h.hexdigest()
+
+
+# --- probes ---------------------------------------------------------------------------------------
+
+def probe_inputs(seed: int, count: int, channels: int, image_size: tuple[int, int]) -> np.ndarray:
+    """Probe inputs ``float32 [count, C, H, W]``, uniform on [-2, 2), from the portable Philox stream.
+
+    Word ``i`` of the stream ``(seed, "sldp.replay.probe")`` (init annex: stream derivation) gives
+    ``u_i = (w_i >> 8) * 2^-24`` and the C-order element ``i`` is ``4 u_i - 2``. Every step is exact in
+    float32, so the probes are bit-identical on every platform and any difference in the probe logits
+    comes from the network, not from the probes.
+    """
+    from sldpack.init.philox import stream_words
+
+    shape = (count, channels, image_size[0], image_size[1])
+    n = count * channels * image_size[0] * image_size[1]
+    w = stream_words(seed, PROBE_STREAM, 0, n)
+    u = (w >> np.uint32(8)).astype(np.float32) * np.float32(2.0**-24)  # exact: 24-bit integer x 2^-24
+    return (np.float32(4.0) * u - np.float32(2.0)).astype(np.float32).reshape(shape)
+
+
+def probe_logits(module: nn.Module, inputs: np.ndarray) -> np.ndarray:
+    """Logits ``float32 [count, K]`` of ``module`` (in whatever mode it is) on ``inputs``."""
+    dev = next(module.parameters()).device
+    with torch.no_grad():
+        out = module(torch.from_numpy(np.ascontiguousarray(inputs)).to(dev))
+    return np.asarray(out.detach().to("cpu", torch.float32).numpy(), dtype=np.float32)
+
+
+def default_tolerance(logits: np.ndarray) -> float:
+    """Tolerance on probe logits for other devices/stacks: ``1e-3 * max(1, max |logit|)``."""
+    scale = float(np.max(np.abs(logits))) if logits.size else 0.0
+    return 1e-3 * max(1.0, scale)
+
+
+def reference_config(threads: int) -> dict[str, Any]:
+    """Describe the configuration a fingerprint is computed under (stored in ``replay.reference``)."""
+    cap = ""
+    with contextlib.suppress(Exception):
+        cap = str(torch.backends.cpu.get_cpu_capability())
+    return {"device": "cpu", "dtype": "float32", "threads": int(threads), "torch": torch.__version__,
+            "cpu_capability": cap, "machine": platform.machine(), "system": platform.system()}
+
+
+def compute_fingerprint(module: nn.Module, *, probe_seed: int, probe_count: int = DEFAULT_PROBE_COUNT,
+                        threads: int, tolerance: float | None = None) -> ReplayFingerprint:
+    """Fingerprint of a replayed module (eval mode, on CPU, computed under ``threads`` threads)."""
+    c, h, w = _input_shape(module)
+    with thread_count(threads):
+        digest = theta_digest(canonical_state(module))
+        logits = probe_logits(module, probe_inputs(probe_seed, probe_count, c, (h, w)))
+    return ReplayFingerprint(
+        theta_opt_sha256=digest, probe_seed=probe_seed, probe_count=probe_count,
+        probe_logits=tuple(float(v) for v in logits.reshape(-1)),
+        tolerance=default_tolerance(logits) if tolerance is None else float(tolerance),
+        reference=reference_config(threads))
+
+
+def _input_shape(module: nn.Module) -> tuple[int, int, int]:
+    shape = getattr(module, "sldp_input_shape", None)
+    if shape is None:
+        raise UsageError("module has no sldp_input_shape; build it with sldpack.nn.replay.build_module")
+    c, h, w = shape
+    return int(c), int(h), int(w)
+
+
+# --- replay ---------------------------------------------------------------------------------------
+
+def build_module(arch: ArchSpec, init: InitSpec, *,
+                 device: torch.device | str = "cpu") -> tuple[nn.Module, dict[str, str]]:
+    """Build an architecture with theta_0 from the portable init.
+
+    theta_0 is always drawn on the CPU by the portable init and then moved, never by a device RNG.
+
+    Args:
+        arch: the manifest's ``arch`` section.
+        init: the manifest's ``init`` section (seed, scheme).
+        device: where the module lives afterwards.
+
+    Returns:
+        ``(module, theta0_digests)``; the module carries ``sldp_input_shape = (C, H, W)``.
+    """
+    from sldpack.nn.init import init_module_
+    from sldpack.nn.zoo import build_from_spec
+
+    module = build_from_spec(arch)
+    if any(p.is_meta for p in module.parameters()) or any(b.is_meta for b in module.buffers()):
+        module = module.to_empty(device="cpu")
+    else:
+        module = module.to("cpu")
+    digests = init_module_(module, init.seed, init.scheme)
+    module.sldp_input_shape = (arch.in_channels, arch.image_size[0], arch.image_size[1])  # type: ignore[assignment]
+    return module.to(resolve_device(device)), dict(digests)
+
+
+@dataclass
+class ReplayResult:
+    """What :func:`replay` produced.
+
+    Attributes:
+        module: theta_opt + theta_bn loaded, eval mode.
+        theta0_status: ``"match"``, ``"not recorded"`` or ``"mismatch: <names>"`` against
+            ``manifest.init.theta0_sha256``.
+        manifest: the file's manifest.
+        seconds: wall time of build + init + unroll.
+    """
+
+    module: nn.Module
+    theta0_status: str
+    manifest: Manifest
+    seconds: float
+    inner_losses: list[float] = field(default_factory=list)
+
+
+def _read(source: SourceLike | Any) -> tuple[Manifest, dict[str, np.ndarray]]:
+    import sldpack
+
+    if isinstance(source, sldpack.SldpFile):
+        return source.manifest, source.arrays()
+    f = sldpack.read(source if isinstance(source, bytes) else Path(os.fspath(source)))
+    try:
+        return f.manifest, f.arrays()
+    finally:
+        f.close()
+
+
+def replay_arrays(manifest: Manifest, arrays: Mapping[str, np.ndarray], *, device: str | torch.device = "cpu",
+                  threads: int | None = None) -> ReplayResult:
+    """Replay from an already-read manifest and tensors (see :func:`replay`)."""
+    t0 = time.perf_counter()
+    dist = manifest.distill
+    if dist is None:
+        raise UsageError("the file has no distill section: nothing to replay")
+    for need in ("images", "labels", "lrs"):
+        if need not in arrays:
+            raise UsageError(f"the file has no {need!r} tensor")
+    dev = resolve_device(device)
+    with deterministic(dev), thread_count(threads if dev.type == "cpu" else None):
+        module, digests = build_module(manifest.arch, manifest.init, device=dev)
+        theta0_status = _theta0_status(manifest, digests)
+        images = torch.from_numpy(np.ascontiguousarray(arrays["images"], dtype=np.float32)).to(dev)
+        labels = torch.from_numpy(np.ascontiguousarray(arrays["labels"], dtype=np.float32)).to(dev)
+        lrs = torch.from_numpy(np.ascontiguousarray(arrays["lrs"], dtype=np.float32).reshape(-1)).to(dev)
+        sched = Schedule(dist.steps, dist.epochs, tuple(tuple(s) for s in dist.schedule))
+        targets = apply_label_transform(labels, dist.label_transform)
+        set_inner_mode(module)
+        params = {n: p.detach() for n, p in module.named_parameters()}
+        losses: list[float] = []
+        theta = unroll(module, params, scratch_buffers(module), images, targets, lrs, sched,
+                       differentiable=False, on_step=lambda i, v: losses.append(float(v)))
+        load_theta(module, theta, arrays)
+    return ReplayResult(module=module, theta0_status=theta0_status, manifest=manifest,
+                        seconds=time.perf_counter() - t0, inner_losses=losses)
+
+
+def load_theta(module: nn.Module, theta: Mapping[str, Tensor], arrays: Mapping[str, np.ndarray]) -> None:
+    """Copy theta_opt into ``module``, load theta_bn from ``bn.<name>`` arrays, switch to eval mode.
+
+    Raises:
+        UsageError: a float buffer has no stored ``bn.`` tensor while the file has some, or shapes differ.
+    """
+    with torch.no_grad():
+        for n, p in module.named_parameters():
+            p.copy_(theta[n])
+        names = buffer_names(module)
+        stored = {k[3:] for k in arrays if k.startswith("bn.")}
+        if names and stored:
+            missing = [n for n in names if n not in stored]
+            if missing:
+                raise UsageError(f"theta_bn is incomplete: no tensor bn.{missing[0]}")
+        extra = sorted(stored - set(names))
+        if extra:
+            raise UsageError(f"tensor bn.{extra[0]} names no batch-norm buffer of {type(module).__name__}")
+        bufs = dict(module.named_buffers())
+        for n in names:
+            if n in stored:
+                src = np.asarray(arrays[f"bn.{n}"], dtype=np.float32)
+                if tuple(src.shape) != tuple(bufs[n].shape):
+                    raise UsageError(f"bn.{n} has shape {src.shape}, the network needs {tuple(bufs[n].shape)}")
+                bufs[n].copy_(torch.from_numpy(np.ascontiguousarray(src)))
+    module.eval()
+
+
+def _theta0_status(manifest: Manifest, digests: Mapping[str, str]) -> str:
+    want = manifest.init.theta0_sha256
+    if want is None:
+        return "not recorded"
+    bad = sorted(n for n in want if digests.get(n) != want[n])
+    bad += sorted(n for n in digests if n not in want)
+    return "match" if not bad else "mismatch: " + ", ".join(bad[:5]) + (" ..." if len(bad) > 5 else "")
+
+
+def replay(source: SourceLike | Any, *, device: str | torch.device = "cpu", threads: int | None = None) -> ReplayResult:
+    """Re-derive theta_opt from a ``.sldp`` file.
+
+    Args:
+        source: a path, the file's bytes, or an open :class:`sldpack.SldpFile`.
+        device: ``"cpu"``, ``"cuda"`` or ``"auto"``.
+        threads: torch CPU thread count during replay (``None``: leave it).
+
+    Returns:
+        The replay result; ``result.module`` is ready for inference (eval mode).
+
+    Raises:
+        FormatError / DigestError: the file is malformed. UsageError: it cannot be replayed.
+    """
+    manifest, arrays = _read(source)
+    return replay_arrays(manifest, arrays, device=device, threads=threads)
+
+
+def load_model(source: SourceLike | Any, *, device: str | torch.device = "cpu") -> nn.Module:
+    """The Python API: a ready ``torch.nn.Module`` (theta_opt + theta_bn, eval mode) from a ``.sldp`` file."""
+    return replay(source, device=device).module
+
+
+# --- verification ---------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class ReplayReport:
+    """Outcome of :func:`verify_replay`.
+
+    ``status`` is ``"exact"`` (theta_opt digest identical), ``"within_tolerance"`` (digest differs, every
+    probe logit within the recorded tolerance; ``max_abs_deviation`` says by how much), ``"failed"``
+    (beyond tolerance, wrong shape) or ``"no_fingerprint"`` (the file records none: nothing to check).
+    """
+
+    status: str
+    expected_sha256: str | None
+    actual_sha256: str
+    max_abs_deviation: float | None
+    tolerance: float | None
+    theta0: str
+    device: str
+    threads: int
+    reference_threads: int | None
+    seconds: float
+    notes: tuple[str, ...] = ()
+
+    @property
+    def ok(self) -> bool:
+        """True for ``exact`` and ``within_tolerance``."""
+        return self.status in ("exact", "within_tolerance")
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready form."""
+        return {"status": self.status, "ok": self.ok, "expected_sha256": self.expected_sha256,
+                "actual_sha256": self.actual_sha256, "max_abs_deviation": self.max_abs_deviation,
+                "tolerance": self.tolerance, "theta0": self.theta0, "device": self.device,
+                "threads": self.threads, "reference_threads": self.reference_threads,
+                "seconds": round(self.seconds, 3), "notes": list(self.notes), "summary": self.summary()}
+
+    def summary(self) -> str:
+        """One human line."""
+        if self.status == "exact":
+            text = f"replay exact: theta_opt sha256 {self.actual_sha256[:16]}... matches"
+        elif self.status == "within_tolerance":
+            text = (f"replay within tolerance: digest differs, max |probe logit deviation| "
+                    f"{self.max_abs_deviation:.3g} <= {self.tolerance:.3g}")
+        elif self.status == "no_fingerprint":
+            text = "replay not checked: the file records no replay fingerprint"
+        else:
+            dev = "n/a" if self.max_abs_deviation is None else f"{self.max_abs_deviation:.3g}"
+            text = f"replay FAILED: max |probe logit deviation| {dev} > tolerance {self.tolerance}"
+        text += f" [{self.device}, {self.threads} thread(s), theta0 {self.theta0}, {self.seconds:.1f}s]"
+        return text
+
+    def raise_for_status(self) -> None:
+        """Raise :class:`~sldpack.errors.ReplayMismatchError` unless ``ok``."""
+        if not self.ok:
+            raise ReplayMismatchError(self.summary())
+
+
+def check_fingerprint(module: nn.Module, fp: ReplayFingerprint, *, threads: int) -> tuple[str, str, float | None]:
+    """Compare a replayed module with a recorded fingerprint.
+
+    Returns:
+        ``(status, actual_sha256, max_abs_deviation)``; status is exact / within_tolerance / failed.
+    """
+    c, h, w = _input_shape(module)
+    with thread_count(threads if next(module.parameters()).device.type == "cpu" else None):
+        digest = theta_digest(canonical_state(module))
+        got = probe_logits(module, probe_inputs(fp.probe_seed, fp.probe_count, c, (h, w))).reshape(-1)
+    want = np.asarray(fp.probe_logits, dtype=np.float64)
+    if got.shape != want.shape:
+        return "failed", digest, None
+    dev = float(np.max(np.abs(got.astype(np.float64) - want))) if want.size else 0.0
+    if not np.isfinite(got).all():
+        return "failed", digest, float("inf")
+    if digest == fp.theta_opt_sha256:
+        return "exact", digest, dev
+    return ("within_tolerance" if dev <= fp.tolerance else "failed"), digest, dev
+
+
+def verify_replay(source: SourceLike | Any, *, device: str | torch.device = "cpu",
+                  threads: int | None = None) -> ReplayReport:
+    """Re-derive theta_opt from the file and compare it with the recorded replay fingerprint.
+
+    On the CPU, replay runs under the fingerprint's recorded thread count unless ``threads`` says
+    otherwise, because the digest can depend on it (CPU kernels split reductions by thread).
+
+    Args:
+        source: path, bytes or open :class:`sldpack.SldpFile`.
+        device: where to replay; the fingerprint's reference is the CPU, other devices are expected to
+            land "within tolerance" at best.
+        threads: CPU thread count (default: the reference's).
+
+    Returns:
+        The report (never raises for a mismatch; call ``report.raise_for_status()`` for that).
+
+    Raises:
+        FormatError / DigestError: the file is malformed. UsageError: it cannot be replayed.
+    """
+    manifest, arrays = _read(source)
+    fp = manifest.replay
+    ref_threads = None
+    if fp is not None and isinstance(fp.reference.get("threads"), int):
+        ref_threads = int(fp.reference["threads"])
+    dev = resolve_device(device)
+    use_threads = threads if threads is not None else (ref_threads or torch.get_num_threads())
+    res = replay_arrays(manifest, arrays, device=dev, threads=use_threads if dev.type == "cpu" else None)
+    notes: list[str] = []
+    if dev.type != "cpu":
+        notes.append("the reference configuration is the CPU; a different device is expected to differ in the "
+                     "last bits")
+    elif ref_threads is not None and use_threads != ref_threads:
+        notes.append(f"replayed with {use_threads} threads, the reference used {ref_threads}")
+    if fp is not None and fp.reference.get("torch") not in (None, torch.__version__):
+        notes.append(f"reference torch {fp.reference.get('torch')}, this torch {torch.__version__}")
+    if fp is None:
+        digest = theta_digest(canonical_state(res.module))
+        return ReplayReport("no_fingerprint", None, digest, None, None, res.theta0_status, str(dev),
+                            use_threads, None, res.seconds, tuple(notes))
+    status, digest, maxdev = check_fingerprint(res.module, fp, threads=use_threads)
+    return ReplayReport(status, fp.theta_opt_sha256, digest, maxdev, fp.tolerance, res.theta0_status, str(dev),
+                        use_threads, ref_threads, res.seconds, tuple(notes))
+
+
+# --- checkpoint output ----------------------------------------------------------------------------
+
+_ST_DTYPE = {torch.float32: "F32", torch.float64: "F64", torch.float16: "F16", torch.int64: "I64",
+             torch.int32: "I32", torch.uint8: "U8"}
+
+
+def save_safetensors(path: str | os.PathLike[str], state: Mapping[str, Tensor],
+                     metadata: Mapping[str, str] | None = None) -> int:
+    """Write ``state`` (e.g. ``module.state_dict()``) as a ``.safetensors`` file, atomically.
+
+    Loadable with ``safetensors.torch.load_file`` and then ``module.load_state_dict``; written without the
+    safetensors package. ``metadata`` goes into ``__metadata__`` (string -> string).
+
+    Returns:
+        The number of bytes written.
+
+    Raises:
+        UsageError: a tensor dtype safetensors cannot carry here.
+    """
+    import json
+
+    from sldpack.atomic import atomic_writer
+
+    arrays: dict[str, np.ndarray] = {}
+    header: dict[str, Any] = {}
+    pos = 0
+    for name, t in state.items():
+        dt = _ST_DTYPE.get(t.dtype)
+        if dt is None:
+            raise UsageError(f"tensor {name!r}: dtype {t.dtype} cannot be written to safetensors here")
+        a = t.detach().to("cpu").contiguous().numpy()
+        a = a.astype(a.dtype.newbyteorder("<"), copy=False)
+        arrays[name] = a
+        header[name] = {"dtype": dt, "shape": list(a.shape), "data_offsets": [pos, pos + a.nbytes]}
+        pos += a.nbytes
+    if metadata:
+        header["__metadata__"] = {str(k): str(v) for k, v in metadata.items()}
+    text = json.dumps(header, separators=(",", ":")).encode("utf-8")
+    text += b" " * ((-(8 + len(text))) % 8)
+    with atomic_writer(path) as fh:
+        fh.write(len(text).to_bytes(8, "little"))
+        fh.write(text)
+        for a in arrays.values():
+            fh.write(a.tobytes())
+    return 8 + len(text) + pos
