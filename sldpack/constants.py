@@ -100,7 +100,6 @@ ERROR_CODES: Final[dict[str, str]] = {
     "E_MSGPACK_DUPLICATE_KEY": "a msgpack map repeats a key",
     "E_MSGPACK_DEPTH": "the manifest nests deeper than the limit",
     "E_SCHEMA": "a manifest field is missing, of the wrong type or out of range",
-    "E_PAYLOAD_DIGEST": "the stored payload bytes do not match payload.sha256",
     "E_ZSTD": "the payload is not a single valid zstd frame",
     "E_ZSTD_SIZE": "the zstd frame's declared or actual size differs from payload.decoded_size",
     "E_ST_HEADER": "the safetensors header is malformed",

@@ -1,0 +1,87 @@
+"""The spec's tables and the constants module must agree, so neither can drift silently."""
+
+from __future__ import annotations
+
+import re
+import struct
+from pathlib import Path
+
+from sldpack import constants as C
+
+SPEC = (Path(__file__).resolve().parents[1] / "spec" / "SLDP-1.md").read_text(encoding="utf-8")
+
+
+def _table(name: str) -> list[list[str]]:
+    """Rows (without header) of the markdown table after ``<!-- table:name -->``."""
+    at = SPEC.index(f"<!-- table:{name} -->")
+    rows = []
+    for line in SPEC[at:].splitlines()[1:]:
+        if not line.startswith("|"):
+            if rows:
+                break
+            continue
+        rows.append([c.strip() for c in line.strip().strip("|").split("|")])
+    return [r for r in rows[2:]]  # drop header and separator
+
+
+def test_header_layout() -> None:
+    rows = _table("header")
+    fields = [(int(r[0]), int(r[1]), r[2], r[3]) for r in rows]
+    expected = [
+        (C.OFF_MAGIC, 8, "bytes", "magic"),
+        (C.OFF_VERSION_MAJOR, 2, "u16", "version_major"),
+        (C.OFF_VERSION_MINOR, 2, "u16", "version_minor"),
+        (C.OFF_RESERVED, 4, "u32", "reserved"),
+        (C.OFF_MANIFEST_LENGTH, 8, "u64", "manifest_length"),
+        (C.OFF_PAYLOAD_LENGTH, 8, "u64", "payload_length"),
+        (C.OFF_MANIFEST_SHA256, 32, "bytes", "manifest_sha256"),
+    ]
+    assert fields == expected
+    assert sum(f[1] for f in fields) == C.HEADER_SIZE == 64
+    # offsets are contiguous and the struct format agrees with the sizes/types
+    assert all(a[0] + a[1] == b[0] for a, b in zip(fields, fields[1:], strict=False))
+    fmt = {"u16": "H", "u32": "I", "u64": "Q"}
+    assert C.HEADER_STRUCT.format == "<" + "".join(f"{s}s" if t == "bytes" else fmt[t] for _, s, t, _ in fields)
+    magic_hex = re.search(r"`([0-9A-F ]+)`", rows[0][4])
+    assert magic_hex is not None
+    assert bytes.fromhex(magic_hex.group(1)) == C.MAGIC
+    assert struct.calcsize(C.HEADER_STRUCT.format) == 64
+
+
+def test_version() -> None:
+    assert f"Version {C.VERSION_MAJOR}.{C.VERSION_MINOR}" in SPEC
+    rows = {r[3]: r[4] for r in _table("header")}
+    assert rows["version_major"].startswith(str(C.VERSION_MAJOR))
+    assert rows["version_minor"].startswith(str(C.VERSION_MINOR))
+    assert "little-endian" in SPEC
+    assert C.BYTE_ORDER == "little"
+
+
+def test_limits() -> None:
+    got = {r[0]: int(r[1]) for r in _table("limits")}
+    expected = {name: getattr(C, name) for name in got}
+    assert got == expected
+    assert set(got) == {"MAX_MANIFEST_BYTES", "MAX_TENSORS", "MAX_RANK", "MAX_TENSOR_NAME_BYTES",
+                        "MAX_ST_HEADER_BYTES", "MAX_DECODED_PAYLOAD", "MAX_MSGPACK_DEPTH"}
+
+
+def test_dtypes() -> None:
+    got = {r[0]: int(r[1]) for r in _table("dtypes")}
+    assert got == C.DTYPE_ITEMSIZE
+    assert list(got) == list(C.DTYPE_ITEMSIZE)
+
+
+def test_roles() -> None:
+    assert tuple(r[0] for r in _table("roles")) == C.ROLES
+
+
+def test_error_codes() -> None:
+    got = {r[0]: r[1] for r in _table("errors")}
+    assert got == C.ERROR_CODES
+
+
+def test_compressions_and_transforms_named_in_spec() -> None:
+    for c in C.COMPRESSIONS:
+        assert f"`{c}`" in SPEC
+    for t in C.LABEL_TRANSFORMS:
+        assert f"`{t}`" in SPEC
