@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import re
 import struct
 from pathlib import Path
@@ -21,7 +22,7 @@ def _table(name: str) -> list[list[str]]:
                 break
             continue
         rows.append([c.strip() for c in line.strip().strip("|").split("|")])
-    return [r for r in rows[2:]]  # drop header and separator
+    return rows[2:]  # drop header and separator
 
 
 def test_header_layout() -> None:
@@ -39,7 +40,7 @@ def test_header_layout() -> None:
     assert fields == expected
     assert sum(f[1] for f in fields) == C.HEADER_SIZE == 64
     # offsets are contiguous and the struct format agrees with the sizes/types
-    assert all(a[0] + a[1] == b[0] for a, b in zip(fields, fields[1:], strict=False))
+    assert all(a[0] + a[1] == b[0] for a, b in itertools.pairwise(fields))
     fmt = {"u16": "H", "u32": "I", "u64": "Q"}
     assert C.HEADER_STRUCT.format == "<" + "".join(f"{s}s" if t == "bytes" else fmt[t] for _, s, t, _ in fields)
     magic_hex = re.search(r"`([0-9A-F ]+)`", rows[0][4])
