@@ -656,7 +656,8 @@ def audit_images(distilled: npt.ArrayLike, real: RealSource, *, config: AuditCon
         for a, b in zip(*np.nonzero(ss >= 1.0 - 1e-9), strict=True):
             if np.array_equal(sample[a], block[b]):
                 ss[a, b] = -np.inf
-                dup_pairs.add((int(sample_idx[a]), start + int(b)))
+                i, j = int(sample_idx[a]), start + int(b)
+                dup_pairs.add((min(i, j), max(i, j)))
         best_v, best_i = _merge_topk(best_v, best_i, sc, start, keep)
 
     # pass 2: SSIM among each query's best NCC candidates (clipped to the displayable range)
