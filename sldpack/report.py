@@ -45,6 +45,7 @@ __all__ = [
     "render_precision",
     "render_report",
     "requantize",
+    "requantize_bytes",
 ]
 
 IMAGE_DTYPES: dict[str, str] = {"float32": "F32", "float16": "F16", "bfloat16": "BF16",
@@ -349,39 +350,16 @@ def _default_fingerprint_fn() -> FingerprintFn | str:
     return refingerprint
 
 
-def requantize(path_in: str | os.PathLike[str], path_out: str | os.PathLike[str], images_dtype: str,
-               compression: str = "none", level: int = ZSTD_LEVEL_DEFAULT, *,
-               fingerprint_fn: FingerprintFn | bool | None = True) -> RequantizeResult:
-    """Rewrite a file with its images stored in another dtype and/or another payload compression.
-
-    Every other tensor keeps its stored dtype and bytes. When the image values change, the replay
-    fingerprint no longer describes the file: it is recomputed from the *stored* (rounded) values by
-    torch replay (:func:`sldpack.nn.sharing.refingerprint`) when available, otherwise dropped, and
-    ``provenance.extra["requantized"]`` records which (plus the source dtype and the largest change).
-    theta0 digests do not depend on the images and are kept.
-
-    Args:
-        path_in: source ``.sldp``.
-        path_out: destination (written atomically; may equal ``path_in``).
-        images_dtype: ``float32``/``float16``/``bfloat16`` (or ``F32``/``F16``/``BF16``).
-        compression: ``none`` or ``zstd``.
-        level: zstd level.
-        fingerprint_fn: ``True``: torch re-fingerprinting if importable; ``False``/``None``: drop the
-            fingerprint; or a callable ``(manifest, arrays) -> ReplayFingerprint``.
-
-    Returns:
-        A :class:`RequantizeResult`.
-
-    Raises:
-        UsageError: unknown dtype/compression, or values beyond the float16 range.
-        FormatError: the input is not a valid ``.sldp``.
-    """
+def requantize_bytes(source: str | os.PathLike[str] | bytes, images_dtype: str, compression: str = "none",
+                     level: int = ZSTD_LEVEL_DEFAULT, *, fingerprint_fn: FingerprintFn | bool | None = True
+                     ) -> tuple[bytes, RequantizeResult]:
+    """:func:`requantize` in memory: the new file's bytes and what was done (``path_out`` is empty)."""
     if images_dtype not in IMAGE_DTYPES:
         raise UsageError(f"images dtype must be float32, float16 or bfloat16, got {images_dtype!r}")
     if compression not in COMPRESSIONS:
         raise UsageError(f"compression must be one of {COMPRESSIONS}, got {compression!r}")
     dt = IMAGE_DTYPES[images_dtype]
-    f = read_sldp(os.fspath(path_in))
+    f = read_sldp(source if isinstance(source, bytes) else os.fspath(source))
     try:
         manifest, size_in = f.manifest, f.file_size
         arrays = {k: np.array(v) for k, v in f.arrays().items()}
@@ -392,8 +370,7 @@ def requantize(path_in: str | os.PathLike[str], path_out: str | os.PathLike[str]
     probe = read_sldp(encode(_stripped(manifest), tensors))
     stored_arrays = {k: np.array(v) for k, v in probe.arrays().items()}
     probe.close()
-    in_dtypes = tuple(sorted({manifest.tensors[n].dtype for n in manifest.tensors
-                              if manifest.tensors[n].role == "images"}))
+    in_dtypes = tuple(sorted({t.dtype for t in manifest.tensors.values() if t.role == "images"}))
     change = 0.0
     for n, info in manifest.tensors.items():
         if info.role == "images":
@@ -425,9 +402,41 @@ def requantize(path_in: str | os.PathLike[str], path_out: str | os.PathLike[str]
                       dataset_sha256=manifest.provenance.dataset_sha256, extra=extra)
     new = replace(_stripped(manifest), replay=replay_fp, provenance=prov)
     data = encode(new, tensors, compression=compression, level=level)
+    return data, RequantizeResult(path_out="", size_in=size_in, size_out=len(data), images_dtype_in=in_dtypes,
+                                  images_dtype_out=dt, compression=compression, max_abs_change=change,
+                                  fingerprint=status)
+
+
+def requantize(path_in: str | os.PathLike[str], path_out: str | os.PathLike[str], images_dtype: str,
+               compression: str = "none", level: int = ZSTD_LEVEL_DEFAULT, *,
+               fingerprint_fn: FingerprintFn | bool | None = True) -> RequantizeResult:
+    """Rewrite a file with its images stored in another dtype and/or another payload compression.
+
+    Every other tensor keeps its stored dtype and bytes. When the image values change, the replay
+    fingerprint no longer describes the file: it is recomputed from the *stored* (rounded) values by
+    torch replay (:func:`sldpack.nn.sharing.refingerprint`) when available, otherwise dropped, and
+    ``provenance.extra["requantized"]`` records which (plus the source dtype and the largest change).
+    theta0 digests do not depend on the images and are kept. ``sldp pack --images-dtype`` is the
+    same operation at pack time.
+
+    Args:
+        path_in: source ``.sldp``.
+        path_out: destination (written atomically; may equal ``path_in``).
+        images_dtype: ``float32``/``float16``/``bfloat16`` (or ``F32``/``F16``/``BF16``).
+        compression: ``none`` or ``zstd``.
+        level: zstd level.
+        fingerprint_fn: ``True``: torch re-fingerprinting if importable; ``False``/``None``: drop the
+            fingerprint; or a callable ``(manifest, arrays) -> ReplayFingerprint``.
+
+    Returns:
+        A :class:`RequantizeResult`.
+
+    Raises:
+        UsageError: unknown dtype/compression, or values beyond the float16 range.
+        FormatError: the input is not a valid ``.sldp``.
+    """
     from sldpack.atomic import atomic_write_bytes
 
+    data, res = requantize_bytes(path_in, images_dtype, compression, level, fingerprint_fn=fingerprint_fn)
     atomic_write_bytes(path_out, data)
-    return RequantizeResult(path_out=os.fspath(path_out), size_in=size_in, size_out=len(data),
-                            images_dtype_in=in_dtypes, images_dtype_out=dt, compression=compression,
-                            max_abs_change=change, fingerprint=status)
+    return replace(res, path_out=os.fspath(path_out))
