@@ -377,7 +377,7 @@ def cut_patches(
     # slices, not fancy indexing: each patch reads only its own rows (memmap-friendly, no index blow-up)
     for k in range(ii.size):
         buf[k] = images[ii[k], yy[k] : yy[k] + size, xx[k] : xx[k] + size]
-    out = buf.astype(np.float32) * np.float32(1.0 / 255.0)
+    out = buf.astype(np.float32) / np.float32(255.0)  # exactly uint8 / 255, correctly rounded
     return out if out_size is None or out_size == size else area_resize(out, out_size)
 
 
