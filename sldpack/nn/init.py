@@ -1,0 +1,169 @@
+"""The portable theta0 for torch modules: bit-identical to :mod:`sldpack.init`, in place and threaded.
+
+The values come from the numpy kernels of :mod:`sldpack.init.schemes` (the spec's operations, no
+libm), so they are the reference's bits by construction; what this module adds is speed and torch
+plumbing: every tensor is cut into block-aligned ranges that ``torch.get_num_threads()`` worker
+threads fill at once (numpy releases the GIL inside its loops), and the results are copied into the
+module's parameters and BN buffers under ``torch.no_grad``. Any device and floating dtype works:
+values are always drawn as float32 on the CPU, then copied (never drawn by a device RNG).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from typing import Final, TypeVar
+
+import numpy as np
+import numpy.typing as npt
+import torch
+from torch import nn
+
+from sldpack.errors import UsageError
+from sldpack.init.philox import _check_seed
+from sldpack.init.schemes import (
+    BUFFER_KINDS,
+    DEFAULT_SCHEME,
+    ValuePlan,
+    _check_scheme,
+    fill_into,
+    param_kind,
+    plan_values,
+    scheme_for,
+)
+
+__all__ = ["TASK_VALUES", "init_module_", "theta0", "theta0_arrays"]
+
+# Values per worker task: big enough that thread hand-off is noise (about 20 ms of work),
+# a multiple of 4 so every task starts on a Philox block.
+TASK_VALUES: Final = 1 << 20
+
+_T = TypeVar("_T")
+_R = TypeVar("_R")
+
+
+def _entries(module: nn.Module) -> list[tuple[str, torch.Tensor, bool]]:
+    """``(name, tensor, is_param)`` for every parameter, then every BN buffer (canonical names)."""
+    out: list[tuple[str, torch.Tensor, bool]] = [(n, p, True) for n, p in module.named_parameters()]
+    out += [(n, b, False) for n, b in module.named_buffers() if n.rsplit(".", 1)[-1] in BUFFER_KINDS]
+    return out
+
+
+def _run(fn: Callable[[_T], _R], items: Sequence[_T], workers: int) -> list[_R]:
+    if workers <= 1 or len(items) <= 1:
+        return [fn(x) for x in items]
+    with ThreadPoolExecutor(max_workers=min(workers, len(items))) as pool:
+        return list(pool.map(fn, items))
+
+
+def theta0_arrays(
+    params: Sequence[tuple[str, Sequence[int]]],
+    seed: int,
+    scheme: str = DEFAULT_SCHEME,
+    *,
+    constant: float = 0.0,
+    workers: int | None = None,
+) -> dict[str, npt.NDArray[np.generic]]:
+    """theta0 of an ordered ``(name, shape)`` list, like ``sldpack.init.init_parameters`` but threaded.
+
+    Args:
+        params: ordered ``(name, shape)`` pairs (parameters and BN buffers).
+        seed: integer in ``[0, 2**64)``.
+        scheme: one of ``sldpack.init.SCHEMES`` (applies to rank >= 2 weights).
+        constant: the value for ``scheme="constant"``.
+        workers: threads; ``None`` means ``torch.get_num_threads()``. The bits never depend on it.
+
+    Returns:
+        ``{name: array}`` in the given order (float32; int64 for ``num_batches_tracked``).
+
+    Raises:
+        UsageError: for a bad seed or scheme, a duplicate name, or an entry no rule covers.
+    """
+    _check_seed(seed)
+    _check_scheme(scheme)
+    nworkers = torch.get_num_threads() if workers is None else int(workers)
+    out: dict[str, npt.NDArray[np.generic]] = {}
+    tasks: list[tuple[npt.NDArray[np.float32], ValuePlan, int]] = []
+    for name, shape in params:
+        if name in out:
+            raise UsageError(f"parameter {name!r} is listed twice")
+        dims = tuple(shape)
+        kind = param_kind(name, dims)
+        if kind == "num_batches_tracked":
+            out[name] = np.zeros(dims, dtype=np.int64)
+            continue
+        plan = plan_values(seed, name, dims, scheme_for(kind, scheme), constant=constant)
+        buf = np.empty(plan.count, dtype=np.float32)
+        out[name] = buf.reshape(dims)
+        for lo in range(0, plan.count, TASK_VALUES):
+            tasks.append((buf[lo : lo + TASK_VALUES], plan, lo))
+
+    def work(task: tuple[npt.NDArray[np.float32], ValuePlan, int]) -> None:
+        fill_into(*task)
+
+    # big tasks first, so the last worker to finish is not stuck with a large one
+    tasks.sort(key=lambda t: -t[0].shape[0])
+    _run(work, tasks, nworkers)
+    return out
+
+
+def _sha256_f32(arr: npt.NDArray[np.generic]) -> str:
+    a = np.ascontiguousarray(arr, dtype="<f4")
+    return hashlib.sha256(a.reshape(-1).data).hexdigest()  # releases the GIL
+
+
+def init_module_(
+    module: nn.Module, seed: int, scheme: str = DEFAULT_SCHEME, *, constant: float = 0.0
+) -> dict[str, str]:
+    """Initialise every parameter and BN buffer of ``module`` in place with the portable theta0.
+
+    Names are the module's own (``named_parameters()`` / ``named_buffers()``), which are the
+    canonical names of the architecture annex. Kinds follow the init annex: rank >= 2 ``*.weight``
+    gets ``scheme``, rank-1 ``*.bias`` zeros, rank-1 ``*.weight`` ones, ``running_mean`` zeros,
+    ``running_var`` ones, ``num_batches_tracked`` 0. Other buffers are left untouched.
+
+    Args:
+        module: any ``nn.Module`` (any device, floating dtype; values are drawn as float32).
+        seed: integer in ``[0, 2**64)``.
+        scheme: one of ``sldpack.init.SCHEMES``; default ``xavier_normal``.
+        constant: the value for ``scheme="constant"``.
+
+    Returns:
+        ``{parameter name: SHA-256 of its float32 little-endian bytes}`` in ``named_parameters()``
+        order: the manifest's ``init.theta0_sha256``.
+
+    Raises:
+        UsageError: for a bad seed or scheme, or a parameter no rule covers (nothing is modified then).
+    """
+    entries = _entries(module)
+    values = theta0_arrays([(n, tuple(t.shape)) for n, t, _ in entries], seed, scheme, constant=constant)
+    with torch.no_grad():
+        for name, tensor, _ in entries:
+            tensor.copy_(torch.from_numpy(values[name]))
+    param_names = [n for n, _, is_param in entries if is_param]
+    digests = _run(lambda n: _sha256_f32(values[n]), param_names, torch.get_num_threads())
+    return dict(zip(param_names, digests, strict=True))
+
+
+def theta0(
+    module: nn.Module, seed: int, scheme: str = DEFAULT_SCHEME, *, constant: float = 0.0
+) -> dict[str, torch.Tensor]:
+    """The portable theta0 of ``module`` as new CPU tensors, without touching the module.
+
+    Args:
+        module: the network (only names and shapes are read).
+        seed: integer in ``[0, 2**64)``.
+        scheme: one of ``sldpack.init.SCHEMES``.
+        constant: the value for ``scheme="constant"``.
+
+    Returns:
+        ``{name: tensor}``: parameters (float32) in ``named_parameters()`` order, then BN buffers
+        (``num_batches_tracked`` as int64), ready for ``module.load_state_dict(..., strict=False)``.
+
+    Raises:
+        UsageError: as :func:`init_module_`.
+    """
+    entries = _entries(module)
+    values = theta0_arrays([(n, tuple(t.shape)) for n, t, _ in entries], seed, scheme, constant=constant)
+    return {name: torch.from_numpy(arr) for name, arr in values.items()}
