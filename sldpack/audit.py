@@ -797,50 +797,38 @@ def save_sheet(result: AuditResult, distilled: npt.ArrayLike, real: RealSource, 
                *, label_names: Sequence[str] | None = None, tile: int = 112) -> None:
     """Write a PNG: one row per distilled image, then its k nearest real items with NCC/SSIM captions.
 
+    Tiles are shown on the real [0, 1] pixel scale (clipped), not min-max stretched, so a distilled
+    image looks the way it would to anyone who opens the file. Drawn by
+    :func:`sldpack.medical.montage.save_montage`.
+
     Args:
         result: the audit result (neighbour indices come from it).
         distilled: the distilled images in pixel scale (as audited).
         real: the same real source the audit used.
         path: output PNG path.
         label_names: class names for the neighbour captions.
-        tile: tile edge in pixels (images are scaled up by nearest neighbour to about this size).
+        tile: tile edge in pixels (images are scaled up by an integer factor to about this size).
     """
-    from PIL import Image, ImageDraw
+    from sldpack.medical.montage import save_montage
 
     d = np.asarray(distilled, dtype=np.float64)
     h, w = d.shape[2:]
-    zoom = max(1, tile // max(h, w))
-    th, tw = h * zoom, w * zoom
-    cap = 38  # three caption lines
-    cols = 1 + result.config.k
-    pad = 4
-    width = cols * (tw + pad) + pad
-    rows = len(result.findings)
-    sheet = Image.new("RGB", (max(width, 360), rows * (th + cap + pad) + pad + 16), "white")
-    draw = ImageDraw.Draw(sheet)
-    draw.text((pad, 2), f"{result.verdict}: distilled (left), then nearest real items by NCC", fill="black")
-
-    def paste(img: F64, col: int, row: int, lines: Sequence[str], color: str = "black") -> None:
-        u8 = _to_u8(img)
-        pil = Image.fromarray(u8).resize((tw, th), Image.Resampling.NEAREST).convert("RGB")
-        x0 = pad + col * (tw + pad)
-        y0 = 16 + pad + row * (th + cap + pad)
-        sheet.paste(pil, (x0, y0))
-        for li, text in enumerate(lines):
-            draw.text((x0, y0 + th + 1 + 12 * li), text, fill=color)
-
+    tiles: list[np.ndarray[Any, Any]] = []
+    captions: list[str] = []
     for f in result.findings:
-        color = "red" if f.flagged else "black"
-        paste(d[f.index], 0, f.index, [f"distilled {f.index}", "FLAG" if f.flagged else "ok"], color)
-        if f.neighbours:
-            imgs = real.take(np.asarray([nb.index for nb in f.neighbours], dtype=np.int64))
-            for c, (nb, im) in enumerate(zip(f.neighbours, imgs, strict=True), start=1):
-                lab = ""
-                if nb.label is not None:
-                    lab = " " + (label_names[nb.label] if label_names and nb.label < len(label_names)
-                                 else str(nb.label))
-                ss = "n/a" if nb.ssim is None else f"{nb.ssim:.2f}"
-                paste(im, c, f.index, [f"{nb.name}{lab}"[:22], f"NCC {nb.ncc:.3f}", f"SSIM {ss}"])
-    out = Path(path)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    sheet.save(out, format="PNG")
+        tiles.append(_to_u8(d[f.index]))
+        captions.append(f"distilled {f.index}\n{'FLAG' if f.flagged else 'ok'}\n\n")
+        imgs = real.take(np.asarray([nb.index for nb in f.neighbours], dtype=np.int64))
+        for nb, im in zip(f.neighbours, imgs, strict=True):
+            lab = "label n/a"
+            if nb.label is not None:
+                lab = label_names[nb.label] if label_names and nb.label < len(label_names) else f"label {nb.label}"
+            ss = "n/a" if nb.ssim is None else f"{nb.ssim:.3f}"
+            tiles.append(_to_u8(im))
+            captions.append(f"{nb.name}\n{lab}\nNCC {nb.ncc:.3f}\nSSIM {ss}")
+        # rows are 1 + k wide even when a source has fewer than k items
+        for _ in range(result.config.k - len(f.neighbours)):
+            tiles.append(np.full((h, w), 255, dtype=np.uint8))
+            captions.append("")
+    save_montage(tiles, captions, path, ncols=1 + result.config.k, scale=max(1, tile // max(h, w)),
+                 title=f"{result.verdict}: each distilled image (left), then its nearest real items by NCC")
