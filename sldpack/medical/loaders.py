@@ -363,12 +363,14 @@ def _read_labels_csv(path: Path) -> list[tuple[int, str, int]]:
 
 
 def _find_by_name(folder: Path, name: str, files: dict[str, list[Path]], what: str, ctx: str) -> Path:
-    """Resolve ``name`` (file name or stem) to one image file of ``folder``."""
-    direct = folder / name
-    if Path(name).suffix and direct.is_file():
-        return direct
-    stem = Path(name).stem if Path(name).suffix.lower() in IMAGE_EXTENSIONS else name
-    cands = files.get(stem, [])
+    """Resolve ``name`` (a file name with extension, or a stem matching exactly one file) in ``folder``."""
+    if Path(name).suffix.lower() in IMAGE_EXTENSIONS:
+        # a full file name must exist as written: never substitute img.tif for a listed img.png
+        direct = folder / name
+        if direct.is_file():
+            return direct
+        raise DataError(f"{ctx}: names {name!r} but {folder} has no {what} file with that name")
+    cands = files.get(name, [])
     if not cands:
         raise DataError(f"{ctx}: names {name!r} but {folder} has no {what} file with that name")
     if len(cands) > 1:

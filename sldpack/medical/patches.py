@@ -2,7 +2,8 @@
 
 A window of ``size`` px moves over each image with ``stride`` px (positions ``0, stride, ...`` up to
 ``H - size``; 2048 px, 299 px, stride 50 gives the paper's 35 x 35 = 1,225 windows). Its organ fraction is
-the share of mask pixels inside it, read in O(1) per window from an integral image (summed-area table).
+the share of mask pixels inside it, read in O(1) per window (four lookups) from a summed-area table
+(integral image); :func:`grid_window_sums` evaluates that table only on the grid lines the windows touch.
 Labels:
 
 * ``I`` (id 0): organ fraction ``< outside_max`` (default 0.01) -- outside the organ;
@@ -21,12 +22,15 @@ from __future__ import annotations
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from numpy.typing import NDArray
 
 from sldpack.errors import DataError, UsageError
+
+if TYPE_CHECKING:
+    from sldpack.medical.loaders import ImageSet
 
 __all__ = [
     "PATCH_CLASS_NAMES",
@@ -41,6 +45,7 @@ __all__ = [
     "build_patch_index",
     "cut_patches",
     "grid_positions",
+    "grid_window_sums",
     "index_image_set",
     "integral_image",
     "iter_image_patches",
@@ -129,8 +134,43 @@ def window_sums(sat: _I64, ys: _I64, xs: _I64, size: int) -> _I64:
     return out
 
 
+def grid_window_sums(mask: NDArray[Any], ys: _I64, xs: _I64, size: int) -> _I64:
+    """Organ pixel count of every window, from a summed-area table evaluated only on the grid lines.
+
+    The windows read the table only at rows ``{y, y + size}`` and columns ``{x, x + size}``. This computes
+    exactly those entries in one pass over the mask (``np.add.reduceat`` over the strips between lines,
+    then prefix sums): memory O(lines^2) instead of O(H W), a few milliseconds for a 2048 px mask. The
+    result equals ``window_sums(integral_image(mask), ys, xs, size)``.
+
+    Returns:
+        int64 ``[len(ys), len(xs)]``.
+    """
+    m = np.asarray(mask)
+    if m.ndim != 2:
+        raise DataError(f"a mask must be 2-D, got shape {m.shape}")
+    if ys.size == 0 or xs.size == 0:
+        return np.zeros((ys.size, xs.size), dtype=np.int64)
+    h, w = m.shape
+    # lines where the table is needed; 0 always, so the first strip starts at the image edge
+    rlines = np.unique(np.concatenate(([0], ys, ys + size))).astype(np.int64)
+    clines = np.unique(np.concatenate(([0], xs, xs + size))).astype(np.int64)
+    rcut, ccut = rlines[rlines < h], clines[clines < w]
+    strips = np.add.reduceat(m != 0, rcut, axis=0, dtype=np.int64)  # rows between consecutive cuts
+    blocks = np.add.reduceat(strips, ccut, axis=1)
+    # table[i, j] = mask[:R[i], :C[j]].sum() with R = (cuts..., h), C = (cuts..., w)
+    table = np.zeros((rcut.size + 1, ccut.size + 1), dtype=np.int64)
+    table[1:, 1:] = blocks.cumsum(axis=0).cumsum(axis=1)
+    r_ext, c_ext = np.append(rcut, h), np.append(ccut, w)
+    y0 = np.searchsorted(r_ext, ys)[:, None]
+    y1 = np.searchsorted(r_ext, ys + size)[:, None]
+    x0 = np.searchsorted(c_ext, xs)[None, :]
+    x1 = np.searchsorted(c_ext, xs + size)[None, :]
+    out: _I64 = table[y1, x1] - table[y0, x1] - table[y1, x0] + table[y0, x0]
+    return out
+
+
 def organ_fraction(mask: NDArray[Any], size: int, stride: int) -> NDArray[np.float64]:
-    """Organ fraction of every window of the sliding grid, via the integral image.
+    """Organ fraction of every window of the sliding grid, via the summed-area table.
 
     Returns:
         float64 ``[ny, nx]``, exactly ``mask[y:y+size, x:x+size].mean()`` (both are an integer count
@@ -138,7 +178,7 @@ def organ_fraction(mask: NDArray[Any], size: int, stride: int) -> NDArray[np.flo
     """
     m = np.asarray(mask)
     ys, xs = grid_positions(m.shape[0], m.shape[1], size, stride)
-    counts = window_sums(integral_image(m), ys, xs, size)
+    counts = grid_window_sums(m, ys, xs, size)
     frac: NDArray[np.float64] = counts / float(size * size)
     return frac
 
@@ -311,7 +351,7 @@ def build_patch_index(
     return PatchIndex(ii, yy, xx, ll, int(config.size), int(config.stride), n)
 
 
-def index_image_set(image_set: Any, config: PatchConfig) -> PatchIndex:
+def index_image_set(image_set: ImageSet, config: PatchConfig) -> PatchIndex:
     """:func:`build_patch_index` for an :class:`~sldpack.medical.loaders.ImageSet` (needs masks and binary
     labels; raises :class:`DataError` otherwise)."""
     image_set.require_binary()

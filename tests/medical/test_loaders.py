@@ -204,6 +204,10 @@ def test_csv_naming_missing_image(tmp_path: Path) -> None:
     (tmp_path / "labels.csv").write_text("name,label\nimg0.png,0\nghost.png,1\n")
     with pytest.raises(DataError, match=r"labels\.csv: line 3: names 'ghost\.png' but .* has no image file"):
         load_folder(tmp_path)
+    # a listed full file name must exist as written (img1 exists only as .tif)
+    (tmp_path / "labels.csv").write_text("name,label\nimg1.png,0\n")
+    with pytest.raises(DataError, match=r"line 2: names 'img1\.png'"):
+        load_folder(tmp_path)
 
 
 def test_non_image_file_in_folder(tmp_path: Path) -> None:
@@ -308,6 +312,15 @@ def test_read_dicom_rescale_and_window(tmp_path: Path) -> None:
     assert out.tolist() == expected.tolist() == [[0, 0], [128, 255]]
     override = read_dicom(tmp_path / "a.dcm", window=(0, 4000))  # [-2000.5, 1999.5]
     assert override.tolist() == apply_window(stored.astype(float) * 2 - 1024, 0, 4000).tolist()
+
+
+def test_read_dicom_signed_values(tmp_path: Path) -> None:
+    stored = np.array([[-1000, -1], [0, 1000]], dtype=np.int16)  # PixelRepresentation 1 (signed)
+    _write_dicom(tmp_path / "s.dcm", stored, RescaleSlope=1, RescaleIntercept=-24, WindowCenter=0,
+                 WindowWidth=2001, VOILUTFunction="LINEAR")
+    expected = apply_window(stored.astype(float) - 24, 0, 2001)
+    assert read_dicom(tmp_path / "s.dcm").tolist() == expected.tolist()
+    assert expected[0, 0] == 0 and 120 < expected[1, 0] < 128
 
 
 def test_read_dicom_monochrome1_and_no_window(tmp_path: Path) -> None:

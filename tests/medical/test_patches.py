@@ -18,11 +18,13 @@ from sldpack.medical.patches import (
     build_patch_index,
     cut_patches,
     grid_positions,
+    grid_window_sums,
     index_image_set,
     integral_image,
     iter_image_patches,
     label_patch_grid,
     organ_fraction,
+    window_sums,
 )
 
 
@@ -59,6 +61,17 @@ def test_integral_image_fraction_equals_brute_force(seed: int) -> None:
         brute = np.array([[mask[y : y + size, x : x + size].mean() for x in xs] for y in ys])
         assert frac.shape == brute.shape
         assert np.array_equal(frac, brute)  # exact: both are count / size^2
+
+
+def test_grid_table_equals_full_integral_image() -> None:
+    rng = np.random.default_rng(42)
+    for _ in range(60):
+        h, w = (int(v) for v in rng.integers(3, 50, size=2))
+        size = int(rng.integers(1, min(h, w) + 1))
+        stride = int(rng.integers(1, 2 * size + 2))  # strides below, at and above the window size
+        mask = (rng.random((h, w)) < rng.random()).astype(np.uint8) * rng.integers(1, 256)
+        ys, xs = grid_positions(h, w, size, stride)
+        assert np.array_equal(grid_window_sums(mask, ys, xs, size), window_sums(integral_image(mask), ys, xs, size))
 
 
 def test_hand_made_mask_counts() -> None:
