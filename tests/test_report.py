@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
+from collections.abc import Mapping
 from pathlib import Path
 
 import numpy as np
@@ -148,7 +150,7 @@ def test_requantize_fingerprint_handling(tmp_path: Path) -> None:
     # a recomputing function sees the stored (rounded) values
     seen: dict[str, np.ndarray] = {}
 
-    def fake(manifest: Manifest, arrays: dict[str, np.ndarray]) -> ReplayFingerprint:
+    def fake(manifest: Manifest, arrays: Mapping[str, np.ndarray]) -> ReplayFingerprint:
         seen.update(arrays)
         assert manifest.replay is not None
         return ReplayFingerprint(theta_opt_sha256="b" * 64, probe_seed=1, probe_count=2,
@@ -248,3 +250,40 @@ def test_table4_rows_and_render() -> None:
     assert vgg.sldp_f16 < 0.52 * vgg.sldp_f32  # about half
     text = render_table4(rows)
     assert "512.21 MB" in text and "402.01 KB" in text and "n/a" in text
+
+
+def _tiny_replayable(path: Path) -> None:
+    """A small convnet file with a genuine replay fingerprint."""
+    from sldpack.nn.sharing import refingerprint
+
+    rng = np.random.default_rng(5)
+    arch = ArchSpec("convnet@1", 1, 2, (8, 8), options={"depth": 1, "width": 4})
+    m = Manifest(arch=arch, init=InitSpec(seed=3), provenance=Provenance("test", "2026-01-01T00:00:00Z"),
+                 distill=DistillSpec("sldd", 2, 1, ((0, 1), (0, 1))), labels=LabelSpec(("N", "P")),
+                 preprocessing=Preprocessing((0.5,), (0.25,), (8, 8), 1),
+                 replay=ReplayFingerprint(theta_opt_sha256="0" * 64, probe_seed=7, probe_count=2,
+                                          probe_logits=(0.0,) * 4, tolerance=1e-3, reference={"threads": 1}))
+    arrays = {"images": rng.standard_normal((2, 1, 8, 8)).astype(np.float32) * 1.3,
+              "labels": np.array([[2.0, -2.0], [-2.0, 2.0]], np.float32),
+              "lrs": np.array([0.05, 0.05], np.float32)}
+    m = dataclasses.replace(m, replay=refingerprint(m, arrays))
+    sldpack.write(path, m, {"images": Tensor("images", arrays["images"]),
+                            "labels": Tensor("labels", arrays["labels"]), "lrs": Tensor("lrs", arrays["lrs"])})
+
+
+@pytest.mark.usefixtures("torch_zoo")
+def test_requantize_recomputes_a_fingerprint_that_verifies(tmp_path: Path) -> None:
+    from sldpack.nn.replay import verify_replay
+
+    src, dst = tmp_path / "a.sldp", tmp_path / "b.sldp"
+    _tiny_replayable(src)
+    assert verify_replay(src).status == "exact"
+    res = requantize(src, dst, "bfloat16")
+    assert res.fingerprint == "recomputed"
+    rep = verify_replay(dst)
+    assert rep.status == "exact", rep
+    with sldpack.open(src) as a, sldpack.open(dst) as b:
+        assert a.manifest.replay is not None and b.manifest.replay is not None
+        # rounding the images changes theta_opt: the old fingerprint would no longer describe the file
+        assert a.manifest.replay.theta_opt_sha256 != b.manifest.replay.theta_opt_sha256
+        assert b.manifest.replay.probe_seed == 7

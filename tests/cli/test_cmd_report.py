@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -162,3 +163,37 @@ def test_audit_default_sheet_and_errors(files: dict[str, Path], tmp_path: Path) 
     with pytest.raises(SystemExit) as exc:
         main(["audit", str(files["noise"]), "--data", str(files["data"]), "--split", "val"])
     assert exc.value.code == 2  # DataError: no val split
+
+
+def test_report_eval_data_accuracy_change(tmp_path: Path) -> None:
+    pytest.importorskip("torch")
+    from sldpack.nn.sharing import refingerprint
+
+    rng = np.random.default_rng(2)
+    arch = sldpack.ArchSpec("convnet@1", 1, 2, (8, 8), options={"depth": 1, "width": 4})
+    m = sldpack.Manifest(
+        arch=arch, init=sldpack.InitSpec(seed=3), provenance=sldpack.Provenance("test", "2026-01-01T00:00:00Z"),
+        distill=sldpack.DistillSpec("sldd", 1, 2, ((0, 1),)), labels=sldpack.LabelSpec(("N", "P")),
+        preprocessing=sldpack.Preprocessing((0.5,), (0.25,), (8, 8), 1),
+        replay=sldpack.ReplayFingerprint(theta_opt_sha256="0" * 64, probe_seed=1, probe_count=1,
+                                         probe_logits=(0.0, 0.0), tolerance=1e-3, reference={"threads": 1}))
+    arrays = {"images": rng.standard_normal((2, 1, 8, 8)).astype(np.float32),
+              "labels": np.array([[3.0, -3.0], [-3.0, 3.0]], np.float32),
+              "lrs": np.array([0.1, 0.1], np.float32)}
+    m = dataclasses.replace(m, replay=refingerprint(m, arrays))
+    src = tmp_path / "m.sldp"
+    sldpack.write(src, m, {k: sldpack.Tensor(r, arrays[k]) for k, r in
+                           (("images", "images"), ("labels", "labels"), ("lrs", "lrs"))})
+    np.savez(tmp_path / "eval.npz", test_images=rng.integers(0, 256, (30, 16, 16), dtype=np.uint8),
+             test_labels=rng.integers(0, 2, (30, 1)))
+    r = CliRunner().invoke(cli, ["report", "--json", "--images-dtype", "bfloat16", "--eval-data",
+                                 str(tmp_path / "eval.npz"), str(src)])
+    assert r.exit_code == 0, r.output
+    ev = json.loads(r.output)["eval"]
+    assert ev["done"] and ev["n"] == 30 and ev["split"] == "test"
+    assert 0.0 <= ev["accuracy_before"] <= 1.0 and 0.0 <= ev["accuracy_after"] <= 1.0
+    assert ev["change"] == pytest.approx(ev["accuracy_after"] - ev["accuracy_before"])
+    r = CliRunner().invoke(cli, ["report", "--images-dtype", "bfloat16", "--eval-data",
+                                 str(tmp_path / "eval.npz"), str(src)])
+    assert r.exit_code == 0, r.output
+    assert "accuracy on" in r.output and "(not written: no --out)" in r.output
