@@ -48,6 +48,7 @@ from sldpack.nn.replay import (
     DEFAULT_REFERENCE_THREADS,
     buffer_names,
     build_module,
+    check_replayable,
     compute_fingerprint,
     deterministic,
     replay_arrays,
@@ -66,9 +67,13 @@ __all__ = [
     "CHECKPOINT_FORMAT",
     "DistillConfig",
     "DistillResult",
+    "PackResult",
     "Progress",
     "distill",
+    "fingerprint_for",
+    "load_pack_input",
     "measure_bn_stats",
+    "pack",
     "save_montage",
     "write_pack_input",
 ]
@@ -597,3 +602,148 @@ def _write_outputs(rd: Path, result: DistillResult, source: RealSource) -> None:
                      mean=source.preprocessing.mean, std=source.preprocessing.std)
     except (OSError, ValueError) as exc:  # a montage is a convenience; never lose the run over it
         (rd / "montage.error.txt").write_text(f"{exc}\n")
+
+
+# --- packing (run directory or external distiller output) ------------------------------------------
+
+_ST_TO_NUMPY = {"F64": "<f8", "F32": "<f4", "F16": "<f2", "I64": "<i8", "I32": "<i4", "U8": "u1"}
+
+
+@dataclass(frozen=True)
+class PackResult:
+    """What :func:`pack` wrote: the stored manifest, the file size and remarks (e.g. what was computed)."""
+
+    manifest: Manifest
+    file_size: int
+    notes: tuple[str, ...]
+
+
+def _read_safetensors(path: Path) -> dict[str, np.ndarray]:
+    raw = path.read_bytes()
+    if len(raw) < 8:
+        raise DataError(f"{path}: too short for safetensors")
+    n = int.from_bytes(raw[:8], "little")
+    if n > len(raw) - 8 or n > sldpack.constants.MAX_ST_HEADER_BYTES:
+        raise DataError(f"{path}: safetensors header length {n} is out of range")
+    try:
+        header = json.loads(raw[8:8 + n])
+    except ValueError as exc:
+        raise DataError(f"{path}: safetensors header is not JSON: {exc}") from exc
+    data = memoryview(raw)[8 + n:]
+    out: dict[str, np.ndarray] = {}
+    for name, e in header.items():
+        if name == "__metadata__":
+            continue
+        dt, shape, (b, end) = e["dtype"], tuple(int(d) for d in e["shape"]), e["data_offsets"]
+        if not 0 <= b <= end <= len(data):
+            raise DataError(f"{path}: tensor {name!r} lies outside the data section")
+        if dt == "BF16":
+            words = np.frombuffer(data[b:end], dtype="<u2").astype(np.uint32) << 16
+            out[name] = words.view(np.float32).reshape(shape)
+        elif dt in _ST_TO_NUMPY:
+            out[name] = np.frombuffer(data[b:end], dtype=_ST_TO_NUMPY[dt]).reshape(shape).copy()
+        else:
+            raise DataError(f"{path}: tensor {name!r} has unsupported dtype {dt}")
+    return out
+
+
+def _role_for(name: str) -> str:
+    if name in ("images", "labels", "lrs"):
+        return name
+    return "bn_stats" if name.startswith("bn.") else "extra"
+
+
+def load_pack_input(source: str | Path, tensors: str | Path | None = None
+                    ) -> tuple[Manifest, dict[str, sldpack.Tensor]]:
+    """Read a pack input: run directory, folder with manifest.json + tensors, or a manifest.json.
+
+    Returns:
+        The manifest (tensor table empty; the writer fills it) and the tensors with their roles.
+
+    Raises:
+        DataError: files missing or unreadable. FormatError: the manifest JSON breaks the schema.
+    """
+    src = Path(source)
+    if src.is_dir() and (src / "final" / "manifest.json").is_file():
+        src = src / "final"
+    mpath = src / "manifest.json" if src.is_dir() else src
+    if not mpath.is_file():
+        raise DataError(f"{source}: no manifest.json (nor final/manifest.json of a run directory)")
+    if tensors is not None:
+        tpath = Path(tensors)
+    else:
+        cands = [mpath.parent / "tensors.npz", mpath.parent / "tensors.safetensors"]
+        found = [c for c in cands if c.is_file()]
+        if not found:
+            raise DataError(f"no tensors.npz or tensors.safetensors beside {mpath}; pass --tensors")
+        tpath = found[0]
+    try:
+        obj = json.loads(mpath.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise DataError(f"cannot read {mpath}: {exc}") from exc
+    if not isinstance(obj, dict):
+        raise DataError(f"{mpath}: the manifest must be a JSON object")
+    roles = obj.pop("roles", {}) or {}
+    obj.pop("tensors", None)
+    obj.pop("payload", None)
+    obj.setdefault("provenance", {"tool": f"sldpack {sldpack.__version__} pack", "created": _now()})
+    obj["tensors"] = {}
+    obj["payload"] = {"compression": "none", "stored_size": 0, "decoded_size": 0}
+    manifest = Manifest.from_obj(obj)
+    if tpath.suffix == ".npz":
+        try:
+            with np.load(tpath, allow_pickle=False) as z:
+                arrays = {k: z[k] for k in z.files}
+        except (OSError, ValueError) as exc:
+            raise DataError(f"cannot read {tpath}: {exc}") from exc
+    elif tpath.suffix == ".safetensors":
+        arrays = _read_safetensors(tpath)
+    else:
+        raise DataError(f"{tpath}: tensors must be .npz or .safetensors")
+    out = {n: sldpack.Tensor(str(roles.get(n, _role_for(n))), np.asarray(a)) for n, a in arrays.items()}
+    return manifest, out
+
+
+def pack(source: str | Path, out: str | Path, *, tensors: str | Path | None = None, compression: str = "none",
+         fingerprint: str = "auto") -> PackResult:
+    """Build a ``.sldp`` from a pack input (see :func:`load_pack_input`).
+
+    Args:
+        source: run directory, folder with manifest.json + tensors, or manifest.json.
+        out: the ``.sldp`` to write (atomically).
+        tensors: tensor file when ``source`` is a manifest.json elsewhere.
+        compression: ``"none"`` or ``"zstd"``.
+        fingerprint: ``"auto"`` (replay to fill a missing fingerprint and theta0 digests), ``"always"``
+            (recompute; a recorded fingerprint that disagrees is reported in the notes), ``"never"``.
+
+    Returns:
+        The stored manifest, file size and notes.
+
+    Raises:
+        UsageError / DataError / FormatError: bad input.
+    """
+    if fingerprint not in ("auto", "always", "never"):
+        raise UsageError(f"fingerprint must be auto, always or never, got {fingerprint!r}")
+    manifest, tens = load_pack_input(source, tensors)
+    arrays = {n: np.asarray(t.array) for n, t in tens.items()}
+    check_replayable(manifest, {n: tuple(a.shape) for n, a in arrays.items()})
+    notes: list[str] = []
+    need_fp = fingerprint == "always" or (fingerprint == "auto" and manifest.replay is None)
+    if need_fp or (fingerprint != "never" and manifest.init.theta0_sha256 is None):
+        _, digests = build_module(manifest.arch, manifest.init)
+        if manifest.init.theta0_sha256 is None:
+            manifest = replace(manifest, init=replace(manifest.init, theta0_sha256=digests))
+            notes.append("theta0 digests computed")
+    if need_fp:
+        old = manifest.replay
+        threads = DEFAULT_REFERENCE_THREADS
+        seed = manifest.init.seed if old is None else old.probe_seed
+        count = DEFAULT_PROBE_COUNT if old is None else old.probe_count
+        fp = fingerprint_for(manifest, arrays, probe_seed=seed, probe_count=count, threads=threads)
+        if old is not None and old.theta_opt_sha256 != fp.theta_opt_sha256:
+            notes.append(f"the recorded fingerprint {old.theta_opt_sha256[:16]}.. differs from this replay's "
+                         f"{fp.theta_opt_sha256[:16]}..; the new one is stored")
+        manifest = replace(manifest, replay=fp)
+        notes.append(f"replay fingerprint computed ({threads} thread(s))")
+    stored = sldpack.write(out, manifest, tens, compression=compression)
+    return PackResult(manifest=stored, file_size=Path(out).stat().st_size, notes=tuple(notes))

@@ -38,13 +38,17 @@ __all__ = [
     "buffer_names",
     "build_module",
     "canonical_state",
+    "check_fingerprint",
+    "check_replayable",
     "compute_fingerprint",
     "default_tolerance",
     "deterministic",
     "load_model",
     "probe_inputs",
     "probe_logits",
+    "reference_config",
     "replay",
+    "replay_arrays",
     "resolve_device",
     "save_safetensors",
     "theta_digest",
@@ -280,16 +284,42 @@ def _read(source: SourceLike | Any) -> tuple[Manifest, dict[str, np.ndarray]]:
         f.close()
 
 
+def check_replayable(manifest: Manifest, shapes: Mapping[str, tuple[int, ...]]) -> None:
+    """Check that a manifest + tensor shapes describe a replayable distilled set.
+
+    Raises:
+        UsageError: naming the first inconsistency (missing tensor, shape, schedule index, T).
+    """
+    d = manifest.distill
+    if d is None:
+        raise UsageError("the manifest has no distill section")
+    for need in ("images", "labels", "lrs"):
+        if need not in shapes:
+            raise UsageError(f"no {need!r} tensor")
+    img, lab, lrs = shapes["images"], shapes["labels"], shapes["lrs"]
+    a = manifest.arch
+    want_img = (a.in_channels, a.image_size[0], a.image_size[1])
+    if len(img) != 4 or tuple(img[1:]) != want_img:
+        raise UsageError(f"images must be [M, {want_img[0]}, {want_img[1]}, {want_img[2]}], got {list(img)}")
+    if tuple(lab) != (img[0], a.num_classes):
+        raise UsageError(f"labels must be [{img[0]}, {a.num_classes}], got {list(lab)}")
+    if tuple(lrs) != (d.steps * d.epochs,):
+        raise UsageError(f"lrs must be [{d.steps * d.epochs}] (steps x epochs), got {list(lrs)}")
+    for s, idx in enumerate(d.schedule):
+        bad = [i for i in idx if i >= img[0]]
+        if bad:
+            raise UsageError(f"schedule step {s} names image {bad[0]} but there are {img[0]} images")
+    if manifest.labels is not None and len(manifest.labels.names) != a.num_classes:
+        raise UsageError(f"{len(manifest.labels.names)} label names for {a.num_classes} classes")
+
+
 def replay_arrays(manifest: Manifest, arrays: Mapping[str, np.ndarray], *, device: str | torch.device = "cpu",
                   threads: int | None = None) -> ReplayResult:
     """Replay from an already-read manifest and tensors (see :func:`replay`)."""
     t0 = time.perf_counter()
+    check_replayable(manifest, {n: tuple(a.shape) for n, a in arrays.items()})
     dist = manifest.distill
-    if dist is None:
-        raise UsageError("the file has no distill section: nothing to replay")
-    for need in ("images", "labels", "lrs"):
-        if need not in arrays:
-            raise UsageError(f"the file has no {need!r} tensor")
+    assert dist is not None
     dev = resolve_device(device)
     with deterministic(dev), thread_count(threads if dev.type == "cpu" else None):
         module, digests = build_module(manifest.arch, manifest.init, device=dev)
