@@ -9,9 +9,11 @@
 
 How the Table-4 files are built (:func:`table4_file`): images ``M x 1 x 227 x 227`` drawn from a
 seeded N(0, 1) (what a distiller starts from, and the hardest case for zstd), label parameters
-``M x 3``, ``T = steps x epochs`` learning rates (default 3 x 3 = 9, the T of the distill issue's
-ResNet18 benchmark; each further step costs 4 bytes), every step using all M images, and for
-networks with batch norm the theta_bn tensors (running mean and variance of every BN layer, float32).
+``M x 3``, ``T = steps x epochs`` learning rates (uniform on [0.005, 0.02]; default T = 3 x 3 = 9,
+the T of the distill issue's ResNet18 benchmark; each further step costs 4 bytes), every step using
+all M images, and for
+networks with batch norm the theta_bn tensors (running mean and variance of every BN layer, float32,
+seeded stand-in values with full mantissas: zeros and ones would flatter the zstd columns).
 The manifest is complete the way ``sldp distill`` writes one: architecture, init with a theta0 digest
 per parameter, distill schedule, I/N/P label space, preprocessing, provenance with a data-set digest,
 and a replay fingerprint (4 probes). Digest and logit *values* are placeholders: canonical msgpack
@@ -135,11 +137,14 @@ def table4_file(arch_id: str, batchnorm: bool, images: int, *, steps: int = 3, e
         "images": Tensor("images", rng.standard_normal((images, 1, *_TABLE4_SIZE), dtype=np.float32),
                          images_dtype),
         "labels": Tensor("labels", rng.standard_normal((images, 3), dtype=np.float32)),
-        "lrs": Tensor("lrs", np.full(t, 0.01, dtype=np.float32)),
+        "lrs": Tensor("lrs", rng.uniform(0.005, 0.02, t).astype(np.float32)),
     }
     if batchnorm:
+        # stand-in statistics with full float32 mantissas (zeros/ones would flatter zstd)
         for name, shape in _float_buffers(arch):
-            tensors[f"bn.{name}"] = Tensor("bn_stats", np.zeros(shape, dtype=np.float32))
+            vals = (rng.normal(0.0, 0.1, shape) if name.endswith("running_mean")
+                    else rng.lognormal(0.0, 0.5, shape))
+            tensors[f"bn.{name}"] = Tensor("bn_stats", vals.astype(np.float32))
     probes = 4
     manifest = Manifest(
         arch=arch,
