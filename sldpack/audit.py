@@ -26,9 +26,11 @@ SSIM to the nearest real item is above the ``percentile``-th percentile (default
 distribution of that measure, or when its NCC is >= ``copy_ncc`` (default 0.99, a near-exact copy
 whatever the distribution says). ``sldp audit`` exits with code 1 when anything is flagged.
 
-Memory is bounded: the real set is streamed in chunks of ``chunk`` items (resized per chunk), no
-real-by-real similarity matrix is ever materialised; what is kept is the top-k neighbour list per
-query. The module is torch-free (numpy only; Pillow for the PNG sheet).
+Memory is bounded: the real set is streamed in chunks of ``chunk`` items (converted to float and
+resized per chunk), no real-by-real similarity matrix is ever materialised; what is kept is the top-k
+neighbour list per query. The source array itself stays as stored: an ``.npz`` member is loaded once
+in its own dtype (uint8 for MedMNIST), an ``.npy`` file is memory-mapped and read chunk by chunk.
+The module is torch-free (numpy only; Pillow, through :mod:`sldpack.medical.montage`, for the sheet).
 """
 
 from __future__ import annotations
