@@ -235,6 +235,9 @@ def test_load_real_images(tmp_path: Path) -> None:
     assert load_real_images(tmp_path / "plain.npz", "train")[1] is None
     with pytest.raises(DataError, match="no 'val_images'"):
         load_real_images(tmp_path / "m.npz", "val")
+    np.save(tmp_path / "imgs.npy", imgs)
+    mm, none = load_real_images(tmp_path / "imgs.npy")
+    assert isinstance(mm, np.memmap) and none is None  # read chunk by chunk, never loaded whole
     (tmp_path / "bad.npz").write_bytes(b"not a zip")
     with pytest.raises(DataError):
         load_real_images(tmp_path / "bad.npz")
