@@ -230,8 +230,7 @@ def _normal_rows(
     # fold in one step): e = (bits - SH) >> 52, f = m * 2**-e, exactly.
     e = np.subtract(bits, u64(0x3FE6A09E667F3BCD), out=r)
     e >>= u64(52)  # 1 <= e <= 32, as 1 <= m <= 2**32
-    np.left_shift(e, u64(52), out=t)
-    bits -= t
+    bits -= np.left_shift(e, u64(52), out=sc.get("u1", u64, n))
     f = m  # now f in [sqrt(1/2), sqrt(2))
     s = np.subtract(f, 1.0, out=f2)
     np.add(f, 1.0, out=f)
