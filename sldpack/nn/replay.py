@@ -263,6 +263,8 @@ class ReplayResult:
             ``manifest.init.theta0_sha256``.
         manifest: the file's manifest.
         seconds: wall time of build + init + unroll.
+        inner_losses: L_i of every inner step.
+        theta_bn: ``"loaded"``, ``"none"`` (no batch norm) or ``"absent"`` (see :func:`load_theta`).
     """
 
     module: nn.Module
@@ -270,6 +272,7 @@ class ReplayResult:
     manifest: Manifest
     seconds: float
     inner_losses: list[float] = field(default_factory=list)
+    theta_bn: str = "none"
 
 
 def _read(source: SourceLike | Any) -> tuple[Manifest, dict[str, np.ndarray]]:
@@ -334,13 +337,17 @@ def replay_arrays(manifest: Manifest, arrays: Mapping[str, np.ndarray], *, devic
         losses: list[float] = []
         theta = unroll(module, params, scratch_buffers(module), images, targets, lrs, sched,
                        differentiable=False, on_step=lambda i, v: losses.append(float(v)))
-        load_theta(module, theta, arrays)
+        bn_status = load_theta(module, theta, arrays)
     return ReplayResult(module=module, theta0_status=theta0_status, manifest=manifest,
-                        seconds=time.perf_counter() - t0, inner_losses=losses)
+                        seconds=time.perf_counter() - t0, inner_losses=losses, theta_bn=bn_status)
 
 
-def load_theta(module: nn.Module, theta: Mapping[str, Tensor], arrays: Mapping[str, np.ndarray]) -> None:
+def load_theta(module: nn.Module, theta: Mapping[str, Tensor], arrays: Mapping[str, np.ndarray]) -> str:
     """Copy theta_opt into ``module``, load theta_bn from ``bn.<name>`` arrays, switch to eval mode.
+
+    Returns:
+        ``"loaded"``, ``"none"`` (the network has no batch norm) or ``"absent"`` (batch norm, but the
+        file carries no theta_bn: the running statistics keep their theta0 values, mean 0 and var 1).
 
     Raises:
         UsageError: a float buffer has no stored ``bn.`` tensor while the file has some, or shapes differ.
@@ -365,6 +372,7 @@ def load_theta(module: nn.Module, theta: Mapping[str, Tensor], arrays: Mapping[s
                     raise UsageError(f"bn.{n} has shape {src.shape}, the network needs {tuple(bufs[n].shape)}")
                 bufs[n].copy_(torch.from_numpy(np.ascontiguousarray(src)))
     module.eval()
+    return "none" if not names else ("loaded" if stored else "absent")
 
 
 def _theta0_status(manifest: Manifest, digests: Mapping[str, str]) -> str:
@@ -505,6 +513,9 @@ def verify_replay(source: SourceLike | Any, *, device: str | torch.device = "cpu
     use_threads = threads if threads is not None else (ref_threads or torch.get_num_threads())
     res = replay_arrays(manifest, arrays, device=dev, threads=use_threads if dev.type == "cpu" else None)
     notes: list[str] = []
+    if res.theta_bn == "absent":
+        notes.append("the network has batch norm but the file carries no theta_bn: running statistics are "
+                     "the theta0 values (mean 0, var 1)")
     if dev.type != "cpu":
         notes.append("the reference configuration is the CPU; a different device is expected to differ in the "
                      "last bits")
