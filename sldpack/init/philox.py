@@ -154,15 +154,15 @@ class Scratch:
         self._bufs: dict[str, np.ndarray[tuple[int], np.dtype[np.generic]]] = {}
         self._arange: _U64 | None = None
 
-    def get(self, key: str, dtype: type[_G], n: int) -> npt.NDArray[_G]:
-        """A C-contiguous ``(2, n)`` view of the buffer ``key`` (contents undefined)."""
+    def get(self, key: str, dtype: type[_G], n: int, rows: int = 2) -> npt.NDArray[_G]:
+        """A C-contiguous ``(rows, n)`` view of the buffer ``key`` (contents undefined)."""
         if n > self.max_blocks:
             raise UsageError(f"scratch holds {self.max_blocks} blocks, asked for {n}")
         buf = self._bufs.get(key)
-        if buf is None or buf.dtype != np.dtype(dtype):
-            buf = np.empty(2 * self.max_blocks, dtype=dtype)
+        if buf is None or buf.dtype != np.dtype(dtype) or buf.shape[0] < rows * self.max_blocks:
+            buf = np.empty(rows * self.max_blocks, dtype=dtype)
             self._bufs[key] = buf
-        return buf[: 2 * n].reshape(2, n)  # type: ignore[return-value]
+        return buf[: rows * n].reshape(rows, n)  # type: ignore[return-value]
 
     def arange(self, n: int) -> _U64:
         """``0, 1, .., n-1`` as uint64 (cached)."""

@@ -16,7 +16,7 @@ import hashlib
 import math
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from typing import Final
+from typing import Any, Final
 
 import numpy as np
 import numpy.typing as npt
@@ -202,21 +202,32 @@ def plan_values(
 
 # --- the two transforms, on row-layout blocks ------------------------------------------------
 def _uniform_rows(
-    words: npt.NDArray[np.uint64], b32: float, out: npt.NDArray[np.float64]
-) -> npt.NDArray[np.float64]:
-    """``(w >> 8 - 2**23) * (b32 * 2**-23)``: exact in float64; the float32 store rounds once."""
+    words: npt.NDArray[np.uint64], b32: float, out: npt.NDArray[np.floating[Any]]
+) -> npt.NDArray[np.floating[Any]]:
+    """``(w >> 8 - 2**23) * (b32 * 2**-23)``, exact in float64, then stored in ``out``.
+
+    With a float32 ``out`` the one rounding happens on the store (ties to even). Consumes ``words``.
+    """
     words >>= np.uint64(8)
-    np.subtract(words.view(np.int64), 8388608.0, out=out)  # exact integer in [-2**23, 2**23)
-    out *= b32 * _TWO_M23  # b32 * 2**-23 is exact; the product (<= 48 bits) is exact too
+    k = words.view(np.int64)
+    k -= 8388608  # k - 2**23, exact, in [-2**23, 2**23)
+    # the product of a 24-bit integer and b32 * 2**-23 (exact) has <= 48 bits: exact in float64
+    np.multiply(k, b32 * _TWO_M23, out=out, dtype=np.float64, casting="same_kind")
     return out
 
 
 def _normal_rows(
-    r: npt.NDArray[np.uint64], t: npt.NDArray[np.uint64], sigma: float, sc: Scratch
-) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]]:
+    r: npt.NDArray[np.uint64],
+    t: npt.NDArray[np.uint64],
+    sigma: float,
+    sc: Scratch,
+    out_c: npt.NDArray[np.float32] | None = None,
+    out_s: npt.NDArray[np.float32] | None = None,
+) -> tuple[npt.NDArray[np.floating[Any]], npt.NDArray[np.floating[Any]]]:
     """Box-Muller on word pairs (radius word r, angle word t): returns (z_cos*sigma, z_sin*sigma).
 
-    Consumes ``r`` and ``t`` (overwritten); results live in ``sc``. Branch-free on purpose:
+    Consumes ``r`` and ``t`` (overwritten). The results are float64 arrays in ``sc``, or, when
+    ``out_c``/``out_s`` are given, the float32 roundings stored there. Branch-free on purpose:
     numpy's masked ``where``/``where=`` loops cost ten times a plain ufunc on random masks, so the
     octant's swap and signs are applied to the float64 bit patterns, which is exact.
     """
@@ -288,9 +299,11 @@ def _normal_rows(
     t >>= u64(31)
     t <<= u64(63)
     snb ^= t
-    cs *= rho  # (+-a) * rho == +-(a * rho): round-to-nearest-even is symmetric
-    sn *= rho
-    return cs, sn
+    # (+-a) * rho == +-(a * rho): round-to-nearest-even is symmetric. The product is formed in
+    # float64 (dtype=) and rounded once more, to float32, only when stored into a float32 out.
+    zc = np.multiply(cs, rho, out=cs if out_c is None else out_c, dtype=np.float64, casting="same_kind")
+    zs = np.multiply(sn, rho, out=sn if out_s is None else out_s, dtype=np.float64, casting="same_kind")
+    return zc, zs
 
 
 def _fill_blocks(out: _F32, plan: ValuePlan, first_block: int, sc: Scratch) -> None:
@@ -302,20 +315,21 @@ def _fill_blocks(out: _F32, plan: ValuePlan, first_block: int, sc: Scratch) -> N
     assert plan.stream is not None
     nb = (n + 3) // 4
     r, t = stream_blocks(plan.stream, first_block, nb, sc)
+    # v[p, j]: value 4b + 2p + j, from row p of the radius words (j = 0: x0, x2) or of the angle
+    # words (j = 1: x1, x3). Rounded into contiguous float32 rows first, then copied out by column:
+    # a float64 -> float32 store through transposed views costs ~4x more.
+    v = sc.get("v32", np.float32, nb, rows=4).reshape(2, 2, nb)
     if plan.transform == "uniform":
-        v0 = _uniform_rows(r, plan.scale, sc.get("f1", np.float64, nb))
-        v1 = _uniform_rows(t, plan.scale, sc.get("f2", np.float64, nb))
+        _uniform_rows(r, plan.scale, v[:, 0])
+        _uniform_rows(t, plan.scale, v[:, 1])
     else:
-        v0, v1 = _normal_rows(r, t, plan.scale, sc)
-    # value 4b + 2p + j comes from row p of v_j (p: pair, j: 0 = radius/x0,x2, 1 = angle/x1,x3)
+        _normal_rows(r, t, plan.scale, sc, v[:, 0], v[:, 1])
     if n == 4 * nb:
-        dest = out.reshape(nb, 2, 2)
-        dest[:, :, 0] = v0.T  # float64 -> float32: the single rounding (ties to even)
-        dest[:, :, 1] = v1.T
+        cols = out.reshape(nb, 4)
+        cols[:, 0], cols[:, 1], cols[:, 2], cols[:, 3] = v[0, 0], v[0, 1], v[1, 0], v[1, 1]
     else:
-        tmp = np.empty((nb, 2, 2), dtype=np.float32)
-        tmp[:, :, 0] = v0.T
-        tmp[:, :, 1] = v1.T
+        tmp = np.empty((nb, 4), dtype=np.float32)
+        tmp[:, 0], tmp[:, 1], tmp[:, 2], tmp[:, 3] = v[0, 0], v[0, 1], v[1, 0], v[1, 1]
         out[:] = tmp.reshape(-1)[:n]
 
 
