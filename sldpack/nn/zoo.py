@@ -22,11 +22,12 @@ import argparse
 import functools
 import hashlib
 import math
+import numbers
 import sys
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 from torch import nn
@@ -147,11 +148,13 @@ def _info(arch_id: Any) -> ArchInfo:
 
 
 def _int_arg(what: str, v: Any, lo: int, hi: int) -> int:
-    if isinstance(v, bool) or not isinstance(v, int):
+    # numpy integers are fine (normalised to int); bools and floats are not, even 3.0
+    if isinstance(v, bool) or not isinstance(v, numbers.Integral):
         raise UsageError(f"{what} must be an integer, got {v!r}")
-    if not lo <= v <= hi:
-        raise UsageError(f"{what} must be in {lo}..{hi}, got {v}")
-    return v
+    n = int(v)
+    if not lo <= n <= hi:
+        raise UsageError(f"{what} must be in {lo}..{hi}, got {n}")
+    return n
 
 
 def resolve_options(arch_id: str, options: Mapping[str, Any] | None = None) -> dict[str, int]:
@@ -195,34 +198,45 @@ def min_image_size(arch_id: str, options: Mapping[str, Any] | None = None) -> tu
     return (side, side)
 
 
+class _Checked(NamedTuple):
+    info: ArchInfo
+    in_channels: int
+    num_classes: int
+    size: tuple[int, int]
+    opts: dict[str, int]
+
+
 def _check(arch_id: str, in_channels: Any, num_classes: Any, image_size: Any, batchnorm: Any,
-           options: Mapping[str, Any] | None) -> tuple[ArchInfo, tuple[int, int], dict[str, int]]:
+           options: Mapping[str, Any] | None) -> _Checked:
     info = _info(arch_id)
-    _int_arg("in_channels", in_channels, 1, 1 << 16)
-    _int_arg("num_classes", num_classes, 1, 1 << 20)
+    cin = _int_arg("in_channels", in_channels, 1, 1 << 16)
+    ncls = _int_arg("num_classes", num_classes, 1, 1 << 20)
     if not isinstance(batchnorm, bool):
         raise UsageError(f"batchnorm must be True or False, got {batchnorm!r}")
-    if isinstance(image_size, (str, bytes)) or not isinstance(image_size, Sequence) or len(image_size) != 2:
-        raise UsageError(f"image_size must be (height, width), got {image_size!r}")
-    size = (_int_arg("image height", image_size[0], 1, _MAX_SIDE),
-            _int_arg("image width", image_size[1], 1, _MAX_SIDE))
+    try:
+        if isinstance(image_size, (str, bytes, Mapping)):
+            raise TypeError
+        h, w = image_size  # a tuple, list or 2-element array
+    except (TypeError, ValueError):
+        raise UsageError(f"image_size must be (height, width), got {image_size!r}") from None
+    size = (_int_arg("image height", h, 1, _MAX_SIDE), _int_arg("image width", w, 1, _MAX_SIDE))
     opts = resolve_options(arch_id, options)
     ops = info.spatial_ops(opts)
     if trace(size[0], ops) < 1 or trace(size[1], ops) < 1:
         side = _min_side(ops)
         raise UsageError(f"{arch_id} needs an input of at least {side}x{side} pixels "
                          f"(options {opts}), got {size[0]}x{size[1]}")
-    return info, size, opts
+    return _Checked(info, cin, ncls, size, opts)
 
 
 # --- building -------------------------------------------------------------------------------------
 
 def _build_meta(arch_id: str, in_channels: int, num_classes: int, image_size: Any, batchnorm: bool,
                 options: Mapping[str, Any] | None) -> nn.Module:
-    info, size, opts = _check(arch_id, in_channels, num_classes, image_size, batchnorm, options)
+    c = _check(arch_id, in_channels, num_classes, image_size, batchnorm, options)
     # on "meta" no memory is allocated and PyTorch's (non-portable) random init costs nothing
     with torch.device("meta"):
-        return info.maker(in_channels, num_classes, size, batchnorm, opts)
+        return c.info.maker(c.in_channels, c.num_classes, c.size, batchnorm, c.opts)
 
 
 def build(arch_id: str, *, in_channels: int, num_classes: int, image_size: tuple[int, int],
@@ -305,8 +319,8 @@ def _layout_cached(arch_id: str, in_channels: int, num_classes: int, size: tuple
 def _layout(arch_id: str, in_channels: int, num_classes: int, image_size: Any, batchnorm: bool,
             options: Mapping[str, Any] | None) -> tuple[_Entry, ...]:
     # validate on every call; cache only the (immutable) tensor list of a validated configuration
-    _, size, opts = _check(arch_id, in_channels, num_classes, image_size, batchnorm, options)
-    return _layout_cached(arch_id, in_channels, num_classes, size, batchnorm, tuple(sorted(opts.items())))
+    c = _check(arch_id, in_channels, num_classes, image_size, batchnorm, options)
+    return _layout_cached(arch_id, c.in_channels, c.num_classes, c.size, batchnorm, tuple(sorted(c.opts.items())))
 
 
 def param_shapes(arch_id: str, *, in_channels: int, num_classes: int, image_size: tuple[int, int],

@@ -230,7 +230,14 @@ def test_usage_errors() -> None:
         zoo.build("alexnet@1", **GRAY3, image_size=(62, 227))
     with pytest.raises(UsageError, match="at least 32x32"):
         zoo.build("convnet@1", **GRAY3, image_size=(28, 28), options={"depth": 5})
+    with pytest.raises(UsageError, match="image height must be an integer"):
+        zoo.build("convnet@1", in_channels=1, num_classes=3, image_size=(32.0, 32))  # type: ignore[arg-type]
     assert zoo.resolve_options("convnet@1", {"width": 8}) == {"depth": 3, "width": 8}
+    # numpy integers (e.g. from a data set's shape) are accepted and normalised
+    np = pytest.importorskip("numpy")
+    assert zoo.param_shapes("lenet@1", in_channels=np.int64(1), num_classes=np.int32(3),
+                            image_size=np.array([28, 28])) == zoo.param_shapes("lenet@1", **GRAY3,
+                                                                                image_size=(28, 28))
 
 
 def test_build_from_spec_and_meta_device() -> None:
@@ -335,6 +342,9 @@ def test_tensor_list_digest_is_the_documented_text() -> None:
             "buffer\tbn1.running_mean\tF32\t2\nbuffer\tbn1.running_var\tF32\t2\n"
             "buffer\tbn1.num_batches_tracked\tI64\t\n")
     assert zoo.tensor_list_sha256("convnet@1", **kw) == hashlib.sha256(text.encode()).hexdigest()
+    # the annex prints this example and its digest
+    assert hashlib.sha256(text.encode()).hexdigest() in ANNEX.read_text(encoding="utf-8")
+    assert "".join(f"    {line}\n" for line in text.splitlines()) in ANNEX.read_text(encoding="utf-8")
 
 
 def _resnet_count(blocks: tuple[int, ...], *, cin: int = 1, k1: int = 7, conv1_bias: bool = False,
