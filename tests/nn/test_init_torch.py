@@ -156,3 +156,13 @@ def test_zoo_network_matches_its_spec_list() -> None:
     digests = init_module_(m, 1234)
     params = list(zoo.param_shapes("convnet@1", **kw)) + list(zoo.buffer_shapes("convnet@1", **kw))
     assert digests == theta0_digests(1234, "xavier_normal", params)
+
+
+def test_fans_and_gains_are_pytorchs() -> None:
+    from sldpack.init.schemes import KAIMING_GAIN, fans
+
+    for shape in [(3, 5), (64, 1, 7, 7), (16, 8, 3, 3), (4, 2, 1, 1), (6, 3, 2, 2, 2)]:
+        assert fans(shape) == torch.nn.init._calculate_fan_in_and_fan_out(torch.empty(shape))
+    assert torch.nn.init.calculate_gain("relu") == KAIMING_GAIN
+    assert torch.nn.init.calculate_gain("leaky_relu", 0) == KAIMING_GAIN
+    assert torch.nn.init.calculate_gain("linear") == 1.0  # the Xavier gain used
