@@ -483,7 +483,7 @@ class SldpFile:
                       compression=pay.compression)
 
 
-def _unzstd(stored: memoryview, decoded_size: int, base: int) -> bytes:
+def _unzstd(stored: bytes | memoryview, decoded_size: int, base: int) -> bytes:
     import zstandard
 
     try:

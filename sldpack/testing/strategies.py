@@ -53,7 +53,7 @@ def manifests(draw: st.DrawFn) -> Manifest:
     )
 
 
-_DTYPES = {"F32": np.float32, "F16": np.float16, "F64": np.float64, "I64": np.int64, "I32": np.int32,
+_DTYPES: dict[str, Any] = {"F32": np.float32, "F16": np.float16, "F64": np.float64, "I64": np.int64, "I32": np.int32,
            "U8": np.uint8, "BF16": np.float32}
 
 
