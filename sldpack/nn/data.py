@@ -44,12 +44,23 @@ class RealSource(Protocol):
         fingerprint: SHA-256 hex of the underlying data (provenance), or ``None``.
     """
 
-    num_classes: int
-    class_names: tuple[str, ...]
-    channels: int
-    image_size: tuple[int, int]
-    preprocessing: Preprocessing
-    fingerprint: str | None
+    @property
+    def num_classes(self) -> int: ...
+
+    @property
+    def class_names(self) -> tuple[str, ...]: ...
+
+    @property
+    def channels(self) -> int: ...
+
+    @property
+    def image_size(self) -> tuple[int, int]: ...
+
+    @property
+    def preprocessing(self) -> Preprocessing: ...
+
+    @property
+    def fingerprint(self) -> str | None: ...
 
     def sample(self, k: int, rng: np.random.Generator, *, balanced: bool = True) -> tuple[np.ndarray, np.ndarray]:
         """Draw ``k`` preprocessed images ``float32 [k,C,H,W]`` and their labels ``int64 [k]``.

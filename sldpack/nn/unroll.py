@@ -194,7 +194,10 @@ def unroll(
         raise UsageError(f"need {schedule.total} learning rates (steps x epochs), got shape {tuple(lrs.shape)}")
     schedule.validate(int(images.shape[0]))
     device = images.device
-    index = [torch.tensor(idx, dtype=torch.long, device=device) for idx in schedule.indices]
+    m = int(images.shape[0])
+    # a step that uses every image in order needs no gather (and no scatter-add in the backward pass)
+    index: list[Tensor | None] = [None if tuple(idx) == tuple(range(m)) else
+                                  torch.tensor(idx, dtype=torch.long, device=device) for idx in schedule.indices]
     names = list(params)
     theta: dict[str, Tensor] = {}
     for n in names:
@@ -205,8 +208,9 @@ def unroll(
     for e in range(schedule.epochs):
         for s in range(schedule.steps):
             i = e * schedule.steps + s
-            x = images.index_select(0, index[s])
-            p_t = targets.index_select(0, index[s])
+            ix = index[s]
+            x = images if ix is None else images[ix]
+            p_t = targets if ix is None else targets[ix]
             with torch.enable_grad():
                 logits = functional_call(module, (theta, dict(buffers)), (x,), tie_weights=False, strict=True)
                 loss = soft_cross_entropy(logits, p_t)

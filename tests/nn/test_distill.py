@@ -114,9 +114,9 @@ def test_sldd_outputs_manifest_and_run_files(tmp_path: Path) -> None:
     # labels were learned: no longer the initial logits
     lab = res.tensors["labels"].array
     assert not np.array_equal(lab, np.array([[2, 0], [0, 2], [2, 0], [0, 2]], dtype=np.float32))
-    for f in ("run.json", "log.jsonl", "checkpoint.pt", "final/manifest.json", "final/tensors.npz",
-              "distilled.sldp", "montage.png"):
-        assert (tmp_path / f).is_file(), f
+    for name in ("run.json", "log.jsonl", "checkpoint.pt", "final/manifest.json", "final/tensors.npz",
+                 "distilled.sldp", "montage.png"):
+        assert (tmp_path / name).is_file(), name
     assert (tmp_path / "montage.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     lines = [json.loads(x) for x in (tmp_path / "log.jsonl").read_text().splitlines()]
     assert [e["iteration"] for e in lines if "loss" in e] == [1, 2, 3]

@@ -8,6 +8,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -59,7 +60,7 @@ def sldp_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return res.sldp_path
 
 
-def _manifest_with(path: Path, out: Path, **replay_changes: object) -> Path:
+def _manifest_with(path: Path, out: Path, **replay_changes: Any) -> Path:
     """Copy a file with its replay fingerprint (or init) changed."""
     f = sldpack.read(path)
     m = f.manifest

@@ -57,7 +57,7 @@ def plain_sgd(net: nn.Module, x: torch.Tensor, targets: torch.Tensor, lrs: torch
             i = e * sched.steps + s
             idx = torch.tensor(sched.indices[s])
             net.zero_grad(set_to_none=True)
-            soft_cross_entropy(net(x[idx]), targets[idx]).backward()
+            soft_cross_entropy(net(x[idx]), targets[idx]).backward()  # type: ignore[no-untyped-call]
             with torch.no_grad():
                 for p in net.parameters():
                     if p.grad is not None:
