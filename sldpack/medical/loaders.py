@@ -364,12 +364,14 @@ def _read_labels_csv(path: Path) -> list[tuple[int, str, int]]:
 
 def _find_by_name(folder: Path, name: str, files: dict[str, list[Path]], what: str, ctx: str) -> Path:
     """Resolve ``name`` (a file name with extension, or a stem matching exactly one file) in ``folder``."""
+    direct = folder / name
     if Path(name).suffix.lower() in IMAGE_EXTENSIONS:
         # a full file name must exist as written: never substitute img.tif for a listed img.png
-        direct = folder / name
         if direct.is_file():
             return direct
         raise DataError(f"{ctx}: names {name!r} but {folder} has no {what} file with that name")
+    if direct.is_file():
+        raise DataError(f"{ctx}: {name!r} is not a supported image type ({', '.join(IMAGE_EXTENSIONS)})")
     cands = files.get(name, [])
     if not cands:
         raise DataError(f"{ctx}: names {name!r} but {folder} has no {what} file with that name")
@@ -439,15 +441,14 @@ def load_folder(
 
     files = _index_folder(root)
     mfiles = _index_folder(mdir) if mdir is not None else {}
-    images: list[NDArray[np.uint8]] = []
-    masks: list[NDArray[np.uint8]] = []
+    # filled once the first image fixes the shape: no list + np.stack copy (peak memory = the data set)
+    images: NDArray[np.uint8] | None = None
+    masks: NDArray[np.uint8] | None = None
     labels: list[int] = []
     names: list[str] = []
     seen: dict[str, int] = {}
     for line, name, label in rows:
         ctx = f"{csv_path}: line {line}"
-        if Path(name).suffix and Path(name).suffix.lower() not in IMAGE_EXTENSIONS:
-            raise DataError(f"{ctx}: {name!r} is not a supported image type ({', '.join(IMAGE_EXTENSIONS)})")
         f = _find_by_name(root, name, files, "image", ctx)
         if f.name in seen:
             raise DataError(f"{ctx}: {f.name!r} is listed twice (first on line {seen[f.name]})")
@@ -462,22 +463,23 @@ def load_folder(
             mu8 = m.astype(np.uint8)
             if target is not None:
                 mu8 = _resize(mu8, target, nearest=True)
-            masks.append(mu8)
         if target is not None:
             img = _resize(img, target, nearest=False)
-        if images and img.shape != images[0].shape:
+        if images is None:
+            images = np.empty((len(rows), *img.shape), dtype=np.uint8)
+            masks = np.empty((len(rows), *img.shape), dtype=np.uint8) if mdir is not None else None
+        elif img.shape != images.shape[1:]:
             raise DataError(
-                f"{f}: shape {img.shape} differs from {names[0]} {images[0].shape}; pass size= to resize"
+                f"{f}: shape {img.shape} differs from {names[0]} {images.shape[1:]}; pass size= to resize"
             )
-        images.append(img)
+        k = len(labels)
+        images[k] = img
+        if masks is not None:
+            masks[k] = mu8
         labels.append(label)
         names.append(f.name)
-    return ImageSet(
-        images=np.stack(images),
-        masks=np.stack(masks) if mdir is not None else None,
-        labels=np.asarray(labels, dtype=np.int64),
-        names=tuple(names),
-    )
+    assert images is not None  # rows is never empty (checked by _read_labels_csv)
+    return ImageSet(images=images, masks=masks, labels=np.asarray(labels, dtype=np.int64), names=tuple(names))
 
 
 # --- DICOM ----------------------------------------------------------------------------------------------

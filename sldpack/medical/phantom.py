@@ -129,7 +129,8 @@ def _one_image(rng: np.random.Generator, h: int, w: int, diseased: bool) -> tupl
     # --- organ: rotated ellipse whose radius is perturbed by a few low Fourier modes -------------------
     a = rng.uniform(0.30, 0.38)
     b = rng.uniform(0.24, 0.31)
-    rot = rng.uniform(0.0, np.pi)
+    # the organ lies obliquely, as a stomach does on a frontal radiograph (long axis ~45 deg +- 20 deg)
+    rot = np.pi / 4 + rng.uniform(-0.35, 0.35)
     dx, dy = x - cx, y - cy
     xr = (dx * np.cos(rot) + dy * np.sin(rot)) / a
     yr = (-dx * np.sin(rot) + dy * np.cos(rot)) / b
@@ -151,7 +152,8 @@ def _one_image(rng: np.random.Generator, h: int, w: int, diseased: bool) -> tupl
     background = (0.30 + 0.06 * _smooth_noise(rng, h, w, 0.12 * unit) - 0.12 * r2)
 
     # --- folds -----------------------------------------------------------------------------------------
-    direction = rng.uniform(0.0, np.pi)
+    # folds run roughly along the organ's long axis (the stripe coordinate u is across it)
+    direction = rot + np.pi / 2 + rng.uniform(-0.4, 0.4)
     period = rng.uniform(0.032, 0.042)
     u = x * np.cos(direction) + y * np.sin(direction)
     v = -x * np.sin(direction) + y * np.cos(direction)
@@ -181,7 +183,7 @@ def _one_image(rng: np.random.Generator, h: int, w: int, diseased: bool) -> tupl
         tex_sigma, tex_amp = 0.010 * unit, 0.055
     folds = thickness * (2.0 * (0.5 + 0.5 * np.cos(phase)) ** 2 - 0.75)
     texture = tex_amp * _smooth_noise(rng, h, w, tex_sigma)
-    organ = 0.58 + rng.uniform(0.08, 0.12) * folds + texture
+    organ = 0.58 + rng.uniform(0.09, 0.13) * folds + texture
 
     img = background * (1.0 - alpha) + organ * alpha
     # per-image exposure, then quantum noise everywhere

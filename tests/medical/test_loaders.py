@@ -189,6 +189,15 @@ def test_load_folder(tmp_path: Path) -> None:
     assert load_images(tmp_path).names == ds.names
 
 
+def test_stem_with_dots(tmp_path: Path) -> None:
+    (tmp_path / "masks").mkdir()
+    Image.fromarray(np.full((6, 6), 7, np.uint8)).save(tmp_path / "scan.v2.png")
+    Image.fromarray(np.full((6, 6), 255, np.uint8)).save(tmp_path / "masks" / "scan.v2.tif")
+    (tmp_path / "labels.csv").write_text("name,label\nscan.v2,1\n")
+    ds = load_folder(tmp_path)
+    assert ds.names == ("scan.v2.png",) and ds.masks is not None and int(ds.masks.sum()) == 36
+
+
 def test_jpeg_and_rgb_are_read_as_gray(tmp_path: Path) -> None:
     rgb = np.zeros((8, 8, 3), np.uint8)
     rgb[..., 0] = 200
