@@ -10,8 +10,9 @@ channel and 3 classes (224 x 224), it times, on identical shape lists:
 * ``path``   : ``sldpack.nn.init.theta0_arrays`` with ``--threads`` workers plus the copy into the
   same torch tensors: what ``init_module_`` does, minus the digests.
 
-and prints values/s and the ratio ``time / torch time`` (the issue's target: path ratio <= 2). The
-best of ``--repeat`` wall-clock runs is reported; on a shared machine, run it more than once.
+and prints values/s and the ratio ``time / torch time`` (the issue's target: ratio <= 2), by wall clock
+and, for the single-threaded numpy reference, by process CPU time (steadier on a shared machine). The
+three are interleaved and the best of ``--repeat`` runs is kept; on a shared machine, run it twice.
 
 Usage: python benchmarks/bench_init.py [--arch resnet18,vgg16] [--scheme xavier_normal,xavier_uniform]
                                        [--repeat 3] [--threads N]
@@ -20,6 +21,7 @@ Usage: python benchmarks/bench_init.py [--arch resnet18,vgg16] [--scheme xavier_
 from __future__ import annotations
 
 import argparse
+import os
 import time
 from collections.abc import Callable
 
@@ -69,17 +71,18 @@ def weight_shapes(arch: str) -> tuple[list[tuple[str, Shape]], str]:
         return _fallback_shapes(arch), "hard-coded classic shapes"
 
 
-def best(fn: Callable[[], object], repeat: int) -> float:
-    times = []
-    for _ in range(repeat):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return min(times)
+def timed(fn: Callable[[], object]) -> tuple[float, float]:
+    """(wall seconds, CPU seconds of this process) of one call."""
+    w0, c0 = time.perf_counter(), time.process_time()
+    fn()
+    return time.perf_counter() - w0, time.process_time() - c0
 
 
-def measure(shapes: list[tuple[str, Shape]], scheme: str, threads: int, repeat: int) -> tuple[float, float, float]:
-    """Best wall times of (torch native, numpy reference, torch path) on the same shapes."""
+def measure(shapes: list[tuple[str, Shape]], scheme: str, threads: int, repeat: int) -> dict[str, tuple[float, float]]:
+    """Best (wall, CPU) seconds of torch native, numpy reference and torch path on the same shapes.
+
+    The three are interleaved within each repeat, so a load change on a shared machine hits all three.
+    """
     tensors = [torch.empty(s) for _, s in shapes]
     native = getattr(torch.nn.init, f"{scheme}_")
 
@@ -97,7 +100,13 @@ def measure(shapes: list[tuple[str, Shape]], scheme: str, threads: int, repeat: 
             for t, (name, _) in zip(tensors, shapes, strict=True):
                 t.copy_(torch.from_numpy(values[name]))
 
-    return best(run_torch, repeat), best(run_numpy, repeat), best(run_path, repeat)
+    best: dict[str, tuple[float, float]] = {}
+    for _ in range(repeat):
+        for key, fn in (("torch", run_torch), ("numpy", run_numpy), ("path", run_path)):
+            w, c = timed(fn)
+            old = best.get(key, (float("inf"), float("inf")))
+            best[key] = (min(old[0], w), min(old[1], c))
+    return best
 
 
 def main() -> None:
@@ -109,16 +118,18 @@ def main() -> None:
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     print(f"torch {torch.__version__}, torch threads {torch.get_num_threads()}, path workers {args.threads}; "
-          f"best of {args.repeat}, wall clock")
+          f"best of {args.repeat} interleaved runs; os.getloadavg() = {os.getloadavg()[0]:.1f}")
+    print("M/s = million values per second (wall clock); ratio = time / torch time (wall; cpu = process CPU time)")
     print(f"{'arch':9s} {'scheme':15s} {'values':>11s} {'torch M/s':>10s} {'numpy M/s':>10s} {'ratio':>6s} "
-          f"{'path M/s':>9s} {'ratio':>6s}")
+          f"{'cpu':>5s} {'path M/s':>9s} {'ratio':>6s}")
     for arch in args.arch.split(","):
         shapes, source = weight_shapes(arch)
         n = sum(int(torch.Size(s).numel()) for _, s in shapes)
         for scheme in args.scheme.split(","):
-            t_torch, t_numpy, t_path = measure(shapes, scheme, args.threads, args.repeat)
-            print(f"{arch:9s} {scheme:15s} {n:11,d} {n / t_torch / 1e6:10.1f} {n / t_numpy / 1e6:10.1f} "
-                  f"{t_numpy / t_torch:6.2f} {n / t_path / 1e6:9.1f} {t_path / t_torch:6.2f}")
+            b = measure(shapes, scheme, args.threads, args.repeat)
+            (tw, tc), (nw, nc), (pw, _) = b["torch"], b["numpy"], b["path"]
+            print(f"{arch:9s} {scheme:15s} {n:11,d} {n / tw / 1e6:10.1f} {n / nw / 1e6:10.1f} {nw / tw:6.2f} "
+                  f"{nc / tc:5.2f} {n / pw / 1e6:9.1f} {pw / tw:6.2f}")
         print(f"  ({arch}: {len(shapes)} weight tensors from {source})")
 
 
