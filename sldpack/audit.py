@@ -26,6 +26,11 @@ SSIM to the nearest real item is above the ``percentile``-th percentile (default
 distribution of that measure, or when its NCC is >= ``copy_ncc`` (default 0.99, a near-exact copy
 whatever the distribution says). ``sldp audit`` exits with code 1 when anything is flagged.
 
+Limitation of patch mode (``patch_stride``): background windows (outside the body) look alike across
+patients, so the real-real reference is nearly 1 there (Montgomery, 64 px windows at stride 32: NCC
+99th percentile 0.99997) and a distilled I-class patch may be flagged by the copy rule without showing
+anyone; read the sheet before acting on a patch-mode FLAG.
+
 Memory is bounded: the real set is streamed in chunks of ``chunk`` items (converted to float and
 resized per chunk), no real-by-real similarity matrix is ever materialised; what is kept is the top-k
 neighbour list per query. The source array itself stays as stored: an ``.npz`` member is loaded once
