@@ -5,11 +5,13 @@ Run from the repository root, one job at a time (each prints one JSON line and a
     python examples/pneumonia/pneumonia.py sldd --out runs/pneu-sldd
     python examples/pneumonia/pneumonia.py dd   --out runs/pneu-dd
     python examples/pneumonia/pneumonia.py full --out runs/pneu-full
+    python examples/pneumonia/pneumonia.py eval --file runs/pneu-sldd/distilled.sldp   # any .sldp
 
 ``sldd``/``dd`` distil the training split into 2 images (1 per class) with ``sldpack.nn.distill``, then
 evaluate the network *replayed from the written .sldp file* (not the distiller's in-memory copy) on the
 test split. ``full`` trains the same ConvNet normally on all 4708 training images. Sensitivity is the
 recall of pneumonia (label 1), specificity the recall of normal (label 0), HM their harmonic mean.
+Every run reports the validation split (the only one looked at while choosing settings) and the test split.
 """
 
 from __future__ import annotations
@@ -39,10 +41,10 @@ def evaluate(module: torch.nn.Module, images: np.ndarray, labels: np.ndarray) ->
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("mode", choices=["sldd", "dd", "full"])
+    ap.add_argument("mode", choices=["sldd", "dd", "full", "eval"])
+    ap.add_argument("--file", default=None, help="eval: the .sldp to replay and evaluate")
     ap.add_argument("--data", default=str(DATA))
-    ap.add_argument("--out", required=True, help="run directory")
-    ap.add_argument("--split", default="test", help="evaluation split (val while tuning, test for the table)")
+    ap.add_argument("--out", default=None, help="run directory (sldd, dd)")
     ap.add_argument("--iterations", type=int, default=300)
     ap.add_argument("--steps", type=int, default=10)
     ap.add_argument("--epochs", type=int, default=1)
@@ -62,12 +64,24 @@ def main() -> None:
     from sldpack.nn.data import load_npz
 
     train = load_npz(args.data, "train", class_names=("normal", "pneumonia"))
-    test = load_npz(args.data, args.split, class_names=("normal", "pneumonia"), mean=train.mean, std=train.std)
-    out = Path(args.out)
+    evals = {split: load_npz(args.data, split, class_names=("normal", "pneumonia"), mean=train.mean, std=train.std)
+             for split in ("val", "test")}
+
+    def evaluate_all(module: torch.nn.Module) -> dict[str, object]:
+        return {split: evaluate(module, src.inputs, src.targets) for split, src in evals.items()}
+
     t0 = time.perf_counter()
-    row: dict[str, object] = {"mode": args.mode, "split": args.split, "seed": args.seed, "width": args.width,
+    row: dict[str, object] = {"mode": args.mode, "seed": args.seed, "width": args.width,
                               "threads": args.threads, "torch": torch.__version__}
-    if args.mode == "full":
+    if args.mode == "eval":
+        from sldpack.nn.replay import replay
+
+        if not args.file:
+            ap.error("eval needs --file")
+        res = replay(args.file)
+        row.update(file=args.file, replay_seconds=round(res.seconds, 2), theta0=res.theta0_status)
+        row["metrics"] = evaluate_all(res.module)
+    elif args.mode == "full":
         from sldpack.nn.init import init_module_
         from sldpack.nn.train import train_normal
         from sldpack.nn.zoo import build
@@ -79,7 +93,7 @@ def main() -> None:
                      batch_size=64, lr=args.train_lr, seed=args.seed, device="cpu")
         row.update(train_images=len(train), train_steps=args.train_steps, train_lr=args.train_lr)
         row["seconds"] = round(time.perf_counter() - t0, 1)
-        row["metrics"] = evaluate(net, test.inputs, test.targets)
+        row["metrics"] = evaluate_all(net)
     else:
         from sldpack.nn.distill import DistillConfig, distill
         from sldpack.nn.replay import load_model
@@ -88,6 +102,9 @@ def main() -> None:
                             images_per_class=1, steps=args.steps, epochs=args.epochs, iterations=args.iterations,
                             batch_real=args.batch_real, lr=args.lr, inner_lr=args.inner_lr,
                             label_init=args.label_init, seed=args.seed, device="cpu", checkpoint_every=25)
+        if not args.out:
+            ap.error(f"{args.mode} needs --out")
+        out = Path(args.out)
         resume = (out / "checkpoint.pt").exists()
         res = distill(train, cfg, run_dir=out, resume=resume)
         row["distill_seconds"] = round(time.perf_counter() - t0, 1)
@@ -99,8 +116,10 @@ def main() -> None:
             labels=np.round(torch.softmax(torch.from_numpy(res.tensors["labels"].array), -1).numpy()
                             if args.mode == "sldd" else res.tensors["labels"].array, 3).tolist(),
             lrs=[round(float(v), 4) for v in res.tensors["lrs"].array])
+        row["resumed"] = resume
+        row["theta_opt_sha256"] = res.manifest.replay.theta_opt_sha256 if res.manifest.replay else None
         row["seconds"] = round(time.perf_counter() - t0, 1)
-        row["metrics"] = evaluate(model, test.inputs, test.targets)
+        row["metrics"] = evaluate_all(model)
     line = json.dumps(row)
     print(line)
     if args.results:

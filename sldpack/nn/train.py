@@ -102,7 +102,8 @@ def predict(module: nn.Module, images: np.ndarray, batch_size: int = 256) -> np.
     out = []
     with torch.no_grad():
         for i in range(0, images.shape[0], batch_size):
-            x = torch.from_numpy(np.ascontiguousarray(images[i:i + batch_size], dtype=np.float32)).to(dev)
+            # a copy: the caller's array may be read-only, and torch wants writable memory
+            x = torch.from_numpy(np.array(images[i:i + batch_size], dtype=np.float32)).to(dev)
             out.append(module(x).detach().to("cpu", torch.float32).numpy())
     if not out:
         return np.zeros((0, 0), dtype=np.float32)
