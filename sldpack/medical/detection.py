@@ -23,8 +23,8 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
+from sldpack.atomic import atomic_write_bytes
 from sldpack.errors import DataError, UsageError
-from sldpack.medical._io import atomic_write_bytes
 from sldpack.medical.metrics import BinaryMetrics, binary_metrics
 
 __all__ = [

@@ -19,8 +19,8 @@ import numpy as np
 from numpy.typing import NDArray
 from PIL import Image, ImageDraw, ImageFont
 
+from sldpack.atomic import atomic_write_bytes
 from sldpack.errors import UsageError
-from sldpack.medical._io import atomic_write_bytes
 
 __all__ = [
     "PATCH_COLORS",
