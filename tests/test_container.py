@@ -178,3 +178,11 @@ def test_safetensors_interop() -> None:
     loaded = st.load(decoded)
     for name, tensor in t.items():
         np.testing.assert_array_equal(loaded[name], tensor.array)
+
+
+def test_written_file_has_normal_permissions(tmp_path: Path) -> None:
+    umask = os.umask(0o022)
+    os.umask(umask)
+    p = tmp_path / "sub" / "perm.sldp"  # missing parent folders are created
+    sldpack.write(p, _manifest(), _tensors())
+    assert p.stat().st_mode & 0o777 == 0o666 & ~umask
