@@ -1,10 +1,13 @@
 """Portable theta0: (seed, name, shape, scheme) -> float32 values (spec annex SLDP-1-init.md).
 
-This is the numpy-only reference. Every floating-point step is one IEEE-754 binary64 operation
-(+, -, *, /, sqrt, all correctly rounded) or an exact conversion, evaluated in the order the spec
-writes down; the normal transform uses the spec's own polynomials instead of libm's ``log``/``sin``/
-``cos``. So every scheme, normal included, is bit-exact on every conforming platform. (numpy never
-fuses a multiply and an add into an FMA across ufunc calls, which is what keeps this true here.)
+This is the numpy-only reference (``backend="numpy"``). Every floating-point step is one IEEE-754
+binary64 operation (+, -, *, /, sqrt, all correctly rounded) or an exact conversion, evaluated in the
+order the spec writes down; the normal transform uses the spec's own polynomials instead of libm's
+``log``/``sin``/``cos``. So every scheme, normal included, is bit-exact on every conforming platform.
+(numpy never fuses a multiply and an add into an FMA across ufunc calls, which is what keeps this
+true here.) By default the random transforms run on the optional compiled kernel instead when it is
+built (:mod:`sldpack.init.backend`): the same operations, the same bits, faster. The kind rules,
+scales and validation below are shared by both.
 
 Values are produced in chunks of whole Philox blocks so large tensors stay cache-friendly and so
 the torch fast path (:mod:`sldpack.nn.init`) can fill disjoint chunks from several threads.
@@ -22,6 +25,7 @@ import numpy as np
 import numpy.typing as npt
 
 from sldpack.errors import UsageError
+from sldpack.init.backend import c_fill, resolve_backend
 from sldpack.init.philox import Scratch, Stream, _check_seed, derive_stream, stream_blocks
 
 __all__ = [
@@ -333,34 +337,56 @@ def _fill_blocks(out: _F32, plan: ValuePlan, first_block: int, sc: Scratch) -> N
         out[:] = tmp.reshape(-1)[:n]
 
 
-def fill_into(out: _F32, plan: ValuePlan, start: int = 0) -> None:
+def fill_into(out: _F32, plan: ValuePlan, start: int = 0, *, backend: str | None = None) -> None:
     """Fill ``out`` with values ``start .. start+len(out)-1`` of a tensor (row-major order).
 
-    Used by the torch fast path to fill disjoint chunks from several threads (numpy releases the
-    GIL inside ufuncs; each call has its own scratch). ``start`` must be a multiple of 4 (chunks
-    are whole Philox blocks).
+    Used by the torch fast path to fill disjoint chunks from several threads (the C kernel and
+    numpy's ufuncs release the GIL; each call has its own work arrays). Any ``start`` works; a
+    multiple of 4 (whole Philox blocks) wastes nothing.
 
     Args:
         out: 1-D, C-contiguous float32 array (a view into the destination tensor is fine).
         plan: from :func:`plan_values`.
         start: index of the first value.
+        backend: ``"numpy"`` (the reference), ``"c"`` (the compiled kernel) or ``None`` (the default,
+            see :func:`sldpack.init.backend.default_backend`). The bits never depend on it.
 
     Raises:
-        UsageError: for a misaligned start, a range beyond the tensor or a wrong ``out``.
+        UsageError: for a range beyond the tensor, a wrong ``out``, or an unknown/unavailable backend.
     """
     if out.dtype != np.float32 or out.ndim != 1 or not out.flags.c_contiguous:
         raise UsageError("out must be a 1-D C-contiguous float32 array")
-    if start % 4 or start < 0 or start + out.shape[0] > plan.count:
+    if isinstance(start, bool) or not isinstance(start, (int, np.integer)):
+        raise UsageError(f"start must be an integer, got {type(start).__name__}")
+    start = int(start)
+    if start < 0 or start + out.shape[0] > plan.count:
         raise UsageError(f"bad value range start={start} len={out.shape[0]} for {plan.count} values")
+    be = resolve_backend(backend)
     total = out.shape[0]
+    if plan.transform == "fill":
+        out.fill(np.float32(plan.scale))
+        return
+    if total == 0:
+        return
+    if be == "c":
+        assert plan.stream is not None
+        c_fill(out, plan.transform, plan.stream, start, plan.scale)
+        return
     sc = Scratch((min(total, CHUNK_VALUES) + 3) // 4)
+    off = start % 4
+    if off:  # the values before the next block boundary, from their whole block
+        head = min(4 - off, total)
+        block = np.empty(off + head, dtype=np.float32)
+        _fill_blocks(block, plan, start // 4, sc)
+        out[:head] = block[off:]
+        out, start, total = out[head:], start + head, total - head
     for lo in range(0, total, CHUNK_VALUES):
         hi = min(lo + CHUNK_VALUES, total)
         _fill_blocks(out[lo:hi], plan, (start + lo) // 4, sc)
 
 
 def generate(
-    seed: int, name: str, shape: Sequence[int], scheme: str, *, constant: float = 0.0
+    seed: int, name: str, shape: Sequence[int], scheme: str, *, constant: float = 0.0, backend: str | None = None
 ) -> _F32:
     """The float32 values of one tensor, exactly as the spec defines them.
 
@@ -372,16 +398,17 @@ def generate(
         shape: tensor shape; rank >= 2 for the four random schemes.
         scheme: one of :data:`SCHEMES`.
         constant: the value for ``scheme="constant"``.
+        backend: ``"numpy"`` (the reference), ``"c"`` or ``None`` (default); same bits either way.
 
     Returns:
         A new C-contiguous float32 array of ``shape``.
 
     Raises:
-        UsageError: for an unknown scheme, a seed out of range, an empty name or a bad shape.
+        UsageError: for an unknown scheme or backend, a seed out of range, an empty name or a bad shape.
     """
     plan = plan_values(seed, name, shape, scheme, constant=constant)
     out = np.empty(plan.count, dtype=np.float32)
-    fill_into(out, plan)
+    fill_into(out, plan, backend=backend)
     return out.reshape(_check_shape(tuple(shape)))
 
 
@@ -425,13 +452,13 @@ def scheme_for(kind: str, scheme: str) -> str:
 
 
 def _entry(
-    seed: int, name: str, shape: tuple[int, ...], scheme: str, constant: float
+    seed: int, name: str, shape: tuple[int, ...], scheme: str, constant: float, backend: str
 ) -> tuple[str, npt.NDArray[np.generic]]:
     kind = param_kind(name, shape)
     if kind == "num_batches_tracked":
         _check_seed(seed)
         return kind, np.zeros(shape, dtype=np.int64)
-    return kind, generate(seed, name, shape, scheme_for(kind, scheme), constant=constant)
+    return kind, generate(seed, name, shape, scheme_for(kind, scheme), constant=constant, backend=backend)
 
 
 def _check_params(params: Sequence[tuple[str, Sequence[int]]]) -> list[tuple[str, tuple[int, ...]]]:
@@ -449,7 +476,12 @@ def _check_params(params: Sequence[tuple[str, Sequence[int]]]) -> list[tuple[str
 
 
 def iter_theta0(
-    seed: int, scheme: str, params: Sequence[tuple[str, Sequence[int]]], *, constant: float = 0.0
+    seed: int,
+    scheme: str,
+    params: Sequence[tuple[str, Sequence[int]]],
+    *,
+    constant: float = 0.0,
+    backend: str | None = None,
 ) -> Iterator[tuple[str, str, npt.NDArray[np.generic]]]:
     """Yield ``(name, kind, array)`` one entry at a time (bounded memory for large models).
 
@@ -457,13 +489,19 @@ def iter_theta0(
     """
     _check_seed(seed)
     _check_scheme(scheme)
+    be = resolve_backend(backend)
     for name, shape in _check_params(params):
-        kind, arr = _entry(seed, name, shape, scheme, constant)
+        kind, arr = _entry(seed, name, shape, scheme, constant, be)
         yield name, kind, arr
 
 
 def init_parameters(
-    seed: int, scheme: str, params: Sequence[tuple[str, Sequence[int]]], *, constant: float = 0.0
+    seed: int,
+    scheme: str,
+    params: Sequence[tuple[str, Sequence[int]]],
+    *,
+    constant: float = 0.0,
+    backend: str | None = None,
 ) -> dict[str, npt.NDArray[np.generic]]:
     """theta0 of a whole model from its ordered ``(name, shape)`` list, applying the kind rules.
 
@@ -475,14 +513,15 @@ def init_parameters(
         scheme: one of :data:`SCHEMES` (applies to rank >= 2 weights only).
         params: ordered ``(name, shape)`` pairs (e.g. ``named_parameters()`` then BN buffers).
         constant: the value for ``scheme="constant"``.
+        backend: ``"numpy"`` (the reference), ``"c"`` or ``None`` (default); same bits either way.
 
     Returns:
         ``{name: array}`` in the order given (float32; int64 for ``num_batches_tracked``).
 
     Raises:
-        UsageError: for a bad seed/scheme, a duplicate name or an entry no rule covers.
+        UsageError: for a bad seed/scheme/backend, a duplicate name or an entry no rule covers.
     """
-    return {name: arr for name, _, arr in iter_theta0(seed, scheme, params, constant=constant)}
+    return {name: arr for name, _, arr in iter_theta0(seed, scheme, params, constant=constant, backend=backend)}
 
 
 def tensor_sha256(arr: npt.ArrayLike) -> str:
@@ -505,7 +544,12 @@ def tensor_sha256(arr: npt.ArrayLike) -> str:
 
 
 def theta0_digests(
-    seed: int, scheme: str, params: Sequence[tuple[str, Sequence[int]]], *, constant: float = 0.0
+    seed: int,
+    scheme: str,
+    params: Sequence[tuple[str, Sequence[int]]],
+    *,
+    constant: float = 0.0,
+    backend: str | None = None,
 ) -> dict[str, str]:
     """``init.theta0_sha256`` of the manifest: ``{name: tensor_sha256}`` for every parameter entry.
 
@@ -515,6 +559,6 @@ def theta0_digests(
     """
     return {
         name: tensor_sha256(arr)
-        for name, kind, arr in iter_theta0(seed, scheme, params, constant=constant)
+        for name, kind, arr in iter_theta0(seed, scheme, params, constant=constant, backend=backend)
         if kind not in BUFFER_KINDS
     }

@@ -1,10 +1,11 @@
 """The portable theta0 for torch modules: bit-identical to :mod:`sldpack.init`, in place and threaded.
 
-The values come from the numpy kernels of :mod:`sldpack.init.schemes` (the spec's operations, no
-libm), so they are the reference's bits by construction; what this module adds is speed and torch
-plumbing: every tensor is cut into block-aligned ranges that ``torch.get_num_threads()`` worker
-threads fill at once (numpy releases the GIL inside its loops), and the results are copied into the
-module's parameters and BN buffers under ``torch.no_grad``. Any device and floating dtype works:
+The values come from :func:`sldpack.init.schemes.fill_into`: the compiled kernel when it is built,
+else the numpy reference (both are the spec's operations, no libm, and give the same bits; see
+:mod:`sldpack.init.backend`). What this module adds is speed and torch plumbing: every tensor is cut
+into block-aligned ranges that ``torch.get_num_threads()`` worker threads fill at once (the kernel
+and numpy's loops release the GIL), and the results are copied into the module's parameters and BN
+buffers under ``torch.no_grad``. Any device and floating dtype works:
 values are always drawn as float32 on the CPU, then copied (never drawn by a device RNG).
 """
 
@@ -21,6 +22,7 @@ import torch
 from torch import nn
 
 from sldpack.errors import UsageError
+from sldpack.init.backend import resolve_backend
 from sldpack.init.philox import _check_seed
 from sldpack.init.schemes import (
     BUFFER_KINDS,
@@ -64,6 +66,7 @@ def theta0_arrays(
     *,
     constant: float = 0.0,
     workers: int | None = None,
+    backend: str | None = None,
 ) -> dict[str, npt.NDArray[np.generic]]:
     """theta0 of an ordered ``(name, shape)`` list, like ``sldpack.init.init_parameters`` but threaded.
 
@@ -73,15 +76,17 @@ def theta0_arrays(
         scheme: one of ``sldpack.init.SCHEMES`` (applies to rank >= 2 weights).
         constant: the value for ``scheme="constant"``.
         workers: threads; ``None`` means ``torch.get_num_threads()``. The bits never depend on it.
+        backend: ``"c"``, ``"numpy"`` or ``None`` (the default of ``sldpack.init.backend``); same bits.
 
     Returns:
         ``{name: array}`` in the given order (float32; int64 for ``num_batches_tracked``).
 
     Raises:
-        UsageError: for a bad seed or scheme, a duplicate name, or an entry no rule covers.
+        UsageError: for a bad seed, scheme or backend, a duplicate name, or an entry no rule covers.
     """
     _check_seed(seed)
     _check_scheme(scheme)
+    be = resolve_backend(backend)
     nworkers = torch.get_num_threads() if workers is None else int(workers)
     out: dict[str, npt.NDArray[np.generic]] = {}
     tasks: list[tuple[npt.NDArray[np.float32], ValuePlan, int]] = []
@@ -100,7 +105,7 @@ def theta0_arrays(
             tasks.append((buf[lo : lo + TASK_VALUES], plan, lo))
 
     def work(task: tuple[npt.NDArray[np.float32], ValuePlan, int]) -> None:
-        fill_into(*task)
+        fill_into(*task, backend=be)
 
     # big tasks first, so the last worker to finish is not stuck with a large one
     tasks.sort(key=lambda t: -t[0].shape[0])
