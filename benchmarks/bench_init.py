@@ -5,17 +5,19 @@ For the weight tensors (rank >= 2, what the scheme applies to) of ResNet18 and V
 channel and 3 classes (224 x 224), it times, on identical shape lists:
 
 * ``torch``  : ``torch.nn.init.xavier_normal_`` (or ``xavier_uniform_``) on each preallocated tensor,
-  PyTorch's native, non-portable init;
-* ``numpy``  : ``sldpack.init.generate`` per tensor, the numpy reference, one thread;
-* ``path``   : ``sldpack.nn.init.theta0_arrays`` with ``--threads`` workers plus the copy into the
-  same torch tensors: what ``init_module_`` does, minus the digests.
+  PyTorch's native, non-portable init (``--threads`` torch threads);
+* ``numpy``  : ``sldpack.init.generate(..., backend="numpy")`` per tensor, the reference, one thread;
+* ``c``      : ``sldpack.init.generate(..., backend="c")`` per tensor, the compiled kernel, one thread
+  (same bits; skipped with a note when the extension is not built);
+* ``path``   : ``sldpack.nn.init.theta0_arrays`` (default backend) with ``--threads`` workers, writing
+  into the same preallocated torch tensors in place: what ``init_module_`` does, minus the digests.
 
 and prints values/s and the ratio ``time / torch time`` (the issue's target: ratio <= 2), by wall clock
-and, for the single-threaded numpy reference, by process CPU time (steadier on a shared machine). The
-three are interleaved and the best of ``--repeat`` runs is kept; on a shared machine, run it twice.
+and, for the single-threaded numpy and C runs, by process CPU time too (steadier on a shared machine).
+All are interleaved and the best of ``--repeat`` runs is kept; on a shared machine, run it twice.
 
 Usage: python benchmarks/bench_init.py [--arch resnet18,vgg16] [--scheme xavier_normal,xavier_uniform]
-                                       [--repeat 3] [--threads N]
+                                       [--repeat 3] [--threads N] [--no-numpy]
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ from collections.abc import Callable
 
 import torch
 
-from sldpack.init import generate
+from sldpack.init import c_kernel_available, default_backend, generate
 from sldpack.nn.init import theta0_arrays
 
 Shape = tuple[int, ...]
@@ -78,10 +80,12 @@ def timed(fn: Callable[[], object]) -> tuple[float, float]:
     return time.perf_counter() - w0, time.process_time() - c0
 
 
-def measure(shapes: list[tuple[str, Shape]], scheme: str, threads: int, repeat: int) -> dict[str, tuple[float, float]]:
-    """Best (wall, CPU) seconds of torch native, numpy reference and torch path on the same shapes.
+def measure(
+    shapes: list[tuple[str, Shape]], scheme: str, threads: int, repeat: int, kinds: list[str]
+) -> dict[str, tuple[float, float]]:
+    """Best (wall, CPU) seconds of each of ``kinds`` (torch, numpy, c, path) on the same shapes.
 
-    The three are interleaved within each repeat, so a load change on a shared machine hits all three.
+    They are interleaved within each repeat, so a load change on a shared machine hits all of them.
     """
     tensors = [torch.empty(s) for _, s in shapes]
     native = getattr(torch.nn.init, f"{scheme}_")
@@ -92,18 +96,22 @@ def measure(shapes: list[tuple[str, Shape]], scheme: str, threads: int, repeat: 
 
     def run_numpy() -> None:
         for name, s in shapes:
-            generate(1, name, s, scheme)
+            generate(1, name, s, scheme, backend="numpy")
+
+    def run_c() -> None:
+        for name, s in shapes:
+            generate(1, name, s, scheme, backend="c")
+
+    views = {name: t.numpy() for t, (name, _) in zip(tensors, shapes, strict=True)}
 
     def run_path() -> None:
-        values = theta0_arrays(shapes, 1, scheme, workers=threads)
-        with torch.no_grad():
-            for t, (name, _) in zip(tensors, shapes, strict=True):
-                t.copy_(torch.from_numpy(values[name]))
+        theta0_arrays(shapes, 1, scheme, workers=threads, out=views)
 
+    fns = {"torch": run_torch, "numpy": run_numpy, "c": run_c, "path": run_path}
     best: dict[str, tuple[float, float]] = {}
     for _ in range(repeat):
-        for key, fn in (("torch", run_torch), ("numpy", run_numpy), ("path", run_path)):
-            w, c = timed(fn)
+        for key in kinds:
+            w, c = timed(fns[key])
             old = best.get(key, (float("inf"), float("inf")))
             best[key] = (min(old[0], w), min(old[1], c))
     return best
@@ -115,22 +123,38 @@ def main() -> None:
     ap.add_argument("--scheme", default="xavier_normal,xavier_uniform")
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--threads", type=int, default=torch.get_num_threads())
+    ap.add_argument("--no-numpy", action="store_true", help="skip the (slow) numpy reference")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
-    print(f"torch {torch.__version__}, torch threads {torch.get_num_threads()}, path workers {args.threads}; "
-          f"best of {args.repeat} interleaved runs; os.getloadavg() = {os.getloadavg()[0]:.1f}")
-    print("M/s = million values per second (wall clock); ratio = time / torch time (wall; cpu = process CPU time)")
-    print(f"{'arch':9s} {'scheme':15s} {'values':>11s} {'torch M/s':>10s} {'numpy M/s':>10s} {'ratio':>6s} "
-          f"{'cpu':>5s} {'path M/s':>9s} {'ratio':>6s}")
+    kinds = ["torch", *([] if args.no_numpy else ["numpy"]), *(["c"] if c_kernel_available() else []), "path"]
+    variant = ""
+    if c_kernel_available():
+        from sldpack.init import _kernels
+
+        variant = f" (kernel variant {_kernels.variant()})"
+    print(f"torch {torch.__version__}, torch threads {torch.get_num_threads()}, path workers {args.threads}, "
+          f"path backend {default_backend()}{variant}; best of {args.repeat} interleaved runs; "
+          f"os.getloadavg() = {', '.join(f'{x:.2f}' for x in os.getloadavg())}")
+    if not c_kernel_available():
+        print("(the C kernel is not built: no 'c' column; `pip install -e .` with a C compiler builds it)")
+    print("M/s = million values per second (wall clock); x = time / torch time (wall; cpu = process CPU time)")
+    head = f"{'arch':9s} {'scheme':15s} {'values':>11s} {'torch M/s':>10s}"
+    for k in kinds[1:]:
+        head += f" {k + ' M/s':>10s} {'x':>5s}" + (f" {'cpu':>5s}" if k in ("numpy", "c") else "")
+    print(head)
     for arch in args.arch.split(","):
         shapes, source = weight_shapes(arch)
         n = sum(int(torch.Size(s).numel()) for _, s in shapes)
         for scheme in args.scheme.split(","):
-            b = measure(shapes, scheme, args.threads, args.repeat)
-            (tw, tc), (nw, nc), (pw, _) = b["torch"], b["numpy"], b["path"]
-            print(f"{arch:9s} {scheme:15s} {n:11,d} {n / tw / 1e6:10.1f} {n / nw / 1e6:10.1f} {nw / tw:6.2f} "
-                  f"{nc / tc:5.2f} {n / pw / 1e6:9.1f} {pw / tw:6.2f}")
+            b = measure(shapes, scheme, args.threads, args.repeat, kinds)
+            tw, tc = b["torch"]
+            line = f"{arch:9s} {scheme:15s} {n:11,d} {n / tw / 1e6:10.1f}"
+            for k in kinds[1:]:
+                w, c = b[k]
+                line += f" {n / w / 1e6:10.1f} {w / tw:5.2f}" + (f" {c / tc:5.2f}" if k in ("numpy", "c") else "")
+            print(line, flush=True)
         print(f"  ({arch}: {len(shapes)} weight tensors from {source})")
+    print(f"load average after: {', '.join(f'{x:.2f}' for x in os.getloadavg())}")
 
 
 if __name__ == "__main__":

@@ -4,17 +4,17 @@ The values come from :func:`sldpack.init.schemes.fill_into`: the compiled kernel
 else the numpy reference (both are the spec's operations, no libm, and give the same bits; see
 :mod:`sldpack.init.backend`). What this module adds is speed and torch plumbing: every tensor is cut
 into block-aligned ranges that ``torch.get_num_threads()`` worker threads fill at once (the kernel
-and numpy's loops release the GIL), and the results are copied into the module's parameters and BN
-buffers under ``torch.no_grad``. Any device and floating dtype works:
-values are always drawn as float32 on the CPU, then copied (never drawn by a device RNG).
+and numpy's loops release the GIL), straight into the module's CPU float32 parameters and BN
+buffers, or into float32 arrays copied under ``torch.no_grad`` for other devices and dtypes: values
+are always drawn as float32 on the CPU (never by a device RNG).
 """
 
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from typing import Final, TypeVar
+from typing import Final, TypeVar, cast
 
 import numpy as np
 import numpy.typing as npt
@@ -59,6 +59,15 @@ def _run(fn: Callable[[_T], _R], items: Sequence[_T], workers: int) -> list[_R]:
         return list(pool.map(fn, items))
 
 
+def _dest(arr: object, name: str, dims: tuple[int, ...], dtype: type[np.generic]) -> npt.NDArray[np.generic]:
+    """Check a caller-supplied destination array for entry ``name``."""
+    if not isinstance(arr, np.ndarray) or arr.dtype != np.dtype(dtype) or arr.shape != dims:
+        raise UsageError(f"out[{name!r}] must be a {np.dtype(dtype).name} array of shape {dims}")
+    if not arr.flags.c_contiguous or not arr.flags.writeable:
+        raise UsageError(f"out[{name!r}] must be a writable C-contiguous array")
+    return arr
+
+
 def theta0_arrays(
     params: Sequence[tuple[str, Sequence[int]]],
     seed: int,
@@ -67,6 +76,7 @@ def theta0_arrays(
     constant: float = 0.0,
     workers: int | None = None,
     backend: str | None = None,
+    out: Mapping[str, npt.NDArray[np.generic]] | None = None,
 ) -> dict[str, npt.NDArray[np.generic]]:
     """theta0 of an ordered ``(name, shape)`` list, like ``sldpack.init.init_parameters`` but threaded.
 
@@ -77,40 +87,57 @@ def theta0_arrays(
         constant: the value for ``scheme="constant"``.
         workers: threads; ``None`` means ``torch.get_num_threads()``. The bits never depend on it.
         backend: ``"c"``, ``"numpy"`` or ``None`` (the default of ``sldpack.init.backend``); same bits.
+        out: optional destinations by name (C-contiguous, writable; float32, or int64 for
+            ``num_batches_tracked``; the entry's shape): those entries are written there in place
+            instead of into new arrays. Nothing is written unless every entry is valid.
 
     Returns:
-        ``{name: array}`` in the given order (float32; int64 for ``num_batches_tracked``).
+        ``{name: array}`` in the given order (float32; int64 for ``num_batches_tracked``); the
+        arrays of ``out`` where given.
 
     Raises:
-        UsageError: for a bad seed, scheme or backend, a duplicate name, or an entry no rule covers.
+        UsageError: for a bad seed, scheme or backend, a duplicate name, an entry no rule covers, or
+            an unsuitable ``out`` array.
     """
     _check_seed(seed)
     _check_scheme(scheme)
     be = resolve_backend(backend)
     nworkers = torch.get_num_threads() if workers is None else int(workers)
-    out: dict[str, npt.NDArray[np.generic]] = {}
+    dests = {} if out is None else out
+    result: dict[str, npt.NDArray[np.generic]] = {}
+    zeroed: list[npt.NDArray[np.generic]] = []
     tasks: list[tuple[npt.NDArray[np.float32], ValuePlan, int]] = []
-    for name, shape in params:
-        if name in out:
+    for name, shape in params:  # plan and validate everything before writing anything
+        if name in result:
             raise UsageError(f"parameter {name!r} is listed twice")
         dims = tuple(shape)
         kind = param_kind(name, dims)
         if kind == "num_batches_tracked":
-            out[name] = np.zeros(dims, dtype=np.int64)
+            if name in dests:
+                result[name] = _dest(dests[name], name, dims, np.int64)
+                zeroed.append(result[name])
+            else:
+                result[name] = np.zeros(dims, dtype=np.int64)
             continue
         plan = plan_values(seed, name, dims, scheme_for(kind, scheme), constant=constant)
-        buf = np.empty(plan.count, dtype=np.float32)
-        out[name] = buf.reshape(dims)
+        if name in dests:
+            result[name] = _dest(dests[name], name, dims, np.float32)
+            buf = cast(npt.NDArray[np.float32], result[name]).reshape(-1)  # a view: C-contiguous
+        else:
+            buf = np.empty(plan.count, dtype=np.float32)
+            result[name] = buf.reshape(dims)
         for lo in range(0, plan.count, TASK_VALUES):
             tasks.append((buf[lo : lo + TASK_VALUES], plan, lo))
 
     def work(task: tuple[npt.NDArray[np.float32], ValuePlan, int]) -> None:
         fill_into(*task, backend=be)
 
+    for arr in zeroed:
+        arr.fill(0)
     # big tasks first, so the last worker to finish is not stuck with a large one
     tasks.sort(key=lambda t: -t[0].shape[0])
     _run(work, tasks, nworkers)
-    return out
+    return result
 
 
 def _sha256_f32(arr: npt.NDArray[np.generic]) -> str:
@@ -142,10 +169,23 @@ def init_module_(
         UsageError: for a bad seed or scheme, or a parameter no rule covers (nothing is modified then).
     """
     entries = _entries(module)
-    values = theta0_arrays([(n, tuple(t.shape)) for n, t, _ in entries], seed, scheme, constant=constant)
+    # CPU float32 (int64 for the batch counters) contiguous tensors are written in place through
+    # numpy views: no second buffer, no copy. Others (devices, dtypes) get a float32 copy.
+    inplace: dict[str, npt.NDArray[np.generic]] = {}
+    for name, tensor, _ in entries:
+        leaf = name.rsplit(".", 1)[-1]
+        want = torch.int64 if leaf == "num_batches_tracked" else torch.float32
+        on_cpu = tensor.device.type == "cpu" and tensor.layout == torch.strided
+        if on_cpu and tensor.dtype == want and tensor.is_contiguous():
+            inplace[name] = tensor.detach().numpy()
+    params = [(n, tuple(t.shape)) for n, t, _ in entries]
+    values = theta0_arrays(params, seed, scheme, constant=constant, out=inplace)
     with torch.no_grad():
         for name, tensor, _ in entries:
-            tensor.copy_(torch.from_numpy(values[name]))
+            if name in inplace:  # written behind autograd's back: bump the version, as copy_ would
+                torch.autograd.graph.increment_version(tensor)
+            else:
+                tensor.copy_(torch.from_numpy(values[name]))
     param_names = [n for n, _, is_param in entries if is_param]
     digests = _run(lambda n: _sha256_f32(values[n]), param_names, torch.get_num_threads())
     return dict(zip(param_names, digests, strict=True))
