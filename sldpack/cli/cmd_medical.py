@@ -378,15 +378,16 @@ def train_cmd(data: str | None, phantom: int | None, phantom_size: int, phantom_
 @click.option("--out", "out", type=click.Path(file_okay=False), default="sldp-demo", show_default=True,
               help="Output folder (created).")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of everything (phantom, split, theta0).")
-@click.option("--images", type=int, default=None, help="Phantom images (70 %% train, 30 %% test) [60].")
+@click.option("--images", type=int, default=None, help="Phantom images (70 %% train, 30 %% test) [80].")
 @click.option("--size", type=int, default=None, help="Phantom image side in px [128].")
-@click.option("--patch-size", type=int, default=None, help="Patch side in px [32].")
-@click.option("--stride", type=int, default=None, help="Patch stride in px [16].")
+@click.option("--patch-size", type=int, default=None, help="Patch side in px [16].")
+@click.option("--stride", type=int, default=None, help="Patch stride in px [8].")
 @click.option("--width", type=int, default=None, help="ConvNet width [32].")
 @click.option("--images-per-class", "-M", "images_per_class", type=int, default=None,
               help="Distilled images per class [1].")
-@click.option("--steps", type=int, default=None, help="Inner steps [10].")
-@click.option("--iterations", type=int, default=None, help="Outer iterations [200].")
+@click.option("--steps", type=int, default=None, help="Inner steps per epoch [10].")
+@click.option("--epochs", type=int, default=None, help="Passes over the inner steps (T = steps x epochs) [3].")
+@click.option("--iterations", type=int, default=None, help="Outer iterations [300].")
 @click.option("--mode", type=click.Choice(["sldd", "dd"]), default="sldd", show_default=True)
 @click.option("--fast", is_flag=True, help="Tiny settings (seconds; for smoke tests, not for results).")
 @click.option("--threads", type=int, default=1, show_default=True,
@@ -395,7 +396,8 @@ def train_cmd(data: str | None, phantom: int | None, phantom_size: int, phantom_
 @click.option("--quiet", "-q", is_flag=True, help="No progress on stderr.")
 def demo_cmd(out: str, seed: int, images: int | None, size: int | None, patch_size: int | None,
              stride: int | None, width: int | None, images_per_class: int | None, steps: int | None,
-             iterations: int | None, mode: str, fast: bool, threads: int, as_json: bool, quiet: bool) -> None:
+             epochs: int | None, iterations: int | None, mode: str, fast: bool, threads: int, as_json: bool,
+             quiet: bool) -> None:
     """The whole job on built-in phantom data, end to end.
 
     phantom X-rays -> I/N/P patches -> soft-label distillation -> pack -> verify (digests + replay) ->
@@ -413,7 +415,7 @@ def demo_cmd(out: str, seed: int, images: int | None, size: int | None, patch_si
     cfg = DemoConfig.tiny(seed) if fast else DemoConfig(seed=seed)
     given: dict[str, Any] = {"n_images": images, "size": size, "patch_size": patch_size, "stride": stride,
                              "width": width, "images_per_class": images_per_class, "steps": steps,
-                             "iterations": iterations}
+                             "epochs": epochs, "iterations": iterations}
     cfg = replace(cfg, mode=mode, threads=threads, **{k: v for k, v in given.items() if v is not None})
     if stride is None and patch_size is not None:
         cfg = replace(cfg, stride=max(1, patch_size // 2))

@@ -69,20 +69,20 @@ class DemoConfig:
     """
 
     seed: int = 0
-    n_images: int = 60
+    n_images: int = 80
     size: int = 128
     train_fraction: float = 0.7
-    patch_size: int = 32
-    stride: int = 16
+    patch_size: int = 16
+    stride: int = 8
     arch: str = "convnet@1"
-    depth: int = 3
+    depth: int = 2
     width: int = 32
     batchnorm: bool = False
     mode: str = "sldd"
     images_per_class: int = 1
     steps: int = 10
-    epochs: int = 1
-    iterations: int = 200
+    epochs: int = 3
+    iterations: int = 300
     batch_real: int = 48
     lr: float = 0.05
     inner_lr: float = 0.05
@@ -94,7 +94,7 @@ class DemoConfig:
     @classmethod
     def tiny(cls, seed: int = 0) -> DemoConfig:
         """Seconds-long settings for smoke tests (the numbers mean nothing)."""
-        return cls(seed=seed, n_images=10, size=64, patch_size=16, stride=8, depth=2, width=8, steps=2,
+        return cls(seed=seed, n_images=10, size=64, patch_size=16, stride=8, depth=2, width=8, steps=2, epochs=1,
                    iterations=5, batch_real=12, checkpoint_every=2)
 
     def validate(self) -> None:
@@ -400,7 +400,7 @@ def run_demo(config: DemoConfig, out: str | Path, *, log: Log | None = None,
     train_cmd = (f"sldp train --phantom {cfg.n_images} --phantom-size {cfg.size} --phantom-seed {cfg.seed} "
                  f"--split-seed {cfg.seed} --train-fraction {cfg.train_fraction} --patch-size {cfg.patch_size} "
                  f"--stride {cfg.stride} --arch-option depth={cfg.depth} --arch-option width={cfg.width} "
-                 f"--seed {cfg.seed}")
+                 + ("--batchnorm " if cfg.batchnorm else "") + f"--seed {cfg.seed}")
     summary: dict[str, Any] = {
         "config": cfg.to_obj(),
         "threads": torch.get_num_threads(),
