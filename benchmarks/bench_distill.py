@@ -95,9 +95,11 @@ def part_memory(ts: list[int], iters: int, k: int, threads: int) -> None:
 
 def part_replay(threads: int, repeats: int) -> None:
     import torch
+    from safetensors.torch import load_file
 
     import sldpack
     from sldpack.nn.replay import build_module, replay, save_safetensors
+    from sldpack.nn.zoo import build_from_spec
 
     torch.set_num_threads(threads)
     arch = sldpack.ArchSpec("resnet18@1", 1, 3, (227, 227), True, {})
@@ -134,20 +136,18 @@ def part_replay(threads: int, repeats: int) -> None:
             replay(sldp_path)
             t_replay.append(time.perf_counter() - t0)
             t0 = time.perf_counter()
-            from safetensors.torch import load_file
-
-            fresh = build_module(arch, init)[0]
+            fresh = build_from_spec(arch)  # a checkpoint consumer builds the network, then loads
             fresh.load_state_dict(load_file(str(st_path)))
             t_st.append(time.perf_counter() - t0)
             t0 = time.perf_counter()
-            fresh = build_module(arch, init)[0]
+            fresh = build_from_spec(arch)
             fresh.load_state_dict(torch.load(pt_path, weights_only=True))
             t_pt.append(time.perf_counter() - t0)
     r, s, p = min(t_replay), min(t_st), min(t_pt)
     link_full, link_sldp = st_bytes * 8 / LINK_BPS, sldp_bytes * 8 / LINK_BPS
     print(f"== ResNet18 (BN) 1x227x227, 3 classes, M=1, T={t_steps}, CPU {threads} thread(s), best of {repeats} ==")
     print(f"replay from .sldp ({sldp_bytes} bytes): {r:8.3f} s (build + portable init + {t_steps} SGD steps)")
-    print(f"load full checkpoint, safetensors ({st_bytes} bytes): {s:8.3f} s (build + init + load, warm cache)")
+    print(f"load full checkpoint, safetensors ({st_bytes} bytes): {s:8.3f} s (build + load_state_dict, warm cache)")
     print(f"load full checkpoint, torch.save ({pt_bytes} bytes): {p:8.3f} s")
     print(f"move full checkpoint over 100 Mbit/s: {link_full:8.3f} s; move the .sldp: {link_sldp:8.4f} s")
     print(f"ratio replay / load(safetensors): {r / s:.2f}")

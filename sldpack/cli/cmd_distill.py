@@ -87,7 +87,7 @@ _OPT_FIELDS = {
     "batch_real": "batch_real", "lr": "lr", "label_lr": "lr_labels", "lrs_lr": "lr_lrs", "inner_lr": "inner_lr",
     "label_init": "label_init", "image_init": "image_init", "balanced": "balanced", "seed": "seed",
     "checkpoint_every": "checkpoint_every", "device": "device", "compression": "compression",
-    "bn_batches": "bn_batches",
+    "bn_batches": "bn_batches", "select": "select",
 }
 
 
@@ -126,6 +126,8 @@ _OPT_FIELDS = {
 @click.option("--threads", type=int, default=None, help="torch CPU threads [default: torch's].")
 @click.option("--bn-batches", type=int, default=16, show_default=True,
               help="Real batches forwarded to measure theta_bn (batch-norm archs).")
+@click.option("--select", type=click.Choice(["best", "last"]), default="best", show_default=True,
+              help="Write the iterate with the lowest moving-average training loss, or the last one.")
 @click.option("--out", "out", type=click.Path(file_okay=False), required=True, help="Run directory.")
 @click.option("--checkpoint-every", type=int, default=50, show_default=True,
               help="Iterations between crash-safe checkpoints.")

@@ -81,7 +81,7 @@ __all__ = [
 CHECKPOINT_FORMAT = "sldpack-distill-checkpoint/1"
 
 # config fields that may change on --resume without changing the trajectory so far
-_RESUMABLE_CHANGES = frozenset({"iterations", "checkpoint_every", "device", "log_every"})
+_RESUMABLE_CHANGES = frozenset({"iterations", "checkpoint_every", "device", "log_every", "select"})
 
 
 @dataclass(frozen=True)
@@ -110,6 +110,10 @@ class DistillConfig:
         bn_batches, bn_batch_size: real data forwarded to measure theta_bn (batch-norm archs).
         probe_count: probe inputs of the replay fingerprint.
         fingerprint_threads: CPU thread count of the fingerprint's reference configuration.
+        select: which iterate becomes the file: ``"best"`` (lowest exponential moving average of the
+            outer training loss, a guard against the late collapses unrolled optimisation is prone to) or
+            ``"last"``.
+        ema: smoothing factor of that moving average (weight of the newest loss).
         checkpoint_every: iterations between checkpoints (0: only at the end).
         log_every: iterations between log lines.
         device: ``"auto"``, ``"cpu"`` or ``"cuda"``.
@@ -139,6 +143,8 @@ class DistillConfig:
     bn_batch_size: int = 128
     probe_count: int = DEFAULT_PROBE_COUNT
     fingerprint_threads: int = DEFAULT_REFERENCE_THREADS
+    select: str = "best"
+    ema: float = 0.1
     checkpoint_every: int = 50
     log_every: int = 1
     device: str = "auto"
@@ -154,6 +160,10 @@ class DistillConfig:
             raise UsageError(f"mode must be 'sldd' or 'dd', got {self.mode!r}")
         if self.schedule not in ("all", "per-step"):
             raise UsageError(f"schedule must be 'all' or 'per-step', got {self.schedule!r}")
+        if self.select not in ("best", "last"):
+            raise UsageError(f"select must be 'best' or 'last', got {self.select!r}")
+        if not 0.0 < self.ema <= 1.0:
+            raise UsageError(f"ema must lie in (0, 1], got {self.ema}")
         if self.image_init not in ("real", "noise"):
             raise UsageError(f"image_init must be 'real' or 'noise', got {self.image_init!r}")
         for name in ("images_per_class", "steps", "epochs", "batch_real", "bn_batches", "bn_batch_size",
@@ -336,8 +346,41 @@ def write_pack_input(directory: str | Path, manifest: Manifest, tensors: Mapping
 
 # --- checkpoints ----------------------------------------------------------------------------------
 
+@dataclass
+class _Best:
+    """Running state of the iterate selection: the loss EMA and the best iterate so far."""
+
+    ema: float | None = None
+    best_ema: float = math.inf
+    iteration: int = 0
+    images: Tensor | None = None
+    labels: Tensor | None = None
+    lrs: Tensor | None = None
+
+    def update(self, done: int, loss: float, alpha: float, images: Tensor, labels: Tensor, lrs: Tensor) -> None:
+        self.ema = loss if self.ema is None else (1.0 - alpha) * self.ema + alpha * loss
+        if self.ema < self.best_ema:
+            self.best_ema = self.ema
+            self.iteration = done
+            self.images = images.detach().cpu().clone()
+            self.labels = labels.detach().cpu().clone()
+            self.lrs = lrs.detach().cpu().clone()
+
+    def state(self) -> dict[str, Any]:
+        return {"ema": self.ema, "best_ema": self.best_ema, "iteration": self.iteration, "images": self.images,
+                "labels": self.labels, "lrs": self.lrs}
+
+    @classmethod
+    def from_state(cls, st: Mapping[str, Any]) -> _Best:
+        ema = st.get("ema")
+        return cls(ema=None if ema is None else float(ema), best_ema=float(st["best_ema"]),
+                   iteration=int(st["iteration"]), images=st.get("images"), labels=st.get("labels"),
+                   lrs=st.get("lrs"))
+
+
 def _save_checkpoint(path: Path, *, cfg: DistillConfig, iteration: int, images: Tensor, labels: Tensor,
-                     lrs: Tensor, opt: torch.optim.Optimizer, rng: np.random.Generator, elapsed: float) -> None:
+                     lrs: Tensor, opt: torch.optim.Optimizer, rng: np.random.Generator, elapsed: float,
+                     best: _Best) -> None:
     state = {
         "format": CHECKPOINT_FORMAT,
         "config": json.dumps(cfg.to_obj(), sort_keys=True),
@@ -348,6 +391,7 @@ def _save_checkpoint(path: Path, *, cfg: DistillConfig, iteration: int, images: 
         "optimizer": opt.state_dict(),
         "rng": json.dumps(rng.bit_generator.state),
         "elapsed": elapsed,
+        "best": best.state(),
     }
     buf = io.BytesIO()
     torch.save(state, buf)
@@ -441,6 +485,7 @@ def distill(source: RealSource, config: DistillConfig, *, run_dir: str | Path | 
             start = 0
             elapsed0 = 0.0
             rng = np.random.default_rng([cfg.seed, 1])
+            best = _Best()
             if resume:
                 assert ckpt_path is not None
                 st = _load_checkpoint(ckpt_path)
@@ -449,6 +494,7 @@ def distill(source: RealSource, config: DistillConfig, *, run_dir: str | Path | 
                 elapsed0 = float(st["elapsed"])
                 x0, y0, a0 = st["images"], st["labels"], st["lrs"]
                 rng.bit_generator.state = json.loads(st["rng"])
+                best = _Best.from_state(st["best"])
             else:
                 x0 = torch.from_numpy(_initial_images(cfg, source, classes))
                 y0 = torch.from_numpy(_initial_labels(cfg, classes, k))
@@ -480,6 +526,7 @@ def distill(source: RealSource, config: DistillConfig, *, run_dir: str | Path | 
             losses: list[float] = []
             t_start = time.perf_counter()
             learn = [images, lrs] + ([labels] if cfg.mode == "sldd" else [])
+            prev = (images.detach().clone(), labels.detach().clone(), lrs.detach().clone())
             for it in range(start, cfg.iterations):
                 xr_np, yr_np = source.sample(cfg.batch_real, rng, balanced=cfg.balanced)
                 xr = torch.from_numpy(np.ascontiguousarray(xr_np, dtype=np.float32)).to(dev)
@@ -500,23 +547,33 @@ def distill(source: RealSource, config: DistillConfig, *, run_dir: str | Path | 
                 opt.zero_grad(set_to_none=True)
                 done = it + 1
                 losses.append(lv)
+                # the loss was measured for the iterate *before* this step; the EMA tracks the run's state
+                best.update(done - 1, lv, cfg.ema, prev[0], prev[1], prev[2])
+                prev = (images.detach().clone(), labels.detach().clone(), lrs.detach().clone())
                 elapsed = elapsed0 + time.perf_counter() - t_start
                 if rd is not None and (done % cfg.log_every == 0 or done == cfg.iterations):
                     a = lrs.detach()
-                    log.write(iteration=done, loss=lv, lr_mean=float(a.mean()), lr_min=float(a.min()),
+                    log.write(iteration=done, loss=lv, ema=best.ema, lr_mean=float(a.mean()), lr_min=float(a.min()),
                               lr_max=float(a.max()), elapsed_s=round(elapsed, 3))
                 if ckpt_path is not None and ((cfg.checkpoint_every and done % cfg.checkpoint_every == 0)
                                               or done == cfg.iterations):
                     _save_checkpoint(ckpt_path, cfg=cfg, iteration=done, images=images, labels=labels, lrs=lrs,
-                                     opt=opt, rng=rng, elapsed=elapsed)
+                                     opt=opt, rng=rng, elapsed=elapsed, best=best)
                 if progress is not None:
                     rate = (time.perf_counter() - t_start) / (done - start)
                     progress(Progress(done, cfg.iterations, lv, elapsed, rate * (cfg.iterations - done)))
                 if on_iteration is not None:
                     on_iteration(done, lv)
 
+            chosen = cfg.iterations
+            if cfg.select == "best" and best.images is not None and best.labels is not None \
+                    and best.lrs is not None:
+                chosen = best.iteration
+                images, labels, lrs = (best.images.to(dev), best.labels.to(dev), best.lrs.to(dev))
+            log.write(event="select", rule=cfg.select, iteration=chosen,
+                      ema=None if cfg.select == "last" else best.best_ema)
             result = _finish(cfg, source, module, theta0, theta0_digests, arch, init, sched, images, labels,
-                             lrs, transform, rng_seed=cfg.seed, dev=dev)
+                             lrs, transform, rng_seed=cfg.seed, dev=dev, selected_iteration=chosen)
             result.losses = losses
             result.resumed_from = start
             if rd is not None:
@@ -532,7 +589,7 @@ def distill(source: RealSource, config: DistillConfig, *, run_dir: str | Path | 
 def _finish(cfg: DistillConfig, source: RealSource, module: nn.Module, theta0: Mapping[str, Tensor],
             theta0_digests: Mapping[str, str], arch: ArchSpec, init: InitSpec, sched: Schedule,
             images: Tensor, labels: Tensor, lrs: Tensor, transform: str, *, rng_seed: int,
-            dev: torch.device) -> DistillResult:
+            dev: torch.device, selected_iteration: int) -> DistillResult:
     """theta_opt via the replay path, theta_bn on real data, manifest, fingerprint on the CPU."""
     x = images.detach().to(torch.float32)
     y = labels.detach().to(torch.float32)
@@ -559,7 +616,8 @@ def _finish(cfg: DistillConfig, source: RealSource, module: nn.Module, theta0: M
                     "inner mode)", "optimizer": "adam", "theta_bn": {
                         "procedure": "reset, momentum=None (cumulative), inner mode, no grad",
                         "batches": cfg.bn_batches, "batch_size": cfg.bn_batch_size, "class_mix": "natural"},
-                    "image_classes": [int(c) for c in _layout(cfg, source.num_classes)[1]]})
+                    "image_classes": [int(c) for c in _layout(cfg, source.num_classes)[1]],
+                    "selected_iteration": selected_iteration})
     options = {k: v for k, v in options.items() if v is not None}
     manifest = Manifest(
         arch=arch,

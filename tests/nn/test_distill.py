@@ -76,7 +76,7 @@ def test_resume_after_kill_is_bit_identical(tmp_path: Path) -> None:
     assert resumed.manifest.replay.theta_opt_sha256 == full.manifest.replay.theta_opt_sha256
     assert resumed.losses == full.losses[4:]
     log = [json.loads(line) for line in (tmp_path / "killed" / "log.jsonl").read_text().splitlines()]
-    assert [e.get("event") for e in log if "event" in e] == ["start", "resume", "done"]
+    assert [e.get("event") for e in log if "event" in e] == ["start", "resume", "select", "done"]
 
 
 def test_resume_rejects_changed_settings(tmp_path: Path) -> None:
@@ -120,6 +120,10 @@ def test_sldd_outputs_manifest_and_run_files(tmp_path: Path) -> None:
     assert (tmp_path / "montage.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     lines = [json.loads(x) for x in (tmp_path / "log.jsonl").read_text().splitlines()]
     assert [e["iteration"] for e in lines if "loss" in e] == [1, 2, 3]
+    sel = [e for e in lines if e.get("event") == "select"]
+    assert sel[0]["rule"] == "best"
+    assert sel[0]["iteration"] == m.distill.options["selected_iteration"]
+    assert 0 <= sel[0]["iteration"] <= 3
     with sldpack.open(tmp_path / "distilled.sldp") as f:
         f.verify()
         assert f.manifest.replay == m.replay
@@ -138,6 +142,27 @@ def test_dd_mode_keeps_one_hot_labels() -> None:
                                   np.array([[1, 0], [1, 0], [0, 1], [0, 1]], dtype=np.float32))
     assert m.distill.schedule == ((0, 1, 2, 3), (0, 1, 2, 3))
     assert not any(t.role == "bn_stats" for t in res.tensors.values())  # no batch norm, no theta_bn
+
+
+def test_select_best_and_last(tmp_path: Path) -> None:
+    src = toy_source()
+    last = distill(src, tiny_config(iterations=5, select="last"), run_dir=tmp_path / "last")
+    ck = torch.load(tmp_path / "last" / "checkpoint.pt", weights_only=True)
+    np.testing.assert_array_equal(last.tensors["images"].array, ck["images"].numpy())
+    assert last.manifest.distill is not None
+    assert last.manifest.distill.options["selected_iteration"] == 5
+    best = distill(src, tiny_config(iterations=5, select="best"))
+    assert best.manifest.distill is not None
+    it = best.manifest.distill.options["selected_iteration"]
+    # the best iterate minimises the loss EMA (alpha 0.1) over iterates 0..4 (the loss of iterate j is
+    # measured in iteration j + 1)
+    ema, emas = None, []
+    for v in last.losses:
+        ema = v if ema is None else 0.9 * ema + 0.1 * v
+        emas.append(ema)
+    assert it == int(np.argmin(emas))
+    if it != 5:
+        assert not np.array_equal(best.tensors["images"].array, last.tensors["images"].array)
 
 
 def test_measure_bn_stats_is_cumulative_average_of_batch_stats() -> None:
