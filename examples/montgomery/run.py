@@ -9,7 +9,7 @@ patient). Split: train/test 70/30 by image (= by patient), stratified by label, 
 Every piece is one ``sldp`` command line (printed before it runs, recorded in ``results.jsonl`` with its wall
 time), so the table can be reproduced by hand. Run all pieces, or some, from the repository root::
 
-    python examples/montgomery/run.py                       # everything (about 15-20 min on one CPU core)
+    python examples/montgomery/run.py                       # everything (13 min measured, 1 thread, shared 2-core CPU)
     python examples/montgomery/run.py sldd3 full            # only these pieces
     python examples/montgomery/run.py --table               # print the Markdown table of what has run
 
@@ -30,12 +30,11 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[2]
 DATA = "../shared/data/montgomery_512.npz"  # relative to the repository root (commands run there)
 
-ARCH = ["--arch", "convnet@1", "--arch-option", "depth=3", "--arch-option", "width=32", "--batchnorm"]
+ARCH = ["--arch", "convnet@1", "--arch-option", "depth=3", "--arch-option", "width=32"]
 PATCHES = "patch=64,stride=32,out=32"
-DISTILL = ["--steps", "10", "--epochs", "1", "--iterations", "300", "-K", "48", "--lr", "0.05", "--inner-lr",
-           "0.05", "--seed", "0", "--device", "cpu", "--threads", "1", "--checkpoint-every", "25",
-           "--bn-batches", "16"]
-TRAIN = ["--patch-size", "64", "--stride", "32", "--out-size", "32", "--steps", "1500", "--batch-size", "64",
+DISTILL = ["--steps", "10", "--epochs", "3", "--iterations", "200", "-K", "48", "--lr", "0.05", "--inner-lr",
+           "0.05", "--seed", "0", "--device", "cpu", "--threads", "1", "--checkpoint-every", "25"]
+TRAIN = ["--patch-size", "64", "--stride", "32", "--out-size", "32", "--steps", "1000", "--batch-size", "64",
          "--lr", "0.001", "--seed", "0", "--threads", "1"]
 
 # piece -> (label in the table, how it is made)
