@@ -50,7 +50,7 @@ def main() -> None:
     ap.add_argument("--epochs", type=int, default=1)
     ap.add_argument("--batch-real", type=int, default=32)
     ap.add_argument("--lr", type=float, default=0.01)
-    ap.add_argument("--inner-lr", type=float, default=0.01)
+    ap.add_argument("--inner-lr", type=float, default=0.1)
     ap.add_argument("--label-init", type=float, default=2.0)
     ap.add_argument("--width", type=int, default=128)
     ap.add_argument("--seed", type=int, default=0)

@@ -108,14 +108,14 @@ _OPT_FIELDS = {
 @click.option("--schedule", type=click.Choice(["all", "per-step"]), default="all", show_default=True,
               help="all: every step sees all images; per-step: each step its own images.")
 @click.option("--steps", type=int, default=10, show_default=True, help="Inner steps per epoch.")
-@click.option("--epochs", type=int, default=3, show_default=True, help="Passes over the steps (T = steps x epochs).")
-@click.option("--iterations", type=int, default=500, show_default=True, help="Outer iterations (Adam steps).")
-@click.option("--batch-real", "-K", "batch_real", type=int, default=64, show_default=True,
+@click.option("--epochs", type=int, default=1, show_default=True, help="Passes over the steps (T = steps x epochs).")
+@click.option("--iterations", type=int, default=300, show_default=True, help="Outer iterations (Adam steps).")
+@click.option("--batch-real", "-K", "batch_real", type=int, default=32, show_default=True,
               help="Real images per outer iteration.")
 @click.option("--lr", type=float, default=0.01, show_default=True, help="Adam learning rate of the images.")
 @click.option("--label-lr", type=float, default=None, help="Adam learning rate of the labels [default: --lr].")
 @click.option("--lrs-lr", type=float, default=None, help="Adam learning rate of the step sizes [default: --lr/10].")
-@click.option("--inner-lr", type=float, default=0.01, show_default=True, help="Initial per-step learning rate.")
+@click.option("--inner-lr", type=float, default=0.1, show_default=True, help="Initial per-step learning rate.")
 @click.option("--label-init", type=float, default=2.0, show_default=True,
               help="Initial label logit of the true class (sldd).")
 @click.option("--image-init", type=click.Choice(["real", "noise"]), default="real", show_default=True,

@@ -127,13 +127,13 @@ class DistillConfig:
     images_per_class: int = 1
     schedule: str = "all"
     steps: int = 10
-    epochs: int = 3
-    iterations: int = 500
-    batch_real: int = 64
+    epochs: int = 1
+    iterations: int = 300
+    batch_real: int = 32
     lr: float = 0.01
     lr_labels: float | None = None
     lr_lrs: float | None = None
-    inner_lr: float = 0.01
+    inner_lr: float = 0.1
     label_init: float = 2.0
     image_init: str = "real"
     balanced: bool = True
