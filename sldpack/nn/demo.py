@@ -246,7 +246,7 @@ def _check_resume(run_dir: Path, dcfg: Any, source: PatchSource) -> bool:
         old = DistillConfig.from_obj(info["config"])
     except (OSError, ValueError, KeyError, TypeError) as exc:
         raise UsageError(f"{run_dir} holds a checkpoint but no readable run.json ({exc}); use another --out") from exc
-    fixed = {"iterations", "checkpoint_every", "device", "log_every"}
+    fixed = {"iterations", "checkpoint_every", "device", "log_every", "select"}  # the distiller's resumable set
     diffs = [f.name for f in fields(DistillConfig) if f.name not in fixed
              and getattr(old, f.name) != getattr(dcfg, f.name)]
     if info.get("source", {}).get("fingerprint") not in (None, source.fingerprint):
@@ -339,8 +339,9 @@ def run_demo(config: DemoConfig, out: str | Path, *, log: Log | None = None,
     save_distilled(np.asarray(dres.tensors["images"].array), probs, PATCH_CLASS_NAMES, root / "distilled.png",
                    mean=(src.mean,), std=(src.std,), scale=max(2, 128 // settings.input_size))
     final_loss = dres.losses[-1] if dres.losses else None
-    say(f"      done in {times['distill']:.1f}s" + (f", final outer loss {final_loss:.4f}" if final_loss else "")
-        + " -> distilled.png")
+    selected = dres.manifest.distill.options.get("selected_iteration")
+    say(f"      done in {times['distill']:.1f}s" + (f", last outer loss {final_loss:.4f}" if final_loss else "")
+        + (f"; the file holds iteration {selected}" if selected is not None else "") + " -> distilled.png")
 
     # 4. pack -------------------------------------------------------------------------------------------
     t = time.perf_counter()
@@ -410,7 +411,7 @@ def run_demo(config: DemoConfig, out: str | Path, *, log: Log | None = None,
                                                                                           strict=True)),
                     "test_patches": ev.n_inputs},
         "distill": {"mode": cfg.mode, "images": m_images, "T": cfg.steps * cfg.epochs, "iterations": cfg.iterations,
-                    "resumed_from": dres.resumed_from, "final_loss": final_loss,
+                    "resumed_from": dres.resumed_from, "final_loss": final_loss, "selected_iteration": selected,
                     "soft_labels": np.round(probs, 4).tolist(),
                     "lrs_mean": float(np.mean(np.asarray(dres.tensors["lrs"].array)))},
         "file": {"path": str(sldp_path), "bytes": packed.file_size, "compression": cfg.compression,
