@@ -110,10 +110,10 @@ class DistillConfig:
         bn_batches, bn_batch_size: real data forwarded to measure theta_bn (batch-norm archs).
         probe_count: probe inputs of the replay fingerprint.
         fingerprint_threads: CPU thread count of the fingerprint's reference configuration.
-        select: which iterate becomes the file: ``"best"`` (lowest exponential moving average of the
-            outer training loss, a guard against the late collapses unrolled optimisation is prone to) or
-            ``"last"``.
-        ema: smoothing factor of that moving average (weight of the newest loss).
+        select: which iterate becomes the file: ``"best"`` (lowest moving average of the outer training
+            loss, a guard against the late collapses unrolled optimisation is prone to) or ``"last"``.
+        ema: weight of the newest loss in that moving average (a plain mean over the first 1/ema
+            losses; iterates are candidates from the ceil(1/ema)-th loss on).
         checkpoint_every: iterations between checkpoints (0: only at the end).
         log_every: iterations between log lines.
         device: ``"auto"``, ``"cpu"`` or ``"cuda"``.
@@ -348,18 +348,26 @@ def write_pack_input(directory: str | Path, manifest: Manifest, tensors: Mapping
 
 @dataclass
 class _Best:
-    """Running state of the iterate selection: the loss EMA and the best iterate so far."""
+    """Running state of the iterate selection: the loss average and the best iterate so far.
+
+    The average is ``ema += w * (loss - ema)`` with ``w = max(alpha, 1/n)`` for the n-th loss: a plain mean
+    until ``1/alpha`` losses have been seen, an exponential moving average after. Iterates become
+    candidates only from the ``ceil(1/alpha)``-th loss on, so one lucky early batch cannot win.
+    """
 
     ema: float | None = None
     best_ema: float = math.inf
     iteration: int = 0
+    count: int = 0
     images: Tensor | None = None
     labels: Tensor | None = None
     lrs: Tensor | None = None
 
     def update(self, done: int, loss: float, alpha: float, images: Tensor, labels: Tensor, lrs: Tensor) -> None:
-        self.ema = loss if self.ema is None else (1.0 - alpha) * self.ema + alpha * loss
-        if self.ema < self.best_ema:
+        self.count += 1
+        w = max(alpha, 1.0 / self.count)
+        self.ema = loss if self.ema is None else self.ema + w * (loss - self.ema)
+        if self.count >= math.ceil(1.0 / alpha) and self.ema < self.best_ema:
             self.best_ema = self.ema
             self.iteration = done
             self.images = images.detach().cpu().clone()
@@ -367,14 +375,15 @@ class _Best:
             self.lrs = lrs.detach().cpu().clone()
 
     def state(self) -> dict[str, Any]:
-        return {"ema": self.ema, "best_ema": self.best_ema, "iteration": self.iteration, "images": self.images,
-                "labels": self.labels, "lrs": self.lrs}
+        return {"ema": self.ema, "best_ema": self.best_ema, "iteration": self.iteration, "count": self.count,
+                "images": self.images, "labels": self.labels, "lrs": self.lrs}
 
     @classmethod
     def from_state(cls, st: Mapping[str, Any]) -> _Best:
         ema = st.get("ema")
         return cls(ema=None if ema is None else float(ema), best_ema=float(st["best_ema"]),
-                   iteration=int(st["iteration"]), images=st.get("images"), labels=st.get("labels"),
+                   iteration=int(st["iteration"]), count=int(st["count"]), images=st.get("images"),
+                   labels=st.get("labels"),
                    lrs=st.get("lrs"))
 
 

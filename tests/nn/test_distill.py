@@ -151,16 +151,19 @@ def test_select_best_and_last(tmp_path: Path) -> None:
     np.testing.assert_array_equal(last.tensors["images"].array, ck["images"].numpy())
     assert last.manifest.distill is not None
     assert last.manifest.distill.options["selected_iteration"] == 5
-    best = distill(src, tiny_config(iterations=5, select="best"))
+    # fewer losses than the average's warm-up (1/ema): no candidate yet, the last iterate is written
+    short = distill(src, tiny_config(iterations=5, select="best", ema=0.1))
+    np.testing.assert_array_equal(short.tensors["images"].array, last.tensors["images"].array)
+    best = distill(src, tiny_config(iterations=5, select="best", ema=0.5))
     assert best.manifest.distill is not None
     it = best.manifest.distill.options["selected_iteration"]
-    # the best iterate minimises the loss EMA (alpha 0.1) over iterates 0..4 (the loss of iterate j is
-    # measured in iteration j + 1)
-    ema, emas = None, []
-    for v in last.losses:
-        ema = v if ema is None else 0.9 * ema + 0.1 * v
+    # the best iterate minimises the running average (plain mean of the first 2 losses, then weight 0.5)
+    # over iterates 1..4 (the loss of iterate j is measured in iteration j + 1; iterate 0 is warm-up)
+    ema, emas = 0.0, []
+    for n, v in enumerate(last.losses, start=1):
+        ema += max(0.5, 1.0 / n) * (v - ema)
         emas.append(ema)
-    assert it == int(np.argmin(emas))
+    assert it == 1 + int(np.argmin(emas[1:]))
     if it != 5:
         assert not np.array_equal(best.tensors["images"].array, last.tensors["images"].array)
 
