@@ -276,6 +276,11 @@ def register_source(name: str, factory: SourceFactory | str) -> None:
     _REGISTRY[name] = factory
 
 
+# Built-in short names (lazy references: the medical glue is imported only when used).
+register_source("phantom", "sldpack.nn.medical_eval:phantom_patch_source")
+register_source("patches", "sldpack.nn.medical_eval:npz_patch_source")
+
+
 def resolve_source(spec: str, split: str = "train") -> RealSource:
     """Build a source from ``NAME[:ARG]`` (registered name) or ``package.module:function[:ARG]``.
 

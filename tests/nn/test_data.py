@@ -81,3 +81,11 @@ def test_pneumonia_npz(shared_data: Path) -> None:
     assert test.class_count() == [234, 390]
     assert test.preprocessing.mean == train.preprocessing.mean
     assert train.image_size == (28, 28)
+
+
+def test_builtin_source_names_resolve() -> None:
+    src = resolve_source("phantom:n=12,size=64,patch=16", "train")
+    assert src.class_names == ("I", "N", "P")
+    assert src.image_size == (16, 16)
+    with pytest.raises(UsageError, match="needs a path"):
+        resolve_source("patches", "train")
