@@ -548,8 +548,8 @@ def distill(source: RealSource, config: DistillConfig, *, run_dir: str | Path | 
                 grads = torch.autograd.grad(loss, learn)
                 lv = float(loss.detach())
                 if not math.isfinite(lv) or not all(bool(torch.isfinite(g).all()) for g in grads):
-                    raise UsageError(f"distillation diverged at iteration {it + 1} (loss {lv}); lower --lr or "
-                                     "--inner-lr, or resume from the last checkpoint with other settings")
+                    raise UsageError(f"distillation diverged at iteration {it + 1} (loss {lv}); start again with "
+                                     "a lower --inner-lr or --lr (the last checkpoint holds the state before)")
                 for p, g in zip(learn, grads, strict=True):
                     p.grad = g
                 opt.step()
