@@ -6,19 +6,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import torch
 
 import sldpack
 from sldpack.errors import UsageError
 from sldpack.nn.demo import DemoConfig, bar_chart, render_summary, run_demo
-
-
-@pytest.fixture(autouse=True)
-def _one_thread() -> object:
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
 
 
 def test_interrupted_demo_keeps_the_checkpoint_and_resumes(tmp_path: Path) -> None:

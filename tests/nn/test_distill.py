@@ -16,15 +16,6 @@ from sldpack.nn.distill import DistillConfig, distill, measure_bn_stats, pack
 from sldpack.nn.replay import build_module, canonical_state, theta_digest, verify_replay
 
 
-@pytest.fixture(autouse=True)
-def _one_thread() -> object:
-    """One torch thread: fast on a shared 2-core machine, and the fingerprint's reference count."""
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
-
-
 def toy_source(n: int = 160, size: int = 8, seed: int = 0) -> ArraySource:
     """Two separable classes: bright top half vs bright bottom half, plus noise (uint8)."""
     rng = np.random.default_rng(seed)

@@ -34,14 +34,6 @@ from sldpack.nn.replay import (
 REPO = Path(__file__).resolve().parents[2]
 
 
-@pytest.fixture(autouse=True)
-def _one_thread() -> object:
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
-
-
 @pytest.fixture(scope="module")
 def sldp_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A tiny batch-norm ConvNet distilled for a few iterations (BN makes thread effects likelier)."""

@@ -19,15 +19,6 @@ from sldpack.nn.unroll import (
 from sldpack.nn.zoo import build
 
 
-@pytest.fixture(autouse=True)
-def _one_thread() -> object:
-    """One torch thread: the machine's cores are shared; results are compared within one thread count."""
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
-
-
 def tiny_net(*, batchnorm: bool = False, seed: int = 0, dtype: torch.dtype = torch.float32,
              size: int = 8, width: int = 8, depth: int = 2, classes: int = 3) -> nn.Module:
     """A small zoo ConvNet with random (torch-generator) weights: the unroll does not care about init."""

@@ -23,15 +23,6 @@ IDS = ["convnet@1", "lenet@1", "alexnet@1", "vgg16@1", "vgg19@1", "resnet18@1", 
 GRAY3: dict[str, Any] = {"in_channels": 1, "num_classes": 3}
 
 
-@pytest.fixture(autouse=True)
-def _one_thread() -> Any:
-    # these are tiny tensors: on a shared 2-core runner extra intra-op threads only spin
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
-
-
 def test_registry_holds_exactly_the_spec_ids() -> None:
     assert list(zoo.ARCHITECTURES) == IDS
     for arch_id, info in zoo.ARCHITECTURES.items():
