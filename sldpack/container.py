@@ -265,7 +265,8 @@ def _check_magic(got: bytes) -> None:
     raise FormatError("E_MAGIC", "not an SLDP file", offset=0, expected=MAGIC.hex(), got=bytes(got[:8]).hex())
 
 
-def _parse_manifest(src: _Source, header: Header) -> Manifest:
+def _parse_manifest(src: _Source, header: Header) -> tuple[Manifest, bytes]:
+    """The checked manifest and the canonical safetensors header its tensor table implies."""
     mbytes = src.read_at(HEADER_SIZE, header.manifest_length)
     digest = hashlib.sha256(mbytes).hexdigest()
     if digest != header.manifest_sha256:
@@ -293,7 +294,7 @@ def _parse_manifest(src: _Source, header: Header) -> Manifest:
         raise FormatError("E_SCHEMA", "payload.decoded_size differs from what the tensor table needs",
                           offset=HEADER_SIZE + offsets.get("payload.decoded_size", 0), expected=need,
                           got=pay.decoded_size, field="payload.decoded_size")
-    return manifest
+    return manifest, expected_st
 
 
 class SldpFile:
@@ -307,7 +308,7 @@ class SldpFile:
         self.path = src.path
         try:
             self.header = _parse_header(src)
-            self.manifest = _parse_manifest(src, self.header)
+            self.manifest, self._st_header = _parse_manifest(src, self.header)
         except FormatError as exc:
             src.close()
             raise (exc.with_path(src.path) if src.path else exc) from None
@@ -379,7 +380,7 @@ class SldpFile:
             if (t.dtype, t.shape) != (e.dtype, e.shape):
                 raise FormatError("E_ST_MISMATCH", f"tensor {e.name!r} differs between payload and manifest",
                                   offset=base, expected=f"{t.dtype}{list(t.shape)}", got=f"{e.dtype}{list(e.shape)}")
-        canonical, _ = encode_header({n: (t.dtype, t.shape) for n, t in table.items()})
+        canonical = self._st_header
         if bytes(decoded[:len(canonical)]) != canonical:
             raise FormatError("E_ST_MISMATCH", "safetensors header is not in canonical form (name order, no "
                               "whitespace, space padding to 8)", offset=base, expected=canonical[:48],
@@ -476,10 +477,10 @@ class SldpFile:
         """Byte accounting of the file (see :class:`Layout`)."""
         pay = self.manifest.payload
         assert pay is not None
-        st_len, _ = encode_header({n: (t.dtype, t.shape) for n, t in self.manifest.tensors.items()})
         return Layout(header_bytes=HEADER_SIZE, manifest_bytes=self.header.manifest_length,
                       payload_stored_bytes=self.header.payload_length, payload_decoded_bytes=pay.decoded_size,
-                      st_header_bytes=len(st_len), tensor_bytes={n: t.nbytes for n, t in self.manifest.tensors.items()},
+                      st_header_bytes=len(self._st_header),
+                      tensor_bytes={n: t.nbytes for n, t in self.manifest.tensors.items()},
                       compression=pay.compression)
 
 

@@ -59,9 +59,13 @@ class _Ctx:
         )
 
 
+_MSGPACK_TYPE_NAMES: dict[type, str] = {dict: "map", list: "array", str: "str", int: "int", float: "float",
+                                        bool: "bool", bytes: "bin", type(None): "nil"}
+
+
 def _tname(v: Any) -> str:
-    return {dict: "map", list: "array", str: "str", int: "int", float: "float", bool: "bool",
-            bytes: "bin", type(None): "nil"}.get(type(v), type(v).__name__)
+    """The msgpack type name of a decoded value (for error messages)."""
+    return _tname_t(type(v))
 
 
 def _get(ctx: _Ctx, obj: Mapping[str, Any], path: str, key: str, typ: type[_T] | tuple[type, ...],
@@ -85,8 +89,7 @@ def _typname(typ: type | tuple[type, ...]) -> str:
 
 
 def _tname_t(t: type) -> str:
-    return {dict: "map", list: "array", str: "str", int: "int", float: "float", bool: "bool",
-            bytes: "bin", type(None): "nil"}.get(t, t.__name__)
+    return _MSGPACK_TYPE_NAMES.get(t, t.__name__)
 
 
 def _int(ctx: _Ctx, obj: Mapping[str, Any], path: str, key: str, *, lo: int = 0, hi: int = 2**64 - 1,

@@ -11,7 +11,7 @@ import click
 
 import sldpack
 from sldpack.cli.exit_codes import EXIT_BAD_INPUT, EXIT_OK, EXIT_VERIFY_FAILED, exit_code_for
-from sldpack.conformance import run_corpus
+from sldpack.conformance import jsonable, run_corpus
 from sldpack.errors import FormatError, SldpError
 
 __all__ = ["conformance_cmd", "inspect_cmd", "verify_cmd"]
@@ -66,22 +66,12 @@ def _inspect_json(f: sldpack.SldpFile) -> dict[str, Any]:
         "header": {"version_major": f.header.version_major, "version_minor": f.header.version_minor,
                    "manifest_length": f.header.manifest_length, "payload_length": f.header.payload_length,
                    "manifest_sha256": f.header.manifest_sha256},
-        "manifest": _jsonable(f.manifest.to_obj()),
+        "manifest": jsonable(f.manifest.to_obj()),
         "layout": {"header_bytes": lay.header_bytes, "manifest_bytes": lay.manifest_bytes,
                    "payload_stored_bytes": lay.payload_stored_bytes,
                    "payload_decoded_bytes": lay.payload_decoded_bytes, "st_header_bytes": lay.st_header_bytes,
                    "tensor_bytes": dict(lay.tensor_bytes), "compression": lay.compression},
     }
-
-
-def _jsonable(v: Any) -> Any:
-    if isinstance(v, dict):
-        return {k: _jsonable(x) for k, x in v.items()}
-    if isinstance(v, (list, tuple)):
-        return [_jsonable(x) for x in v]
-    if isinstance(v, bytes):
-        return {"$bin": v.hex()}
-    return v
 
 
 def _fail(exc: SldpError, as_json: bool, path: str) -> None:
