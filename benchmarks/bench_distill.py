@@ -49,8 +49,8 @@ def one_t(t: int, iters: int, k: int, threads: int) -> dict[str, float]:
     """Child: time ``iters`` outer iterations at T = t (after one warm-up) and measure peak memory."""
     import torch
 
-    from sldpack.nn.data import ArraySource
     from sldpack.nn.distill import DistillConfig, distill
+    from sldpack.pipelines.sources import ArraySource
 
     torch.set_num_threads(threads)
     rng = np.random.default_rng(0)

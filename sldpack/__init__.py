@@ -8,7 +8,6 @@ from __future__ import annotations
 
 __version__ = "0.1.0"
 
-from sldpack.container import Header, Layout, SldpFile, Tensor, encode, open, read, write
 from sldpack.errors import (
     DataError,
     DigestError,
@@ -18,7 +17,8 @@ from sldpack.errors import (
     UsageError,
     VersionError,
 )
-from sldpack.manifest import (
+from sldpack.format.container import Header, Layout, SldpFile, Tensor, encode, open, read, write
+from sldpack.format.manifest import (
     ArchSpec,
     DistillSpec,
     InitSpec,

@@ -1,7 +1,7 @@
 """One hierarchy for every error sldpack raises.
 
 ``SldpError`` is the base. ``FormatError`` (also a ``ValueError``) carries a stable error code
-from :data:`sldpack.constants.ERROR_CODES`, the absolute byte offset where the defect was found
+from :data:`sldpack.format.constants.ERROR_CODES`, the absolute byte offset where the defect was found
 (``None`` when it has no place, e.g. a whole-file digest), what was expected and what was found.
 """
 
@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from sldpack.constants import ERROR_CODES
+from sldpack.format.constants import ERROR_CODES
 
 __all__ = [
     "DataError",

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -23,3 +25,18 @@ def shared_data() -> Path:
     if not d.is_dir():
         pytest.skip(f"real data folder {d} is absent (set SLDP_SHARED_DATA)")
     return d
+
+
+@pytest.fixture(autouse=True)
+def _one_torch_thread() -> Iterator[None]:
+    """One torch thread in tests that use torch: fast on a shared 2-core machine, and the replay
+    fingerprint's reference count. Tests that compare thread counts set them explicitly (in subprocesses).
+    Torch-free tests stay torch-free: the fixture only acts when torch is already imported."""
+    torch = sys.modules.get("torch")
+    if torch is None:
+        yield
+        return
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(old)

@@ -7,7 +7,7 @@ import sys
 
 
 def test_import_sldpack_does_not_import_torch() -> None:
-    code = ("import sys, sldpack, sldpack.container, sldpack.conformance, sldpack.cli.main, "
+    code = ("import sys, sldpack, sldpack.format.container, sldpack.format.conformance, sldpack.cli.main, "
             "sldpack.cli.cmd_container; assert 'torch' not in sys.modules, 'torch imported'")
     subprocess.run([sys.executable, "-c", code], check=True)
 

@@ -56,7 +56,7 @@ def commands(piece: str, data: Path, work: Path) -> list[list[str]]:
     if PIECES[piece][1] == "distill":
         m = "1" if piece == "sldd1" else "3"
         mode = "dd" if piece.startswith("dd") else "sldd"
-        src = f"sldpack.nn.medical_eval:npz_patch_source:{data},{PATCHES}"
+        src = f"sldpack.pipelines.medical:npz_patch_source:{data},{PATCHES}"
         resume = ["--resume"] if (REPO / out / "checkpoint.pt").is_file() else []
         return [["sldp", "distill", "--source", src, "--split", "train", *ARCH, "--mode", mode, "-M", m, *DISTILL,
                  "--out", str(out), *resume],

@@ -61,7 +61,7 @@ def main() -> None:
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
 
-    from sldpack.nn.data import load_npz
+    from sldpack.pipelines.sources import load_npz
 
     train = load_npz(args.data, "train", class_names=("normal", "pneumonia"))
     evals = {split: load_npz(args.data, split, class_names=("normal", "pneumonia"), mean=train.mean, std=train.std)

@@ -11,8 +11,8 @@ import click
 
 import sldpack
 from sldpack.cli.exit_codes import EXIT_BAD_INPUT, EXIT_OK, EXIT_VERIFY_FAILED, exit_code_for
-from sldpack.conformance import jsonable, run_corpus
 from sldpack.errors import FormatError, SldpError
+from sldpack.format.conformance import jsonable, run_corpus
 
 __all__ = ["conformance_cmd", "inspect_cmd", "verify_cmd"]
 

@@ -66,7 +66,7 @@ def _parse_options(items: tuple[str, ...]) -> dict[str, Any]:
 
 
 def _load_source(data: str | None, split: str, source_spec: str | None, class_names: str | None) -> Any:
-    from sldpack.nn.data import load_npz, resolve_source
+    from sldpack.pipelines.sources import load_npz, resolve_source
 
     if (data is None) == (source_spec is None):
         raise UsageError("give exactly one data source: --data FILE.npz or --source NAME[:ARG]")

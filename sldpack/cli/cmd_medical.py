@@ -55,7 +55,7 @@ def _data_options(default_split: str) -> Callable[[_F], _F]:
 
 def _select(data: str | None, phantom: int | None, phantom_size: int, phantom_seed: int, split: str,
             train_fraction: float, split_seed: int, resize: int | None) -> Any:
-    from sldpack.nn.medical_eval import load_data, phantom_data
+    from sldpack.pipelines.medical import load_data, phantom_data
 
     if (data is None) == (phantom is None):
         raise UsageError("give exactly one data source: --data PATH or --phantom N")
@@ -71,7 +71,7 @@ def _select(data: str | None, phantom: int | None, phantom_size: int, phantom_se
 def _patch_settings(base: Any, patch_size: int | None, stride: int | None, out_size: int | None,
                     outside_max: float | None, inside_min: float | None) -> Any:
     """Command-line values over the file's (``base``, may be None) over the defaults."""
-    from sldpack.nn.medical_eval import PatchSettings
+    from sldpack.pipelines.medical import PatchSettings
 
     if base is None and patch_size is None:
         return None
@@ -166,7 +166,7 @@ def _fmt(v: Any, digits: int = 3) -> str:
 
 
 def format_evaluation(ev: Any, *, title: str = "") -> str:
-    """The human table of a :class:`~sldpack.nn.medical_eval.MedicalEvaluation`."""
+    """The human table of a :class:`~sldpack.pipelines.medical.MedicalEvaluation`."""
     lines = [title] if title else []
     s = ev.settings
     if ev.task == "patches":
@@ -234,8 +234,8 @@ def eval_cmd(file: str, data: str | None, phantom: int | None, phantom_size: int
     if not Path(file).is_file():
         raise UsageError(f"{file}: no such file")
     _set_threads(threads)
-    from sldpack.nn.medical_eval import evaluate, load_trained_model, patch_settings_from_manifest
     from sldpack.nn.replay import replay, resolve_device
+    from sldpack.pipelines.medical import evaluate, load_trained_model, patch_settings_from_manifest
 
     sel = _select(data, phantom, phantom_size, phantom_seed, split, train_fraction, split_seed, resize)
     dev = resolve_device(device)
@@ -244,7 +244,7 @@ def eval_cmd(file: str, data: str | None, phantom: int | None, phantom_size: int
     if Path(file).suffix.lower() == ".safetensors":
         tm = load_trained_model(file, device=str(dev))
         module, pre, names, arch = tm.module, tm.preprocessing, tm.class_names, tm.arch
-        from sldpack.nn.medical_eval import PatchSettings
+        from sldpack.pipelines.medical import PatchSettings
 
         base = PatchSettings.from_options(pre.options)
         origin = "trained checkpoint"
@@ -312,8 +312,8 @@ def train_cmd(data: str | None, phantom: int | None, phantom_size: int, phantom_
     import numpy as np
 
     _set_threads(threads)
-    from sldpack.nn.data import ArraySource
-    from sldpack.nn.medical_eval import PatchSource, evaluate, save_trained_model, train_model
+    from sldpack.pipelines.medical import PatchSource, evaluate, save_trained_model, train_model
+    from sldpack.pipelines.sources import ArraySource
 
     if per_class is not None and per_class < 1:
         raise UsageError(f"--per-class must be >= 1, got {per_class}")
@@ -410,7 +410,7 @@ def demo_cmd(out: str, seed: int, images: int | None, size: int | None, patch_si
     _set_threads(threads)
     from dataclasses import replace
 
-    from sldpack.nn.demo import DemoConfig, render_summary, run_demo
+    from sldpack.pipelines.demo import DemoConfig, render_summary, run_demo
 
     cfg = DemoConfig.tiny(seed) if fast else DemoConfig(seed=seed)
     given: dict[str, Any] = {"n_images": images, "size": size, "patch_size": patch_size, "stride": stride,

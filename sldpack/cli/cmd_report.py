@@ -27,7 +27,7 @@ def _dump(obj: Any) -> None:
 def _zoo_checkpoint(rep: Any) -> tuple[int | None, str | None, str | None]:
     """(bytes, source, note) of the checkpoint of the file's architecture, from the zoo."""
     try:
-        from sldpack.nn.sharing import checkpoint_size
+        from sldpack.pipelines.sharing import checkpoint_size
     except ImportError as exc:
         return None, None, f"needs torch for the architecture zoo ({exc.name or exc}); or pass --vs CHECKPOINT"
     arch = rep.manifest.arch
@@ -40,7 +40,7 @@ def _zoo_checkpoint(rep: Any) -> tuple[int | None, str | None, str | None]:
 
 def _zoo_table(as_json: bool, steps: int, epochs: int, level: int) -> None:
     try:
-        from sldpack.nn.sharing import render_table4, table4
+        from sldpack.pipelines.sharing import render_table4, table4
     except ImportError as exc:
         raise UsageError(f"sldp report --zoo needs torch (the architecture zoo): {exc}") from None
     rows = table4(steps=steps, epochs=epochs, level=level)
@@ -56,10 +56,10 @@ def _evaluate(path: str, new_bytes: bytes, data: str, split: str) -> dict[str, A
     """Accuracy of the original and the requantized file on ``data`` (needs torch)."""
     try:
         from sldpack.nn.replay import replay
-        from sldpack.nn.sharing import accuracy
+        from sldpack.pipelines.sharing import accuracy
     except ImportError as exc:
         return {"done": False, "why": f"needs torch ({exc.name or exc})"}
-    from sldpack.audit import load_real_images
+    from sldpack.pipelines.audit import load_real_images
 
     images, labels = load_real_images(data, split)
     if labels is None:
@@ -105,7 +105,7 @@ def report_cmd(file: str | None, zoo: bool, as_json: bool, vs: str | None, preci
     holds the stored frame. The compression rate is file bytes / checkpoint bytes, the checkpoint being
     every fp32 parameter and buffer of the same architecture (zoo) or the --vs file.
     """
-    from sldpack.report import (
+    from sldpack.pipelines.report import (
         byte_report,
         precision_table,
         render_precision,
@@ -219,7 +219,7 @@ def audit_cmd(ctx: click.Context, file: str, data: str, split: str, as_json: boo
 
     Exit code: 0 PASS, 1 FLAG (an image is flagged), 2 bad input.
     """
-    from sldpack.audit import AuditConfig, audit_file
+    from sldpack.pipelines.audit import AuditConfig, audit_file
 
     if sheet and no_sheet:
         raise click.UsageError("--sheet and --no-sheet contradict each other")

@@ -33,7 +33,7 @@ from torch.func import functional_call
 import sldpack
 from sldpack.atomic import atomic_write_bytes
 from sldpack.errors import DataError, UsageError
-from sldpack.manifest import (
+from sldpack.format.manifest import (
     ArchSpec,
     DistillSpec,
     InitSpec,
@@ -42,7 +42,6 @@ from sldpack.manifest import (
     Provenance,
     ReplayFingerprint,
 )
-from sldpack.nn.data import RealSource
 from sldpack.nn.replay import (
     DEFAULT_PROBE_COUNT,
     DEFAULT_REFERENCE_THREADS,
@@ -62,6 +61,7 @@ from sldpack.nn.unroll import (
     set_inner_mode,
     unroll,
 )
+from sldpack.pipelines.sources import RealSource
 
 __all__ = [
     "CHECKPOINT_FORMAT",
@@ -177,8 +177,8 @@ class DistillConfig:
                 raise UsageError(f"{name} must be finite")
         if self.lr <= 0:
             raise UsageError(f"lr must be > 0, got {self.lr}")
-        if self.compression not in sldpack.constants.COMPRESSIONS:
-            raise UsageError(f"compression must be one of {sldpack.constants.COMPRESSIONS}")
+        if self.compression not in sldpack.format.constants.COMPRESSIONS:
+            raise UsageError(f"compression must be one of {sldpack.format.constants.COMPRESSIONS}")
 
     def to_obj(self) -> dict[str, Any]:
         """JSON/msgpack-ready form."""
@@ -449,7 +449,7 @@ def distill(source: RealSource, config: DistillConfig, *, run_dir: str | Path | 
     """Learn a distilled set from ``source`` and (with ``run_dir``) write the run's files and ``.sldp``.
 
     Args:
-        source: real data (see :class:`~sldpack.nn.data.RealSource`).
+        source: real data (see :class:`~sldpack.pipelines.sources.RealSource`).
         config: the run's settings.
         run_dir: directory for ``run.json``, ``log.jsonl``, ``checkpoint.pt``, ``final/``,
             ``distilled.sldp``, ``montage.png``; ``None`` keeps everything in memory (tests, notebooks).
@@ -690,7 +690,7 @@ def _read_safetensors(path: Path) -> dict[str, np.ndarray]:
     if len(raw) < 8:
         raise DataError(f"{path}: too short for safetensors")
     n = int.from_bytes(raw[:8], "little")
-    if n > len(raw) - 8 or n > sldpack.constants.MAX_ST_HEADER_BYTES:
+    if n > len(raw) - 8 or n > sldpack.format.constants.MAX_ST_HEADER_BYTES:
         raise DataError(f"{path}: safetensors header length {n} is out of range")
     try:
         header = json.loads(raw[8:8 + n])

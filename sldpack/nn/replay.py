@@ -27,7 +27,7 @@ import torch
 from torch import Tensor, nn
 
 from sldpack.errors import ReplayMismatchError, UsageError
-from sldpack.manifest import ArchSpec, InitSpec, Manifest, ReplayFingerprint
+from sldpack.format.manifest import ArchSpec, InitSpec, Manifest, ReplayFingerprint
 from sldpack.nn.unroll import Schedule, apply_label_transform, scratch_buffers, set_inner_mode, unroll
 
 __all__ = [

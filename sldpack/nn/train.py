@@ -35,7 +35,7 @@ def train_normal(module: nn.Module, sample_batch: BatchSampler, *, steps: int, b
 
     Args:
         module: the network, already initialised (e.g. ``sldpack.nn.init.init_module_``).
-        sample_batch: draws one training batch (e.g. ``source.sample`` of :mod:`sldpack.nn.data`).
+        sample_batch: draws one training batch (e.g. ``source.sample`` of :mod:`sldpack.pipelines.sources`).
         steps: number of optimiser steps.
         batch_size: images per step.
         lr: peak learning rate.

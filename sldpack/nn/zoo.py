@@ -33,7 +33,7 @@ import torch
 from torch import nn
 
 from sldpack.errors import UsageError
-from sldpack.manifest import ArchSpec
+from sldpack.format.manifest import ArchSpec
 from sldpack.nn.archs import alexnet, convnet, googlenet, lenet, resnet, vgg
 from sldpack.nn.archs._common import Op, trace
 

@@ -2,7 +2,7 @@
 """Generate the SLDP 1.0 conformance corpus (valid/, invalid/, index.json).
 
 Run from the repository root: ``python spec/conformance/make_corpus.py``. The output is deterministic;
-``tests/test_conformance.py`` checks that regenerating it reproduces the committed bytes exactly, so the
+``tests/format/test_conformance.py`` checks that regenerating it reproduces the committed bytes exactly, so the
 valid files double as golden files that every later reader must keep reading.
 
 Expected offsets of invalid cases are computed here from how each defect is built (where the damaged field
@@ -23,9 +23,9 @@ from typing import Any
 import numpy as np
 
 import sldpack
-from sldpack import canonical_msgpack as cm
-from sldpack.conformance import jsonable
-from sldpack.constants import HEADER_SIZE, HEADER_STRUCT, MAGIC, MAX_TENSORS
+from sldpack.format import canonical_msgpack as cm
+from sldpack.format.conformance import jsonable
+from sldpack.format.constants import HEADER_SIZE, HEADER_STRUCT, MAGIC, MAX_TENSORS
 
 ROOT = Path(__file__).resolve().parent
 CREATED = "2026-11-27T00:00:00Z"

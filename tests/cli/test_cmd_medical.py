@@ -13,9 +13,9 @@ from click.testing import CliRunner
 
 import sldpack
 from sldpack.cli.main import cli, main
-from sldpack.nn.data import ArraySource
 from sldpack.nn.distill import DistillConfig, distill
-from sldpack.nn.medical_eval import phantom_patch_source
+from sldpack.pipelines.medical import phantom_patch_source
+from sldpack.pipelines.sources import ArraySource
 
 PHANTOM = ["--phantom", "10", "--phantom-size", "64", "--phantom-seed", "0"]
 TINY = DistillConfig(arch_options={"depth": 2, "width": 8}, steps=2, epochs=1, iterations=3, batch_real=12,

@@ -11,9 +11,9 @@ import torch
 
 import sldpack
 from sldpack.errors import DataError, UsageError
-from sldpack.nn.data import ArraySource
 from sldpack.nn.distill import DistillConfig, distill, measure_bn_stats, pack
 from sldpack.nn.replay import build_module, canonical_state, theta_digest, verify_replay
+from sldpack.pipelines.sources import ArraySource
 
 
 def toy_source(n: int = 160, size: int = 8, seed: int = 0) -> ArraySource:

@@ -16,7 +16,6 @@ import torch
 
 import sldpack
 from sldpack.errors import ReplayMismatchError, UsageError
-from sldpack.nn.data import ArraySource
 from sldpack.nn.distill import DistillConfig, distill
 from sldpack.nn.replay import (
     canonical_state,
@@ -30,6 +29,7 @@ from sldpack.nn.replay import (
     theta_digest,
     verify_replay,
 )
+from sldpack.pipelines.sources import ArraySource
 
 REPO = Path(__file__).resolve().parents[2]
 

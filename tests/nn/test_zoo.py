@@ -14,7 +14,7 @@ torch = pytest.importorskip("torch")
 from torch.func import functional_call  # noqa: E402
 
 from sldpack.errors import UsageError  # noqa: E402
-from sldpack.manifest import ArchSpec  # noqa: E402
+from sldpack.format.manifest import ArchSpec  # noqa: E402
 from sldpack.nn import zoo  # noqa: E402
 from sldpack.nn.archs._common import Op, out_size  # noqa: E402
 

@@ -42,7 +42,7 @@ from sldpack.medical.loaders import ImageSet
 from sldpack.medical.montage import PATCH_COLORS, draw_patch_boxes, outline_mask, save_montage
 from sldpack.medical.patches import PATCH_CLASS_NAMES, label_patch_grid
 from sldpack.medical.phantom import PHANTOM_LABEL_NAMES, make_phantom
-from sldpack.nn.medical_eval import PatchSettings, PatchSource, evaluate, select_split
+from sldpack.pipelines.medical import PatchSettings, PatchSource, evaluate, select_split
 
 __all__ = ["DemoConfig", "DemoResult", "bar_chart", "render_summary", "run_demo", "save_bar_chart"]
 
@@ -153,7 +153,7 @@ def bar_chart(items: Sequence[tuple[str, int]], *, title: str, width: int = 760,
     """
     from PIL import Image, ImageDraw
 
-    from sldpack.report import format_bytes
+    from sldpack.pipelines.report import format_bytes
 
     if not items or any(v <= 0 for _, v in items):
         raise UsageError("a bar chart needs rows with positive byte counts")
@@ -436,7 +436,7 @@ def _f(v: Any) -> str:
 
 def render_summary(s: dict[str, Any]) -> str:
     """The summary table ``sldp demo`` prints."""
-    from sldpack.report import format_bytes
+    from sldpack.pipelines.report import format_bytes
 
     c, d, p, di, fi, ck = s["config"], s["data"], s["patches"], s["distill"], s["file"], s["checkpoint"]
     ev = s["eval"]

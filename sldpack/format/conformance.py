@@ -14,10 +14,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from sldpack import canonical_msgpack
-from sldpack.constants import HEADER_SIZE
-from sldpack.container import read
 from sldpack.errors import DataError, FormatError, SldpError
+from sldpack.format import canonical_msgpack
+from sldpack.format.constants import HEADER_SIZE
+from sldpack.format.container import read
 
 __all__ = ["CaseResult", "jsonable", "run_case", "run_corpus"]
 

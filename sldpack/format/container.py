@@ -18,9 +18,10 @@ from typing import Any
 
 import numpy as np
 
-from sldpack import canonical_msgpack
 from sldpack.atomic import atomic_write_bytes
-from sldpack.constants import (
+from sldpack.errors import DigestError, FormatError, UsageError, VersionError
+from sldpack.format import canonical_msgpack
+from sldpack.format.constants import (
     COMPRESSIONS,
     DTYPE_ITEMSIZE,
     HEADER_SIZE,
@@ -41,9 +42,8 @@ from sldpack.constants import (
     VERSION_MINOR,
     ZSTD_LEVEL_DEFAULT,
 )
-from sldpack.errors import DigestError, FormatError, UsageError, VersionError
-from sldpack.manifest import Manifest, PayloadInfo, TensorInfo, check_tensor_name
-from sldpack.safetensors_codec import StEntry, encode_header, from_storage, parse_header, to_storage
+from sldpack.format.manifest import Manifest, PayloadInfo, TensorInfo, check_tensor_name
+from sldpack.format.safetensors_codec import StEntry, encode_header, from_storage, parse_header, to_storage
 
 __all__ = ["Header", "Layout", "SldpFile", "Tensor", "encode", "open", "read", "write"]
 

@@ -758,7 +758,7 @@ def audit_file(path: str | os.PathLike[str], data: str | os.PathLike[str], *, sp
         FormatError: the file is not a valid ``.sldp``.
         DataError: the data cannot be read or do not match the distilled images.
     """
-    from sldpack.container import open as open_sldp
+    from sldpack.format.container import open as open_sldp
 
     cfg = config or AuditConfig()
     with open_sldp(path) as f:

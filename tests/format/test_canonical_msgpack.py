@@ -8,8 +8,8 @@ from typing import Any
 import pytest
 from hypothesis import given, settings
 
-from sldpack import canonical_msgpack as cm
 from sldpack.errors import FormatError, UsageError
+from sldpack.format import canonical_msgpack as cm
 from sldpack.testing.strategies import user_values
 
 msgpack = pytest.importorskip("msgpack")

@@ -32,7 +32,7 @@ from numpy.typing import NDArray
 from torch import nn
 
 from sldpack.errors import DataError, UsageError
-from sldpack.manifest import ArchSpec, InitSpec, Manifest, Preprocessing
+from sldpack.format.manifest import ArchSpec, InitSpec, Manifest, Preprocessing
 from sldpack.medical.detection import DEFAULT_DELTA, DetectionResults, detect_images
 from sldpack.medical.loaders import (
     IMAGE_EXTENSIONS,
@@ -55,7 +55,7 @@ from sldpack.medical.patches import (
     label_patch_grid,
 )
 from sldpack.medical.phantom import make_phantom
-from sldpack.nn.data import RealSource, balanced_counts
+from sldpack.pipelines.sources import RealSource, balanced_counts
 
 __all__ = [
     "PATCH_TASK",
@@ -799,7 +799,7 @@ def _check_keys(opts: Mapping[str, str], allowed: set[str]) -> None:
 
 
 def phantom_patch_source(argument: str | None, split: str) -> PatchSource:
-    """``sldp distill --source sldpack.nn.medical_eval:phantom_patch_source:n=60,size=128,patch=32``.
+    """``sldp distill --source sldpack.pipelines.medical:phantom_patch_source:n=60,size=128,patch=32``.
 
     Options (``KEY=VALUE``, comma-separated; the first may be just the image count): ``n`` (60), ``size``
     (128), ``seed`` (0), ``patch`` (32), ``stride`` (patch/2), ``out`` (patch side fed to the network),
@@ -815,7 +815,7 @@ def phantom_patch_source(argument: str | None, split: str) -> PatchSource:
 
 
 def npz_patch_source(argument: str | None, split: str) -> PatchSource:
-    """``sldp distill --source sldpack.nn.medical_eval:npz_patch_source:PATH,patch=64,stride=32,out=32``.
+    """``sldp distill --source sldpack.pipelines.medical:npz_patch_source:PATH,patch=64,stride=32,out=32``.
 
     Patches of an ``.npz`` with images/masks/labels (or a folder), split by :func:`select_split`. Options as
     :func:`phantom_patch_source` (``patch`` default 64) plus the leading ``PATH`` (or ``path=``) and
@@ -824,7 +824,7 @@ def npz_patch_source(argument: str | None, split: str) -> PatchSource:
     opts = _kv(argument, "path")
     _check_keys(opts, _SOURCE_KEYS | {"path", "resize"})
     if "path" not in opts:
-        raise UsageError("npz_patch_source needs a path: --source sldpack.nn.medical_eval:npz_patch_source:FILE.npz")
+        raise UsageError("npz_patch_source needs a path: --source sldpack.pipelines.medical:npz_patch_source:FILE.npz")
     sel = load_data(opts["path"], split=split, train_fraction=float(opts.get("fraction", 0.7)),
                     split_seed=_int_opt(opts, "split_seed", 0) or 0, resize=_int_opt(opts, "resize", None))
     return PatchSource.from_image_set(sel.data, _settings_from(opts, 64), per_class=_int_opt(opts, "per_class", None))

@@ -23,7 +23,7 @@ from sldpack import (
     Tensor,
     UsageError,
 )
-from sldpack.report import byte_report, precision_table, render_report, requantize, requantize_bytes
+from sldpack.pipelines.report import byte_report, precision_table, render_report, requantize, requantize_bytes
 
 
 def _manifest(replay: bool = False) -> Manifest:
@@ -205,7 +205,7 @@ def _state_bytes(arch_id: str, bn: bool, **kw: object) -> int:
 @pytest.mark.usefixtures("torch_zoo")
 def test_checkpoint_size_is_every_parameter_and_buffer(arch_id: str, bn: bool, params: int, nbytes: int) -> None:
     from sldpack.nn import zoo
-    from sldpack.nn.sharing import checkpoint_size
+    from sldpack.pipelines.sharing import checkpoint_size
 
     kw = {"in_channels": 1, "num_classes": 3, "image_size": (227, 227)}
     assert zoo.param_count(arch_id, batchnorm=bn, **kw) == params  # type: ignore[arg-type]
@@ -216,7 +216,7 @@ def test_checkpoint_size_is_every_parameter_and_buffer(arch_id: str, bn: bool, p
 @pytest.mark.usefixtures("torch_zoo")
 def test_table4_file_is_a_complete_file() -> None:
     from sldpack.nn import zoo
-    from sldpack.nn.sharing import table4_file
+    from sldpack.pipelines.sharing import table4_file
 
     data = table4_file("resnet18@1", True, 1)
     f = sldpack.read(data)
@@ -239,7 +239,7 @@ def test_table4_file_is_a_complete_file() -> None:
 
 @pytest.mark.usefixtures("torch_zoo")
 def test_table4_rows_and_render() -> None:
-    from sldpack.nn.sharing import render_table4, table4
+    from sldpack.pipelines.sharing import render_table4, table4
 
     rows = table4(level=1, setting=(("alexnet@1", False, 1), ("vgg16@1", False, 2)))
     alex, vgg = rows
@@ -254,7 +254,7 @@ def test_table4_rows_and_render() -> None:
 
 def _tiny_replayable(path: Path) -> None:
     """A small convnet file with a genuine replay fingerprint."""
-    from sldpack.nn.sharing import refingerprint
+    from sldpack.pipelines.sharing import refingerprint
 
     rng = np.random.default_rng(5)
     arch = ArchSpec("convnet@1", 1, 2, (8, 8), options={"depth": 1, "width": 4})

@@ -8,7 +8,14 @@ import numpy as np
 import pytest
 
 from sldpack.errors import DataError, UsageError
-from sldpack.nn.data import ArraySource, RealSource, balanced_counts, load_npz, register_source, resolve_source
+from sldpack.pipelines.sources import (
+    ArraySource,
+    RealSource,
+    balanced_counts,
+    load_npz,
+    register_source,
+    resolve_source,
+)
 
 
 def test_balanced_counts() -> None:

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 import sldpack
-from sldpack.constants import HEADER_SIZE, MAGIC
+from sldpack.format.constants import HEADER_SIZE, MAGIC
 
 
 def _manifest(**kw: object) -> sldpack.Manifest:

@@ -7,9 +7,9 @@ import re
 import struct
 from pathlib import Path
 
-from sldpack import constants as C
+from sldpack.format import constants as C
 
-SPEC = (Path(__file__).resolve().parents[1] / "spec" / "SLDP-1.md").read_text(encoding="utf-8")
+SPEC = (Path(__file__).resolve().parents[2] / "spec" / "SLDP-1.md").read_text(encoding="utf-8")
 
 
 def _table(name: str) -> list[list[str]]:

@@ -1,6 +1,6 @@
 """Every number, name and code of the SLDP format, in one place.
 
-Reader, writer, CLI and conformance runner import from here; ``tests/test_spec_constants.py``
+Reader, writer, CLI and conformance runner import from here; ``tests/format/test_spec_constants.py``
 parses the tables in ``spec/SLDP-1.md`` and checks them against this module, so spec and code
 cannot drift apart silently.
 """

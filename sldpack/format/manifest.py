@@ -13,7 +13,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
-from sldpack.constants import (
+from sldpack.errors import FormatError
+from sldpack.format.constants import (
     ALLOWED_DTYPES,
     COMPRESSIONS,
     LABEL_TRANSFORMS,
@@ -22,7 +23,6 @@ from sldpack.constants import (
     MAX_TENSORS,
     ROLES,
 )
-from sldpack.errors import FormatError
 
 __all__ = [
     "ArchSpec",
@@ -372,7 +372,7 @@ class TensorInfo:
 
     @property
     def nbytes(self) -> int:
-        from sldpack.constants import DTYPE_ITEMSIZE
+        from sldpack.format.constants import DTYPE_ITEMSIZE
 
         n = DTYPE_ITEMSIZE[self.dtype]
         for d in self.shape:

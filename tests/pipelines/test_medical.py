@@ -11,11 +11,10 @@ from PIL import Image
 from torch import nn
 
 from sldpack.errors import DataError, UsageError
-from sldpack.manifest import Preprocessing
+from sldpack.format.manifest import Preprocessing
 from sldpack.medical.loaders import ImageSet
 from sldpack.medical.patches import PATCH_CLASS_NAMES
-from sldpack.nn.data import RealSource, resolve_source
-from sldpack.nn.medical_eval import (
+from sldpack.pipelines.medical import (
     PATCH_TASK,
     PatchSettings,
     PatchSource,
@@ -30,6 +29,7 @@ from sldpack.nn.medical_eval import (
     select_split,
     train_model,
 )
+from sldpack.pipelines.sources import RealSource, resolve_source
 
 # organ intensities of the constructed set: outside 20, normal organ 120, diseased organ 220
 _LEVELS = np.array([20.0, 120.0, 220.0]) / 255.0
@@ -235,12 +235,12 @@ def test_load_data_formats_and_errors(tmp_path: Path) -> None:
 
 
 def test_plugin_source_for_sldp_distill() -> None:
-    src = resolve_source("sldpack.nn.medical_eval:phantom_patch_source:n=8,size=32,patch=8,stride=8", "train")
+    src = resolve_source("sldpack.pipelines.medical:phantom_patch_source:n=8,size=32,patch=8,stride=8", "train")
     assert isinstance(src, PatchSource)
     assert src.class_names == PATCH_CLASS_NAMES
     assert src.preprocessing.options["patch_stride"] == 8
     with pytest.raises(UsageError, match="unknown source option"):
-        resolve_source("sldpack.nn.medical_eval:phantom_patch_source:n=8,colour=red", "train")
+        resolve_source("sldpack.pipelines.medical:phantom_patch_source:n=8,colour=red", "train")
 
 
 def test_trained_model_checkpoint_round_trip(tmp_path: Path) -> None:

@@ -18,7 +18,7 @@ from typing import Protocol, runtime_checkable
 import numpy as np
 
 from sldpack.errors import DataError, UsageError
-from sldpack.manifest import Preprocessing
+from sldpack.format.manifest import Preprocessing
 
 __all__ = [
     "ArraySource",
@@ -277,8 +277,8 @@ def register_source(name: str, factory: SourceFactory | str) -> None:
 
 
 # Built-in short names (lazy references: the medical glue is imported only when used).
-register_source("phantom", "sldpack.nn.medical_eval:phantom_patch_source")
-register_source("patches", "sldpack.nn.medical_eval:npz_patch_source")
+register_source("phantom", "sldpack.pipelines.medical:phantom_patch_source")
+register_source("patches", "sldpack.pipelines.medical:npz_patch_source")
 
 
 def resolve_source(spec: str, split: str = "train") -> RealSource:

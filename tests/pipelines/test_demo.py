@@ -9,7 +9,7 @@ import pytest
 
 import sldpack
 from sldpack.errors import UsageError
-from sldpack.nn.demo import DemoConfig, bar_chart, render_summary, run_demo
+from sldpack.pipelines.demo import DemoConfig, bar_chart, render_summary, run_demo
 
 
 def test_interrupted_demo_keeps_the_checkpoint_and_resumes(tmp_path: Path) -> None:

@@ -9,9 +9,9 @@ from typing import Any
 
 import pytest
 
-from sldpack.conformance import run_case, run_corpus
+from sldpack.format.conformance import run_case, run_corpus
 
-CORPUS = Path(__file__).resolve().parents[1] / "spec" / "conformance"
+CORPUS = Path(__file__).resolve().parents[2] / "spec" / "conformance"
 INDEX = json.loads((CORPUS / "index.json").read_text(encoding="utf-8"))
 
 

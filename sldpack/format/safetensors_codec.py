@@ -16,8 +16,8 @@ from typing import Any
 
 import numpy as np
 
-from sldpack.constants import ALLOWED_DTYPES, DTYPE_ITEMSIZE, MAX_RANK, MAX_ST_HEADER_BYTES, MAX_TENSORS
 from sldpack.errors import FormatError
+from sldpack.format.constants import ALLOWED_DTYPES, DTYPE_ITEMSIZE, MAX_RANK, MAX_ST_HEADER_BYTES, MAX_TENSORS
 
 __all__ = ["NUMPY_DTYPE", "StEntry", "encode_header", "from_storage", "parse_header", "to_storage"]
 

@@ -1,7 +1,7 @@
 """The sharing report: where the bytes of a ``.sldp`` file go, and what it saves against a checkpoint.
 
 Torch-free (numpy + the container). The torch side (checkpoint sizes from the architecture zoo, the
-Table-4 files, recomputing a replay fingerprint) lives in :mod:`sldpack.nn.sharing`.
+Table-4 files, recomputing a replay fingerprint) lives in :mod:`sldpack.pipelines.sharing`.
 
 Byte accounting rule (``sum(line.stored for line in report.lines) == file size``, always, checked):
 
@@ -26,12 +26,12 @@ from typing import Any
 
 import numpy as np
 
-from sldpack.constants import COMPRESSIONS, ROLES, ZSTD_LEVEL_DEFAULT
-from sldpack.container import SldpFile, Tensor, encode
-from sldpack.container import open as open_sldp
-from sldpack.container import read as read_sldp
 from sldpack.errors import SldpError, UsageError
-from sldpack.manifest import Manifest, Provenance, ReplayFingerprint
+from sldpack.format.constants import COMPRESSIONS, ROLES, ZSTD_LEVEL_DEFAULT
+from sldpack.format.container import SldpFile, Tensor, encode
+from sldpack.format.container import open as open_sldp
+from sldpack.format.container import read as read_sldp
+from sldpack.format.manifest import Manifest, Provenance, ReplayFingerprint
 
 __all__ = [
     "IMAGE_DTYPES",
@@ -344,7 +344,7 @@ FingerprintFn = Callable[[Manifest, Mapping[str, np.ndarray]], ReplayFingerprint
 def _default_fingerprint_fn() -> FingerprintFn | str:
     """The torch re-fingerprinting function, or the reason it is unavailable."""
     try:
-        from sldpack.nn.sharing import refingerprint
+        from sldpack.pipelines.sharing import refingerprint
     except ImportError as exc:
         return f"torch replay unavailable ({exc.name or exc})"
     return refingerprint
@@ -414,7 +414,7 @@ def requantize(path_in: str | os.PathLike[str], path_out: str | os.PathLike[str]
 
     Every other tensor keeps its stored dtype and bytes. When the image values change, the replay
     fingerprint no longer describes the file: it is recomputed from the *stored* (rounded) values by
-    torch replay (:func:`sldpack.nn.sharing.refingerprint`) when available, otherwise dropped, and
+    torch replay (:func:`sldpack.pipelines.sharing.refingerprint`) when available, otherwise dropped, and
     ``provenance.extra["requantized"]`` records which (plus the source dtype and the largest change).
     theta0 digests do not depend on the images and are kept. ``sldp pack --images-dtype`` is the
     same operation at pack time.

@@ -32,9 +32,9 @@ import numpy as np
 import torch
 
 from sldpack import __version__
-from sldpack.container import Tensor, encode
 from sldpack.errors import DataError, UsageError
-from sldpack.manifest import (
+from sldpack.format.container import Tensor, encode
+from sldpack.format.manifest import (
     ArchSpec,
     DistillSpec,
     InitSpec,
@@ -45,7 +45,7 @@ from sldpack.manifest import (
     ReplayFingerprint,
 )
 from sldpack.nn import zoo
-from sldpack.report import byte_report, format_bytes
+from sldpack.pipelines.report import byte_report, format_bytes
 
 __all__ = [
     "PAPER_TABLE4",
@@ -312,7 +312,7 @@ def accuracy(module: torch.nn.Module, images: np.ndarray, labels: np.ndarray,
     Raises:
         DataError: labels and images disagree, or label values outside the network's classes.
     """
-    from sldpack.audit import RealImages
+    from sldpack.pipelines.audit import RealImages
 
     lab = np.asarray(labels).reshape(-1).astype(np.int64)
     if lab.shape[0] != images.shape[0]:

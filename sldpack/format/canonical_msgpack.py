@@ -13,8 +13,8 @@ import math
 import struct
 from typing import Any
 
-from sldpack.constants import MAX_MSGPACK_DEPTH
 from sldpack.errors import FormatError, UsageError
+from sldpack.format.constants import MAX_MSGPACK_DEPTH
 
 __all__ = ["decode", "encode"]
 
