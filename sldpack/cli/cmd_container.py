@@ -50,11 +50,31 @@ def _summary_rows(f: sldpack.SldpFile) -> list[tuple[str, str]]:
     prov = m.provenance
     rows.append(("provenance", f"{prov.tool}, created {prov.created}"
                  + (f", data set {prov.dataset_sha256[:16]}.." if prov.dataset_sha256 else "")))
+    rows.extend(_provenance_rows(m))
     assert m.payload is not None
     rows.append(("payload", f"{m.payload.compression}, {m.payload.stored_size} bytes stored, "
                             f"{m.payload.decoded_size} decoded"))
     if m.user:
         rows.append(("user metadata", ", ".join(sorted(m.user))))
+    return rows
+
+
+def _provenance_rows(m: sldpack.Manifest) -> list[tuple[str, str]]:
+    """The optional provenance fields (spec 5.3), one row each when present."""
+    prov, rows = m.provenance, []
+    if prov.training_data_sha256:
+        rows.append(("training data", f"sha256 {prov.training_data_sha256}"))
+    if prov.sldpack_version:
+        rows.append(("made with", f"sldpack {prov.sldpack_version}"
+                     + (f", distill config of {len(prov.distill_config)} settings" if prov.distill_config else "")))
+    if prov.command_line:
+        rows.append(("command line", " ".join(prov.command_line)))
+    if prov.audit is not None:
+        a = prov.audit
+        bound = ("bound to these images" if a.binds(m.tensors)
+                 else "STALE: the images changed since the audit (images sha256 differs)")
+        rows.append(("privacy audit", f"{a.verdict}, report sha256 {a.report_sha256[:16]}.., {bound}"
+                     + (f", {a.created}" if a.created else "")))
     return rows
 
 
@@ -67,6 +87,8 @@ def _inspect_json(f: sldpack.SldpFile) -> dict[str, Any]:
                    "manifest_length": f.header.manifest_length, "payload_length": f.header.payload_length,
                    "manifest_sha256": f.header.manifest_sha256},
         "manifest": jsonable(f.manifest.to_obj()),
+        "audit_bound": None if f.manifest.provenance.audit is None
+        else f.manifest.provenance.audit.binds(f.manifest.tensors),
         "layout": {"header_bytes": lay.header_bytes, "manifest_bytes": lay.manifest_bytes,
                    "payload_stored_bytes": lay.payload_stored_bytes,
                    "payload_decoded_bytes": lay.payload_decoded_bytes, "st_header_bytes": lay.st_header_bytes,
@@ -133,6 +155,11 @@ def verify_cmd(file: str, do_replay: bool, as_json: bool, signature: str | None,
             result["checks"].append({"check": "header+manifest", "ok": True})
             f.verify()
             result["checks"].append({"check": f"{len(f.manifest.tensors)} tensor digests", "ok": True})
+            audit = f.manifest.provenance.audit
+            if audit is not None:  # a recorded audit must be about these images, or it misleads
+                bound = audit.binds(f.manifest.tensors)
+                result["checks"].append({"check": f"audit record ({audit.verdict}) bound to the images", "ok": bound})
+                result["ok"] = result["ok"] and bound
         if do_replay:
             from sldpack.nn.replay import verify_replay  # torch only when asked for
 
