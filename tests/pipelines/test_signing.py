@@ -301,3 +301,23 @@ def test_signing_corpus_is_complete_and_described() -> None:
         assert (CORPUS / c["file"]).is_file(), c
     # the signed file is a valid SLDP file, byte-identical to the golden valid/full.sldp
     assert (CORPUS / "signed.sldp").read_bytes() == VALID.read_bytes()
+
+
+@pytest.mark.parametrize("case", [c for c in _corpus_cases() if "public_key" in c and c.get("reason") != "missing"],
+                         ids=lambda c: c["name"])
+def test_signing_corpus_with_model_signing_cli(case: dict[str, str]) -> None:
+    """Third-party check: model-signing's own verifier agrees with the index on every single-key case."""
+    r = subprocess.run([sys.executable, "-m", "model_signing", "verify", "key", "--public_key",
+                        str(CORPUS / case["public_key"]), "--signature", str(CORPUS / case["signature"]),
+                        str(CORPUS / case["file"])], capture_output=True, text=True, timeout=120, check=False)
+    assert (r.returncode == 0) == (case["expect"] == "valid"), r.stdout + r.stderr
+
+
+def test_signing_modules_import_light() -> None:
+    """``import sldpack`` and the signing/provenance modules and commands pull in neither torch nor the
+    signing libraries: model-signing and cryptography load only when a key is used."""
+    code = ("import sys, sldpack, sldpack.pipelines.signing, sldpack.pipelines.provenance, sldpack.cli.cmd_sign, "
+            "sldpack.cli.cmd_container, sldpack.cli.cmd_report; "
+            "bad = [m for m in sys.modules if m.split('.')[0] in ('torch', 'model_signing', 'cryptography', "
+            "'OpenSSL', 'sigstore')]; assert not bad, bad")
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=120, cwd=ROOT)
