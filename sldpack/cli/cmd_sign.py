@@ -59,10 +59,20 @@ def sign_cmd(file: str, key: str, signature: str | None) -> None:
         k = load_private_key(key)
         with sldpack.open(file) as f:
             f.verify()
+            audit = f.manifest.provenance.audit
+            bound = audit is not None and audit.binds(f.manifest.tensors)
         out = sign_file(file, key, signature)
     except SldpError as exc:
         click.echo(f"sldp: error: {exc}", err=True)
         sys.exit(exit_code_for(exc))
+    # signing is allowed either way (the signer decides), but never silently over a missing or bad audit
+    if audit is None:
+        click.echo("sldp: warning: no privacy audit recorded in the file (sldp audit FILE --data TRAIN --record)",
+                   err=True)
+    elif not bound:
+        click.echo("sldp: warning: the recorded privacy audit is STALE (the images changed since)", err=True)
+    elif audit.verdict != "PASS":
+        click.echo(f"sldp: warning: the recorded privacy audit says {audit.verdict}", err=True)
     click.echo(f"signed {file} with key id {key_id(k.public_key())}")
     click.echo(f"signature {out}")
     click.echo(f"verify: sldp verify {file} --signature {out} --key {Path(key).with_suffix('.pub')}")

@@ -54,6 +54,7 @@ def test_sign_verify_ok_and_flipped_bit(setup: dict[str, Path]) -> None:
     f = setup["file"]
     code, out = run("sign", str(f), "--key", str(setup["key"]))
     assert code == 0, out
+    assert "warning: no privacy audit recorded" in out
     sig = f.with_name("m.sldp.sig")
     assert sig.is_file()
     code, out = run("verify", str(f), "--signature", str(sig), "--key", str(setup["pub"]))
@@ -178,6 +179,10 @@ def test_audit_record_round_trip(tmp_path: Path, compression: str) -> None:
     code, out = run("inspect", str(f), "--json")
     assert json.loads(out)["audit_bound"] is True
     assert run("verify", str(f))[0] == 0
+    key = tmp_path / "k.key"
+    assert run("keygen", str(key))[0] == 0
+    code, out = run("sign", str(f), "--key", str(key))
+    assert code == 0 and "warning" not in out  # a PASS audit bound to the images: nothing to warn about
 
     # new images under the old record: inspect says STALE, verify fails
     with sldpack.open(f) as s:
