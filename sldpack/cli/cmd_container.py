@@ -50,11 +50,31 @@ def _summary_rows(f: sldpack.SldpFile) -> list[tuple[str, str]]:
     prov = m.provenance
     rows.append(("provenance", f"{prov.tool}, created {prov.created}"
                  + (f", data set {prov.dataset_sha256[:16]}.." if prov.dataset_sha256 else "")))
+    rows.extend(_provenance_rows(m))
     assert m.payload is not None
     rows.append(("payload", f"{m.payload.compression}, {m.payload.stored_size} bytes stored, "
                             f"{m.payload.decoded_size} decoded"))
     if m.user:
         rows.append(("user metadata", ", ".join(sorted(m.user))))
+    return rows
+
+
+def _provenance_rows(m: sldpack.Manifest) -> list[tuple[str, str]]:
+    """The optional provenance fields (spec 5.3), one row each when present."""
+    prov, rows = m.provenance, []
+    if prov.training_data_sha256:
+        rows.append(("training data", f"sha256 {prov.training_data_sha256}"))
+    if prov.sldpack_version:
+        rows.append(("made with", f"sldpack {prov.sldpack_version}"
+                     + (f", distill config of {len(prov.distill_config)} settings" if prov.distill_config else "")))
+    if prov.command_line:
+        rows.append(("command line", " ".join(prov.command_line)))
+    if prov.audit is not None:
+        a = prov.audit
+        bound = ("bound to these images" if a.binds(m.tensors)
+                 else "STALE: the images changed since the audit (images sha256 differs)")
+        rows.append(("privacy audit", f"{a.verdict}, report sha256 {a.report_sha256[:16]}.., {bound}"
+                     + (f", {a.created}" if a.created else "")))
     return rows
 
 
@@ -67,6 +87,8 @@ def _inspect_json(f: sldpack.SldpFile) -> dict[str, Any]:
                    "manifest_length": f.header.manifest_length, "payload_length": f.header.payload_length,
                    "manifest_sha256": f.header.manifest_sha256},
         "manifest": jsonable(f.manifest.to_obj()),
+        "audit_bound": None if f.manifest.provenance.audit is None
+        else f.manifest.provenance.audit.binds(f.manifest.tensors),
         "layout": {"header_bytes": lay.header_bytes, "manifest_bytes": lay.manifest_bytes,
                    "payload_stored_bytes": lay.payload_stored_bytes,
                    "payload_decoded_bytes": lay.payload_decoded_bytes, "st_header_bytes": lay.st_header_bytes,
@@ -111,18 +133,33 @@ def inspect_cmd(file: str, as_json: bool) -> None:
 @click.option("--replay", "do_replay", is_flag=True,
               help="Also re-derive theta_opt (needs torch) and compare it with the stored fingerprint.")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
-def verify_cmd(file: str, do_replay: bool, as_json: bool) -> None:
-    """Check FILE's structure and every digest; with --replay, also re-derive the trained network.
+@click.option("--signature", type=click.Path(dir_okay=False), default=None,
+              help="Detached signature of FILE (from `sldp sign`) [default with --key/--trusted-keys: FILE.sig].")
+@click.option("--key", "public_key", type=click.Path(dir_okay=False), default=None,
+              help="The signer's public key (PEM): the signature must be by this key.")
+@click.option("--trusted-keys", type=click.Path(file_okay=False), default=None,
+              help="A folder of trusted public keys (*.pub, *.pem): the signature must be by one of them.")
+def verify_cmd(file: str, do_replay: bool, as_json: bool, signature: str | None, public_key: str | None,
+               trusted_keys: str | None) -> None:
+    """Check FILE's structure and every digest; with --replay, also re-derive the trained network;
+    with --key or --trusted-keys, first check FILE's signature (annex SLDP-1-signing.md).
 
-    Exit code 0: all checks passed; 1: a digest or the replay fingerprint did not match; 2: the file is
-    malformed or unreadable.
+    Exit code 0: all checks passed; 1: a digest, the signature (missing, bad, another or an untrusted
+    key, a changed byte) or the replay fingerprint did not match; 2: the file or a key is malformed or
+    unreadable.
     """
     result: dict[str, Any] = {"path": file, "ok": True, "checks": []}
+    _check_signature(file, signature, public_key, trusted_keys, as_json, result)
     try:
         with sldpack.open(file) as f:
             result["checks"].append({"check": "header+manifest", "ok": True})
             f.verify()
             result["checks"].append({"check": f"{len(f.manifest.tensors)} tensor digests", "ok": True})
+            audit = f.manifest.provenance.audit
+            if audit is not None:  # a recorded audit must be about these images, or it misleads
+                bound = audit.binds(f.manifest.tensors)
+                result["checks"].append({"check": f"audit record ({audit.verdict}) bound to the images", "ok": bound})
+                result["ok"] = result["ok"] and bound
         if do_replay:
             from sldpack.nn.replay import verify_replay  # torch only when asked for
 
@@ -143,6 +180,32 @@ def verify_cmd(file: str, do_replay: bool, as_json: bool) -> None:
             click.echo(result["replay"].get("summary", ""))
         click.echo(f"{file}: {'verified' if result['ok'] else 'VERIFICATION FAILED'}")
     sys.exit(EXIT_OK if result["ok"] else EXIT_VERIFY_FAILED)
+
+
+def _check_signature(file: str, signature: str | None, public_key: str | None, trusted_keys: str | None,
+                     as_json: bool, result: dict[str, Any]) -> None:
+    """The signature step of ``verify`` (before the structure: authenticity first); exits on failure."""
+    if public_key is None and trusted_keys is None:
+        if signature is not None:
+            raise click.UsageError("--signature needs the signer's key: --key PUB or --trusted-keys DIR")
+        return
+    if public_key is not None and trusted_keys is not None:
+        raise click.UsageError("--key and --trusted-keys contradict each other: give one")
+    from sldpack.pipelines.signing import SignatureError, verify_file  # cryptography only when asked for
+
+    try:
+        rep = verify_file(file, signature, public_key=public_key, trusted_keys=trusted_keys)
+    except SignatureError as exc:
+        if as_json:
+            click.echo(json.dumps({"path": file, "ok": False, "error": exc.to_dict()}, indent=2))
+        else:
+            click.echo(f"FAIL signature: {exc}", err=True)
+            click.echo(f"{file}: VERIFICATION FAILED", err=True)
+        sys.exit(EXIT_VERIFY_FAILED)
+    except SldpError as exc:
+        _fail(exc, as_json, file)
+    result["signature"] = rep.to_dict()
+    result["checks"].append({"check": f"signature (key id {rep.key_id[:16]}.., {rep.key_source})", "ok": True})
 
 
 @click.command("conformance")

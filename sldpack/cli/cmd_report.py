@@ -206,10 +206,16 @@ def _current_images_dtype(rep: Any) -> str:
               help="Compare with every distilled-size window of the real images at this stride "
                    "(patch-based distillation) instead of resizing whole images.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the real sample.")
+@click.option("--record", is_flag=True,
+              help="Write the verdict into FILE's provenance, bound to its images' digest and to the SHA-256 of "
+                   "the JSON report written beside it (re-pack, atomic; sign afterwards).")
+@click.option("--report", "report_path", type=click.Path(dir_okay=False), default=None,
+              help="With --record: the JSON report path [default: FILE with .audit.json].")
 @click.pass_context
 def audit_cmd(ctx: click.Context, file: str, data: str, split: str, as_json: bool, sheet: str | None,
               no_sheet: bool, percentile: float, copy_ncc: float, neighbours: int, real_sample: int,
-              ssim_candidates: int, chunk: int, window: str, patch_stride: int | None, seed: int) -> None:
+              ssim_candidates: int, chunk: int, window: str, patch_stride: int | None, seed: int,
+              record: bool, report_path: str | None) -> None:
     """Privacy audit: is any distilled image of FILE a near copy of a real training image?
 
     For every distilled image: its nearest real training image (or patch) by normalised
@@ -227,8 +233,21 @@ def audit_cmd(ctx: click.Context, file: str, data: str, split: str, as_json: boo
                       ssim_candidates=ssim_candidates, chunk=chunk,
                       window="gaussian" if window == "gaussian" else "uniform", seed=seed,
                       patch_stride=patch_stride)
+    if report_path and not record:
+        raise click.UsageError("--report is the report of --record: add --record")
     sheet_path = None if no_sheet else (sheet or str(Path(file).with_suffix(".audit.png")))
+    if record:
+        from sldpack.pipelines.provenance import images_sha256
+
+        audited = images_sha256(file)  # before auditing: --record refuses a file that changed meanwhile
     res = audit_file(file, data, split=split, config=cfg, sheet=sheet_path)
+    if record:
+        from sldpack.pipelines.provenance import record_audit
+
+        rec = record_audit(file, res.to_dict(), images_digest=audited, report_path=report_path)
+        click.echo(f"recorded {rec.record.verdict} in {file} (report {rec.report_path}, sha256 "
+                   f"{rec.record.report_sha256[:16]}..; manifest sha256 now {rec.manifest_sha256_after[:16]}..)",
+                   err=True)
     if as_json:
         _dump(res.to_dict())
     else:

@@ -32,6 +32,8 @@ _COMMANDS: dict[str, tuple[str, str, str]] = {
     "demo": ("sldpack.cli.cmd_medical", "demo_cmd", "Run the whole pipeline on built-in phantom data."),
     "report": ("sldpack.cli.cmd_report", "report_cmd", "Compression report: bytes per role vs full checkpoint."),
     "audit": ("sldpack.cli.cmd_report", "audit_cmd", "Privacy audit: distilled images vs nearest real images."),
+    "keygen": ("sldpack.cli.cmd_sign", "keygen_cmd", "Create an ECDSA P-256 key pair for signing files."),
+    "sign": ("sldpack.cli.cmd_sign", "sign_cmd", "Sign a file's exact bytes (detached signature)."),
 }
 
 

@@ -26,6 +26,7 @@ from sldpack.format.constants import (
 
 __all__ = [
     "ArchSpec",
+    "AuditRecord",
     "DistillSpec",
     "InitSpec",
     "LabelSpec",
@@ -340,25 +341,96 @@ class ReplayFingerprint:
 
 
 @dataclass(frozen=True)
+class AuditRecord:
+    """The privacy audit's result bound to the images it audited (``provenance.audit``, spec 5.3).
+
+    ``images_sha256`` is the ``images`` tensor's digest when the audit ran: the record describes the
+    file only while that digest is unchanged (:meth:`binds`).
+    """
+
+    verdict: str  # "PASS" or "FLAG"
+    report_sha256: str  # SHA-256 of the audit's JSON report file, as written
+    images_sha256: str
+    tool: str = ""
+    created: str = ""
+
+    def binds(self, tensors: Mapping[str, TensorInfo]) -> bool:
+        """True when the file's ``images`` tensor is the one that was audited."""
+        t = tensors.get("images")
+        return t is not None and t.sha256 == self.images_sha256
+
+    def to_obj(self) -> dict[str, Any]:
+        d: dict[str, Any] = {"verdict": self.verdict, "report_sha256": self.report_sha256,
+                             "images_sha256": self.images_sha256}
+        if self.tool:
+            d["tool"] = self.tool
+        if self.created:
+            d["created"] = self.created
+        return d
+
+    @classmethod
+    def from_obj(cls, ctx: _Ctx, obj: Mapping[str, Any], path: str = "provenance.audit") -> AuditRecord:
+        return cls(verdict=_choice(ctx, obj, path, "verdict", ("PASS", "FLAG")),
+                   report_sha256=_hex(ctx, obj, path, "report_sha256"),
+                   images_sha256=_hex(ctx, obj, path, "images_sha256"),
+                   tool=_get(ctx, obj, path, "tool", str, required=False, default=""),
+                   created=_get(ctx, obj, path, "created", str, required=False, default=""))
+
+
+@dataclass(frozen=True)
 class Provenance:
-    """Who made the file, when, and from what data (the data set's fingerprint, never the data)."""
+    """Who made the file, when, and from what data (the data set's fingerprint, never the data).
+
+    The optional fields after ``extra`` (spec 5.3) are written only when set, so files without them
+    keep their exact bytes.
+    """
 
     tool: str
     created: str  # RFC 3339, UTC, e.g. 2026-11-27T01:20:00Z
     dataset_sha256: str | None = None
     extra: Mapping[str, Any] = field(default_factory=dict)
+    training_data_sha256: str | None = None  # spec 5.3.1: images + labels + masks as read
+    sldpack_version: str | None = None
+    distill_config: Mapping[str, Any] | None = None
+    command_line: tuple[str, ...] | None = None
+    audit: AuditRecord | None = None
 
     def to_obj(self) -> dict[str, Any]:
         d: dict[str, Any] = {"tool": self.tool, "created": self.created, "extra": dict(self.extra)}
         if self.dataset_sha256 is not None:
             d["dataset_sha256"] = self.dataset_sha256
+        if self.training_data_sha256 is not None:
+            d["training_data_sha256"] = self.training_data_sha256
+        if self.sldpack_version is not None:
+            d["sldpack_version"] = self.sldpack_version
+        if self.distill_config is not None:
+            d["distill_config"] = dict(self.distill_config)
+        if self.command_line is not None:
+            d["command_line"] = list(self.command_line)
+        if self.audit is not None:
+            d["audit"] = self.audit.to_obj()
         return d
 
     @classmethod
     def from_obj(cls, ctx: _Ctx, obj: Mapping[str, Any], path: str = "provenance") -> Provenance:
         ds = _hex(ctx, obj, path, "dataset_sha256") if "dataset_sha256" in obj else None
+        tds = _hex(ctx, obj, path, "training_data_sha256") if "training_data_sha256" in obj else None
+        cmd = None
+        if "command_line" in obj:
+            raw = _get(ctx, obj, path, "command_line", list)
+            for i, a in enumerate(raw):
+                if not isinstance(a, str):
+                    raise ctx.fail(f"{path}.command_line.{i}", "command-line arguments must be strings",
+                                   expected="str", got=_tname(a))
+            cmd = tuple(raw)
+        audit = None
+        if "audit" in obj:
+            audit = AuditRecord.from_obj(ctx, _get(ctx, obj, path, "audit", dict), f"{path}.audit")
         return cls(tool=_get(ctx, obj, path, "tool", str), created=_get(ctx, obj, path, "created", str),
-                   dataset_sha256=ds, extra=_map(ctx, obj, path, "extra"))
+                   dataset_sha256=ds, extra=_map(ctx, obj, path, "extra"), training_data_sha256=tds,
+                   sldpack_version=_get(ctx, obj, path, "sldpack_version", str, required=False),
+                   distill_config=_map(ctx, obj, path, "distill_config") if "distill_config" in obj else None,
+                   command_line=cmd, audit=audit)
 
 
 @dataclass(frozen=True)

@@ -61,6 +61,7 @@ from sldpack.nn.unroll import (
     set_inner_mode,
     unroll,
 )
+from sldpack.pipelines.provenance import run_provenance
 from sldpack.pipelines.sources import RealSource
 
 __all__ = [
@@ -633,7 +634,8 @@ def _finish(cfg: DistillConfig, source: RealSource, module: nn.Module, theta0: M
         init=replace(init, theta0_sha256=dict(theta0_digests)),
         provenance=Provenance(tool=f"sldpack {sldpack.__version__}", created=_now(),
                               dataset_sha256=source.fingerprint,
-                              extra={"torch": torch.__version__, "distill_device": str(dev)}),
+                              extra={"torch": torch.__version__, "distill_device": str(dev)},
+                              **run_provenance(source, cfg.to_obj())),
         distill=DistillSpec(method=cfg.mode, steps=sched.steps, epochs=sched.epochs, schedule=sched.indices,
                             label_transform=transform, loss="cross_entropy", inner_batchnorm="batch_stats",
                             options=options),

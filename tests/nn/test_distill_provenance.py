@@ -1,0 +1,29 @@
+"""The distiller fills the optional provenance fields (spec 5.3) and they survive the written file."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import numpy as np
+
+import sldpack
+from sldpack.nn.distill import DistillConfig, distill
+from sldpack.pipelines.provenance import canonical_value, training_data_sha256
+from sldpack.pipelines.sources import ArraySource
+
+
+def test_distill_records_data_digest_config_and_command_line(tmp_path: Path) -> None:
+    rng = np.random.default_rng(0)
+    x = rng.integers(0, 255, (40, 8, 8)).astype(np.uint8)
+    y = np.arange(40) % 2
+    cfg = DistillConfig(arch_options={"depth": 1, "width": 4}, steps=1, epochs=1, iterations=1, batch_real=8,
+                        device="cpu", checkpoint_every=0, bn_batches=1, bn_batch_size=8)
+    res = distill(ArraySource(x, y), cfg, run_dir=tmp_path)
+    p = res.manifest.provenance
+    assert p.training_data_sha256 == training_data_sha256(x, y)
+    assert p.sldpack_version == sldpack.__version__
+    assert p.distill_config == canonical_value(cfg.to_obj())
+    assert p.command_line is not None and list(p.command_line[1:]) == sys.argv[1:]
+    with sldpack.open(tmp_path / "distilled.sldp") as f:
+        assert f.manifest.provenance == p
