@@ -32,6 +32,7 @@ _COMMANDS: dict[str, tuple[str, str, str]] = {
     "demo": ("sldpack.cli.cmd_medical", "demo_cmd", "Run the whole pipeline on built-in phantom data."),
     "report": ("sldpack.cli.cmd_report", "report_cmd", "Compression report: bytes per role vs full checkpoint."),
     "audit": ("sldpack.cli.cmd_report", "audit_cmd", "Privacy audit: distilled images vs nearest real images."),
+    "data": ("sldpack.cli.cmd_data", "data_group", "Convert a data set to an on-disk store (data bigger than memory)."),
 }
 
 
