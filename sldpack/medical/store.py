@@ -174,7 +174,9 @@ class LazyArray:
 
 
 def _read_exact(fd: int, buf: NDArray[Any], offset: int, what: str) -> None:
-    mv = memoryview(buf.data).cast("B")
+    if buf.nbytes == 0:
+        return
+    mv = memoryview(buf.reshape(-1).view(np.uint8).data)
     done = 0
     while done < mv.nbytes:
         got = os.preadv(fd, [mv[done:]], offset + done)
