@@ -13,7 +13,8 @@ per row, opens it, builds the I/N/P patch index (``--patch``/``--stride``) over 
   ``--eager-n`` images, default ``--small``; the eager size at ``--n`` is printed as N x H x W x 2);
 * ``store`` again at ``--small`` images, to show the peak does not grow with N beyond the index;
 * ``folder lazy`` / ``folder eager``: ``--folder-n`` PNG images + masks read lazily
-  (:func:`~sldpack.medical.store.open_folder_lazy`, 256 MiB cache) vs :func:`~sldpack.medical.loaders.load_folder`.
+  (:func:`~sldpack.medical.store.open_folder_lazy`, ``--folder-cache-mib`` cache, default 16) vs
+  :func:`~sldpack.medical.loaders.load_folder`.
 
 Each child imports first, then resets the kernel's peak-RSS mark (``/proc/self/clear_refs``) and reports
 the peak (VmHWM) over open + index + sample minus the RSS before: the memory the work itself took.
@@ -21,7 +22,7 @@ The synthetic images are 200 phantom images
 (:func:`sldpack.medical.make_phantom`) tiled and rolled by ``k mod 29`` px (image and mask together), so
 generating 20k images takes seconds, not minutes; labels alternate with the phantom's.
 
-Usage: python benchmarks/bench_bigdata.py [--n 20000] [--size 256] [--small 2000] [--folder-n 500]
+Usage: python benchmarks/bench_bigdata.py [--n 20000] [--size 256] [--small 2000] [--folder-n 1000]
                                           [--patch 64] [--stride 32] [--batches 20] [--batch 256] [--keep DIR]
 """
 
@@ -89,7 +90,7 @@ def _child(mode: str, path: str, args: argparse.Namespace) -> dict[str, Any]:
         data = ImageSet(images=np.load(Path(path) / "images.npy"), masks=np.load(Path(path) / "masks.npy"),
                         labels=d.labels, names=d.names)
     elif mode == "folder_lazy":
-        data = open_folder_lazy(path)
+        data = open_folder_lazy(path, cache_bytes=args.folder_cache_mib << 20)
     elif mode == "folder_eager":
         data = load_folder(path)
     else:
@@ -144,7 +145,7 @@ def _run_child(mode: str, path: Path, args: argparse.Namespace) -> dict[str, Any
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(REPO), *sys.path]))
     argv = [sys.executable, __file__, "--child", mode, str(path), "--patch", str(args.patch), "--stride",
             str(args.stride), "--batches", str(args.batches), "--batch", str(args.batch), "--out-size",
-            str(args.out_size)]
+            str(args.out_size), "--folder-cache-mib", str(args.folder_cache_mib)]
     out = subprocess.run(argv, capture_output=True, text=True, env=env, timeout=1800)
     if out.returncode != 0:
         raise SystemExit(f"child {mode} failed:\n{out.stderr[-3000:]}")
@@ -171,7 +172,8 @@ def main() -> None:
     ap.add_argument("--size", type=int, default=256)
     ap.add_argument("--small", type=int, default=2_000, help="second store size (and default eager size)")
     ap.add_argument("--eager-n", type=int, default=None, help="images of the eager row (default --small)")
-    ap.add_argument("--folder-n", type=int, default=500, help="PNG folder rows (0: skip)")
+    ap.add_argument("--folder-n", type=int, default=1000, help="PNG folder rows (0: skip)")
+    ap.add_argument("--folder-cache-mib", type=int, default=16, help="decoded-image cache of the lazy folder")
     ap.add_argument("--patch", type=int, default=64)
     ap.add_argument("--stride", type=int, default=32)
     ap.add_argument("--batches", type=int, default=20)
