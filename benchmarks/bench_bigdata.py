@@ -12,6 +12,8 @@ per row, opens it, builds the I/N/P patch index (``--patch``/``--stride``) over 
 * ``eager``   : ``np.load`` of images.npy + masks.npy into RAM, what every loader did before (run at
   ``--eager-n`` images, default ``--small``; the eager size at ``--n`` is printed as N x H x W x 2);
 * ``store`` again at ``--small`` images, to show the peak does not grow with N beyond the index;
+* ``sldp distill`` for ``--distill-iterations`` iterations over the store at ``--n`` and ``--small`` images
+  and over an ``.npz`` of ``--eager-n`` images (loaded eagerly): peak RSS of the whole process (``wait4``);
 * ``folder lazy`` / ``folder eager``: ``--folder-n`` PNG images + masks read lazily
   (:func:`~sldpack.medical.store.open_folder_lazy`, ``--folder-cache-mib`` cache, default 16) vs
   :func:`~sldpack.medical.loaders.load_folder`.
@@ -153,6 +155,24 @@ def _run_child(mode: str, path: Path, args: argparse.Namespace) -> dict[str, Any
     return res
 
 
+def _distill_peak(source_path: Path, run_dir: Path, args: argparse.Namespace) -> tuple[float, float]:
+    """(peak RSS MiB, seconds) of a short ``sldp distill`` over a store/npz in a fresh process (``wait4``)."""
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(REPO), *sys.path]))
+    src = (f"sldpack.pipelines.medical:npz_patch_source:{source_path},patch={args.patch},stride={args.stride},"
+           f"out={args.out_size}")
+    argv = [sys.executable, "-m", "sldpack.cli.main", "distill", "--source", src, "--arch-option", "depth=2",
+            "--arch-option", "width=16", "--iterations", str(args.distill_iterations), "--steps", "2",
+            "--threads", "1", "--bn-batches", "2", "--device", "cpu", "--out", str(run_dir)]
+    t0 = time.perf_counter()
+    proc = subprocess.Popen(argv, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    _, status, usage = os.wait4(proc.pid, 0)
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    err = proc.stderr.read().decode() if proc.stderr else ""
+    if proc.returncode != 0:
+        raise SystemExit(f"sldp distill failed:\n{err[-3000:]}")
+    return usage.ru_maxrss / 1024, time.perf_counter() - t0
+
+
 def _write_folder(data: Any, root: Path) -> None:
     from PIL import Image
 
@@ -179,6 +199,7 @@ def main() -> None:
     ap.add_argument("--batches", type=int, default=20)
     ap.add_argument("--batch", type=int, default=256)
     ap.add_argument("--out-size", type=int, default=32)
+    ap.add_argument("--distill-iterations", type=int, default=3, help="short sldp distill rows (0: skip)")
     ap.add_argument("--keep", type=Path, default=None, help="build the stores here and keep them")
     ap.add_argument("--child", nargs=2, metavar=("MODE", "PATH"), help=argparse.SUPPRESS)
     args = ap.parse_args()
@@ -223,6 +244,18 @@ def main() -> None:
             print(f"{r['mode']:<14}{r['n']:>8,}{eager_mib:>10,.0f} MiB{r['rss_before']:>6,.0f} MiB"
                   f"{r['rss_peak']:>6,.0f} MiB{work_mib:>6,.0f} MiB{r.get('windows', 0):>10,}"
                   f"{r.get('index_s', 0):>9.1f}{r.get('sample_s', 0):>10.2f}")
+        if args.distill_iterations:
+            npz = work / f"eager_{eager_n}.npz"
+            if not npz.exists():
+                e = np.load(stores[eager_n] / "images.npy"), np.load(stores[eager_n] / "masks.npy")
+                np.savez(npz, images=e[0], masks=e[1], labels=np.load(stores[eager_n] / "labels.npy"))
+                del e
+            print(f"\nsldp distill (ConvNet depth 2 width 16, {args.distill_iterations} iterations, 1 thread, "
+                  f"--source npz_patch_source, split train = 70 %): peak RSS of the whole process (torch included)")
+            for label, path in ((f"store {args.n:,}", stores[args.n]), (f"store {args.small:,}", stores[args.small]),
+                                (f"eager .npz {eager_n:,}", npz)):
+                peak, secs = _distill_peak(path, work / f"run_{path.name}", args)
+                print(f"  {label:<18} peak RSS {peak:8,.0f} MiB   ({secs:.1f} s)", flush=True)
         st = next(r for r in rows if r["mode"] == "store" and r["n"] == args.n)
         small = next(r for r in rows if r["mode"] == "store" and r["n"] == args.small)
         eager_full = args.n * hw * 2 / 2**20
