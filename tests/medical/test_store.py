@@ -256,3 +256,43 @@ def test_shard_reads_only_its_own_images(tmp_path: Path, eager: ImageSet) -> Non
     finally:
         NpyArray._read_item = orig  # type: ignore[method-assign]
     assert read and set(read) <= {4, 5, 6, 7}
+
+
+def test_dicom_folder_lazy_and_converted_equal_eager(tmp_path: Path) -> None:
+    pydicom = pytest.importorskip("pydicom")
+    from pydicom.dataset import FileMetaDataset
+    from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+
+    def _write_dicom(path: Path, stored: np.ndarray, **attrs: object) -> None:
+        meta = FileMetaDataset()
+        meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.1"  # CR image storage
+        meta.MediaStorageSOPInstanceUID = generate_uid()
+        meta.TransferSyntaxUID = ExplicitVRLittleEndian
+        ds = pydicom.Dataset()
+        ds.file_meta = meta
+        ds.SOPClassUID, ds.SOPInstanceUID = meta.MediaStorageSOPClassUID, meta.MediaStorageSOPInstanceUID
+        ds.Rows, ds.Columns = stored.shape
+        ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
+        ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 16, 15, 1
+        for k, v in attrs.items():
+            setattr(ds, k, v)
+        ds.PixelData = stored.tobytes()
+        ds.save_as(str(path), enforce_file_format=True)
+
+    rng = np.random.default_rng(4)
+    root = tmp_path / "dcm"
+    (root / "masks").mkdir(parents=True)
+    lines = ["name,label"]
+    for i in range(4):
+        _write_dicom(root / f"ct{i}.dcm", rng.integers(-1000, 2000, (40, 40)).astype(np.int16),
+                     RescaleSlope=1, RescaleIntercept=0, WindowCenter=40, WindowWidth=400)
+        mask = np.zeros((40, 40), np.uint8)
+        mask[5:30, 8:35] = 255
+        Image.fromarray(mask).save(root / "masks" / f"ct{i}.png")
+        lines.append(f"ct{i}.dcm,{i % 2}")
+    (root / "labels.csv").write_text("\n".join(lines) + "\n")
+    eager = load_folder(root)
+    _same(open_folder_lazy(root), eager)
+    _same(open_folder_lazy(root, window=(0.0, 1000.0)), load_folder(root, window=(0.0, 1000.0)))
+    convert(root, tmp_path / "st")
+    _same(open_store(tmp_path / "st"), eager)
