@@ -296,3 +296,20 @@ def test_dicom_folder_lazy_and_converted_equal_eager(tmp_path: Path) -> None:
     _same(open_folder_lazy(root, window=(0.0, 1000.0)), load_folder(root, window=(0.0, 1000.0)))
     convert(root, tmp_path / "st")
     _same(open_store(tmp_path / "st"), eager)
+
+
+def test_montgomery_store_gives_the_same_patches(shared_data: Path, tmp_path: Path) -> None:
+    src = shared_data / "montgomery_512.npz"
+    if not src.is_file():
+        pytest.skip(f"{src} is absent")
+    eager = load_images(src)
+    convert(src, tmp_path / "mont")
+    st = open_store(tmp_path / "mont")
+    cfg = PatchConfig(size=128, stride=64)
+    a, b = index_image_set(eager, cfg), index_image_set(st, cfg)
+    for f in ("image", "y", "x", "label"):
+        np.testing.assert_array_equal(getattr(a, f), getattr(b, f))
+    pa, la = PatchSampler(eager.images, a, seed=1, out_size=32).sample(64)
+    pb, lb = PatchSampler(st.images, b, seed=1, out_size=32).sample(64)
+    np.testing.assert_array_equal(pa, pb)
+    np.testing.assert_array_equal(la, lb)
