@@ -99,9 +99,10 @@ class ImageSet:
         idx = np.asarray(indices, dtype=np.int64).reshape(-1)
         if idx.size and (idx.min() < 0 or idx.max() >= len(self)):
             raise UsageError(f"subset index out of range 0..{len(self) - 1}")
-        if hasattr(self.images, "take_rows"):  # on-disk sets (sldpack.medical.store): a lazy view, nothing read
-            return ImageSet(images=self.images.take_rows(idx),
-                            masks=None if self.masks is None else self.masks.take_rows(idx),  # type: ignore[attr-defined]
+        if hasattr(self.images, "take_rows"):  # on-disk sets (sldpack.medical.store): lazy views, nothing read
+            from sldpack.medical.store import take
+
+            return ImageSet(images=take(self.images, idx), masks=None if self.masks is None else take(self.masks, idx),
                             labels=self.labels[idx].copy(), names=tuple(self.names[int(i)] for i in idx))
         return ImageSet(
             images=np.ascontiguousarray(self.images[idx]),

@@ -60,6 +60,7 @@ __all__ = [
     "open_store",
     "shard",
     "shard_range",
+    "take",
     "write_store",
 ]
 
@@ -158,6 +159,11 @@ class LazyArray:
             arr = np.asarray(first)
             if arr.dtype != np.bool_ and arr.dtype.kind not in "iu":
                 raise IndexError(f"unsupported index {first!r} for {type(self).__name__}")
+            if arr.ndim != 1 or any(not isinstance(r, (slice, int, np.integer)) or isinstance(r, bool)
+                                    for r in rest):
+                # several advanced indices broadcast together in numpy: keep its exact semantics the simple way
+                whole_: NDArray[Any] = np.asarray(self)
+                return cast(NDArray[Any], whole_[key])
             sel = self._rows[arr]
         sel = sel.reshape(-1)
         if sel.size == 0:
@@ -308,7 +314,7 @@ class _FolderArray(LazyArray):
         return _FolderArray(self.files, (self._item_shape[0], self._item_shape[1]), self._reader, self._cache, rows)
 
     def _read_item(self, row: int, rest: tuple[Any, ...]) -> NDArray[Any]:
-        key = (id(self._reader), row)
+        key = (hash(self._reader), row)
         arr = self._cache.get(key)
         if arr is None:
             arr = self._reader(self.files[row])
@@ -337,6 +343,12 @@ class _ByteLRU:
                 self._items.move_to_end(key)
             return arr
 
+    def __getstate__(self) -> dict[str, Any]:
+        return {"max_bytes": self.max_bytes}  # a copy in another process starts empty
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__init__(int(state["max_bytes"]))  # type: ignore[misc]
+
     def put(self, key: tuple[int, int], arr: NDArray[Any]) -> None:
         with self._lock:
             if key in self._items:
@@ -353,6 +365,11 @@ class _ByteLRU:
         return self._bytes
 
 
+def take(a: Any, indices: NDArray[np.int64]) -> Any:
+    """``a[indices]`` as a lazy view when ``a`` is a :class:`LazyArray`, else a contiguous copy (numpy)."""
+    return a.take_rows(indices) if isinstance(a, LazyArray) else np.ascontiguousarray(a[indices])
+
+
 # --- lazy folders ---------------------------------------------------------------------------------------
 
 
@@ -360,6 +377,23 @@ def _binary_mask(raw: NDArray[np.uint8]) -> NDArray[np.uint8]:
     # the same rule as load_folder: organ = 1 for masks whose maximum is 1, else > 127
     m = (raw == 1) if int(raw.max()) == 1 else (raw > 127)
     return m.astype(np.uint8)
+
+
+@dataclass(frozen=True)
+class _FileReader:
+    """Decode one image (or mask) file as load_folder does; a picklable callable (DataLoader workers)."""
+
+    mask: bool
+    target: tuple[int, int] | None
+    window: tuple[float, float] | None
+
+    def __call__(self, path: Path) -> NDArray[np.uint8]:
+        from sldpack.medical import loaders as ld
+
+        img = ld.read_image_file(path, window=self.window)
+        if self.mask:
+            img = _binary_mask(img)
+        return img if self.target is None else ld._resize(img, self.target, nearest=self.mask)
 
 
 def open_folder_lazy(
@@ -419,15 +453,8 @@ def open_folder_lazy(
             masks.append(ld._find_by_name(mdir, f.stem, mfiles, "mask", f"{ctx} ({f.name})"))
         labels.append(label)
 
-    def read_image(p: Path) -> NDArray[np.uint8]:
-        img = ld.read_image_file(p, window=window)
-        return img if target is None else ld._resize(img, target, nearest=False)
-
-    def read_mask(p: Path) -> NDArray[np.uint8]:
-        raw = ld.read_image_file(p)
-        m = _binary_mask(raw)
-        return m if target is None else ld._resize(m, target, nearest=True)
-
+    read_image = _FileReader(mask=False, target=target, window=window)
+    read_mask = _FileReader(mask=True, target=target, window=None)
     cache = _ByteLRU(cache_bytes)
     first = read_image(images[0])
     shape = (int(first.shape[0]), int(first.shape[1]))

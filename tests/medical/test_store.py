@@ -101,7 +101,8 @@ def test_npy_array_indexing_matches_numpy(tmp_path: Path) -> None:
     assert a.shape == ref.shape and a.ndim == 3 and a.dtype == np.uint8 and len(a) == 7
     keys = [3, -1, (2, slice(1, 5), slice(2, 9)), (4, slice(None), 3), (1, 2), (0, slice(3, 3)),
             (5, slice(2, 8, 2)), slice(2, 5), slice(None, None, -2), np.array([4, 0, 4]),
-            np.arange(7) % 2 == 0, (np.array([1, 6]), slice(0, 2)), (2, Ellipsis, 1)]
+            np.arange(7) % 2 == 0, (np.array([1, 6]), slice(0, 2)), (2, Ellipsis, 1),
+            (np.array([1, 6]), np.array([0, 8])), (np.array([[1], [2]]), 3), [0, 2]]
     for k in keys:
         np.testing.assert_array_equal(a[k], ref[k], err_msg=repr(k))
     np.testing.assert_array_equal(np.asarray(a), ref)
@@ -120,6 +121,8 @@ def test_lazy_folder_equals_eager_folder(folder: Path) -> None:
     lazy = open_folder_lazy(folder, cache_bytes=3 * 64 * 64)  # 3 decoded images: evictions happen
     assert not isinstance(lazy.images, np.ndarray)
     _same(lazy, load_folder(folder))
+    again = pickle.loads(pickle.dumps(lazy))  # DataLoader workers / spawned ranks get a working copy
+    _same(again, load_folder(folder))
     _index_equal(lazy, load_folder(folder))
     resized = open_folder_lazy(folder, size=32)
     _same(resized, load_folder(folder, size=32))
