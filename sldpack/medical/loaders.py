@@ -99,6 +99,11 @@ class ImageSet:
         idx = np.asarray(indices, dtype=np.int64).reshape(-1)
         if idx.size and (idx.min() < 0 or idx.max() >= len(self)):
             raise UsageError(f"subset index out of range 0..{len(self) - 1}")
+        if hasattr(self.images, "take_rows"):  # on-disk sets (sldpack.medical.store): lazy views, nothing read
+            from sldpack.medical.store import take
+
+            return ImageSet(images=take(self.images, idx), masks=None if self.masks is None else take(self.masks, idx),
+                            labels=self.labels[idx].copy(), names=tuple(self.names[int(i)] for i in idx))
         return ImageSet(
             images=np.ascontiguousarray(self.images[idx]),
             masks=None if self.masks is None else np.ascontiguousarray(self.masks[idx]),
@@ -426,6 +431,14 @@ def load_folder(
     root = Path(folder)
     if not root.is_dir():
         raise DataError(f"{root}: not a folder")
+    if (root / "sldp_store.json").is_file() and labels_csv is None and masks_dir is None:
+        from sldpack.medical.store import open_store  # a converted store: images stay on disk
+
+        store = open_store(root)
+        if size is not None and store.shape != ((size, size) if isinstance(size, int) else tuple(size)):
+            raise UsageError(f"{root}: the store holds {store.shape[0]}x{store.shape[1]} px images; "
+                             "convert it again with --size to resize")
+        return store
     csv_path = Path(labels_csv) if labels_csv is not None else root / "labels.csv"
     rows = _read_labels_csv(csv_path)
     mdir: Path | None

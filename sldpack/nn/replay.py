@@ -114,7 +114,11 @@ def deterministic(device: torch.device) -> Iterator[None]:
     try:
         yield
     finally:
-        torch.use_deterministic_algorithms(prev[0], warn_only=prev[1])
+        # only when changed: torch.use_deterministic_algorithms imports torch._inductor.config (and with
+        # it sympy, ~1 s) on its first call, which a CPU replay has no reason to pay
+        if (torch.are_deterministic_algorithms_enabled(),
+                torch.is_deterministic_algorithms_warn_only_enabled()) != prev[:2]:
+            torch.use_deterministic_algorithms(prev[0], warn_only=prev[1])
         torch.backends.cudnn.deterministic = prev[2]
         torch.backends.cudnn.benchmark = prev[3]
         torch.backends.cuda.matmul.allow_tf32 = prev[4]
@@ -246,11 +250,8 @@ def build_module(arch: ArchSpec, init: InitSpec, *,
     from sldpack.nn.init import init_module_
     from sldpack.nn.zoo import build_from_spec
 
-    module = build_from_spec(arch)
-    if any(p.is_meta for p in module.parameters()) or any(b.is_meta for b in module.buffers()):
-        module = module.to_empty(device="cpu")
-    else:
-        module = module.to("cpu")
+    # on the CPU with zero parameters; the zoo avoids to_empty (it imports sympy: first build 1.5-5 s)
+    module = build_from_spec(arch, device="cpu")
     digests = init_module_(module, init.seed, init.scheme)
     module.sldp_input_shape = (arch.in_channels, arch.image_size[0], arch.image_size[1])  # type: ignore[assignment]
     return module.to(resolve_device(device)), dict(digests)

@@ -8,7 +8,8 @@ the names, their order and their shapes are part of the format. An id never chan
 changed network gets a new version (``@2``).
 
 Construction is cheap: the module is built on the ``meta`` device (no memory, no PyTorch random
-init), then materialised with ``to_empty`` and filled deterministically: every parameter is **zero**
+init), then materialised with zero tensors of the same shapes (not ``to_empty``, which imports sympy; see
+``_materialize_zero_``) and filled deterministically: every parameter is **zero**
 and every BN buffer is PyTorch's reset state (running_mean 0, running_var 1, num_batches_tracked 0).
 Zero weights are not a usable network: run ``sldpack.nn.init.init_module_`` (the portable init) first.
 
@@ -268,15 +269,39 @@ def build(arch_id: str, *, in_channels: int, num_classes: int, image_size: tuple
     dev = torch.device(device)
     if dev.type == "meta":
         return module
-    module = module.to_empty(device=dev)
+    _materialize_zero_(module, dev)
     with torch.no_grad():
-        # to_empty leaves uninitialised memory; make the state deterministic and cheap to produce
-        for p in module.parameters():
-            p.zero_()
         for m in module.modules():
             if isinstance(m, nn.BatchNorm2d):
                 m.reset_running_stats()
     return module
+
+
+def _materialize_zero_(module: nn.Module, device: torch.device) -> None:
+    """Replace every meta parameter/buffer of ``module`` by a zero tensor of the same shape on ``device``.
+
+    Not ``module.to_empty``: for meta tensors it runs ``torch.empty_like`` through the Python reference
+    ``torch._refs.empty_like``, which imports ``torch.fx.experimental.symbolic_shapes`` and with it sympy:
+    0.4 s warm and 1.5-5 s cold on the first build of every process (benchmarks/bench_replay.py).
+    ``torch.zeros`` with an explicit shape allocates directly. The result is the same state ``to_empty``
+    followed by zeroing gave: fresh ``nn.Parameter`` objects (shared ones stay shared), same dtypes and
+    ``requires_grad`` flags, buffers zero (BN statistics are reset by the caller).
+    """
+    with torch.no_grad():
+        new_params: dict[int, nn.Parameter] = {}
+        for m in module.modules():
+            for name, p in m._parameters.items():
+                if p is None:
+                    continue
+                q = new_params.get(id(p))
+                if q is None:
+                    q = nn.Parameter(torch.zeros(p.shape, dtype=p.dtype, device=device),
+                                     requires_grad=p.requires_grad)
+                    new_params[id(p)] = q
+                m._parameters[name] = q
+            for name, b in m._buffers.items():
+                if b is not None:
+                    m._buffers[name] = torch.zeros(b.shape, dtype=b.dtype, device=device)
 
 
 def build_from_spec(spec: ArchSpec, device: str | torch.device = "cpu") -> nn.Module:

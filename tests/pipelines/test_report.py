@@ -243,13 +243,13 @@ def test_table4_rows_and_render() -> None:
 
     rows = table4(level=1, setting=(("alexnet@1", False, 1), ("vgg16@1", False, 2)))
     alex, vgg = rows
-    assert alex.paper is None and vgg.paper is not None
+    assert alex.paper is not None and vgg.paper is not None
     assert vgg.checkpoint_bytes == 537_086_732
     assert vgg.roles_f32["images"] == 2 * 227 * 227 * 4
     assert vgg.rate_f32 == pytest.approx(vgg.sldp_f32 / vgg.checkpoint_bytes)
     assert vgg.sldp_f16 < 0.52 * vgg.sldp_f32  # about half
     text = render_table4(rows)
-    assert "512.21 MB" in text and "402.01 KB" in text and "n/a" in text
+    assert "512.21 MB" in text and "402.01 KB" in text and "217.44 MB" in text and "201.29 KB" in text
 
 
 def _tiny_replayable(path: Path) -> None:
