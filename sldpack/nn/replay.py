@@ -47,6 +47,7 @@ __all__ = [
     "probe_inputs",
     "probe_logits",
     "reference_config",
+    "refingerprint",
     "replay",
     "replay_arrays",
     "resolve_device",
@@ -537,16 +538,13 @@ def verify_replay(source: SourceLike | Any, *, device: str | torch.device = "cpu
 
 # --- checkpoint output ----------------------------------------------------------------------------
 
-_ST_DTYPE = {torch.float32: "F32", torch.float64: "F64", torch.float16: "F16", torch.int64: "I64",
-             torch.int32: "I32", torch.uint8: "U8"}
-
-
 def save_safetensors(path: str | os.PathLike[str], state: Mapping[str, Tensor],
                      metadata: Mapping[str, str] | None = None) -> int:
     """Write ``state`` (e.g. ``module.state_dict()``) as a ``.safetensors`` file, atomically.
 
-    Loadable with ``safetensors.torch.load_file`` and then ``module.load_state_dict``; written without the
-    safetensors package. ``metadata`` goes into ``__metadata__`` (string -> string).
+    Loadable with ``safetensors.torch.load_file`` and then ``module.load_state_dict``; written by the one
+    codec (:func:`sldpack.format.safetensors_codec.encode_checkpoint`). ``metadata`` goes into
+    ``__metadata__`` (string -> string).
 
     Returns:
         The number of bytes written.
@@ -554,29 +552,35 @@ def save_safetensors(path: str | os.PathLike[str], state: Mapping[str, Tensor],
     Raises:
         UsageError: a tensor dtype safetensors cannot carry here.
     """
-    import json
-
-    from sldpack.atomic import atomic_writer
+    from sldpack.atomic import atomic_write_bytes
+    from sldpack.format.safetensors_codec import encode_checkpoint, storage_dtype
 
     arrays: dict[str, np.ndarray] = {}
-    header: dict[str, Any] = {}
-    pos = 0
     for name, t in state.items():
-        dt = _ST_DTYPE.get(t.dtype)
-        if dt is None:
+        if storage_dtype(str(t.dtype)) in (None, "BF16"):
             raise UsageError(f"tensor {name!r}: dtype {t.dtype} cannot be written to safetensors here")
-        a = t.detach().to("cpu").contiguous().numpy()
-        a = a.astype(a.dtype.newbyteorder("<"), copy=False)
-        arrays[name] = a
-        header[name] = {"dtype": dt, "shape": list(a.shape), "data_offsets": [pos, pos + a.nbytes]}
-        pos += a.nbytes
-    if metadata:
-        header["__metadata__"] = {str(k): str(v) for k, v in metadata.items()}
-    text = json.dumps(header, separators=(",", ":")).encode("utf-8")
-    text += b" " * ((-(8 + len(text))) % 8)
-    with atomic_writer(path) as fh:
-        fh.write(len(text).to_bytes(8, "little"))
-        fh.write(text)
-        for a in arrays.values():
-            fh.write(a.tobytes())
-    return 8 + len(text) + pos
+        arrays[name] = t.detach().to("cpu").contiguous().numpy()
+    data = encode_checkpoint(arrays, metadata)
+    atomic_write_bytes(path, data)
+    return len(data)
+
+
+# --- re-fingerprinting stored values (the sharing report's requantize) ------------------------------
+
+def refingerprint(manifest: Manifest, arrays: Mapping[str, np.ndarray]) -> ReplayFingerprint:
+    """Replay ``arrays`` (the values as stored) and compute a new fingerprint like the old one.
+
+    Same probe seed and count as the manifest's fingerprint, under its recorded reference thread
+    count (CPU), tolerance by the replay module's default rule.
+
+    Raises:
+        UsageError: the manifest has no fingerprint or cannot be replayed.
+    """
+    old = manifest.replay
+    if old is None:
+        raise UsageError("the file has no replay fingerprint to recompute")
+    ref = old.reference.get("threads")
+    threads = int(ref) if isinstance(ref, int) and ref > 0 else DEFAULT_REFERENCE_THREADS
+    res = replay_arrays(manifest, arrays, device="cpu", threads=threads)
+    return compute_fingerprint(res.module, probe_seed=old.probe_seed, probe_count=old.probe_count,
+                               threads=threads)

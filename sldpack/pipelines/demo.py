@@ -42,7 +42,9 @@ from sldpack.medical.loaders import ImageSet
 from sldpack.medical.montage import PATCH_COLORS, draw_patch_boxes, outline_mask, save_montage
 from sldpack.medical.patches import PATCH_CLASS_NAMES, label_patch_grid
 from sldpack.medical.phantom import PHANTOM_LABEL_NAMES, make_phantom
-from sldpack.pipelines.medical import PatchSettings, PatchSource, evaluate, select_split
+from sldpack.pipelines.datasets import select_split
+from sldpack.pipelines.evaluate import evaluate
+from sldpack.pipelines.patch_source import PatchSettings, PatchSource
 
 __all__ = ["DemoConfig", "DemoResult", "bar_chart", "render_summary", "run_demo", "save_bar_chart"]
 

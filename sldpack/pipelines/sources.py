@@ -277,8 +277,8 @@ def register_source(name: str, factory: SourceFactory | str) -> None:
 
 
 # Built-in short names (lazy references: the medical glue is imported only when used).
-register_source("phantom", "sldpack.pipelines.medical:phantom_patch_source")
-register_source("patches", "sldpack.pipelines.medical:npz_patch_source")
+register_source("phantom", "sldpack.pipelines.inputs:phantom_patch_source")
+register_source("patches", "sldpack.pipelines.inputs:npz_patch_source")
 
 
 def resolve_source(spec: str, split: str = "train") -> RealSource:
