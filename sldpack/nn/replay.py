@@ -20,7 +20,7 @@ import time
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, get_args
 
 import numpy as np
 import torch
@@ -35,6 +35,7 @@ __all__ = [
     "DEFAULT_REFERENCE_THREADS",
     "ReplayReport",
     "ReplayResult",
+    "ReplayStatus",
     "buffer_names",
     "build_module",
     "canonical_state",
@@ -49,6 +50,7 @@ __all__ = [
     "reference_config",
     "refingerprint",
     "replay",
+    "replay_and_verify",
     "replay_arrays",
     "resolve_device",
     "save_safetensors",
@@ -413,6 +415,10 @@ def load_model(source: SourceLike | Any, *, device: str | torch.device = "cpu") 
 
 # --- verification ---------------------------------------------------------------------------------
 
+ReplayStatus = Literal["exact", "within_tolerance", "failed", "no_fingerprint"]
+"""Outcome of a replay check (see :class:`ReplayReport`)."""
+
+
 @dataclass(frozen=True)
 class ReplayReport:
     """Outcome of :func:`verify_replay`.
@@ -422,7 +428,7 @@ class ReplayReport:
     (beyond tolerance, wrong shape) or ``"no_fingerprint"`` (the file records none: nothing to check).
     """
 
-    status: str
+    status: ReplayStatus
     expected_sha256: str | None
     actual_sha256: str
     max_abs_deviation: float | None
@@ -508,6 +514,23 @@ def verify_replay(source: SourceLike | Any, *, device: str | torch.device = "cpu
     Raises:
         FormatError / DigestError: the file is malformed. UsageError: it cannot be replayed.
     """
+    return replay_and_verify(source, device=device, threads=threads)[1]
+
+
+def _as_status(value: str) -> ReplayStatus:
+    for s in get_args(ReplayStatus):
+        if value == s:
+            return s  # type: ignore[no-any-return]
+    raise AssertionError(f"check_fingerprint returned an unknown status {value!r}")
+
+
+def replay_and_verify(source: SourceLike | Any, *, device: str | torch.device = "cpu",
+                      threads: int | None = None) -> tuple[ReplayResult, ReplayReport]:
+    """:func:`verify_replay`, also returning the replayed network (``sldp replay`` writes it out).
+
+    Returns:
+        ``(the replay, the report)``.
+    """
     manifest, arrays = _read(source)
     fp = manifest.replay
     ref_threads = None
@@ -529,11 +552,15 @@ def verify_replay(source: SourceLike | Any, *, device: str | torch.device = "cpu
         notes.append(f"reference torch {fp.reference.get('torch')}, this torch {torch.__version__}")
     if fp is None:
         digest = theta_digest(canonical_state(res.module))
-        return ReplayReport("no_fingerprint", None, digest, None, None, res.theta0_status, str(dev),
-                            use_threads, None, res.seconds, tuple(notes))
+        return res, ReplayReport(status="no_fingerprint", expected_sha256=None, actual_sha256=digest,
+                                 max_abs_deviation=None, tolerance=None, theta0=res.theta0_status,
+                                 device=str(dev), threads=use_threads, reference_threads=None,
+                                 seconds=res.seconds, notes=tuple(notes))
     status, digest, maxdev = check_fingerprint(res.module, fp, threads=use_threads)
-    return ReplayReport(status, fp.theta_opt_sha256, digest, maxdev, fp.tolerance, res.theta0_status, str(dev),
-                        use_threads, ref_threads, res.seconds, tuple(notes))
+    return res, ReplayReport(status=_as_status(status), expected_sha256=fp.theta_opt_sha256, actual_sha256=digest,
+                             max_abs_deviation=maxdev, tolerance=fp.tolerance, theta0=res.theta0_status,
+                             device=str(dev), threads=use_threads, reference_threads=ref_threads,
+                             seconds=res.seconds, notes=tuple(notes))
 
 
 # --- checkpoint output ----------------------------------------------------------------------------

@@ -741,7 +741,8 @@ def distilled_pixels(images: npt.ArrayLike, mean: Sequence[float] | None, std: S
 
 
 def audit_file(path: str | os.PathLike[str], data: str | os.PathLike[str], *, split: str = "train",
-               config: AuditConfig | None = None, sheet: str | os.PathLike[str] | None = None) -> AuditResult:
+               config: AuditConfig | None = None, sheet: str | os.PathLike[str] | None = None,
+               real: tuple[np.ndarray[Any, Any], np.ndarray[Any, Any] | None] | None = None) -> AuditResult:
     """Audit the distilled images of a ``.sldp`` file against a real training set.
 
     Args:
@@ -750,6 +751,8 @@ def audit_file(path: str | os.PathLike[str], data: str | os.PathLike[str], *, sp
         split: which split of a MedMNIST-style ``.npz``.
         config: audit knobs.
         sheet: where to write the PNG sheet (``None``: no sheet).
+        real: the real images and labels, already read (e.g. a split of
+            :func:`sldpack.pipelines.datasets.load_data`); ``data`` then only names them in the output.
 
     Returns:
         The :class:`AuditResult` (with ``sheet`` set when one was written).
@@ -772,7 +775,7 @@ def audit_file(path: str | os.PathLike[str], data: str | os.PathLike[str], *, sp
         raise DataError(f"{path}: images tensor must be [M, C, H, W], got shape {imgs.shape}")
     pre = manifest.preprocessing
     pix = distilled_pixels(imgs, pre.mean if pre else None, pre.std if pre else None)
-    raw, labels = load_real_images(data, split)
+    raw, labels = load_real_images(data, split) if real is None else real
     size = (pix.shape[2], pix.shape[3])
     src: RealSource
     if cfg.patch_stride is not None:

@@ -290,12 +290,13 @@ def describe_data(spec: DataSpec, opened: OpenedSource | None = None) -> list[st
     lines = [f"data: {first.source}, {first.total} images ({first.split_rule})"]
     for name in ("train", "test") if first.split != "all" or first.total > 1 else ("all",):
         try:
-            part = first if name == first.split else spec.select(name)
+            chosen = first if name == first.split else spec.select(name)
         except UsageError:
             continue
-        text = f"  {name:<6} {len(part.data)} images; per class {_class_counts(part.data.labels)}"
-        if settings is not None and part.data.masks is not None and bool((np.asarray(part.data.labels) >= 0).all()):
-            idx = build_patch_index(part.data.masks, part.data.labels, settings.config())
+        images = chosen.data
+        text = f"  {name:<6} {len(images)} images; per class {_class_counts(images.labels)}"
+        if settings is not None and images.masks is not None and bool((np.asarray(images.labels) >= 0).all()):
+            idx = build_patch_index(images.masks, images.labels, settings.config())
             c = idx.counts()
             text += (f"; patches {settings.size} px stride {settings.stride}: I {int(c[0])} / N {int(c[1])} / "
                      f"P {int(c[2])}")
