@@ -155,3 +155,21 @@ def test_threads_below_one_is_rejected_everywhere(name: str, npz: Path, tmp_path
     code, err = _exit([*args, "--data", str(npz), "--threads", "0"], capsys)
     assert code == 2
     assert "--threads" in err
+
+
+def test_an_internal_error_exits_3_with_one_line(monkeypatch: pytest.MonkeyPatch,
+                                                 capsys: pytest.CaptureFixture[str]) -> None:
+    import sldpack.pipelines.inputs as inputs
+
+    def boom(*_a: Any, **_k: Any) -> None:
+        raise ZeroDivisionError("a bug")
+
+    monkeypatch.setattr(inputs, "open_source", boom)
+    monkeypatch.delenv("SLDP_TRACEBACK", raising=False)
+    code, err = _exit(["distill", "--phantom", "4", "--out", "unused"], capsys)
+    assert code == 3
+    assert err.strip().splitlines() == [err.strip()] and "SLDP_TRACEBACK=1" in err and "ZeroDivisionError" in err
+    monkeypatch.setenv("SLDP_TRACEBACK", "1")
+    code, err = _exit(["distill", "--phantom", "4", "--out", "unused"], capsys)
+    assert code == 3
+    assert "Traceback (most recent call last)" in err
