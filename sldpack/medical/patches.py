@@ -21,13 +21,13 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from functools import lru_cache
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from numpy.typing import NDArray
 
 from sldpack.errors import DataError, UsageError
+from sldpack.medical.similarity import area_resize
 
 if TYPE_CHECKING:
     from sldpack.medical.loaders import ImageSet
@@ -356,35 +356,6 @@ def index_image_set(image_set: ImageSet, config: PatchConfig) -> PatchIndex:
     labels; raises :class:`DataError` otherwise)."""
     image_set.require_binary()
     return build_patch_index(image_set.require_masks(), image_set.labels, config)
-
-
-@lru_cache(maxsize=16)
-def _area_matrix(src: int, dst: int) -> _F32:
-    """``[dst, src]`` weights: output pixel ``i`` averages input interval ``[i*src/dst, (i+1)*src/dst)``."""
-    edges = np.arange(dst + 1, dtype=np.float64) * (src / dst)
-    lo = edges[:-1, None]
-    hi = edges[1:, None]
-    j = np.arange(src, dtype=np.float64)[None, :]
-    overlap = np.clip(np.minimum(hi, j + 1.0) - np.maximum(lo, j), 0.0, None)
-    mat: _F32 = (overlap / (src / dst)).astype(np.float32)
-    mat.setflags(write=False)
-    return mat
-
-
-def area_resize(patches: NDArray[Any], out_size: int) -> _F32:
-    """Resize ``[B, s, s]`` (or ``[s, s]``) to ``out_size`` by exact area averaging (box integral).
-
-    For ``s`` a multiple of ``out_size`` this is the mean of each block; the mean intensity is preserved.
-    """
-    if out_size < 1:
-        raise UsageError(f"out_size must be >= 1, got {out_size}")
-    arr = np.asarray(patches, dtype=np.float32)
-    if arr.shape[-1] == out_size and arr.shape[-2] == out_size:
-        return arr
-    ry = _area_matrix(arr.shape[-2], out_size)
-    rx = _area_matrix(arr.shape[-1], out_size)
-    out: _F32 = np.matmul(np.matmul(ry, arr), rx.T)
-    return out
 
 
 def cut_patches(

@@ -40,17 +40,25 @@ The module is torch-free (numpy only; Pillow, through :mod:`sldpack.medical.mont
 
 from __future__ import annotations
 
-import math
 import os
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Any, Literal, Protocol
+from typing import Any, Protocol
 
 import numpy as np
 import numpy.typing as npt
 
 from sldpack.errors import DataError, UsageError
+from sldpack.medical.similarity import (
+    Window,
+    area_resize,
+    ncc,
+    ncc_matrix,
+    ssim,
+    ssim_batch,
+    unit_rows,
+)
 
 __all__ = [
     "AuditConfig",
@@ -59,8 +67,8 @@ __all__ = [
     "ImageFinding",
     "Neighbour",
     "RealImages",
+    "RealItems",
     "RealPatches",
-    "RealSource",
     "area_resize",
     "audit_file",
     "audit_images",
@@ -74,178 +82,11 @@ __all__ = [
 ]
 
 F64 = npt.NDArray[np.float64]
-Window = Literal["uniform", "gaussian"]
-
-SSIM_K1 = 0.01
-SSIM_K2 = 0.03
-SSIM_GAUSSIAN_SIGMA = 1.5
-
-
-# --- resizing -----------------------------------------------------------------------------------
-
-def _area_matrix(n_in: int, n_out: int) -> F64:
-    """(n_out, n_in) weights of exact area averaging: each output cell covers n_in/n_out input cells.
-
-    Works for any ratio (fractional overlaps get fractional weights) and for upsampling (then it is
-    piecewise-constant interpolation). Rows sum to 1.
-    """
-    scale = n_in / n_out
-    a = np.zeros((n_out, n_in), dtype=np.float64)
-    for i in range(n_out):
-        lo, hi = i * scale, (i + 1) * scale
-        j0, j1 = math.floor(lo), min(math.ceil(hi), n_in)
-        for j in range(j0, j1):
-            a[i, j] = (min(hi, j + 1) - max(lo, j)) / scale
-    return a
-
-
-def area_resize(images: npt.ArrayLike, size: tuple[int, int]) -> F64:
-    """Resize the last two axes by area averaging (the ``cv2.INTER_AREA`` idea, exact for any ratio).
-
-    Args:
-        images: array ``[..., H, W]``.
-        size: output ``(height, width)``.
-
-    Returns:
-        float64 array ``[..., height, width]``; the input itself (as float64) when sizes already match.
-    """
-    arr = np.asarray(images, dtype=np.float64)
-    h, w = arr.shape[-2:]
-    if (h, w) == tuple(size):
-        return arr
-    ah = _area_matrix(h, size[0])
-    aw = _area_matrix(w, size[1])
-    return np.asarray(np.einsum("ih,...hw,jw->...ij", ah, arr, aw, optimize=True), dtype=np.float64)
-
-
-# --- similarity measures ------------------------------------------------------------------------
-
-def _unit_rows(x: F64) -> F64:
-    """Zero-mean, unit-norm rows; rows with zero variance become all-zero (NCC 0 with anything)."""
-    x = x - x.mean(axis=1, keepdims=True)
-    norm = np.linalg.norm(x, axis=1, keepdims=True)
-    out: F64 = np.divide(x, norm, out=np.zeros_like(x), where=norm > 0)
-    return out
-
-
-def ncc_matrix(a: npt.ArrayLike, b: npt.ArrayLike) -> F64:
-    """Normalised cross-correlation of every item of ``a`` with every item of ``b``.
-
-    Args:
-        a: ``[n, ...]`` items (flattened per item).
-        b: ``[m, ...]`` items with the same number of values per item.
-
-    Returns:
-        ``[n, m]`` values in [-1, 1]; 0 where either item is constant (no structure to correlate).
-    """
-    aa = np.asarray(a, dtype=np.float64)
-    bb = np.asarray(b, dtype=np.float64)
-    aa = aa.reshape(aa.shape[0], -1)
-    bb = bb.reshape(bb.shape[0], -1)
-    if aa.shape[1] != bb.shape[1]:
-        raise UsageError(f"NCC needs items of the same size, got {aa.shape[1]} and {bb.shape[1]} values")
-    out = _unit_rows(aa) @ _unit_rows(bb).T
-    return np.clip(out, -1.0, 1.0)
-
-
-def ncc(x: npt.ArrayLike, y: npt.ArrayLike) -> float:
-    """Normalised cross-correlation (Pearson correlation) of two images of the same shape.
-
-    Symmetric, in [-1, 1], invariant to ``a * x + b`` for ``a > 0``; 0 when either image is constant.
-    """
-    xa, ya = np.asarray(x, dtype=np.float64), np.asarray(y, dtype=np.float64)
-    if xa.shape != ya.shape:
-        raise UsageError(f"NCC needs two images of the same shape, got {xa.shape} and {ya.shape}")
-    return float(ncc_matrix(xa[None], ya[None])[0, 0])
-
-
-def _window_1d(win_size: int, window: Window) -> F64:
-    if window == "uniform":
-        return np.full(win_size, 1.0 / win_size)
-    if window == "gaussian":
-        r = np.arange(win_size, dtype=np.float64) - (win_size - 1) / 2
-        g = np.exp(-(r**2) / (2 * SSIM_GAUSSIAN_SIGMA**2))
-        return np.asarray(g / g.sum(), dtype=np.float64)
-    raise UsageError(f"unknown SSIM window {window!r}: expected 'uniform' or 'gaussian'")
-
-
-def _filter_matrix(n: int, win: F64) -> F64:
-    """(n - w + 1, n) matrix applying the 1-D window at every valid position."""
-    w = win.shape[0]
-    m = np.zeros((n - w + 1, n), dtype=np.float64)
-    for i in range(n - w + 1):
-        m[i, i:i + w] = win
-    return m
-
-
-class _SsimFilter:
-    """Separable 'valid' window filter for images of one size, as two small matrix products."""
-
-    def __init__(self, h: int, w: int, win_size: int, window: Window) -> None:
-        if win_size < 1 or win_size % 2 == 0:
-            raise UsageError(f"SSIM window size must be odd and >= 1, got {win_size}")
-        # images smaller than the window: use the largest odd window that fits
-        k = min(win_size, h, w)
-        k -= 1 - k % 2
-        win = _window_1d(k, window)
-        self.fh = _filter_matrix(h, win)
-        self.fw = _filter_matrix(w, win)
-
-    def __call__(self, z: F64) -> F64:
-        return np.asarray((self.fh @ z) @ self.fw.T, dtype=np.float64)
-
-
-def ssim_batch(x: npt.ArrayLike, ys: npt.ArrayLike, *, win_size: int = 7, window: Window = "uniform",
-               data_range: float = 1.0) -> F64:
-    """SSIM of one image against a batch of images.
-
-    Args:
-        x: ``[C, H, W]`` (or ``[H, W]``).
-        ys: ``[B, C, H, W]`` (or ``[B, H, W]``).
-        win_size: odd window size (7); shrunk to the image when the image is smaller.
-        window: ``"uniform"`` or ``"gaussian"`` (sigma 1.5).
-        data_range: L in the constants C1 = (K1 L)^2, C2 = (K2 L)^2.
-
-    Returns:
-        ``[B]`` mean SSIM over valid windows and channels; ``ssim(x, x) == 1``.
-    """
-    xa = np.asarray(x, dtype=np.float64)
-    ya = np.asarray(ys, dtype=np.float64)
-    if xa.ndim == 2:
-        xa = xa[None]
-    if ya.ndim == xa.ndim:
-        ya = ya[:, None]
-    if ya.shape[1:] != xa.shape:
-        raise UsageError(f"SSIM needs images of the same shape, got {xa.shape} and {ya.shape[1:]}")
-    filt = _SsimFilter(xa.shape[-2], xa.shape[-1], win_size, window)
-    c1 = (SSIM_K1 * data_range) ** 2
-    c2 = (SSIM_K2 * data_range) ** 2
-    mu_x = filt(xa)
-    var_x = filt(xa * xa) - mu_x * mu_x
-    mu_y = filt(ya)
-    var_y = filt(ya * ya) - mu_y * mu_y
-    cov = filt(xa[None] * ya) - mu_x[None] * mu_y
-    num = (2 * mu_x[None] * mu_y + c1) * (2 * cov + c2)
-    den = (mu_x[None] ** 2 + mu_y**2 + c1) * (var_x[None] + var_y + c2)
-    smap = num / den
-    return np.asarray(smap.reshape(smap.shape[0], -1).mean(axis=1), dtype=np.float64)
-
-
-def ssim(x: npt.ArrayLike, y: npt.ArrayLike, *, win_size: int = 7, window: Window = "uniform",
-         data_range: float = 1.0) -> float:
-    """Structural similarity of two images of the same shape (``[H, W]`` or ``[C, H, W]``).
-
-    See :func:`ssim_batch` for the definition; symmetric, at most 1, equal to 1 for identical images.
-    """
-    xa = np.asarray(x, dtype=np.float64)
-    return float(ssim_batch(xa, np.asarray(y, dtype=np.float64)[None], win_size=win_size, window=window,
-                            data_range=data_range)[0])
-
 
 # --- real data sources --------------------------------------------------------------------------
 
-class RealSource(Protocol):
-    """Real items at the distilled resolution, in [0, 1] pixel scale, addressable by index."""
+class RealItems(Protocol):
+    """Real items (whole images or windows) at the distilled resolution, in [0, 1] pixel scale, addressable by index."""
 
     def __len__(self) -> int: ...
 
@@ -318,7 +159,7 @@ class RealImages:
         return int(self._raw.shape[0])
 
     def _prep(self, raw: np.ndarray[Any, Any]) -> F64:
-        x = area_resize(np.asarray(raw, dtype=np.float64) / self._scale, self._size)
+        x = area_resize(np.asarray(raw, dtype=np.float64) / self._scale, self._size, dtype=np.float64)
         if x.shape[1] != self._channels:
             x = np.repeat(x, self._channels, axis=1)
         return x
@@ -602,7 +443,7 @@ def _merge_topk(best_v: F64, best_i: npt.NDArray[np.int64], v: F64, i0: int, k: 
     return np.take_along_axis(pv, order, axis=1), np.take_along_axis(pi, order, axis=1)
 
 
-def audit_images(distilled: npt.ArrayLike, real: RealSource, *, config: AuditConfig | None = None,
+def audit_images(distilled: npt.ArrayLike, real: RealItems, *, config: AuditConfig | None = None,
                  labels: npt.ArrayLike | None = None, mode: str = "resize") -> AuditResult:
     """Audit distilled images against a real source (the core of ``sldp audit``).
 
@@ -610,7 +451,7 @@ def audit_images(distilled: npt.ArrayLike, real: RealSource, *, config: AuditCon
         distilled: ``[M, C, h, w]`` in pixel scale (real images map to [0, 1]); not clipped for NCC,
             clipped to [0, 1] for SSIM.
         real: the real training items at the distilled resolution (:class:`RealImages`,
-            :class:`RealPatches` or any :class:`RealSource`).
+            :class:`RealPatches` or any :class:`RealItems`).
         config: audit knobs (defaults: :class:`AuditConfig`).
         labels: optional per-source-image labels, reported beside the neighbours.
         mode: free text recorded in the result (``resize`` or ``patches``).
@@ -643,7 +484,7 @@ def audit_images(distilled: npt.ArrayLike, real: RealSource, *, config: AuditCon
     sample_groups = np.concatenate([real.groups(int(i), int(i) + 1) for i in sample_idx])
 
     queries = np.concatenate([d, sample], axis=0)
-    qn = _unit_rows(queries.reshape(queries.shape[0], -1))
+    qn = unit_rows(queries.reshape(queries.shape[0], -1))
     q = queries.shape[0]
     keep = max(cfg.k, cfg.ssim_candidates)
     best_v = np.empty((q, 0), dtype=np.float64)
@@ -654,7 +495,7 @@ def audit_images(distilled: npt.ArrayLike, real: RealSource, *, config: AuditCon
     for start in range(0, n, cfg.chunk):
         stop = min(start + cfg.chunk, n)
         block = real.batch(start, stop)
-        bn = _unit_rows(block.reshape(block.shape[0], -1))
+        bn = unit_rows(block.reshape(block.shape[0], -1))
         sc = np.clip(qn @ bn.T, -1.0, 1.0)
         # a sample query never counts itself, its own source image, or an exact pixel duplicate
         same = sample_groups[:, None] == real.groups(start, stop)[None, :]
@@ -777,7 +618,7 @@ def audit_file(path: str | os.PathLike[str], data: str | os.PathLike[str], *, sp
     pix = distilled_pixels(imgs, pre.mean if pre else None, pre.std if pre else None)
     raw, labels = load_real_images(data, split) if real is None else real
     size = (pix.shape[2], pix.shape[3])
-    src: RealSource
+    src: RealItems
     if cfg.patch_stride is not None:
         src = RealPatches(raw, size, pix.shape[1], cfg.patch_stride, name=split)
         mode = f"patches (stride {cfg.patch_stride})"
@@ -803,7 +644,7 @@ def _to_u8(img: F64) -> np.ndarray[Any, Any]:
     return np.asarray(np.round(x * 255.0), dtype=np.uint8)
 
 
-def save_sheet(result: AuditResult, distilled: npt.ArrayLike, real: RealSource, path: str | os.PathLike[str],
+def save_sheet(result: AuditResult, distilled: npt.ArrayLike, real: RealItems, path: str | os.PathLike[str],
                *, label_names: Sequence[str] | None = None, tile: int = 112) -> None:
     """Write a PNG: one row per distilled image, then its k nearest real items with NCC/SSIM captions.
 
