@@ -25,10 +25,9 @@ from sldpack.medical.patches import (
     PATCH_CLASS_NAMES,
     PatchConfig,
     PatchIndex,
+    PatchSampler,
     build_patch_index,
-    cut_patches,
 )
-from sldpack.pipelines.sources import balanced_counts
 
 __all__ = ["PATCH_TASK", "PatchSettings", "PatchSource", "is_patch_model", "patch_settings_from_manifest"]
 
@@ -144,14 +143,14 @@ class PatchSource:
         self.images = images
         self.index = index
         self.settings = settings
-        self._members = [np.flatnonzero(index.label == c) for c in range(3)]
-        missing = [PATCH_CLASS_NAMES[c] for c in range(3) if self._members[c].size == 0]
+        self.sampler = PatchSampler(images, index, out_size=settings.out_size)
+        missing = [PATCH_CLASS_NAMES[c] for c, n in enumerate(self.sampler.counts()) if n == 0]
         if missing:
             raise DataError(f"no {'/'.join(missing)} patches in the training images (need I, N and P: "
                             "normal and diseased images, and windows inside and outside the organ)")
         if mean is None or std is None:
             rng = np.random.default_rng(np.random.SeedSequence([stats_seed, 0x57A7]))
-            x = self._cut(self._draw(min(stats_sample, max(3, len(index))), rng, balanced=True))
+            x, _ = self.sampler.sample(min(stats_sample, max(3, len(index))), rng, balanced=True)
             mean = float(x.astype(np.float64).mean()) if mean is None else mean
             std = float(x.astype(np.float64).std()) if std is None else std
         if not (math.isfinite(mean) and math.isfinite(std) and std > 0):
@@ -225,22 +224,7 @@ class PatchSource:
 
     def counts(self) -> list[int]:
         """Number of I, N, P patches."""
-        return [int(m.size) for m in self._members]
-
-    def _draw(self, k: int, rng: np.random.Generator, *, balanced: bool) -> _I64:
-        if not balanced:
-            return rng.integers(0, len(self.index), size=k, dtype=np.int64)
-        parts = []
-        for c, n in enumerate(balanced_counts(k, 3)):
-            if n:
-                pool = self._members[c]
-                parts.append(pool[rng.choice(pool.size, size=n, replace=n > pool.size)])
-        return np.concatenate(parts).astype(np.int64)
-
-    def _cut(self, positions: _I64) -> _F32:
-        ix = self.index
-        return cut_patches(self.images, ix.image[positions], ix.y[positions], ix.x[positions], ix.size,
-                           out_size=self.settings.out_size)
+        return self.sampler.counts()
 
     def normalize(self, patches: _F32) -> _F32:
         """``[B, s, s]`` patches in [0, 1] -> network inputs ``float32 [B, 1, s, s]``."""
@@ -252,17 +236,14 @@ class PatchSource:
         """``k`` preprocessed patches ``float32 [k, 1, s, s]`` and labels ``int64 [k]`` (0 I, 1 N, 2 P).
 
         Balanced: ``balanced_counts(k, 3)`` per class, without replacement inside a class unless it is too
-        small; otherwise uniform over all patches (the natural class mix).
+        small; otherwise uniform over all patches (the natural class mix). See :class:`PatchSampler`.
         """
-        if k < 1:
-            raise UsageError(f"batch size must be >= 1, got {k}")
-        pos = self._draw(k, rng, balanced=balanced)
-        return self.normalize(self._cut(pos)), self.index.label[pos].astype(np.int64)
+        patches, labels = self.sampler.sample(k, rng, balanced=balanced)
+        return self.normalize(patches), labels
 
     def examples(self, per_class: int, seed: int = 0) -> tuple[_F32, _I64, _I64]:
         """``per_class`` raw patches of each class (for pictures): ``(patches [B,s,s] in [0,1], labels,
         image ids)``."""
-        rng = np.random.default_rng(np.random.SeedSequence([seed, 0xE4A]))
-        pos = np.concatenate([m[rng.choice(m.size, size=min(per_class, m.size), replace=False)]
-                              for m in self._members]).astype(np.int64)
-        return self._cut(pos), self.index.label[pos].astype(np.int64), self.index.image[pos].astype(np.int64)
+        pos = self.sampler.examples(per_class, np.random.default_rng(np.random.SeedSequence([seed, 0xE4A])))
+        patches, labels = self.sampler.cut(pos)
+        return patches, labels, self.index.image[pos].astype(np.int64)

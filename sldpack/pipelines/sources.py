@@ -19,6 +19,7 @@ import numpy as np
 
 from sldpack.errors import DataError, UsageError
 from sldpack.format.manifest import Preprocessing
+from sldpack.medical.patches import balanced_counts
 
 __all__ = [
     "ArraySource",
@@ -69,12 +70,6 @@ class RealSource(Protocol):
         drawn uniformly from the whole set (the natural class mix).
         """
         ...
-
-
-def balanced_counts(k: int, num_classes: int) -> list[int]:
-    """Per-class counts of a class-balanced batch of ``k``: ``k // K`` each, the first ``k % K`` get one more."""
-    base, extra = divmod(k, num_classes)
-    return [base + (1 if c < extra else 0) for c in range(num_classes)]
 
 
 @dataclass
