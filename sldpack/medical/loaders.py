@@ -39,6 +39,7 @@ __all__ = [
     "IMAGE_EXTENSIONS",
     "MEDMNIST_SPLITS",
     "ImageSet",
+    "NpzSplit",
     "apply_window",
     "load_folder",
     "load_images",
@@ -46,6 +47,7 @@ __all__ = [
     "load_npz",
     "read_dicom",
     "read_image_file",
+    "read_npz_split",
     "split_indices",
 ]
 
@@ -193,6 +195,56 @@ def _as_masks(path: Path, key: str, arr: NDArray[Any], shape: tuple[int, ...]) -
     if np.setdiff1d(values, [0, 255]).size == 0:
         return (arr > 0).astype(np.uint8)
     raise DataError(f"{path}: {key!r} values must be {{0, 1}} or {{0, 255}}, found {values[:6].tolist()}...")
+
+
+@dataclass(frozen=True)
+class NpzSplit:
+    """The raw arrays of one split of an ``.npz``, as stored (channels kept, any pixel dtype).
+
+    Attributes:
+        images: ``[N, H, W]``, ``[N, H, W, C]`` or ``[N, C, H, W]``.
+        labels: ``int64 [N]``, or ``None`` when the file has none.
+        label_names: the file's ``label_names`` array, if any.
+        layout: ``"medmnist"`` (``{split}_images``) or ``"images"`` (``images`` + ``labels``).
+    """
+
+    images: NDArray[Any]
+    labels: NDArray[np.int64] | None
+    label_names: tuple[str, ...]
+    layout: str
+
+
+def read_npz_split(path: PathLike, split: str, *, labels_required: bool = True,
+                   layouts: Sequence[str] = ("medmnist", "images")) -> NpzSplit:
+    """The one reader of raw ``.npz`` arrays: ``{split}_images``/``{split}_labels`` (MedMNIST layout), else
+    ``images``/``labels`` (whole file, ``split`` ignored), in the order of ``layouts``.
+
+    Unlike :func:`load_medmnist_npz`/:func:`load_npz` nothing is converted (RGB stays RGB, floats stay
+    floats): for callers that need the stored channels (the distiller's whole-image source, the audit).
+
+    Raises:
+        DataError: unreadable archive, no array of the asked layouts (naming the splits present), labels
+            that do not match the images, or missing labels when ``labels_required``.
+    """
+    p = Path(path)
+    with _open_npz(p) as npz:
+        keys = set(npz.files)
+        for layout in layouts:
+            ik, lk = (f"{split}_images", f"{split}_labels") if layout == "medmnist" else ("images", "labels")
+            if ik not in keys:
+                continue
+            images = _npz_array(p, npz, ik)
+            if images.ndim not in (3, 4) or images.shape[0] == 0:
+                raise DataError(f"{p}: {ik!r} must be a non-empty [N,H,W] or [N,H,W,C] array, got {images.shape}")
+            labels = _as_labels(p, lk, _npz_array(p, npz, lk), images.shape[0]) if lk in keys else None
+            if labels is None and labels_required:
+                raise DataError(f"{p}: has {ik!r} but no {lk!r}")
+            names = tuple(str(v) for v in _npz_array(p, npz, "label_names")) if "label_names" in keys else ()
+            return NpzSplit(images=images, labels=labels, label_names=names, layout=layout)
+        splits = sorted({k.rsplit("_", 1)[0] for k in keys if k.endswith("_images")})
+        wanted = " or ".join(f"'{split}_images'" if lo == "medmnist" else "'images'" for lo in layouts)
+        raise DataError(f"{p}: no {wanted} array (no split {split!r}); splits present: {splits}; "
+                        f"it holds {sorted(keys)}")
 
 
 def load_npz(path: PathLike) -> ImageSet:

@@ -50,6 +50,7 @@ import numpy as np
 import numpy.typing as npt
 
 from sldpack.errors import DataError, UsageError
+from sldpack.medical.loaders import read_npz_split
 from sldpack.medical.similarity import (
     Window,
     area_resize,
@@ -248,20 +249,15 @@ def load_real_images(path: str | os.PathLike[str], split: str = "train"
         DataError: the file is missing, unreadable or has no image array.
     """
     p = Path(path)
-    if not p.is_file():
-        raise DataError(f"{p}: no such file")
-    try:
-        if p.suffix == ".npy":
+    if p.suffix == ".npy":
+        if not p.is_file():
+            raise DataError(f"{p}: no such file")
+        try:
             return np.load(p, mmap_mode="r", allow_pickle=False), None
-        with np.load(p, allow_pickle=False) as z:
-            keys = list(z.keys())
-            for ik, lk in ((f"{split}_images", f"{split}_labels"), ("images", "labels")):
-                if ik in keys:
-                    labels = np.asarray(z[lk]).reshape(-1) if lk in keys else None
-                    return np.asarray(z[ik]), labels
-    except (OSError, ValueError, EOFError) as exc:
-        raise DataError(f"{p}: cannot read as .npz/.npy ({exc})") from exc
-    raise DataError(f"{p}: no '{split}_images' or 'images' array (has: {', '.join(keys)})")
+        except (OSError, ValueError, EOFError) as exc:
+            raise DataError(f"{p}: cannot read as .npy ({exc})") from exc
+    arrays = read_npz_split(p, split, labels_required=False)
+    return arrays.images, None if arrays.labels is None else arrays.labels.reshape(-1)
 
 
 # --- results ------------------------------------------------------------------------------------

@@ -19,6 +19,7 @@ import numpy as np
 
 from sldpack.errors import DataError, UsageError
 from sldpack.format.manifest import Preprocessing
+from sldpack.medical.loaders import read_npz_split
 from sldpack.medical.patches import balanced_counts
 
 __all__ = [
@@ -236,23 +237,16 @@ def load_npz(path: str | Path, split: str = "train", *, class_names: Sequence[st
         DataError: the file is missing, unreadable or lacks the split.
     """
     p = Path(path)
+    arrays = read_npz_split(p, split, layouts=("medmnist",))
+    assert arrays.labels is not None
     try:
-        raw = p.read_bytes()
-        with np.load(p, allow_pickle=False) as z:
-            keys = set(z.files)
-            ik, lk = f"{split}_images", f"{split}_labels"
-            if ik not in keys or lk not in keys:
-                avail = sorted({k.rsplit("_", 1)[0] for k in keys if k.endswith("_images")})
-                raise DataError(f"{p}: no split {split!r} (arrays {ik}/{lk}); splits present: {avail}")
-            images, labels = z[ik], z[lk]
-            names: Sequence[str] = class_names
-            if not names and "label_names" in keys:
-                names = [str(v) for v in z["label_names"]]
-    except (OSError, ValueError) as exc:
+        digest = hashlib.sha256(p.read_bytes()).hexdigest()
+    except OSError as exc:
         raise DataError(f"cannot read {p}: {exc}") from exc
-    return ArraySource(images=images, labels=labels, class_names=tuple(names),
+    return ArraySource(images=arrays.images, labels=arrays.labels,
+                       class_names=tuple(class_names) or arrays.label_names,
                        mean=None if mean is None else tuple(mean), std=None if std is None else tuple(std),
-                       fingerprint=hashlib.sha256(raw).hexdigest())
+                       fingerprint=digest)
 
 
 SourceFactory = Callable[[str | None, str], RealSource]
