@@ -11,13 +11,17 @@ import math
 import time
 from collections.abc import Callable, Sized
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 
 from sldpack.cli.common import ProgressPrinter, apply_runtime, parse_key_values
 from sldpack.cli.options import data_options, runtime_options
 from sldpack.errors import UsageError
+
+if TYPE_CHECKING:
+    from sldpack.format.manifest import Preprocessing
+    from sldpack.pipelines.evaluate import MedicalEvaluation
 
 __all__ = ["demo_cmd", "eval_cmd", "format_evaluation", "train_cmd"]
 
@@ -50,7 +54,7 @@ def _fmt(v: Any, digits: int = 3) -> str:
     return f"{v:.{digits}f}" if isinstance(v, float) else str(v)
 
 
-def format_evaluation(ev: Any, *, title: str = "") -> str:
+def format_evaluation(ev: MedicalEvaluation, *, title: str = "") -> str:
     """The human table of a :class:`~sldpack.pipelines.medical.MedicalEvaluation`."""
     lines = [title] if title else []
     s = ev.settings
@@ -85,7 +89,7 @@ def format_evaluation(ev: Any, *, title: str = "") -> str:
     return "\n".join(lines)
 
 
-def _write_per_image(path: str | None, ev: Any) -> None:
+def _write_per_image(path: str | None, ev: MedicalEvaluation) -> None:
     if path is None:
         return
     from sldpack.atomic import atomic_write_bytes
@@ -127,7 +131,7 @@ def eval_cmd(file: str, delta: float, windows: str, chunk: int, per_image: str |
 
     sel = spec.select(spec.split_or("test"))
     t0 = time.perf_counter()
-    pre: Any
+    pre: Preprocessing | None
     base: PatchSettings | None
     if Path(file).suffix.lower() == ".safetensors":
         tm = load_trained_model(file, device=str(dev))

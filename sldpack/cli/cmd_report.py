@@ -10,13 +10,16 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from sldpack.cli.exit_codes import EXIT_OK, EXIT_VERIFY_FAILED
 from sldpack.cli.options import data_options, runtime_options
 from sldpack.errors import SldpError, UsageError
+
+if TYPE_CHECKING:
+    from sldpack.pipelines.report import ByteReport
 
 __all__ = ["audit_cmd", "report_cmd"]
 
@@ -25,7 +28,7 @@ def _dump(obj: Any) -> None:
     click.echo(json.dumps(obj, indent=2, sort_keys=False, default=str))
 
 
-def _zoo_checkpoint(rep: Any) -> tuple[int | None, str | None, str | None]:
+def _zoo_checkpoint(rep: ByteReport) -> tuple[int | None, str | None, str | None]:
     """(bytes, source, note) of the checkpoint of the file's architecture, from the zoo."""
     try:
         from sldpack.pipelines.sharing import checkpoint_size
@@ -175,7 +178,7 @@ def report_cmd(file: str | None, zoo: bool, as_json: bool, vs: str | None, preci
         click.echo("\n".join(text))
 
 
-def _current_images_dtype(rep: Any) -> str:
+def _current_images_dtype(rep: ByteReport) -> str:
     dts = {t.dtype for t in rep.manifest.tensors.values() if t.role == "images"}
     return dts.pop() if len(dts) == 1 else "F32"
 

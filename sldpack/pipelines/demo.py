@@ -31,7 +31,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -45,6 +45,9 @@ from sldpack.medical.phantom import PHANTOM_LABEL_NAMES, make_phantom
 from sldpack.pipelines.datasets import DataSelection, select_split
 from sldpack.pipelines.evaluate import evaluate
 from sldpack.pipelines.patch_source import PatchSettings, PatchSource
+
+if TYPE_CHECKING:
+    from sldpack.nn.distill import DistillConfig, Progress
 
 __all__ = ["DemoConfig", "DemoResult", "bar_chart", "render_summary", "run_demo", "save_bar_chart"]
 
@@ -244,7 +247,7 @@ def _patch_sheet(src: PatchSource, path: Path, per_class: int, seed: int) -> Non
 
 # --- the pipeline --------------------------------------------------------------------------------------
 
-def _check_resume(run_dir: Path, dcfg: Any, source: PatchSource) -> bool:
+def _check_resume(run_dir: Path, dcfg: DistillConfig, source: PatchSource) -> bool:
     """True when ``run_dir`` holds a checkpoint of the same run (resume); raise if it holds another run."""
     from sldpack.nn.distill import DistillConfig
 
@@ -267,7 +270,7 @@ def _check_resume(run_dir: Path, dcfg: Any, source: PatchSource) -> bool:
 
 
 def run_demo(config: DemoConfig, out: str | Path, *, log: Log | None = None,
-             progress: Callable[[Any], None] | None = None, data: DataSelection | None = None) -> DemoResult:
+             progress: Callable[[Progress], None] | None = None, data: DataSelection | None = None) -> DemoResult:
     """Run the demo pipeline and write its outputs under ``out`` (see the module docs).
 
     An existing ``out/run/checkpoint.pt`` of the same settings is resumed (a Ctrl-C'd demo continues where
