@@ -27,8 +27,8 @@ from sldpack.init import derive_stream, generate, init_parameters, stream_words 
 from sldpack.init.philox import DOMAIN_TAG, Scratch, philox4x32_10  # noqa: E402
 from sldpack.init.schemes import (  # noqa: E402
     BUFFER_KINDS,
-    normal_rows,
     _uniform_rows,
+    normal_rows,
     param_kind,
     plan_values,
     tensor_sha256,
