@@ -11,7 +11,7 @@ import math
 import time
 from collections.abc import Callable, Sized
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 import click
 
@@ -267,8 +267,8 @@ def train_cmd(eval_split: str, arch: str, arch_option: tuple[str, ...], batchnor
 @click.option("--quiet", "-q", is_flag=True, help="No progress on stderr.")
 @click.pass_context
 def demo_cmd(ctx: click.Context, /, out: str, seed: int, width: int | None, images_per_class: int | None,
-             steps: int | None, epochs: int | None, iterations: int | None, mode: str, fast: bool, as_json: bool,
-             quiet: bool, **kwargs: Any) -> None:
+             steps: int | None, epochs: int | None, iterations: int | None, mode: Literal["sldd", "dd"],
+             fast: bool, as_json: bool, quiet: bool, **kwargs: Any) -> None:
     """The whole job end to end, on built-in phantom data (default: 80 images, 128 px; --phantom N,
     --phantom-size) or on --data with organ masks.
 

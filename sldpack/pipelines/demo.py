@@ -31,7 +31,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 
@@ -87,7 +87,7 @@ class DemoConfig:
     depth: int = 2
     width: int = 32
     batchnorm: bool = False
-    mode: str = "sldd"
+    mode: Literal["sldd", "dd"] = "sldd"
     images_per_class: int = 1
     steps: int = 10
     epochs: int = 3
