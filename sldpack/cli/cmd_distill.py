@@ -98,7 +98,7 @@ def distill_cmd(ctx: click.Context, /, class_names: str | None, arch_option: tup
             click.echo(line, err=True)
     run_dir = Path(out)
     fields: dict[str, Any] = {_OPT_FIELDS[k]: v for k, v in opts.items()}
-    fields["arch_options"] = parse_key_values(arch_option)
+    fields["arch_options"] = parse_key_values(arch_option, option="--arch-option")
     if resume:
         run_json = run_dir / "run.json"
         if not run_json.is_file():

@@ -216,7 +216,8 @@ def train_cmd(eval_split: str, arch: str, arch_option: tuple[str, ...], batchnor
         of = opened.selection.describe() if opened.selection is not None else spec.source
         click.echo(f"training {arch} on {what} of {of}", err=True)
     ticker = ProgressPrinter("step", quiet or as_json)
-    model = train_model(source, arch=arch, arch_options=parse_key_values(arch_option), batchnorm=batchnorm,
+    arch_options = parse_key_values(arch_option, option="--arch-option")
+    model = train_model(source, arch=arch, arch_options=arch_options, batchnorm=batchnorm,
                         steps=steps, batch_size=batch_size, lr=lr, seed=seed, device=str(dev),
                         progress=lambda d, t, loss: ticker(d, t, loss))
     train_s = time.perf_counter() - t0

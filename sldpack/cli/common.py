@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from sldpack.errors import UsageError
+from sldpack.pipelines.inputs import parse_key_values
 from sldpack.pipelines.report import format_bytes
 
 if TYPE_CHECKING:
@@ -68,24 +69,6 @@ class ProgressPrinter:
     def from_distill(self, p: Any) -> None:
         """Print a :class:`sldpack.nn.distill.Progress` record."""
         self(p.iteration, p.total, p.loss, p.elapsed, p.eta)
-
-
-def parse_key_values(items: tuple[str, ...] | list[str], option: str = "--arch-option") -> dict[str, Any]:
-    """``("width=64", "norm=batch")`` -> ``{"width": 64, "norm": "batch"}`` (integers become ints).
-
-    Raises:
-        UsageError: an item without ``=`` or with an empty key (naming ``option``).
-    """
-    out: dict[str, Any] = {}
-    for item in items:
-        key, sep, val = item.partition("=")
-        if not sep or not key:
-            raise UsageError(f"{option} wants KEY=VALUE, got {item!r}")
-        try:
-            out[key] = int(val)
-        except ValueError:
-            out[key] = val
-    return out
 
 
 def apply_runtime(rt: RuntimeSpec) -> torch.device:

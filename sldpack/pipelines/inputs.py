@@ -36,6 +36,7 @@ __all__ = [
     "describe_data",
     "npz_patch_source",
     "open_source",
+    "parse_key_values",
     "phantom_patch_source",
 ]
 
@@ -306,20 +307,38 @@ def describe_data(spec: DataSpec, opened: OpenedSource | None = None) -> list[st
 
 # --- plug-in data sources for `--source` (built on the same DataSpec) ---------------------------------
 
-def _kv(argument: str | None, first_key: str) -> dict[str, str]:
-    """``"a=1,b=2"`` -> dict; a first item without ``=`` is the value of ``first_key``."""
-    out: dict[str, str] = {}
-    if not argument:
-        return out
-    for k, item in enumerate(argument.split(",")):
+def parse_key_values(items: Sequence[str], *, option: str, first_key: str | None = None,
+                     convert_ints: bool = True) -> dict[str, Any]:
+    """The one ``KEY=VALUE`` parser (``--arch-option width=64``, ``--source NAME:a=1,b=2``).
+
+    Args:
+        items: the ``KEY=VALUE`` strings.
+        option: named in errors.
+        first_key: a first item without ``=`` is the value of this key (``patches:FILE.npz,patch=64``).
+        convert_ints: integer values become ``int``.
+
+    Raises:
+        UsageError: an item without ``=`` (or with an empty key).
+    """
+    out: dict[str, Any] = {}
+    for k, item in enumerate(items):
         key, sep, val = item.partition("=")
-        if not sep:
-            if k == 0:
-                out[first_key] = item
-                continue
-            raise UsageError(f"source options want KEY=VALUE, got {item!r}")
-        out[key.strip()] = val.strip()
+        if not sep and k == 0 and first_key is not None:
+            out[first_key] = item
+            continue
+        key, val = key.strip(), val.strip()
+        if not sep or not key:
+            raise UsageError(f"{option} wants KEY=VALUE, got {item!r}")
+        try:
+            out[key] = int(val) if convert_ints else val
+        except ValueError:
+            out[key] = val
     return out
+
+
+def _kv(argument: str | None, first_key: str) -> dict[str, str]:
+    return parse_key_values(argument.split(",") if argument else [], option="a source option",
+                            first_key=first_key, convert_ints=False)
 
 
 def _int_opt(opts: Mapping[str, str], key: str, default: int | None) -> int | None:

@@ -87,3 +87,17 @@ def test_describe_data(files: dict[str, Path]) -> None:
     assert n_train + int(lines[2].split()[1]) == 10
     med = describe_data(DataSpec(data=str(files["mnist"])))
     assert "MedMNIST" in med[0] and med[1].split()[:2] == ["train", "8"] and "0: 4, 1: 4" in med[1]
+
+
+def test_one_key_value_parser() -> None:
+    from sldpack.cli.common import parse_key_values as cli_parser
+    from sldpack.pipelines.inputs import parse_key_values
+
+    assert cli_parser is parse_key_values
+    assert parse_key_values(["width=64", "norm=batch"], option="--arch-option") == {"width": 64, "norm": "batch"}
+    assert parse_key_values(["a.npz", "patch=8"], option="x", first_key="path", convert_ints=False) == {
+        "path": "a.npz", "patch": "8"}
+    with pytest.raises(UsageError, match="--arch-option wants KEY=VALUE"):
+        parse_key_values(["width"], option="--arch-option")
+    with pytest.raises(UsageError, match="KEY=VALUE"):
+        parse_key_values(["a.npz", "oops"], option="x", first_key="path")
