@@ -31,11 +31,10 @@ REPO = Path(__file__).resolve().parents[2]
 DATA = "../shared/data/montgomery_512.npz"  # relative to the repository root (commands run there)
 
 ARCH = ["--arch", "convnet@1", "--arch-option", "depth=3", "--arch-option", "width=32"]
-PATCHES = "patch=64,stride=32,out=32"
+PATCHES = ["--patch-size", "64", "--stride", "32", "--out-size", "32"]
 DISTILL = ["--steps", "10", "--epochs", "3", "--iterations", "200", "-K", "48", "--lr", "0.05", "--inner-lr",
            "0.05", "--seed", "0", "--device", "cpu", "--threads", "1", "--checkpoint-every", "25"]
-TRAIN = ["--patch-size", "64", "--stride", "32", "--out-size", "32", "--steps", "1000", "--batch-size", "64",
-         "--lr", "0.001", "--seed", "0", "--threads", "1"]
+TRAIN = [*PATCHES, "--steps", "1000", "--batch-size", "64", "--lr", "0.001", "--seed", "0", "--threads", "1"]
 
 # piece -> (label in the table, how it is made)
 PIECES: dict[str, tuple[str, str]] = {
@@ -56,10 +55,9 @@ def commands(piece: str, data: Path, work: Path) -> list[list[str]]:
     if PIECES[piece][1] == "distill":
         m = "1" if piece == "sldd1" else "3"
         mode = "dd" if piece.startswith("dd") else "sldd"
-        src = f"sldpack.pipelines.medical:npz_patch_source:{data},{PATCHES}"
         resume = ["--resume"] if (REPO / out / "checkpoint.pt").is_file() else []
-        return [["sldp", "distill", "--source", src, "--split", "train", *ARCH, "--mode", mode, "-M", m, *DISTILL,
-                 "--out", str(out), *resume],
+        return [["sldp", "distill", "--data", str(data), *PATCHES, "--split", "train", *ARCH, "--mode", mode,
+                 "-M", m, *DISTILL, "--out", str(out), *resume],
                 ["sldp", "eval", str(out / "distilled.sldp"), *evaluation]]
     per_class = {"pc500": ["--per-class", "500"], "pc100": ["--per-class", "100"]}.get(piece, [])
     return [["sldp", "train", "--data", str(data), "--split", "train", *ARCH, *TRAIN, *per_class,

@@ -10,6 +10,7 @@ from typing import Any
 import click
 
 import sldpack
+from sldpack.cli.common import format_bytes
 from sldpack.cli.exit_codes import EXIT_BAD_INPUT, EXIT_OK, EXIT_VERIFY_FAILED, exit_code_for
 from sldpack.errors import FormatError, SldpError
 from sldpack.format.conformance import jsonable, run_corpus
@@ -17,17 +18,10 @@ from sldpack.format.conformance import jsonable, run_corpus
 __all__ = ["conformance_cmd", "inspect_cmd", "verify_cmd"]
 
 
-def _human_bytes(n: int) -> str:
-    for unit, size in (("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)):
-        if n >= size:
-            return f"{n / size:.2f} {unit}"
-    return f"{n} B"
-
-
 def _summary_rows(f: sldpack.SldpFile) -> list[tuple[str, str]]:
     m = f.manifest
     rows = [
-        ("file", f"{f.path}  ({f.file_size} bytes, {_human_bytes(f.file_size)})"),
+        ("file", f"{f.path}  ({f.file_size} bytes, {format_bytes(f.file_size)})"),
         ("format", f"SLDP {f.header.version_major}.{f.header.version_minor}"),
         ("architecture", f"{m.arch.id}  in_channels={m.arch.in_channels} classes={m.arch.num_classes} "
                          f"input={m.arch.image_size[0]}x{m.arch.image_size[1]} batchnorm={m.arch.batchnorm}"

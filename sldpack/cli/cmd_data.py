@@ -35,7 +35,7 @@ def convert_cmd(src: str, out: str, split: str | None, size: int | None, window:
                 overwrite: bool, as_json: bool) -> None:
     """Convert SRC (folder or .npz) to a store folder OUT: images.npy [N,H,W] uint8, masks.npy, labels.npy,
     names.npy and sldp_store.json. OUT is written completely or not at all."""
-    from sldpack.medical.store import convert
+    from sldpack.medical.loaders import convert_to_store as convert
 
     if size is not None and size < 1:
         raise UsageError(f"--size must be >= 1, got {size}")

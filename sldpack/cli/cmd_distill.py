@@ -7,80 +7,20 @@ from __future__ import annotations
 
 import json
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
 import click
 
+from sldpack.cli.common import ProgressPrinter, apply_runtime, parse_key_values
 from sldpack.cli.exit_codes import EXIT_OK, EXIT_VERIFY_FAILED
+from sldpack.cli.options import DATA_OPTION_NAMES, RUNTIME_OPTION_NAMES, data_options, runtime_options
 from sldpack.errors import UsageError
 
 __all__ = ["distill_cmd", "pack_cmd", "replay_cmd"]
 
 
-def _fmt_time(sec: float) -> str:
-    sec = max(0, int(sec + 0.5))
-    h, rem = divmod(sec, 3600)
-    m, s = divmod(rem, 60)
-    return f"{h}:{m:02d}:{s:02d}"
-
-
-class _ProgressPrinter:
-    """One status line: rewritten in place on a terminal; on a pipe, a line every ~10 % or 60 s."""
-
-    def __init__(self, quiet: bool) -> None:
-        self.quiet = quiet
-        self.tty = sys.stderr.isatty()
-        self.last_print = 0.0
-        self.last_decile = -1
-
-    def __call__(self, p: Any) -> None:
-        if self.quiet:
-            return
-        rate = (p.iteration / p.elapsed) if p.elapsed > 0 else 0.0
-        line = (f"iter {p.iteration}/{p.total}  loss {p.loss:.4f}  {rate:.2f} it/s  "
-                f"elapsed {_fmt_time(p.elapsed)}  ETA {_fmt_time(p.eta)}")
-        if self.tty:
-            click.echo("\r" + line + "   ", nl=p.iteration == p.total, err=True)
-            return
-        decile = (10 * p.iteration) // max(p.total, 1)
-        now = time.monotonic()
-        if decile != self.last_decile or now - self.last_print >= 60 or p.iteration == p.total:
-            self.last_decile = decile
-            self.last_print = now
-            click.echo(line, err=True)
-
-
-def _parse_options(items: tuple[str, ...]) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for item in items:
-        key, sep, val = item.partition("=")
-        if not sep or not key:
-            raise UsageError(f"--arch-option wants KEY=VALUE, got {item!r}")
-        try:
-            out[key] = int(val)
-        except ValueError:
-            out[key] = val
-    return out
-
-
-def _load_source(data: str | None, split: str, source_spec: str | None, class_names: str | None) -> Any:
-    from sldpack.pipelines.sources import load_npz, resolve_source
-
-    if (data is None) == (source_spec is None):
-        raise UsageError("give exactly one data source: --data FILE.npz or --source NAME[:ARG]")
-    names = tuple(n.strip() for n in class_names.split(",")) if class_names else ()
-    if data is not None:
-        return load_npz(data, split, class_names=names)
-    assert source_spec is not None
-    src = resolve_source(source_spec, split)
-    if names and tuple(src.class_names) != names:
-        raise UsageError(f"--class-names {names} differ from the source's {tuple(src.class_names)}")
-    return src
-
-
-# command-line option -> DistillConfig field
+# command-line option -> DistillConfig field (DistillConfig is owned by the distiller; its names stay)
 _OPT_FIELDS = {
     "arch": "arch", "batchnorm": "batchnorm", "mode": "mode", "images_per_class": "images_per_class",
     "schedule": "schedule", "steps": "steps", "epochs": "epochs", "iterations": "iterations",
@@ -92,11 +32,7 @@ _OPT_FIELDS = {
 
 
 @click.command("distill")
-@click.option("--data", type=click.Path(exists=True, dir_okay=False), help="MedMNIST-style .npz "
-              "({split}_images, {split}_labels).")
-@click.option("--split", default="train", show_default=True, help="Split of --data to distill.")
-@click.option("--source", "source_spec", metavar="NAME[:ARG]",
-              help="A plug-in data source instead of --data: a registered name or package.module:function[:ARG].")
+@data_options
 @click.option("--class-names", metavar="A,B,...", help="Class names in label order (default: from the data).")
 @click.option("--arch", default="convnet@1", show_default=True, help="Architecture id from the zoo.")
 @click.option("--arch-option", multiple=True, metavar="KEY=VALUE", help="Architecture option, e.g. width=64.")
@@ -122,8 +58,7 @@ _OPT_FIELDS = {
               help="Start from real images or from noise.")
 @click.option("--balanced/--no-balanced", default=True, show_default=True, help="Class-balanced real batches.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of theta0 and of the run.")
-@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
-@click.option("--threads", type=int, default=None, help="torch CPU threads [default: torch's].")
+@runtime_options
 @click.option("--bn-batches", type=int, default=16, show_default=True,
               help="Real batches forwarded to measure theta_bn (batch-norm archs).")
 @click.option("--select", type=click.Choice(["best", "last"]), default="best", show_default=True,
@@ -135,27 +70,35 @@ _OPT_FIELDS = {
 @click.option("--compression", type=click.Choice(["none", "zstd"]), default="none", show_default=True)
 @click.option("--quiet", "-q", is_flag=True, help="No progress output.")
 @click.pass_context
-def distill_cmd(ctx: click.Context, /, data: str | None, split: str, source_spec: str | None,
-                class_names: str | None, arch_option: tuple[str, ...], threads: int | None, out: str,
-                resume: bool, quiet: bool, **opts: Any) -> None:
+def distill_cmd(ctx: click.Context, /, class_names: str | None, arch_option: tuple[str, ...], out: str,
+                resume: bool, quiet: bool, **kwargs: Any) -> None:
     """Learn a distilled set from real data and write OUT/distilled.sldp.
+
+    Data: --data PATH (or --phantom N, or --source NAME[:ARG]). Data with organ masks (an .npz with
+    images/masks/labels such as montgomery_512.npz, a folder with masks/, the phantom) is cut into I/N/P
+    patches (--patch-size, --stride, --out-size); data without masks (MedMNIST) is distilled as whole images.
+    What was read (images per split and class, patch counts) is printed before the run starts.
 
     OUT also receives run.json, log.jsonl (one JSON object per line), checkpoint.pt (every
     --checkpoint-every iterations, written atomically), final/ (manifest.json + tensors.npz, the
     `sldp pack` input) and montage.png. A killed run continues with the same command plus --resume.
     """
-    import torch
-
     from sldpack.nn.distill import DistillConfig, distill
+    from sldpack.pipelines.inputs import DataSpec, RuntimeSpec, describe_data, open_source
 
-    if threads is not None:
-        if threads < 1:
-            raise UsageError("--threads must be >= 1")
-        torch.set_num_threads(threads)
-    source = _load_source(data, split, source_spec, class_names)
+    spec, rt = DataSpec.from_kwargs(kwargs), RuntimeSpec.from_kwargs(kwargs)
+    opts = {k: v for k, v in kwargs.items() if k in _OPT_FIELDS}
+    assert set(kwargs) == set(opts) | set(DATA_OPTION_NAMES) | set(RUNTIME_OPTION_NAMES), sorted(kwargs)
+    apply_runtime(rt)
+    names = tuple(n.strip() for n in class_names.split(",")) if class_names else ()
+    opened = open_source(spec, spec.split_or("train"), class_names=names, medmnist_as_stored=True)
+    source = opened.source
+    if not quiet:
+        for line in describe_data(spec, opened):
+            click.echo(line, err=True)
     run_dir = Path(out)
     fields: dict[str, Any] = {_OPT_FIELDS[k]: v for k, v in opts.items()}
-    fields["arch_options"] = _parse_options(arch_option)
+    fields["arch_options"] = parse_key_values(arch_option, option="--arch-option")
     if resume:
         run_json = run_dir / "run.json"
         if not run_json.is_file():
@@ -180,7 +123,7 @@ def distill_cmd(ctx: click.Context, /, data: str | None, split: str, source_spec
         m = cfg.images_per_class * source.num_classes * (cfg.steps if cfg.schedule == "per-step" else 1)
         click.echo(f"distilling {m} images ({cfg.mode}, {cfg.arch}, T={cfg.steps * cfg.epochs}) from "
                    f"{source.num_classes} classes {list(source.class_names)}; run dir {run_dir}", err=True)
-    res = distill(source, cfg, run_dir=run_dir, resume=resume, progress=_ProgressPrinter(quiet))
+    res = distill(source, cfg, run_dir=run_dir, resume=resume, progress=ProgressPrinter("iter", quiet).from_distill)
     fp = res.manifest.replay
     if not quiet:
         click.echo(f"final loss {res.losses[-1]:.4f}" if res.losses else "no iteration left to run", err=True)
@@ -221,9 +164,11 @@ def pack_cmd(source: str, out: str, tensors_path: str | None, compression: str, 
 @click.argument("file", type=click.Path(exists=True, dir_okay=False))
 @click.option("--out", "-o", "out", type=click.Path(dir_okay=False), required=True,
               help="Checkpoint to write (.safetensors): theta_opt + theta_bn as a state_dict.")
-@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="cpu", show_default=True)
-@click.option("--threads", type=int, default=None,
-              help="torch CPU threads [default: the fingerprint's reference count].")
+# cpu by default (not the data commands' auto): the replay fingerprint's reference configuration is the CPU
+@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="cpu", show_default=True,
+              help="Where torch replays (a GPU lands 'within tolerance' at best).")
+@click.option("--threads", type=click.IntRange(min=1), default=None,
+              help="torch CPU threads, >= 1 [default: the fingerprint's reference count].")
 @click.option("--check/--no-check", default=True, show_default=True,
               help="Compare the result with the file's replay fingerprint (exit 1 when it fails).")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
@@ -231,27 +176,26 @@ def replay_cmd(file: str, out: str, device: str, threads: int | None, check: boo
     """Re-derive the trained network from FILE and write it as a .safetensors checkpoint.
 
     The checkpoint loads with safetensors.torch.load_file + module.load_state_dict into the
-    architecture the manifest names (sldpack.nn.zoo.build_from_spec).
+    architecture the manifest names (sldpack.nn.zoo.build_from_spec). Without --threads the replay
+    runs under the fingerprint's reference thread count (the digest can depend on it).
     """
     import sldpack
-    from sldpack.nn.replay import check_fingerprint, replay, resolve_device, save_safetensors, thread_count
+    from sldpack.nn.replay import replay, replay_and_verify, resolve_device, save_safetensors
 
+    dev = resolve_device(device)
     with sldpack.open(file) as f:
         manifest = f.manifest
-        fp = manifest.replay
-        ref = fp.reference.get("threads") if fp is not None else None
-        use_threads = threads if threads is not None else (int(ref) if isinstance(ref, int) and ref > 0 else None)
-        dev = resolve_device(device)
-        res = replay(f, device=dev, threads=use_threads if dev.type == "cpu" else None)
-    module = res.module
-    with thread_count(use_threads if dev.type == "cpu" else None):
-        status, digest, maxdev = ("unchecked", "", None)
-        if check and fp is not None:
-            status, digest, maxdev = check_fingerprint(module, fp, threads=use_threads or 1)
-        elif check:
-            status = "no_fingerprint"
+        if check:
+            res, rep = replay_and_verify(f, device=dev, threads=threads)
+            status: str = rep.status
+            digest, maxdev = rep.actual_sha256, rep.max_abs_deviation
+        else:
+            ref = manifest.replay.reference.get("threads") if manifest.replay is not None else None
+            use = threads if threads is not None else (ref if isinstance(ref, int) and ref > 0 else None)
+            res = replay(f, device=dev, threads=use if dev.type == "cpu" else None)
+            status, digest, maxdev = "unchecked", "", None
     meta = {"sldp_source": Path(file).name, "arch": manifest.arch.id, "format": "pt"}
-    nbytes = save_safetensors(out, module.state_dict(), metadata=meta)
+    nbytes = save_safetensors(out, res.module.state_dict(), metadata=meta)
     result = {"file": file, "out": out, "bytes": nbytes, "arch": manifest.arch.id, "device": str(dev),
               "seconds": round(res.seconds, 3), "theta0": res.theta0_status, "fingerprint": status,
               "theta_opt_sha256": digest or None, "max_abs_deviation": maxdev}

@@ -10,12 +10,16 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from sldpack.cli.exit_codes import EXIT_OK, EXIT_VERIFY_FAILED
+from sldpack.cli.options import data_options, runtime_options
 from sldpack.errors import SldpError, UsageError
+
+if TYPE_CHECKING:
+    from sldpack.pipelines.report import ByteReport
 
 __all__ = ["audit_cmd", "report_cmd"]
 
@@ -24,7 +28,7 @@ def _dump(obj: Any) -> None:
     click.echo(json.dumps(obj, indent=2, sort_keys=False, default=str))
 
 
-def _zoo_checkpoint(rep: Any) -> tuple[int | None, str | None, str | None]:
+def _zoo_checkpoint(rep: ByteReport) -> tuple[int | None, str | None, str | None]:
     """(bytes, source, note) of the checkpoint of the file's architecture, from the zoo."""
     try:
         from sldpack.pipelines.sharing import checkpoint_size
@@ -174,16 +178,15 @@ def report_cmd(file: str | None, zoo: bool, as_json: bool, vs: str | None, preci
         click.echo("\n".join(text))
 
 
-def _current_images_dtype(rep: Any) -> str:
+def _current_images_dtype(rep: ByteReport) -> str:
     dts = {t.dtype for t in rep.manifest.tensors.values() if t.role == "images"}
     return dts.pop() if len(dts) == 1 else "F32"
 
 
 @click.command("audit")
 @click.argument("file", type=click.Path(exists=True, dir_okay=False))
-@click.option("--data", required=True, type=click.Path(exists=True, dir_okay=False),
-              help="Real training images: .npz ({split}_images or images) or .npy.")
-@click.option("--split", default="train", show_default=True, help="Split of a MedMNIST-style .npz.")
+@data_options
+@runtime_options
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 @click.option("--sheet", type=click.Path(dir_okay=False), default=None,
               help="PNG sheet path [default: FILE with .audit.png].")
@@ -203,8 +206,7 @@ def _current_images_dtype(rep: Any) -> str:
 @click.option("--window", type=click.Choice(["uniform", "gaussian"]), default="uniform", show_default=True,
               help="SSIM window (7x7).")
 @click.option("--patch-stride", type=click.IntRange(1), default=None,
-              help="Compare with every distilled-size window of the real images at this stride "
-                   "(patch-based distillation) instead of resizing whole images.")
+              help="Same as --stride (kept for existing scripts).")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the real sample.")
 @click.option("--record", is_flag=True,
               help="Write the verdict into FILE's provenance, bound to its images' digest and to the SHA-256 of "
@@ -212,10 +214,9 @@ def _current_images_dtype(rep: Any) -> str:
 @click.option("--report", "report_path", type=click.Path(dir_okay=False), default=None,
               help="With --record: the JSON report path [default: FILE with .audit.json].")
 @click.pass_context
-def audit_cmd(ctx: click.Context, file: str, data: str, split: str, as_json: bool, sheet: str | None,
-              no_sheet: bool, percentile: float, copy_ncc: float, neighbours: int, real_sample: int,
-              ssim_candidates: int, chunk: int, window: str, patch_stride: int | None, seed: int,
-              record: bool, report_path: str | None) -> None:
+def audit_cmd(ctx: click.Context, /, file: str, as_json: bool, sheet: str | None, no_sheet: bool, percentile: float,
+              copy_ncc: float, neighbours: int, real_sample: int, ssim_candidates: int, chunk: int, window: str,
+              patch_stride: int | None, seed: int, record: bool, report_path: str | None, **kwargs: Any) -> None:
     """Privacy audit: is any distilled image of FILE a near copy of a real training image?
 
     For every distilled image: its nearest real training image (or patch) by normalised
@@ -223,12 +224,41 @@ def audit_cmd(ctx: click.Context, file: str, data: str, split: str, as_json: boo
     falls in the distribution of nearest-neighbour similarity between distinct real images. An image is
     flagged when its NCC or SSIM is above the --percentile of that distribution, or its NCC >= --copy-ncc.
 
+    Real images: the --split (default train) of --data (any layout, or a .npy image array) or --phantom.
+    With --stride the distilled images are compared with every distilled-size window of the real images
+    at that stride (patch-based distillation) instead of with whole images resized. The audit is
+    numpy-only: --device/--threads are accepted for a uniform command line and change nothing.
+
     Exit code: 0 PASS, 1 FLAG (an image is flagged), 2 bad input.
     """
-    from sldpack.pipelines.audit import AuditConfig, audit_file
+    import numpy as np
 
+    from sldpack.pipelines.audit import AuditConfig, audit_file, load_real_images
+    from sldpack.pipelines.datasets import detect_format
+    from sldpack.pipelines.inputs import DataSpec
+
+    spec = DataSpec.from_kwargs(kwargs)
     if sheet and no_sheet:
         raise click.UsageError("--sheet and --no-sheet contradict each other")
+    if spec.source is not None:
+        raise UsageError("sldp audit reads --data PATH or --phantom N, not a --source plug-in")
+    if spec.patch_size is not None or spec.out_size is not None:
+        raise UsageError("audit windows have the distilled images' size: give --stride only "
+                         "(drop --patch-size/--out-size)")
+    if patch_stride is not None and spec.stride is not None and patch_stride != spec.stride:
+        raise click.UsageError("--patch-stride and --stride differ: give one")
+    patch_stride = spec.stride if spec.stride is not None else patch_stride
+    split = spec.split_or("train")
+    # a .npy image array and MedMNIST files (channels kept) are read as stored; every other layout through
+    # the shared loader and split rule
+    if spec.data is not None and (spec.data.endswith(".npy") or (spec.format in ("auto", "medmnist")
+                                                               and detect_format(spec.data) == "medmnist")):
+        real = load_real_images(spec.data, split)
+        data = spec.data
+    else:
+        sel = spec.select(split)
+        real = (np.asarray(sel.data.images), np.asarray(sel.data.labels))
+        data = sel.source
     cfg = AuditConfig(percentile=percentile, copy_ncc=copy_ncc, k=neighbours, real_sample=real_sample,
                       ssim_candidates=ssim_candidates, chunk=chunk,
                       window="gaussian" if window == "gaussian" else "uniform", seed=seed,
@@ -237,12 +267,12 @@ def audit_cmd(ctx: click.Context, file: str, data: str, split: str, as_json: boo
         raise click.UsageError("--report is the report of --record: add --record")
     sheet_path = None if no_sheet else (sheet or str(Path(file).with_suffix(".audit.png")))
     if record:
-        from sldpack.pipelines.provenance import images_sha256
+        from sldpack.format.provenance import images_sha256
 
         audited = images_sha256(file)  # before auditing: --record refuses a file that changed meanwhile
-    res = audit_file(file, data, split=split, config=cfg, sheet=sheet_path)
+    res = audit_file(file, data, split=split, config=cfg, sheet=sheet_path, real=real)
     if record:
-        from sldpack.pipelines.provenance import record_audit
+        from sldpack.format.provenance import record_audit
 
         rec = record_audit(file, res.to_dict(), images_digest=audited, report_path=report_path)
         click.echo(f"recorded {rec.record.verdict} in {file} (report {rec.report_path}, sha256 "

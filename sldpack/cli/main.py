@@ -8,16 +8,21 @@ exit code documented in :mod:`sldpack.cli.exit_codes`, in one place.
 from __future__ import annotations
 
 import importlib
+import os
 import sys
+import traceback
 from typing import Any
 
 import click
 
 from sldpack import __version__
-from sldpack.cli.exit_codes import EXIT_BAD_INPUT, exit_code_for
+from sldpack.cli.exit_codes import EXIT_BAD_INPUT, EXIT_INTERNAL, EXIT_INTERRUPTED, exit_code_for
 from sldpack.errors import SldpError
 
-__all__ = ["cli", "main"]
+__all__ = ["TRACEBACK_ENV", "cli", "main"]
+
+TRACEBACK_ENV = "SLDP_TRACEBACK"
+"""Set to 1 to get the full traceback of an internal error (exit code 3) instead of one line."""
 
 # command name -> (module, attribute, one-line help shown by `sldp --help`)
 _COMMANDS: dict[str, tuple[str, str, str]] = {
@@ -63,7 +68,8 @@ class _LazyGroup(click.Group):
 def cli() -> None:
     """sldpack: soft-label distilled data sets in small, verifiable .sldp files.
 
-    Exit codes: 0 ok, 1 verification failed, 2 bad input or usage, 3 internal error, 130 interrupted.
+    Exit codes: 0 ok, 1 verification failed, 2 bad input or usage, 3 internal error (SLDP_TRACEBACK=1
+    prints the traceback), 130 interrupted.
     """
 
 
@@ -73,7 +79,7 @@ def main(argv: list[str] | None = None) -> Any:
         return cli.main(args=argv, prog_name="sldp", standalone_mode=False)
     except click.exceptions.Abort:
         click.echo("aborted", err=True)
-        sys.exit(130)
+        sys.exit(EXIT_INTERRUPTED)
     except click.ClickException as exc:
         exc.show()
         sys.exit(exc.exit_code if exc.exit_code else EXIT_BAD_INPUT)
@@ -84,7 +90,14 @@ def main(argv: list[str] | None = None) -> Any:
         sys.exit(exit_code_for(exc))
     except KeyboardInterrupt:
         click.echo("sldp: interrupted", err=True)
-        sys.exit(130)
+        sys.exit(EXIT_INTERRUPTED)
+    except Exception as exc:
+        # a bug in sldpack, not bad input: exit 3 (never 1, which means "verification failed")
+        if os.environ.get(TRACEBACK_ENV, "") not in ("", "0"):
+            traceback.print_exc()
+        click.echo(f"sldp: internal error: {type(exc).__name__}: {exc} (a bug in sldpack; run again with "
+                   f"{TRACEBACK_ENV}=1 for the traceback and report it)", err=True)
+        sys.exit(EXIT_INTERNAL)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -14,7 +14,9 @@ __all__ = [
     "ALLOWED_DTYPES",
     "BYTE_ORDER",
     "COMPRESSIONS",
+    "DTYPE_FOR_NUMPY_NAME",
     "DTYPE_ITEMSIZE",
+    "DTYPE_NUMPY",
     "ERROR_CODES",
     "HEADER_SIZE",
     "HEADER_STRUCT",
@@ -76,6 +78,28 @@ DTYPE_ITEMSIZE: Final[dict[str, int]] = {
     "U8": 1,
 }
 ALLOWED_DTYPES: Final = frozenset(DTYPE_ITEMSIZE)
+
+# The one dtype table: storage dtype -> little-endian numpy dtype string of the stored bytes (BF16 is
+# carried as raw uint16 words) and the numpy dtype name it decodes to; every other map derives from it.
+DTYPE_NUMPY: Final[dict[str, str]] = {
+    "F64": "<f8",
+    "F32": "<f4",
+    "F16": "<f2",
+    "BF16": "<u2",
+    "I64": "<i8",
+    "I32": "<i4",
+    "U8": "u1",
+}
+DTYPE_FOR_NUMPY_NAME: Final[dict[str, str]] = {
+    "float64": "F64",
+    "float32": "F32",
+    "float16": "F16",
+    "bfloat16": "BF16",
+    "int64": "I64",
+    "int32": "I32",
+    "uint8": "U8",
+}
+"""numpy (and torch, without the ``torch.`` prefix) dtype name -> storage dtype."""
 
 ROLES: Final = ("images", "labels", "lrs", "bn_stats", "theta0_check", "extra")
 COMPRESSIONS: Final = ("none", "zstd")

@@ -23,6 +23,7 @@ from sldpack.errors import DigestError, FormatError, UsageError, VersionError
 from sldpack.format import canonical_msgpack
 from sldpack.format.constants import (
     COMPRESSIONS,
+    DTYPE_FOR_NUMPY_NAME,
     DTYPE_ITEMSIZE,
     HEADER_SIZE,
     HEADER_STRUCT,
@@ -49,8 +50,7 @@ __all__ = ["Header", "Layout", "SldpFile", "Tensor", "encode", "open", "read", "
 
 _ZSTD_FEED = 1024  # input bytes per decompress call: bounds output overshoot to ~32 MiB (128 KiB/block)
 _ZSTD_MAX_WINDOW = 1 << 27
-_DTYPE_FOR_NUMPY = {"float64": "F64", "float32": "F32", "float16": "F16", "int64": "I64", "int32": "I32",
-                    "uint8": "U8"}
+_DTYPE_FOR_NUMPY = DTYPE_FOR_NUMPY_NAME
 
 
 @dataclass(frozen=True)

@@ -10,6 +10,7 @@ well-formed safetensors but not a valid SLDP payload.
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -17,20 +18,30 @@ from typing import Any
 import numpy as np
 
 from sldpack.errors import FormatError
-from sldpack.format.constants import ALLOWED_DTYPES, DTYPE_ITEMSIZE, MAX_RANK, MAX_ST_HEADER_BYTES, MAX_TENSORS
+from sldpack.format.constants import (
+    ALLOWED_DTYPES,
+    DTYPE_FOR_NUMPY_NAME,
+    DTYPE_ITEMSIZE,
+    DTYPE_NUMPY,
+    MAX_RANK,
+    MAX_ST_HEADER_BYTES,
+    MAX_TENSORS,
+)
 
-__all__ = ["NUMPY_DTYPE", "StEntry", "encode_header", "from_storage", "parse_header", "to_storage"]
+__all__ = [
+    "NUMPY_DTYPE",
+    "StEntry",
+    "encode_checkpoint",
+    "encode_header",
+    "from_storage",
+    "parse_header",
+    "read_checkpoint",
+    "storage_dtype",
+    "to_storage",
+]
 
-# storage dtype -> little-endian numpy dtype of the raw bytes (BF16 is carried as raw uint16)
-NUMPY_DTYPE: dict[str, np.dtype[Any]] = {
-    "F64": np.dtype("<f8"),
-    "F32": np.dtype("<f4"),
-    "F16": np.dtype("<f2"),
-    "BF16": np.dtype("<u2"),
-    "I64": np.dtype("<i8"),
-    "I32": np.dtype("<i4"),
-    "U8": np.dtype("u1"),
-}
+# storage dtype -> little-endian numpy dtype of the raw bytes (BF16 is carried as raw uint16), from the one table
+NUMPY_DTYPE: dict[str, np.dtype[Any]] = {k: np.dtype(v) for k, v in DTYPE_NUMPY.items()}
 
 
 @dataclass(frozen=True)
@@ -197,3 +208,105 @@ def from_storage(raw: bytes | memoryview, dtype: str, shape: tuple[int, ...]) ->
     if dtype == "BF16":
         return (arr.astype(np.uint32) << 16).view(np.float32)
     return arr.astype(NUMPY_DTYPE[dtype].newbyteorder("="), copy=True)
+
+
+# --- lenient reader/writer for user checkpoints -------------------------------------------------------
+# Not an SLDP payload: any order, ``__metadata__`` allowed (string -> string), spare padding tolerated.
+# It still distrusts the file: header size cap, offsets inside the data section, span = dtype x shape.
+
+def storage_dtype(numpy_dtype: np.dtype[Any] | str) -> str | None:
+    """The storage dtype (``"F32"`` ...) of a numpy (or torch, by name) dtype, or ``None`` when it has none."""
+    name = str(numpy_dtype).removeprefix("torch.")
+    return DTYPE_FOR_NUMPY_NAME.get(name)
+
+
+def encode_checkpoint(arrays: Mapping[str, np.ndarray], metadata: Mapping[str, str] | None = None) -> bytes:
+    """A ``.safetensors`` file (bytes) for ``name -> array`` plus optional ``__metadata__``.
+
+    Tensors are written in the given order, packed with no gaps; the header is padded to 8 bytes. The
+    result loads with ``safetensors.numpy.load`` / ``safetensors.torch.load_file``.
+
+    Raises:
+        FormatError: ``E_DTYPE`` for an array whose dtype safetensors cannot carry here.
+    """
+    header: dict[str, Any] = {}
+    blobs: list[bytes] = []
+    pos = 0
+    for name, arr in arrays.items():
+        a = np.asarray(arr)
+        dt = storage_dtype(a.dtype)
+        if dt is None or dt == "BF16":
+            raise FormatError("E_DTYPE", f"tensor {name!r}: numpy dtype {a.dtype} has no safetensors dtype here",
+                              expected=" | ".join(sorted(set(DTYPE_FOR_NUMPY_NAME.values()) - {"BF16"})), got=a.dtype)
+        raw = np.ascontiguousarray(a, dtype=NUMPY_DTYPE[dt]).tobytes()
+        header[name] = {"dtype": dt, "shape": list(a.shape), "data_offsets": [pos, pos + len(raw)]}
+        blobs.append(raw)
+        pos += len(raw)
+    if metadata:
+        header["__metadata__"] = {str(k): str(v) for k, v in metadata.items()}
+    text = json.dumps(header, separators=(",", ":")).encode("utf-8")
+    text += b" " * ((-(8 + len(text))) % 8)
+    return len(text).to_bytes(8, "little") + text + b"".join(blobs)
+
+
+def read_checkpoint(source: bytes | memoryview | str | os.PathLike[str]
+                    ) -> tuple[dict[str, np.ndarray], dict[str, str]]:
+    """Read any well-formed ``.safetensors`` file (lenient: user checkpoints, ``__metadata__`` allowed).
+
+    Args:
+        source: the file's bytes, or its path.
+
+    Returns:
+        ``(name -> native numpy array, metadata)``; BF16 decodes to exact float32.
+
+    Raises:
+        FormatError: ``E_IO`` unreadable file, ``E_TRUNCATED``/``E_LIMIT``/``E_ST_HEADER`` bad header,
+            ``E_DTYPE`` unknown dtype, ``E_ST_OFFSETS`` a tensor outside the data section or whose span differs
+            from dtype x shape.
+    """
+    if isinstance(source, (bytes, memoryview)):
+        raw = memoryview(source)
+    else:
+        try:
+            with open(source, "rb") as fh:
+                raw = memoryview(fh.read())
+        except OSError as exc:
+            raise FormatError("E_IO", f"cannot read {os.fspath(source)}: {exc.strerror or exc}") from None
+    if len(raw) < 8:
+        raise FormatError("E_TRUNCATED", "too short for a safetensors file", offset=0, expected=">= 8 bytes",
+                          got=len(raw))
+    n = int.from_bytes(raw[:8], "little")
+    if n > MAX_ST_HEADER_BYTES or 8 + n > len(raw):
+        raise FormatError("E_LIMIT" if n > MAX_ST_HEADER_BYTES else "E_ST_HEADER",
+                          "safetensors header length is out of range", offset=0,
+                          expected=f"<= {min(MAX_ST_HEADER_BYTES, len(raw) - 8)}", got=n)
+    try:
+        obj = json.loads(bytes(raw[8:8 + n]).decode("utf-8"))
+    except (UnicodeDecodeError, ValueError, RecursionError) as exc:
+        raise FormatError("E_ST_HEADER", f"safetensors header is not valid UTF-8 JSON ({exc})", offset=8,
+                          expected="a JSON object", got=bytes(raw[8:48])) from None
+    if not isinstance(obj, dict):
+        raise FormatError("E_ST_HEADER", "safetensors header is not a JSON object", offset=8, expected="object",
+                          got=type(obj).__name__)
+    meta_obj = obj.pop("__metadata__", None) or {}
+    if not isinstance(meta_obj, dict):
+        raise FormatError("E_ST_HEADER", "__metadata__ is not an object", offset=8, expected="object",
+                          got=type(meta_obj).__name__)
+    data = raw[8 + n:]
+    out: dict[str, np.ndarray] = {}
+    for name, ent in obj.items():
+        try:
+            dtype, shape, (b, e) = ent["dtype"], tuple(int(d) for d in ent["shape"]), ent["data_offsets"]
+        except (TypeError, KeyError, ValueError) as exc:
+            raise FormatError("E_ST_HEADER", f"tensor entry {name!r} is malformed ({exc})", offset=8,
+                              expected="{dtype, shape, data_offsets}", got=ent) from None
+        if dtype not in NUMPY_DTYPE:
+            raise FormatError("E_DTYPE", f"tensor {name!r} has an unsupported dtype", offset=8,
+                              expected=" | ".join(sorted(NUMPY_DTYPE)), got=dtype)
+        if (type(b) is not int or type(e) is not int or not 0 <= b <= e <= len(data)
+                or any(d < 0 for d in shape) or e - b != _nbytes(dtype, shape)):
+            raise FormatError("E_ST_OFFSETS", f"tensor {name!r} lies outside the data section or its span differs "
+                              "from dtype x shape", offset=8 + n, expected=f"span {_nbytes(dtype, shape)}",
+                              got=[b, e])
+        out[name] = from_storage(data[b:e], dtype, shape)
+    return out, {str(k): str(v) for k, v in meta_obj.items()}

@@ -32,6 +32,7 @@ __all__ = [
     "PHILOX_W1",
     "Scratch",
     "Stream",
+    "check_seed",
     "derive_stream",
     "philox4x32_10",
     "stream_blocks",
@@ -101,7 +102,8 @@ class Stream:
     ctr3: int
 
 
-def _check_seed(seed: object) -> int:
+def check_seed(seed: object) -> int:
+    """``seed`` as an int if it is a valid init seed (an integer in range), else :class:`UsageError`."""
     if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
         raise UsageError(f"seed must be an integer, got {type(seed).__name__}")
     s = int(seed)
@@ -135,7 +137,7 @@ def derive_stream(seed: int, name: str) -> Stream:
     Raises:
         UsageError: for a seed out of range or an empty/non-text name.
     """
-    msg = DOMAIN_TAG + _check_seed(seed).to_bytes(8, "little") + _name_bytes(name)
+    msg = DOMAIN_TAG + check_seed(seed).to_bytes(8, "little") + _name_bytes(name)
     d = hashlib.sha256(msg).digest()
     w = [int.from_bytes(d[4 * i : 4 * i + 4], "little") for i in range(4)]
     return Stream(w[0], w[1], w[2], w[3])

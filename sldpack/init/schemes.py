@@ -19,14 +19,15 @@ import hashlib
 import math
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from types import ModuleType
 from typing import Any, Final
 
 import numpy as np
 import numpy.typing as npt
 
 from sldpack.errors import UsageError
-from sldpack.init.backend import c_fill, resolve_backend
-from sldpack.init.philox import Scratch, Stream, _check_seed, derive_stream, stream_blocks
+from sldpack.init.backend import c_fill, known_answer_check, register_self_check, resolve_backend
+from sldpack.init.philox import Scratch, Stream, check_seed, derive_stream, stream_blocks, stream_words
 
 __all__ = [
     "BUFFER_KINDS",
@@ -41,11 +42,14 @@ __all__ = [
     "SIN_COEFFS",
     "SQRT_HALF",
     "ValuePlan",
+    "check_scheme",
     "fans",
     "fill_into",
     "generate",
     "init_parameters",
     "iter_theta0",
+    "kernel_self_check",
+    "normal_rows",
     "param_kind",
     "plan_values",
     "scheme_for",
@@ -105,7 +109,8 @@ def _check_shape(shape: object) -> tuple[int, ...]:
     return tuple(out)
 
 
-def _check_scheme(scheme: object) -> str:
+def check_scheme(scheme: object) -> str:
+    """``scheme`` if it names a known init scheme, else :class:`UsageError`."""
     if not isinstance(scheme, str) or scheme not in SCHEMES:
         raise UsageError(f"unknown init scheme {scheme!r}; expected one of {', '.join(SCHEMES)}")
     return scheme
@@ -175,7 +180,7 @@ def plan_values(
     Raises:
         UsageError: for an unknown scheme, a bad seed/name/shape or a bad constant.
     """
-    _check_scheme(scheme)
+    check_scheme(scheme)
     dims = _check_shape(tuple(shape) if isinstance(shape, list) else shape)
     stream = derive_stream(seed, name)  # validates seed and name for every scheme
     count = math.prod(dims)
@@ -220,7 +225,7 @@ def _uniform_rows(
     return out
 
 
-def _normal_rows(
+def normal_rows(
     r: npt.NDArray[np.uint64],
     t: npt.NDArray[np.uint64],
     sigma: float,
@@ -327,7 +332,7 @@ def _fill_blocks(out: _F32, plan: ValuePlan, first_block: int, sc: Scratch) -> N
         _uniform_rows(r, plan.scale, v[:, 0])
         _uniform_rows(t, plan.scale, v[:, 1])
     else:
-        _normal_rows(r, t, plan.scale, sc, v[:, 0], v[:, 1])
+        normal_rows(r, t, plan.scale, sc, v[:, 0], v[:, 1])
     if n == 4 * nb:
         cols = out.reshape(nb, 4)
         cols[:, 0], cols[:, 1], cols[:, 2], cols[:, 3] = v[0, 0], v[0, 1], v[1, 0], v[1, 1]
@@ -440,7 +445,7 @@ def param_kind(name: str, shape: Sequence[int]) -> str:
 
 def scheme_for(kind: str, scheme: str) -> str:
     """The scheme actually applied to an entry of ``kind`` when the model's scheme is ``scheme``."""
-    _check_scheme(scheme)
+    check_scheme(scheme)
     return {
         "weight": scheme,
         "bias": "zeros",
@@ -456,7 +461,7 @@ def _entry(
 ) -> tuple[str, npt.NDArray[np.generic]]:
     kind = param_kind(name, shape)
     if kind == "num_batches_tracked":
-        _check_seed(seed)
+        check_seed(seed)
         return kind, np.zeros(shape, dtype=np.int64)
     return kind, generate(seed, name, shape, scheme_for(kind, scheme), constant=constant, backend=backend)
 
@@ -487,8 +492,8 @@ def iter_theta0(
 
     Args/Raises: as :func:`init_parameters`.
     """
-    _check_seed(seed)
-    _check_scheme(scheme)
+    check_seed(seed)
+    check_scheme(scheme)
     be = resolve_backend(backend)
     for name, shape in _check_params(params):
         kind, arr = _entry(seed, name, shape, scheme, constant, be)
@@ -562,3 +567,33 @@ def theta0_digests(
         for name, kind, arr in iter_theta0(seed, scheme, params, constant=constant, backend=backend)
         if kind not in BUFFER_KINDS
     }
+
+
+def kernel_self_check(mod: ModuleType) -> str | None:
+    """Why the built C kernel ``mod`` must not be used (``None`` when it reproduces the numpy reference on a
+    small sample); registered with :func:`sldpack.init.backend.register_self_check`."""
+    why = known_answer_check(mod)
+    if why is not None:
+        return why
+    # The binary64 values before the final rounding: a fused multiply-add or a reordered operation
+    # changes about one in twenty of them, but only about one float32 value in 10^8.
+    words = stream_words(0, "sldpack/init/self-check", 0, 512).astype(np.uint64).reshape(2, 256)
+    want_c, want_s = normal_rows(np.stack([words[0], words[0]]), np.stack([words[1], words[1]]), 0.75,
+                                 Scratch(256))
+    got_c, got_s = np.empty(256), np.empty(256)
+    mod.normal_f64(words[0].astype(np.uint32), words[1].astype(np.uint32), 0.75, got_c, got_s)
+    if got_c.tobytes() != want_c[0].tobytes() or got_s.tobytes() != want_s[0].tobytes():
+        return "binary64 Box-Muller values differ from the numpy reference (compiled with FMA contraction?)"
+    stream = derive_stream(0, "conv1.weight")
+    for transform, scale in (("normal", 0.4714045207910317), ("uniform", 0.25)):
+        plan = ValuePlan(transform, scale, stream, 1 << 10)
+        ref = np.empty(203, dtype=np.float32)
+        fill_into(ref, plan, 5, backend="numpy")  # an odd start and length: the unaligned paths too
+        got = np.empty(203, dtype=np.float32)
+        c_fill(got, transform, stream, 5, scale, mod)
+        if got.tobytes() != ref.tobytes():
+            return f"{transform} values differ from the numpy reference"
+    return None
+
+
+register_self_check(kernel_self_check)

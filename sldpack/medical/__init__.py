@@ -4,12 +4,14 @@ and PNG montages.
 Everything here needs numpy and Pillow only (``pydicom`` for DICOM, imported when a DICOM file is read), so
 applications can use it without torch. Typical use::
 
+    import numpy as np
     from sldpack.medical import make_phantom, PatchConfig, index_image_set, PatchSampler
 
     data = make_phantom(40, size=256, seed=0).to_image_set()
     index = index_image_set(data, PatchConfig(size=32, stride=16))
-    sampler = PatchSampler(data.images, index, seed=0, balanced=True)
-    patches, labels = sampler.sample(64)          # float32 [64, 32, 32] in [0, 1], int64 0/1/2 (I/N/P)
+    sampler = PatchSampler(data.images, index)
+    rng = np.random.default_rng(0)
+    patches, labels = sampler.sample(64, rng)     # float32 [64, 32, 32] in [0, 1], int64 0/1/2 (I/N/P)
 """
 
 from __future__ import annotations

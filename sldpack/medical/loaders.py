@@ -21,107 +21,43 @@ Supported sources:
 
 from __future__ import annotations
 
-import csv
-import os
 import zipfile
 import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from numpy.typing import NDArray
 
 from sldpack.errors import DataError, UsageError
+from sldpack.medical.folders import find_by_name, index_folder, read_labels_csv
+from sldpack.medical.images import IMAGE_EXTENSIONS, PathLike, apply_window, read_dicom, read_image_file, resize_u8
+from sldpack.medical.imageset import ImageSet
+
+if TYPE_CHECKING:
+    from sldpack.medical.store import StoreInfo
 
 __all__ = [
     "IMAGE_EXTENSIONS",
     "MEDMNIST_SPLITS",
     "ImageSet",
+    "NpzSplit",
     "apply_window",
+    "convert_to_store",
     "load_folder",
     "load_images",
     "load_medmnist_npz",
     "load_npz",
     "read_dicom",
     "read_image_file",
+    "read_npz_split",
     "split_indices",
 ]
 
 MEDMNIST_SPLITS = ("train", "val", "test")
-IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".dcm")
 
-PathLike = str | os.PathLike[str]
-
-
-@dataclass(frozen=True)
-class ImageSet:
-    """Grayscale images with optional organ masks, integer labels and names.
-
-    Attributes:
-        images: uint8 ``[N, H, W]`` (any array supporting ``images[i]``, e.g. an ``np.memmap``).
-        masks: uint8 ``[N, H, W]`` with values {0, 1} (1 = organ), or ``None`` when the source has none.
-        labels: int64 ``[N]`` image-level labels (0 normal, 1 diseased for the detection task).
-        names: one unique name per image (file name, or ``split_00012`` for array sources).
-    """
-
-    images: NDArray[np.uint8]
-    masks: NDArray[np.uint8] | None
-    labels: NDArray[np.int64]
-    names: tuple[str, ...]
-
-    def __post_init__(self) -> None:
-        n = self.images.shape[0]
-        if self.images.ndim != 3:
-            raise DataError(f"ImageSet images must be [N, H, W], got shape {self.images.shape}")
-        if self.masks is not None and self.masks.shape != self.images.shape:
-            raise DataError(f"ImageSet masks shape {self.masks.shape} != images shape {self.images.shape}")
-        if self.labels.shape != (n,):
-            raise DataError(f"ImageSet labels shape {self.labels.shape} != ({n},)")
-        if len(self.names) != n:
-            raise DataError(f"ImageSet has {len(self.names)} names for {n} images")
-
-    def __len__(self) -> int:
-        return int(self.images.shape[0])
-
-    @property
-    def shape(self) -> tuple[int, int]:
-        """``(H, W)`` of every image."""
-        return int(self.images.shape[1]), int(self.images.shape[2])
-
-    def subset(self, indices: Sequence[int] | NDArray[np.integer[Any]]) -> ImageSet:
-        """The images at ``indices`` (copied), in that order.
-
-        Raises:
-            UsageError: when an index is out of range.
-        """
-        idx = np.asarray(indices, dtype=np.int64).reshape(-1)
-        if idx.size and (idx.min() < 0 or idx.max() >= len(self)):
-            raise UsageError(f"subset index out of range 0..{len(self) - 1}")
-        if hasattr(self.images, "take_rows"):  # on-disk sets (sldpack.medical.store): lazy views, nothing read
-            from sldpack.medical.store import take
-
-            return ImageSet(images=take(self.images, idx), masks=None if self.masks is None else take(self.masks, idx),
-                            labels=self.labels[idx].copy(), names=tuple(self.names[int(i)] for i in idx))
-        return ImageSet(
-            images=np.ascontiguousarray(self.images[idx]),
-            masks=None if self.masks is None else np.ascontiguousarray(self.masks[idx]),
-            labels=self.labels[idx].copy(),
-            names=tuple(self.names[int(i)] for i in idx),
-        )
-
-    def require_binary(self, what: str = "image labels") -> None:
-        """Raise :class:`DataError` unless every label is 0 or 1 (the detection task is binary)."""
-        bad = np.setdiff1d(np.unique(self.labels), [0, 1])
-        if bad.size:
-            raise DataError(f"{what} must be 0 (normal) or 1 (diseased); found {bad[:5].tolist()}")
-
-    def require_masks(self) -> NDArray[np.uint8]:
-        """The masks, or :class:`DataError` when the source has none (patch labelling needs them)."""
-        if self.masks is None:
-            raise DataError("this data set has no organ masks; I/N/P patch labels need a mask per image")
-        return self.masks
 
 
 # --- npz ------------------------------------------------------------------------------------------------
@@ -200,6 +136,56 @@ def _as_masks(path: Path, key: str, arr: NDArray[Any], shape: tuple[int, ...]) -
     raise DataError(f"{path}: {key!r} values must be {{0, 1}} or {{0, 255}}, found {values[:6].tolist()}...")
 
 
+@dataclass(frozen=True)
+class NpzSplit:
+    """The raw arrays of one split of an ``.npz``, as stored (channels kept, any pixel dtype).
+
+    Attributes:
+        images: ``[N, H, W]``, ``[N, H, W, C]`` or ``[N, C, H, W]``.
+        labels: ``int64 [N]``, or ``None`` when the file has none.
+        label_names: the file's ``label_names`` array, if any.
+        layout: ``"medmnist"`` (``{split}_images``) or ``"images"`` (``images`` + ``labels``).
+    """
+
+    images: NDArray[Any]
+    labels: NDArray[np.int64] | None
+    label_names: tuple[str, ...]
+    layout: str
+
+
+def read_npz_split(path: PathLike, split: str, *, labels_required: bool = True,
+                   layouts: Sequence[str] = ("medmnist", "images")) -> NpzSplit:
+    """The one reader of raw ``.npz`` arrays: ``{split}_images``/``{split}_labels`` (MedMNIST layout), else
+    ``images``/``labels`` (whole file, ``split`` ignored), in the order of ``layouts``.
+
+    Unlike :func:`load_medmnist_npz`/:func:`load_npz` nothing is converted (RGB stays RGB, floats stay
+    floats): for callers that need the stored channels (the distiller's whole-image source, the audit).
+
+    Raises:
+        DataError: unreadable archive, no array of the asked layouts (naming the splits present), labels
+            that do not match the images, or missing labels when ``labels_required``.
+    """
+    p = Path(path)
+    with _open_npz(p) as npz:
+        keys = set(npz.files)
+        for layout in layouts:
+            ik, lk = (f"{split}_images", f"{split}_labels") if layout == "medmnist" else ("images", "labels")
+            if ik not in keys:
+                continue
+            images = _npz_array(p, npz, ik)
+            if images.ndim not in (3, 4) or images.shape[0] == 0:
+                raise DataError(f"{p}: {ik!r} must be a non-empty [N,H,W] or [N,H,W,C] array, got {images.shape}")
+            labels = _as_labels(p, lk, _npz_array(p, npz, lk), images.shape[0]) if lk in keys else None
+            if labels is None and labels_required:
+                raise DataError(f"{p}: has {ik!r} but no {lk!r}")
+            names = tuple(str(v) for v in _npz_array(p, npz, "label_names")) if "label_names" in keys else ()
+            return NpzSplit(images=images, labels=labels, label_names=names, layout=layout)
+        splits = sorted({k.rsplit("_", 1)[0] for k in keys if k.endswith("_images")})
+        wanted = " or ".join(f"'{split}_images'" if lo == "medmnist" else "'images'" for lo in layouts)
+        raise DataError(f"{p}: no {wanted} array (no split {split!r}); splits present: {splits}; "
+                        f"it holds {sorted(keys)}")
+
+
 def load_npz(path: PathLike) -> ImageSet:
     """Load an ``.npz`` holding ``images`` [N,H,W] uint8, ``masks`` [N,H,W], ``labels`` [N] (+ ``names``).
 
@@ -267,132 +253,6 @@ def load_medmnist_npz(path: PathLike) -> dict[str, ImageSet]:
     return out
 
 
-# --- image files ----------------------------------------------------------------------------------------
-
-
-def _pil_to_gray(img: Any, path: Path) -> NDArray[np.uint8]:
-    """Pillow image -> uint8 [H, W]; 16-bit/float images are scaled from their own min..max to 0..255."""
-    from PIL import Image
-
-    mode = img.mode
-    if mode in ("I;16", "I;16B", "I;16L", "I", "F"):
-        arr = np.asarray(img, dtype=np.float64)
-        lo, hi = float(arr.min()), float(arr.max())
-        if hi <= lo:
-            return np.zeros(arr.shape, dtype=np.uint8)
-        return np.clip(np.rint((arr - lo) * (255.0 / (hi - lo))), 0, 255).astype(np.uint8)
-    if mode != "L":
-        if mode in ("RGBA", "LA", "PA") or (mode == "P" and "transparency" in img.info):
-            img = img.convert("RGBA").convert("RGB")  # drop alpha, do not premultiply
-        img = img.convert("L")
-    assert isinstance(img, Image.Image)
-    return np.array(img, dtype=np.uint8)
-
-
-def read_image_file(path: PathLike, *, window: tuple[float, float] | None = None) -> NDArray[np.uint8]:
-    """Read one PNG/JPEG/TIFF (via Pillow) or DICOM (via pydicom) file as grayscale uint8 ``[H, W]``.
-
-    Colour images are converted with ITU-R 601 luma; 16-bit and float images are scaled from their own
-    min..max. Multi-page TIFFs: the first page.
-
-    Args:
-        path: the file.
-        window: DICOM only: ``(center, width)`` overriding the file's window.
-
-    Raises:
-        DataError: unsupported extension, missing file, or a file that cannot be decoded.
-    """
-    p = Path(path)
-    ext = p.suffix.lower()
-    if ext not in IMAGE_EXTENSIONS:
-        raise DataError(f"{p}: not a supported image type (extensions: {', '.join(IMAGE_EXTENSIONS)})")
-    if not p.is_file():
-        raise DataError(f"{p}: no such file")
-    if ext == ".dcm":
-        return read_dicom(p, window=window)
-    from PIL import Image, UnidentifiedImageError
-
-    try:
-        with Image.open(p) as img:
-            img.load()
-            return _pil_to_gray(img, p)
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
-        raise DataError(f"{p}: cannot decode image ({exc})") from exc
-
-
-def _resize(arr: NDArray[np.uint8], size: tuple[int, int], *, nearest: bool) -> NDArray[np.uint8]:
-    from PIL import Image
-
-    if arr.shape == size:
-        return arr
-    # Pillow resizes with an antialiased kernel when shrinking; masks use nearest to stay binary
-    resample = Image.Resampling.NEAREST if nearest else Image.Resampling.BILINEAR
-    return np.asarray(Image.fromarray(arr).resize((size[1], size[0]), resample=resample), dtype=np.uint8)
-
-
-def _read_labels_csv(path: Path) -> list[tuple[int, str, int]]:
-    """Rows ``(line number, name, label)`` of a ``name,label`` CSV."""
-    if not path.is_file():
-        raise DataError(f"{path}: labels CSV not found (expected columns name,label)")
-    try:
-        with path.open(newline="", encoding="utf-8-sig") as fh:
-            reader = csv.DictReader(fh)
-            fields = [f.strip().lower() for f in (reader.fieldnames or [])]
-            if "name" not in fields or "label" not in fields:
-                raise DataError(f"{path}: header must contain the columns name,label, got {reader.fieldnames}")
-            name_key = reader.fieldnames[fields.index("name")]  # type: ignore[index]
-            label_key = reader.fieldnames[fields.index("label")]  # type: ignore[index]
-            rows: list[tuple[int, str, int]] = []
-            for rec in reader:
-                line = reader.line_num
-                name = (rec.get(name_key) or "").strip()
-                raw = (rec.get(label_key) or "").strip()
-                if not name and not raw:
-                    continue  # blank line
-                if not name:
-                    raise DataError(f"{path}: line {line}: empty name")
-                try:
-                    label = int(raw)
-                except ValueError:
-                    raise DataError(f"{path}: line {line}: label {raw!r} is not an integer") from None
-                if label < 0:
-                    raise DataError(f"{path}: line {line}: label {label} is negative")
-                rows.append((line, name, label))
-    except UnicodeDecodeError as exc:
-        raise DataError(f"{path}: not UTF-8 text ({exc})") from exc
-    except csv.Error as exc:
-        raise DataError(f"{path}: malformed CSV ({exc})") from exc
-    if not rows:
-        raise DataError(f"{path}: no rows (expected a header name,label and one row per image)")
-    return rows
-
-
-def _find_by_name(folder: Path, name: str, files: dict[str, list[Path]], what: str, ctx: str) -> Path:
-    """Resolve ``name`` (a file name with extension, or a stem matching exactly one file) in ``folder``."""
-    direct = folder / name
-    if Path(name).suffix.lower() in IMAGE_EXTENSIONS:
-        # a full file name must exist as written: never substitute img.tif for a listed img.png
-        if direct.is_file():
-            return direct
-        raise DataError(f"{ctx}: names {name!r} but {folder} has no {what} file with that name")
-    if direct.is_file():
-        raise DataError(f"{ctx}: {name!r} is not a supported image type ({', '.join(IMAGE_EXTENSIONS)})")
-    cands = files.get(name, [])
-    if not cands:
-        raise DataError(f"{ctx}: names {name!r} but {folder} has no {what} file with that name")
-    if len(cands) > 1:
-        raise DataError(f"{ctx}: {name!r} is ambiguous in {folder}: {sorted(c.name for c in cands)}")
-    return cands[0]
-
-
-def _index_folder(folder: Path) -> dict[str, list[Path]]:
-    out: dict[str, list[Path]] = {}
-    for f in sorted(folder.iterdir()):
-        if f.is_file() and f.suffix.lower() in IMAGE_EXTENSIONS:
-            out.setdefault(f.stem, []).append(f)
-    return out
-
-
 def load_folder(
     folder: PathLike,
     *,
@@ -440,7 +300,7 @@ def load_folder(
                              "convert it again with --size to resize")
         return store
     csv_path = Path(labels_csv) if labels_csv is not None else root / "labels.csv"
-    rows = _read_labels_csv(csv_path)
+    rows = read_labels_csv(csv_path)
     mdir: Path | None
     if masks_dir is not None:
         mdir = Path(masks_dir)
@@ -452,8 +312,8 @@ def load_folder(
     if target is not None and (target[0] < 1 or target[1] < 1):
         raise UsageError(f"size must be positive, got {size!r}")
 
-    files = _index_folder(root)
-    mfiles = _index_folder(mdir) if mdir is not None else {}
+    files = index_folder(root)
+    mfiles = index_folder(mdir) if mdir is not None else {}
     # filled once the first image fixes the shape: no list + np.stack copy (peak memory = the data set)
     images: NDArray[np.uint8] | None = None
     masks: NDArray[np.uint8] | None = None
@@ -462,22 +322,22 @@ def load_folder(
     seen: dict[str, int] = {}
     for line, name, label in rows:
         ctx = f"{csv_path}: line {line}"
-        f = _find_by_name(root, name, files, "image", ctx)
+        f = find_by_name(root, name, files, "image", ctx)
         if f.name in seen:
             raise DataError(f"{ctx}: {f.name!r} is listed twice (first on line {seen[f.name]})")
         seen[f.name] = line
         img = read_image_file(f, window=window)
         if mdir is not None:
-            mf = _find_by_name(mdir, f.stem, mfiles, "mask", f"{ctx} ({f.name})")
+            mf = find_by_name(mdir, f.stem, mfiles, "mask", f"{ctx} ({f.name})")
             raw = read_image_file(mf)
             if raw.shape != img.shape:
                 raise DataError(f"{mf}: mask shape {raw.shape} differs from image {f.name} shape {img.shape}")
             m = (raw == 1) if int(raw.max()) == 1 else (raw > 127)
             mu8 = m.astype(np.uint8)
             if target is not None:
-                mu8 = _resize(mu8, target, nearest=True)
+                mu8 = resize_u8(mu8, target, nearest=True)
         if target is not None:
-            img = _resize(img, target, nearest=False)
+            img = resize_u8(img, target, nearest=False)
         if images is None:
             images = np.empty((len(rows), *img.shape), dtype=np.uint8)
             masks = np.empty((len(rows), *img.shape), dtype=np.uint8) if mdir is not None else None
@@ -491,142 +351,8 @@ def load_folder(
             masks[k] = mu8
         labels.append(label)
         names.append(f.name)
-    assert images is not None  # rows is never empty (checked by _read_labels_csv)
+    assert images is not None  # rows is never empty (checked by read_labels_csv)
     return ImageSet(images=images, masks=masks, labels=np.asarray(labels, dtype=np.int64), names=tuple(names))
-
-
-# --- DICOM ----------------------------------------------------------------------------------------------
-
-
-def _first_number(value: Any) -> float | None:
-    """DICOM DS values may be multi-valued (several windows): the first one is the default."""
-    if value is None:
-        return None
-    if isinstance(value, (list, tuple)) or type(value).__name__ == "MultiValue":
-        if len(value) == 0:
-            return None
-        value = value[0]
-    return float(value)
-
-
-def apply_window(
-    values: NDArray[Any],
-    center: float,
-    width: float,
-    *,
-    function: str = "LINEAR",
-    invert: bool = False,
-) -> NDArray[np.uint8]:
-    """Map modality values to uint8 with a DICOM VOI window (PS3.3 C.11.2.1.2).
-
-    ``LINEAR`` (the default): below ``c - 0.5 - (w-1)/2`` -> 0, above ``c - 0.5 + (w-1)/2`` -> 255, else
-    ``((x - (c - 0.5)) / (w - 1) + 0.5) * 255``; ``LINEAR_EXACT``: ``((x - c) / w + 0.5) * 255``;
-    ``SIGMOID``: ``255 / (1 + exp(-4 (x - c) / w))``. ``invert`` (for MONOCHROME1) returns ``255 - y``.
-
-    Args:
-        values: rescaled (modality) pixel values.
-        center: window center.
-        width: window width (>= 1 for LINEAR, > 0 otherwise).
-        function: the VOILUTFunction.
-        invert: invert the output (MONOCHROME1: low values are displayed bright).
-
-    Returns:
-        uint8 array of the same shape.
-
-    Raises:
-        DataError: invalid width or unknown function.
-    """
-    x = np.asarray(values, dtype=np.float64)
-    fn = function.strip().upper() or "LINEAR"
-    if fn == "LINEAR":
-        if width < 1:
-            raise DataError(f"window width must be >= 1 for LINEAR windowing, got {width}")
-        if width == 1:  # the standard's degenerate case: a threshold at c - 0.5
-            y = np.where(x <= center - 0.5, 0.0, 1.0)
-        else:
-            y = np.clip((x - (center - 0.5)) / (width - 1) + 0.5, 0.0, 1.0)
-    elif fn == "LINEAR_EXACT":
-        if width <= 0:
-            raise DataError(f"window width must be > 0, got {width}")
-        y = np.clip((x - center) / width + 0.5, 0.0, 1.0)
-    elif fn == "SIGMOID":
-        if width <= 0:
-            raise DataError(f"window width must be > 0, got {width}")
-        y = 1.0 / (1.0 + np.exp(-4.0 * (x - center) / width))
-    else:
-        raise DataError(f"unsupported VOILUTFunction {function!r} (LINEAR, LINEAR_EXACT, SIGMOID)")
-    out = np.rint(y * 255.0).astype(np.uint8)
-    return (255 - out).astype(np.uint8) if invert else out
-
-
-def read_dicom(path: PathLike, *, window: tuple[float, float] | None = None) -> NDArray[np.uint8]:
-    """Read a single-frame grayscale DICOM file as uint8 ``[H, W]``.
-
-    Pipeline: stored values -> ``value * RescaleSlope + RescaleIntercept`` (defaults 1 and 0) -> VOI window
-    (``window`` argument, else the file's first WindowCenter/WindowWidth with its VOILUTFunction, else the
-    image's own min..max) -> uint8; MONOCHROME1 images are inverted so that bright always means dense.
-    Modality/VOI LUT *sequences* are not applied (the linear attributes are).
-
-    Args:
-        path: the ``.dcm`` file.
-        window: ``(center, width)`` to use instead of the file's window.
-
-    Raises:
-        DataError: pydicom missing (install ``sldpack[dicom]``), unreadable file, no pixel data, compressed
-            pixel data without a decoder, multi-frame or colour images.
-    """
-    p = Path(path)
-    try:
-        import pydicom
-    except ImportError as exc:
-        raise DataError(
-            f"{p}: reading DICOM needs the optional dependency pydicom: pip install 'sldpack[dicom]'"
-        ) from exc
-    if not p.is_file():
-        raise DataError(f"{p}: no such file")
-    try:
-        ds = pydicom.dcmread(str(p))
-    except Exception as exc:  # pydicom raises many types (InvalidDicomError, EOFError, struct.error...)
-        raise DataError(f"{p}: not a readable DICOM file ({type(exc).__name__}: {exc})") from exc
-    if "PixelData" not in ds:
-        raise DataError(f"{p}: DICOM file has no pixel data")
-    photometric = str(getattr(ds, "PhotometricInterpretation", "MONOCHROME2")).strip().upper()
-    if photometric not in ("MONOCHROME1", "MONOCHROME2"):
-        raise DataError(f"{p}: only grayscale DICOM is supported, PhotometricInterpretation is {photometric}")
-    frames = int(getattr(ds, "NumberOfFrames", 1) or 1)
-    if frames != 1:
-        raise DataError(f"{p}: multi-frame DICOM ({frames} frames) is not supported; export single frames")
-    try:
-        stored = np.asarray(ds.pixel_array)
-    except Exception as exc:  # missing decoder for the transfer syntax, truncated pixel data...
-        syntax = getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", "unknown")
-        raise DataError(
-            f"{p}: cannot decode pixel data (transfer syntax {syntax}): {type(exc).__name__}: {exc}"
-        ) from exc
-    if stored.ndim != 2:
-        raise DataError(f"{p}: expected a 2-D image, pixel data has shape {stored.shape}")
-    slope = _first_number(getattr(ds, "RescaleSlope", None))
-    intercept = _first_number(getattr(ds, "RescaleIntercept", None))
-    values = stored.astype(np.float64) * (1.0 if slope is None else slope) + (
-        0.0 if intercept is None else intercept
-    )
-    function = str(getattr(ds, "VOILUTFunction", "LINEAR") or "LINEAR")
-    if window is not None:
-        center, width = float(window[0]), float(window[1])
-    else:
-        c = _first_number(getattr(ds, "WindowCenter", None))
-        w = _first_number(getattr(ds, "WindowWidth", None))
-        if c is not None and w is not None and w > 0:
-            center, width = c, w
-        else:
-            # no window in the file: the full range of this image, exactly end to end
-            lo, hi = float(values.min()), float(values.max())
-            function = "LINEAR_EXACT"
-            center, width = (lo + hi) / 2.0, max(hi - lo, 1e-12)
-    try:
-        return apply_window(values, center, width, function=function, invert=photometric == "MONOCHROME1")
-    except DataError as exc:
-        raise DataError(f"{p}: {exc}") from exc
 
 
 # --- dispatch -------------------------------------------------------------------------------------------
@@ -670,6 +396,35 @@ def load_images(path: PathLike, *, split: str | None = None, size: int | tuple[i
 
 
 # --- splits ---------------------------------------------------------------------------------------------
+
+
+def convert_to_store(src: PathLike, out: PathLike, *, split: str | None = None,
+                     size: int | tuple[int, int] | None = None,
+                     window: tuple[float, float] | None = None, overwrite: bool = False) -> StoreInfo:
+    """Convert a data source once to a store (``sldp data convert``).
+
+    Folders (PNG/JPEG/TIFF/DICOM + ``masks/`` + ``labels.csv``) are streamed image by image through
+    :func:`~sldpack.medical.store.open_folder_lazy`, so the conversion itself never holds the data set;
+    ``.npz`` sources (which numpy reads whole) go through :func:`load_images` (``split`` for MedMNIST).
+
+    Raises:
+        DataError: an unreadable source or image (naming the file).
+        UsageError: an existing output, a split for a folder, bad size.
+    """
+    from sldpack.medical.store import is_store, open_folder_lazy, write_store
+
+    p = Path(src)
+    if not p.exists():
+        raise DataError(f"{p}: no such file or folder")
+    if Path(out).resolve() == p.resolve():
+        raise UsageError("the output folder must differ from the source")
+    if p.is_dir() and not is_store(p):
+        if split is not None:
+            raise UsageError(f"{p}: a folder has no splits; use a labels CSV per split instead of --split")
+        data = open_folder_lazy(p, size=size, window=window, cache_bytes=0)
+    else:
+        data = load_images(p, split=split, size=size)
+    return write_store(data, out, source=str(p), overwrite=overwrite)
 
 
 def _largest_remainder(m: int, fractions: Sequence[float]) -> list[int]:

@@ -21,13 +21,13 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from functools import lru_cache
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from numpy.typing import NDArray
 
 from sldpack.errors import DataError, UsageError
+from sldpack.medical.similarity import area_resize
 
 if TYPE_CHECKING:
     from sldpack.medical.loaders import ImageSet
@@ -42,6 +42,7 @@ __all__ = [
     "PatchIndex",
     "PatchSampler",
     "area_resize",
+    "balanced_counts",
     "build_patch_index",
     "cut_patches",
     "grid_positions",
@@ -358,35 +359,6 @@ def index_image_set(image_set: ImageSet, config: PatchConfig) -> PatchIndex:
     return build_patch_index(image_set.require_masks(), image_set.labels, config)
 
 
-@lru_cache(maxsize=16)
-def _area_matrix(src: int, dst: int) -> _F32:
-    """``[dst, src]`` weights: output pixel ``i`` averages input interval ``[i*src/dst, (i+1)*src/dst)``."""
-    edges = np.arange(dst + 1, dtype=np.float64) * (src / dst)
-    lo = edges[:-1, None]
-    hi = edges[1:, None]
-    j = np.arange(src, dtype=np.float64)[None, :]
-    overlap = np.clip(np.minimum(hi, j + 1.0) - np.maximum(lo, j), 0.0, None)
-    mat: _F32 = (overlap / (src / dst)).astype(np.float32)
-    mat.setflags(write=False)
-    return mat
-
-
-def area_resize(patches: NDArray[Any], out_size: int) -> _F32:
-    """Resize ``[B, s, s]`` (or ``[s, s]``) to ``out_size`` by exact area averaging (box integral).
-
-    For ``s`` a multiple of ``out_size`` this is the mean of each block; the mean intensity is preserved.
-    """
-    if out_size < 1:
-        raise UsageError(f"out_size must be >= 1, got {out_size}")
-    arr = np.asarray(patches, dtype=np.float32)
-    if arr.shape[-1] == out_size and arr.shape[-2] == out_size:
-        return arr
-    ry = _area_matrix(arr.shape[-2], out_size)
-    rx = _area_matrix(arr.shape[-1], out_size)
-    out: _F32 = np.matmul(np.matmul(ry, arr), rx.T)
-    return out
-
-
 def cut_patches(
     images: NDArray[Any],
     image_ids: NDArray[np.integer[Any]] | Sequence[int],
@@ -421,76 +393,84 @@ def cut_patches(
     return out if out_size is None or out_size == size else area_resize(out, out_size)
 
 
-class PatchSampler:
-    """Draw random batches of patches from a :class:`PatchIndex`, cutting only the drawn ones.
+def balanced_counts(k: int, num_classes: int) -> list[int]:
+    """Per-class counts of a class-balanced batch of ``k``: ``k // K`` each, the first ``k % K`` get one more."""
+    base, extra = divmod(k, num_classes)
+    return [base + (1 if c < extra else 0) for c in range(num_classes)]
 
-    ``balanced=True`` first draws a class uniformly among the classes present, then a patch of that class
-    (with replacement), so I, N and P are equally frequent whatever their counts; ``balanced=False`` draws
-    patches uniformly. The stream is deterministic for a given ``seed``.
+
+class PatchSampler:
+    """Draw random batches of patches from a :class:`PatchIndex`, cutting only the drawn ones (the one
+    sampler: :class:`sldpack.pipelines.patch_source.PatchSource` feeds the distiller through it).
+
+    ``balanced=True`` draws ``balanced_counts(k, 3)`` patches of each class (I, N, P), without replacement
+    inside a class unless it is too small, so the three classes are equally frequent whatever their counts;
+    ``balanced=False`` draws patches uniformly (the natural class mix). The caller owns the random
+    generator, so a run's draws are one reproducible stream.
 
     Args:
-        images: ``[N, H, W]`` uint8 images the index refers to.
+        images: ``[N, H, W]`` uint8 images the index refers to (a memmap works: only drawn windows are read).
         index: the patches.
-        seed: random seed.
-        balanced: class-balanced draws.
         out_size: area-resize patches to this side (``None``: keep the window size).
 
     Raises:
-        DataError: an empty index.
+        DataError: an empty index, or an index referring to more images than given.
     """
 
-    def __init__(
-        self,
-        images: NDArray[Any],
-        index: PatchIndex,
-        *,
-        seed: int = 0,
-        balanced: bool = True,
-        out_size: int | None = None,
-    ) -> None:
+    def __init__(self, images: NDArray[Any], index: PatchIndex, *, out_size: int | None = None) -> None:
         if len(index) == 0:
             raise DataError("no labelled patches to sample from (check masks, patch size and thresholds)")
         if int(images.shape[0]) < index.n_images:
             raise DataError(f"the index refers to {index.n_images} images, only {images.shape[0]} given")
         self.images = images
         self.index = index
-        self.balanced = balanced
         self.out_size = out_size
-        self.rng = np.random.default_rng(np.random.SeedSequence([seed, 0x5A4D]))
-        self._members = [np.flatnonzero(index.label == c) for c in range(3)]
-        self._present = [c for c in range(3) if self._members[c].size]
+        self.members = [np.flatnonzero(index.label == c) for c in range(3)]
 
-    def sample_indices(self, batch_size: int) -> _I64:
-        """Positions (into the index) of one random batch."""
-        if batch_size < 1:
-            raise UsageError(f"batch_size must be >= 1, got {batch_size}")
-        if not self.balanced:
-            return self.rng.integers(0, len(self.index), size=batch_size, dtype=np.int64)
-        cls = self.rng.integers(0, len(self._present), size=batch_size)
-        out = np.empty(batch_size, dtype=np.int64)
-        for k, c in enumerate(self._present):
-            where = np.flatnonzero(cls == k)
-            members = self._members[c]
-            out[where] = members[self.rng.integers(0, members.size, size=where.size)]
-        return out
+    def counts(self) -> list[int]:
+        """Number of I, N, P patches."""
+        return [int(m.size) for m in self.members]
+
+    def draw(self, k: int, rng: np.random.Generator, *, balanced: bool = True) -> _I64:
+        """Positions (into the index) of one random batch of ``k``.
+
+        Raises:
+            UsageError: ``k < 1``. DataError: a balanced batch needs a class that has no patch.
+        """
+        if k < 1:
+            raise UsageError(f"batch size must be >= 1, got {k}")
+        if not balanced:
+            return rng.integers(0, len(self.index), size=k, dtype=np.int64)
+        parts = []
+        for c, n in enumerate(balanced_counts(k, 3)):
+            if n:
+                pool = self.members[c]
+                if pool.size == 0:
+                    raise DataError(f"no {PATCH_CLASS_NAMES[c]} patch to draw a class-balanced batch from")
+                parts.append(pool[rng.choice(pool.size, size=n, replace=n > pool.size)])
+        return np.concatenate(parts).astype(np.int64)
 
     def cut(self, positions: _I64) -> tuple[_F32, _I64]:
-        """Cut the patches at ``positions`` of the index: ``(patches [B, s, s] float32, labels [B] int64)``."""
+        """The patches at ``positions`` of the index: ``(patches [B, s, s] float32 in [0, 1], labels [B] int64)``."""
         ix = self.index
-        patches = cut_patches(
-            self.images, ix.image[positions], ix.y[positions], ix.x[positions], ix.size, out_size=self.out_size
-        )
+        patches = cut_patches(self.images, ix.image[positions], ix.y[positions], ix.x[positions], ix.size,
+                              out_size=self.out_size)
         return patches, ix.label[positions].astype(np.int64)
 
-    def sample(self, batch_size: int) -> tuple[_F32, _I64]:
-        """One random batch: ``(patches [B, s, s] float32 in [0, 1], labels [B] int64 0/1/2)``."""
-        return self.cut(self.sample_indices(batch_size))
+    def sample(self, k: int, rng: np.random.Generator, *, balanced: bool = True) -> tuple[_F32, _I64]:
+        """One random batch: ``(patches [k, s, s] float32 in [0, 1], labels [k] int64 0/1/2)``."""
+        return self.cut(self.draw(k, rng, balanced=balanced))
 
-    def epoch(self, batch_size: int, *, shuffle: bool = True) -> Iterator[tuple[_F32, _I64]]:
-        """Every patch of the index once, in batches (shuffled with the sampler's stream, or in order)."""
+    def examples(self, per_class: int, rng: np.random.Generator) -> _I64:
+        """Positions of up to ``per_class`` distinct patches of each class (for pictures)."""
+        return np.concatenate([m[rng.choice(m.size, size=min(per_class, m.size), replace=False)]
+                               for m in self.members]).astype(np.int64)
+
+    def epoch(self, batch_size: int, rng: np.random.Generator | None = None) -> Iterator[tuple[_F32, _I64]]:
+        """Every patch of the index once, in batches (shuffled with ``rng``, or in index order without one)."""
         if batch_size < 1:
             raise UsageError(f"batch_size must be >= 1, got {batch_size}")
-        order = self.rng.permutation(len(self.index)) if shuffle else np.arange(len(self.index))
+        order = rng.permutation(len(self.index)) if rng is not None else np.arange(len(self.index))
         for start in range(0, order.size, batch_size):
             yield self.cut(order[start : start + batch_size].astype(np.int64))
 

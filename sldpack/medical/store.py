@@ -46,7 +46,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from sldpack.errors import DataError, UsageError
-from sldpack.medical.loaders import ImageSet
+from sldpack.medical.imageset import ImageSet
 
 __all__ = [
     "DEFAULT_CACHE_BYTES",
@@ -54,7 +54,6 @@ __all__ = [
     "LazyArray",
     "NpyArray",
     "StoreInfo",
-    "convert",
     "is_store",
     "open_folder_lazy",
     "open_store",
@@ -388,12 +387,12 @@ class _FileReader:
     window: tuple[float, float] | None
 
     def __call__(self, path: Path) -> NDArray[np.uint8]:
-        from sldpack.medical import loaders as ld
+        from sldpack.medical.images import read_image_file, resize_u8
 
-        img = ld.read_image_file(path, window=self.window)
+        img = read_image_file(path, window=self.window)
         if self.mask:
             img = _binary_mask(img)
-        return img if self.target is None else ld._resize(img, self.target, nearest=self.mask)
+        return img if self.target is None else resize_u8(img, self.target, nearest=self.mask)
 
 
 def open_folder_lazy(
@@ -417,7 +416,7 @@ def open_folder_lazy(
         DataError: as ``load_folder`` for the folder, CSV and names (every listed file must exist).
         UsageError: bad ``size`` or ``cache_bytes``.
     """
-    from sldpack.medical import loaders as ld
+    from sldpack.medical.folders import find_by_name, index_folder, read_labels_csv
 
     root = Path(folder)
     if not root.is_dir():
@@ -425,7 +424,7 @@ def open_folder_lazy(
     if isinstance(cache_bytes, bool) or not isinstance(cache_bytes, int) or cache_bytes < 0:
         raise UsageError(f"cache_bytes must be a non-negative integer, got {cache_bytes!r}")
     csv_path = Path(labels_csv) if labels_csv is not None else root / "labels.csv"
-    rows = ld._read_labels_csv(csv_path)
+    rows = read_labels_csv(csv_path)
     mdir: Path | None
     if masks_dir is not None:
         mdir = Path(masks_dir)
@@ -436,21 +435,21 @@ def open_folder_lazy(
     target = None if size is None else ((size, size) if isinstance(size, int) else (int(size[0]), int(size[1])))
     if target is not None and (target[0] < 1 or target[1] < 1):
         raise UsageError(f"size must be positive, got {size!r}")
-    files = ld._index_folder(root)
-    mfiles = ld._index_folder(mdir) if mdir is not None else {}
+    files = index_folder(root)
+    mfiles = index_folder(mdir) if mdir is not None else {}
     images: list[Path] = []
     masks: list[Path] = []
     labels: list[int] = []
     seen: dict[str, int] = {}
     for line, name, label in rows:
         ctx = f"{csv_path}: line {line}"
-        f = ld._find_by_name(root, name, files, "image", ctx)
+        f = find_by_name(root, name, files, "image", ctx)
         if f.name in seen:
             raise DataError(f"{ctx}: {f.name!r} is listed twice (first on line {seen[f.name]})")
         seen[f.name] = line
         images.append(f)
         if mdir is not None:
-            masks.append(ld._find_by_name(mdir, f.stem, mfiles, "mask", f"{ctx} ({f.name})"))
+            masks.append(find_by_name(mdir, f.stem, mfiles, "mask", f"{ctx} ({f.name})"))
         labels.append(label)
 
     read_image = _FileReader(mask=False, target=target, window=window)
@@ -604,34 +603,6 @@ def open_store(path: PathLike, *, mmap: bool = False) -> ImageSet:
     if raw_names.dtype.kind != "U" or raw_names.shape != (n,):
         raise DataError(f"{names_path}: must be {n} strings, got {raw_names.dtype} {raw_names.shape}")
     return ImageSet(images=images, masks=masks, labels=labels, names=tuple(str(s) for s in raw_names))
-
-
-def convert(src: PathLike, out: PathLike, *, split: str | None = None, size: int | tuple[int, int] | None = None,
-            window: tuple[float, float] | None = None, overwrite: bool = False) -> StoreInfo:
-    """Convert a data source once to a store (``sldp data convert``).
-
-    Folders (PNG/JPEG/TIFF/DICOM + ``masks/`` + ``labels.csv``) are streamed image by image through
-    :func:`open_folder_lazy`, so the conversion itself never holds the data set; ``.npz`` sources (which
-    numpy reads whole) go through :func:`~sldpack.medical.loaders.load_images` (``split`` for MedMNIST).
-
-    Raises:
-        DataError: an unreadable source or image (naming the file).
-        UsageError: an existing output, a split for a folder, bad size.
-    """
-    from sldpack.medical.loaders import load_images
-
-    p = Path(src)
-    if not p.exists():
-        raise DataError(f"{p}: no such file or folder")
-    if Path(out).resolve() == p.resolve():
-        raise UsageError("the output folder must differ from the source")
-    if p.is_dir() and not is_store(p):
-        if split is not None:
-            raise UsageError(f"{p}: a folder has no splits; use a labels CSV per split instead of --split")
-        data = open_folder_lazy(p, size=size, window=window, cache_bytes=0)
-    else:
-        data = load_images(p, split=split, size=size)
-    return write_store(data, out, source=str(p), overwrite=overwrite)
 
 
 # --- shards -----------------------------------------------------------------------------------------------

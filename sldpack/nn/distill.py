@@ -42,6 +42,7 @@ from sldpack.format.manifest import (
     Provenance,
     ReplayFingerprint,
 )
+from sldpack.format.provenance import run_provenance
 from sldpack.nn.replay import (
     DEFAULT_PROBE_COUNT,
     DEFAULT_REFERENCE_THREADS,
@@ -61,7 +62,6 @@ from sldpack.nn.unroll import (
     set_inner_mode,
     unroll,
 )
-from sldpack.pipelines.provenance import run_provenance
 from sldpack.pipelines.sources import RealSource
 
 __all__ = [
@@ -675,9 +675,6 @@ def _write_outputs(rd: Path, result: DistillResult, source: RealSource) -> None:
 
 # --- packing (run directory or external distiller output) ------------------------------------------
 
-_ST_TO_NUMPY = {"F64": "<f8", "F32": "<f4", "F16": "<f2", "I64": "<i8", "I32": "<i4", "U8": "u1"}
-
-
 @dataclass(frozen=True)
 class PackResult:
     """What :func:`pack` wrote: the stored manifest, the file size and remarks (e.g. what was computed)."""
@@ -688,32 +685,13 @@ class PackResult:
 
 
 def _read_safetensors(path: Path) -> dict[str, np.ndarray]:
-    raw = path.read_bytes()
-    if len(raw) < 8:
-        raise DataError(f"{path}: too short for safetensors")
-    n = int.from_bytes(raw[:8], "little")
-    if n > len(raw) - 8 or n > sldpack.format.constants.MAX_ST_HEADER_BYTES:
-        raise DataError(f"{path}: safetensors header length {n} is out of range")
+    from sldpack.errors import FormatError
+    from sldpack.format.safetensors_codec import read_checkpoint
+
     try:
-        header = json.loads(raw[8:8 + n])
-    except ValueError as exc:
-        raise DataError(f"{path}: safetensors header is not JSON: {exc}") from exc
-    data = memoryview(raw)[8 + n:]
-    out: dict[str, np.ndarray] = {}
-    for name, e in header.items():
-        if name == "__metadata__":
-            continue
-        dt, shape, (b, end) = e["dtype"], tuple(int(d) for d in e["shape"]), e["data_offsets"]
-        if not 0 <= b <= end <= len(data):
-            raise DataError(f"{path}: tensor {name!r} lies outside the data section")
-        if dt == "BF16":
-            words = np.frombuffer(data[b:end], dtype="<u2").astype(np.uint32) << 16
-            out[name] = words.view(np.float32).reshape(shape)
-        elif dt in _ST_TO_NUMPY:
-            out[name] = np.frombuffer(data[b:end], dtype=_ST_TO_NUMPY[dt]).reshape(shape).copy()
-        else:
-            raise DataError(f"{path}: tensor {name!r} has unsupported dtype {dt}")
-    return out
+        return read_checkpoint(path)[0]
+    except FormatError as exc:
+        raise DataError(f"{path}: {exc}") from exc
 
 
 def _role_for(name: str) -> str:

@@ -23,12 +23,12 @@ from torch import nn
 
 from sldpack.errors import UsageError
 from sldpack.init.backend import resolve_backend
-from sldpack.init.philox import _check_seed
+from sldpack.init.philox import check_seed
 from sldpack.init.schemes import (
     BUFFER_KINDS,
     DEFAULT_SCHEME,
     ValuePlan,
-    _check_scheme,
+    check_scheme,
     fill_into,
     param_kind,
     plan_values,
@@ -99,8 +99,8 @@ def theta0_arrays(
         UsageError: for a bad seed, scheme or backend, a duplicate name, an entry no rule covers, or
             an unsuitable ``out`` array.
     """
-    _check_seed(seed)
-    _check_scheme(scheme)
+    check_seed(seed)
+    check_scheme(scheme)
     be = resolve_backend(backend)
     nworkers = torch.get_num_threads() if workers is None else int(workers)
     dests = {} if out is None else out

@@ -20,7 +20,7 @@ import time
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, get_args
 
 import numpy as np
 import torch
@@ -35,6 +35,7 @@ __all__ = [
     "DEFAULT_REFERENCE_THREADS",
     "ReplayReport",
     "ReplayResult",
+    "ReplayStatus",
     "buffer_names",
     "build_module",
     "canonical_state",
@@ -47,7 +48,9 @@ __all__ = [
     "probe_inputs",
     "probe_logits",
     "reference_config",
+    "refingerprint",
     "replay",
+    "replay_and_verify",
     "replay_arrays",
     "resolve_device",
     "save_safetensors",
@@ -413,6 +416,10 @@ def load_model(source: SourceLike | Any, *, device: str | torch.device = "cpu") 
 
 # --- verification ---------------------------------------------------------------------------------
 
+ReplayStatus = Literal["exact", "within_tolerance", "failed", "no_fingerprint"]
+"""Outcome of a replay check (see :class:`ReplayReport`)."""
+
+
 @dataclass(frozen=True)
 class ReplayReport:
     """Outcome of :func:`verify_replay`.
@@ -422,7 +429,7 @@ class ReplayReport:
     (beyond tolerance, wrong shape) or ``"no_fingerprint"`` (the file records none: nothing to check).
     """
 
-    status: str
+    status: ReplayStatus
     expected_sha256: str | None
     actual_sha256: str
     max_abs_deviation: float | None
@@ -508,6 +515,23 @@ def verify_replay(source: SourceLike | Any, *, device: str | torch.device = "cpu
     Raises:
         FormatError / DigestError: the file is malformed. UsageError: it cannot be replayed.
     """
+    return replay_and_verify(source, device=device, threads=threads)[1]
+
+
+def _as_status(value: str) -> ReplayStatus:
+    for s in get_args(ReplayStatus):
+        if value == s:
+            return s  # type: ignore[no-any-return]
+    raise AssertionError(f"check_fingerprint returned an unknown status {value!r}")
+
+
+def replay_and_verify(source: SourceLike | Any, *, device: str | torch.device = "cpu",
+                      threads: int | None = None) -> tuple[ReplayResult, ReplayReport]:
+    """:func:`verify_replay`, also returning the replayed network (``sldp replay`` writes it out).
+
+    Returns:
+        ``(the replay, the report)``.
+    """
     manifest, arrays = _read(source)
     fp = manifest.replay
     ref_threads = None
@@ -529,25 +553,26 @@ def verify_replay(source: SourceLike | Any, *, device: str | torch.device = "cpu
         notes.append(f"reference torch {fp.reference.get('torch')}, this torch {torch.__version__}")
     if fp is None:
         digest = theta_digest(canonical_state(res.module))
-        return ReplayReport("no_fingerprint", None, digest, None, None, res.theta0_status, str(dev),
-                            use_threads, None, res.seconds, tuple(notes))
+        return res, ReplayReport(status="no_fingerprint", expected_sha256=None, actual_sha256=digest,
+                                 max_abs_deviation=None, tolerance=None, theta0=res.theta0_status,
+                                 device=str(dev), threads=use_threads, reference_threads=None,
+                                 seconds=res.seconds, notes=tuple(notes))
     status, digest, maxdev = check_fingerprint(res.module, fp, threads=use_threads)
-    return ReplayReport(status, fp.theta_opt_sha256, digest, maxdev, fp.tolerance, res.theta0_status, str(dev),
-                        use_threads, ref_threads, res.seconds, tuple(notes))
+    return res, ReplayReport(status=_as_status(status), expected_sha256=fp.theta_opt_sha256, actual_sha256=digest,
+                             max_abs_deviation=maxdev, tolerance=fp.tolerance, theta0=res.theta0_status,
+                             device=str(dev), threads=use_threads, reference_threads=ref_threads,
+                             seconds=res.seconds, notes=tuple(notes))
 
 
 # --- checkpoint output ----------------------------------------------------------------------------
-
-_ST_DTYPE = {torch.float32: "F32", torch.float64: "F64", torch.float16: "F16", torch.int64: "I64",
-             torch.int32: "I32", torch.uint8: "U8"}
-
 
 def save_safetensors(path: str | os.PathLike[str], state: Mapping[str, Tensor],
                      metadata: Mapping[str, str] | None = None) -> int:
     """Write ``state`` (e.g. ``module.state_dict()``) as a ``.safetensors`` file, atomically.
 
-    Loadable with ``safetensors.torch.load_file`` and then ``module.load_state_dict``; written without the
-    safetensors package. ``metadata`` goes into ``__metadata__`` (string -> string).
+    Loadable with ``safetensors.torch.load_file`` and then ``module.load_state_dict``; written by the one
+    codec (:func:`sldpack.format.safetensors_codec.encode_checkpoint`). ``metadata`` goes into
+    ``__metadata__`` (string -> string).
 
     Returns:
         The number of bytes written.
@@ -555,29 +580,35 @@ def save_safetensors(path: str | os.PathLike[str], state: Mapping[str, Tensor],
     Raises:
         UsageError: a tensor dtype safetensors cannot carry here.
     """
-    import json
-
-    from sldpack.atomic import atomic_writer
+    from sldpack.atomic import atomic_write_bytes
+    from sldpack.format.safetensors_codec import encode_checkpoint, storage_dtype
 
     arrays: dict[str, np.ndarray] = {}
-    header: dict[str, Any] = {}
-    pos = 0
     for name, t in state.items():
-        dt = _ST_DTYPE.get(t.dtype)
-        if dt is None:
+        if storage_dtype(str(t.dtype)) in (None, "BF16"):
             raise UsageError(f"tensor {name!r}: dtype {t.dtype} cannot be written to safetensors here")
-        a = t.detach().to("cpu").contiguous().numpy()
-        a = a.astype(a.dtype.newbyteorder("<"), copy=False)
-        arrays[name] = a
-        header[name] = {"dtype": dt, "shape": list(a.shape), "data_offsets": [pos, pos + a.nbytes]}
-        pos += a.nbytes
-    if metadata:
-        header["__metadata__"] = {str(k): str(v) for k, v in metadata.items()}
-    text = json.dumps(header, separators=(",", ":")).encode("utf-8")
-    text += b" " * ((-(8 + len(text))) % 8)
-    with atomic_writer(path) as fh:
-        fh.write(len(text).to_bytes(8, "little"))
-        fh.write(text)
-        for a in arrays.values():
-            fh.write(a.tobytes())
-    return 8 + len(text) + pos
+        arrays[name] = t.detach().to("cpu").contiguous().numpy()
+    data = encode_checkpoint(arrays, metadata)
+    atomic_write_bytes(path, data)
+    return len(data)
+
+
+# --- re-fingerprinting stored values (the sharing report's requantize) ------------------------------
+
+def refingerprint(manifest: Manifest, arrays: Mapping[str, np.ndarray]) -> ReplayFingerprint:
+    """Replay ``arrays`` (the values as stored) and compute a new fingerprint like the old one.
+
+    Same probe seed and count as the manifest's fingerprint, under its recorded reference thread
+    count (CPU), tolerance by the replay module's default rule.
+
+    Raises:
+        UsageError: the manifest has no fingerprint or cannot be replayed.
+    """
+    old = manifest.replay
+    if old is None:
+        raise UsageError("the file has no replay fingerprint to recompute")
+    ref = old.reference.get("threads")
+    threads = int(ref) if isinstance(ref, int) and ref > 0 else DEFAULT_REFERENCE_THREADS
+    res = replay_arrays(manifest, arrays, device="cpu", threads=threads)
+    return compute_fingerprint(res.module, probe_seed=old.probe_seed, probe_count=old.probe_count,
+                               threads=threads)

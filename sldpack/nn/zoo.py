@@ -34,6 +34,7 @@ import torch
 from torch import nn
 
 from sldpack.errors import UsageError
+from sldpack.format.constants import DTYPE_FOR_NUMPY_NAME
 from sldpack.format.manifest import ArchSpec
 from sldpack.nn.archs import alexnet, convnet, googlenet, lenet, resnet, vgg
 from sldpack.nn.archs._common import Op, trace
@@ -325,7 +326,8 @@ class _Entry:
     itemsize: int
 
 
-_DTYPE_CODES = {torch.float32: "F32", torch.int64: "I64"}
+# storage codes from the one dtype table (format/constants.py)
+_DTYPE_CODES = {t: DTYPE_FOR_NUMPY_NAME[str(t).removeprefix("torch.")] for t in (torch.float32, torch.int64)}
 
 
 @functools.lru_cache(maxsize=128)

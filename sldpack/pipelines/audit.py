@@ -40,17 +40,25 @@ The module is torch-free (numpy only; Pillow, through :mod:`sldpack.medical.mont
 
 from __future__ import annotations
 
-import math
 import os
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field, replace
-from pathlib import Path
-from typing import Any, Literal, Protocol
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 
 from sldpack.errors import DataError, UsageError
+from sldpack.medical.similarity import (
+    Window,
+    area_resize,
+    ncc,
+    ncc_matrix,
+    ssim,
+    ssim_batch,
+    unit_rows,
+)
+from sldpack.pipelines.audit_items import RealImages, RealItems, RealPatches, as_nchw, load_real_images
 
 __all__ = [
     "AuditConfig",
@@ -59,8 +67,8 @@ __all__ = [
     "ImageFinding",
     "Neighbour",
     "RealImages",
+    "RealItems",
     "RealPatches",
-    "RealSource",
     "area_resize",
     "audit_file",
     "audit_images",
@@ -74,354 +82,6 @@ __all__ = [
 ]
 
 F64 = npt.NDArray[np.float64]
-Window = Literal["uniform", "gaussian"]
-
-SSIM_K1 = 0.01
-SSIM_K2 = 0.03
-SSIM_GAUSSIAN_SIGMA = 1.5
-
-
-# --- resizing -----------------------------------------------------------------------------------
-
-def _area_matrix(n_in: int, n_out: int) -> F64:
-    """(n_out, n_in) weights of exact area averaging: each output cell covers n_in/n_out input cells.
-
-    Works for any ratio (fractional overlaps get fractional weights) and for upsampling (then it is
-    piecewise-constant interpolation). Rows sum to 1.
-    """
-    scale = n_in / n_out
-    a = np.zeros((n_out, n_in), dtype=np.float64)
-    for i in range(n_out):
-        lo, hi = i * scale, (i + 1) * scale
-        j0, j1 = math.floor(lo), min(math.ceil(hi), n_in)
-        for j in range(j0, j1):
-            a[i, j] = (min(hi, j + 1) - max(lo, j)) / scale
-    return a
-
-
-def area_resize(images: npt.ArrayLike, size: tuple[int, int]) -> F64:
-    """Resize the last two axes by area averaging (the ``cv2.INTER_AREA`` idea, exact for any ratio).
-
-    Args:
-        images: array ``[..., H, W]``.
-        size: output ``(height, width)``.
-
-    Returns:
-        float64 array ``[..., height, width]``; the input itself (as float64) when sizes already match.
-    """
-    arr = np.asarray(images, dtype=np.float64)
-    h, w = arr.shape[-2:]
-    if (h, w) == tuple(size):
-        return arr
-    ah = _area_matrix(h, size[0])
-    aw = _area_matrix(w, size[1])
-    return np.asarray(np.einsum("ih,...hw,jw->...ij", ah, arr, aw, optimize=True), dtype=np.float64)
-
-
-# --- similarity measures ------------------------------------------------------------------------
-
-def _unit_rows(x: F64) -> F64:
-    """Zero-mean, unit-norm rows; rows with zero variance become all-zero (NCC 0 with anything)."""
-    x = x - x.mean(axis=1, keepdims=True)
-    norm = np.linalg.norm(x, axis=1, keepdims=True)
-    out: F64 = np.divide(x, norm, out=np.zeros_like(x), where=norm > 0)
-    return out
-
-
-def ncc_matrix(a: npt.ArrayLike, b: npt.ArrayLike) -> F64:
-    """Normalised cross-correlation of every item of ``a`` with every item of ``b``.
-
-    Args:
-        a: ``[n, ...]`` items (flattened per item).
-        b: ``[m, ...]`` items with the same number of values per item.
-
-    Returns:
-        ``[n, m]`` values in [-1, 1]; 0 where either item is constant (no structure to correlate).
-    """
-    aa = np.asarray(a, dtype=np.float64)
-    bb = np.asarray(b, dtype=np.float64)
-    aa = aa.reshape(aa.shape[0], -1)
-    bb = bb.reshape(bb.shape[0], -1)
-    if aa.shape[1] != bb.shape[1]:
-        raise UsageError(f"NCC needs items of the same size, got {aa.shape[1]} and {bb.shape[1]} values")
-    out = _unit_rows(aa) @ _unit_rows(bb).T
-    return np.clip(out, -1.0, 1.0)
-
-
-def ncc(x: npt.ArrayLike, y: npt.ArrayLike) -> float:
-    """Normalised cross-correlation (Pearson correlation) of two images of the same shape.
-
-    Symmetric, in [-1, 1], invariant to ``a * x + b`` for ``a > 0``; 0 when either image is constant.
-    """
-    xa, ya = np.asarray(x, dtype=np.float64), np.asarray(y, dtype=np.float64)
-    if xa.shape != ya.shape:
-        raise UsageError(f"NCC needs two images of the same shape, got {xa.shape} and {ya.shape}")
-    return float(ncc_matrix(xa[None], ya[None])[0, 0])
-
-
-def _window_1d(win_size: int, window: Window) -> F64:
-    if window == "uniform":
-        return np.full(win_size, 1.0 / win_size)
-    if window == "gaussian":
-        r = np.arange(win_size, dtype=np.float64) - (win_size - 1) / 2
-        g = np.exp(-(r**2) / (2 * SSIM_GAUSSIAN_SIGMA**2))
-        return np.asarray(g / g.sum(), dtype=np.float64)
-    raise UsageError(f"unknown SSIM window {window!r}: expected 'uniform' or 'gaussian'")
-
-
-def _filter_matrix(n: int, win: F64) -> F64:
-    """(n - w + 1, n) matrix applying the 1-D window at every valid position."""
-    w = win.shape[0]
-    m = np.zeros((n - w + 1, n), dtype=np.float64)
-    for i in range(n - w + 1):
-        m[i, i:i + w] = win
-    return m
-
-
-class _SsimFilter:
-    """Separable 'valid' window filter for images of one size, as two small matrix products."""
-
-    def __init__(self, h: int, w: int, win_size: int, window: Window) -> None:
-        if win_size < 1 or win_size % 2 == 0:
-            raise UsageError(f"SSIM window size must be odd and >= 1, got {win_size}")
-        # images smaller than the window: use the largest odd window that fits
-        k = min(win_size, h, w)
-        k -= 1 - k % 2
-        win = _window_1d(k, window)
-        self.fh = _filter_matrix(h, win)
-        self.fw = _filter_matrix(w, win)
-
-    def __call__(self, z: F64) -> F64:
-        return np.asarray((self.fh @ z) @ self.fw.T, dtype=np.float64)
-
-
-def ssim_batch(x: npt.ArrayLike, ys: npt.ArrayLike, *, win_size: int = 7, window: Window = "uniform",
-               data_range: float = 1.0) -> F64:
-    """SSIM of one image against a batch of images.
-
-    Args:
-        x: ``[C, H, W]`` (or ``[H, W]``).
-        ys: ``[B, C, H, W]`` (or ``[B, H, W]``).
-        win_size: odd window size (7); shrunk to the image when the image is smaller.
-        window: ``"uniform"`` or ``"gaussian"`` (sigma 1.5).
-        data_range: L in the constants C1 = (K1 L)^2, C2 = (K2 L)^2.
-
-    Returns:
-        ``[B]`` mean SSIM over valid windows and channels; ``ssim(x, x) == 1``.
-    """
-    xa = np.asarray(x, dtype=np.float64)
-    ya = np.asarray(ys, dtype=np.float64)
-    if xa.ndim == 2:
-        xa = xa[None]
-    if ya.ndim == xa.ndim:
-        ya = ya[:, None]
-    if ya.shape[1:] != xa.shape:
-        raise UsageError(f"SSIM needs images of the same shape, got {xa.shape} and {ya.shape[1:]}")
-    filt = _SsimFilter(xa.shape[-2], xa.shape[-1], win_size, window)
-    c1 = (SSIM_K1 * data_range) ** 2
-    c2 = (SSIM_K2 * data_range) ** 2
-    mu_x = filt(xa)
-    var_x = filt(xa * xa) - mu_x * mu_x
-    mu_y = filt(ya)
-    var_y = filt(ya * ya) - mu_y * mu_y
-    cov = filt(xa[None] * ya) - mu_x[None] * mu_y
-    num = (2 * mu_x[None] * mu_y + c1) * (2 * cov + c2)
-    den = (mu_x[None] ** 2 + mu_y**2 + c1) * (var_x[None] + var_y + c2)
-    smap = num / den
-    return np.asarray(smap.reshape(smap.shape[0], -1).mean(axis=1), dtype=np.float64)
-
-
-def ssim(x: npt.ArrayLike, y: npt.ArrayLike, *, win_size: int = 7, window: Window = "uniform",
-         data_range: float = 1.0) -> float:
-    """Structural similarity of two images of the same shape (``[H, W]`` or ``[C, H, W]``).
-
-    See :func:`ssim_batch` for the definition; symmetric, at most 1, equal to 1 for identical images.
-    """
-    xa = np.asarray(x, dtype=np.float64)
-    return float(ssim_batch(xa, np.asarray(y, dtype=np.float64)[None], win_size=win_size, window=window,
-                            data_range=data_range)[0])
-
-
-# --- real data sources --------------------------------------------------------------------------
-
-class RealSource(Protocol):
-    """Real items at the distilled resolution, in [0, 1] pixel scale, addressable by index."""
-
-    def __len__(self) -> int: ...
-
-    def batch(self, start: int, stop: int) -> F64:
-        """Items ``start..stop-1`` as float64 ``[B, C, h, w]``."""
-        ...
-
-    def take(self, indices: npt.NDArray[np.int64]) -> F64:
-        """Items at ``indices`` as float64 ``[B, C, h, w]``."""
-        ...
-
-    def groups(self, start: int, stop: int) -> npt.NDArray[np.int64]:
-        """Source image index of items ``start..stop-1`` (items of one group are not 'distinct')."""
-        ...
-
-    def describe(self, index: int) -> str:
-        """Human name of one item, e.g. ``train[1234]`` or ``train[12]@(32,64)``."""
-        ...
-
-
-def _as_nchw(images: np.ndarray[Any, Any], what: str) -> np.ndarray[Any, Any]:
-    """Accept [N,H,W], [N,H,W,C] or [N,C,H,W] (C in 1, 3, 4) and return [N,C,H,W] (a view)."""
-    if images.ndim == 3:
-        return images[:, None]
-    if images.ndim == 4:
-        chans = (1, 3, 4)
-        if images.shape[-1] in chans and images.shape[1] not in chans:
-            return np.moveaxis(images, -1, 1)
-        if images.shape[1] in chans:
-            return images
-        if images.shape[-1] in chans:
-            return np.moveaxis(images, -1, 1)
-    raise DataError(f"{what}: expected images shaped [N,H,W], [N,H,W,C] or [N,C,H,W], got {images.shape}")
-
-
-def _pixel_scale(images: np.ndarray[Any, Any]) -> float:
-    """Divisor that maps stored values to [0, 1]: 255 for u8, 65535 for u16, 1 for floats."""
-    if images.dtype == np.uint8:
-        return 255.0
-    if images.dtype == np.uint16:
-        return 65535.0
-    if np.issubdtype(images.dtype, np.floating):
-        return 1.0
-    raise DataError(f"real images have dtype {images.dtype}; expected uint8, uint16 or float in [0, 1]")
-
-
-class RealImages:
-    """Whole real images, area-resized to the distilled resolution per chunk.
-
-    Args:
-        images: ``[N, H, W]``, ``[N, H, W, C]`` or ``[N, C, H, W]`` (u8, u16 or float in [0, 1]); a
-            numpy memmap is read chunk by chunk.
-        size: distilled ``(h, w)``.
-        channels: distilled channel count; a 1-channel real set is repeated to match it.
-        name: prefix for item names (the split name).
-    """
-
-    def __init__(self, images: np.ndarray[Any, Any], size: tuple[int, int], channels: int,
-                 name: str = "train") -> None:
-        self._raw = _as_nchw(images, name)
-        self._scale = _pixel_scale(images)
-        c = self._raw.shape[1]
-        if c not in (1, channels):
-            raise DataError(f"real images have {c} channels but the distilled images have {channels}")
-        self._channels = channels
-        self._size = size
-        self._name = name
-
-    def __len__(self) -> int:
-        return int(self._raw.shape[0])
-
-    def _prep(self, raw: np.ndarray[Any, Any]) -> F64:
-        x = area_resize(np.asarray(raw, dtype=np.float64) / self._scale, self._size)
-        if x.shape[1] != self._channels:
-            x = np.repeat(x, self._channels, axis=1)
-        return x
-
-    def batch(self, start: int, stop: int) -> F64:
-        return self._prep(self._raw[start:stop])
-
-    def take(self, indices: npt.NDArray[np.int64]) -> F64:
-        order = np.argsort(indices)
-        out = np.empty((len(indices), self._channels, *self._size), dtype=np.float64)
-        # sorted reads are friendlier to memmaps
-        out[order] = self._prep(self._raw[np.asarray(indices)[order]])
-        return out
-
-    def groups(self, start: int, stop: int) -> npt.NDArray[np.int64]:
-        return np.arange(start, min(stop, len(self)), dtype=np.int64)
-
-    def describe(self, index: int) -> str:
-        return f"{self._name}[{index}]"
-
-
-class RealPatches:
-    """Every window of the distilled size in every real image (no resizing), at a given stride.
-
-    Item ``i`` is window ``i % per_image`` of image ``i // per_image``; windows run row by row.
-    """
-
-    def __init__(self, images: np.ndarray[Any, Any], size: tuple[int, int], channels: int, stride: int,
-                 name: str = "train") -> None:
-        if stride < 1:
-            raise UsageError(f"patch stride must be >= 1, got {stride}")
-        self._raw = _as_nchw(images, name)
-        self._scale = _pixel_scale(images)
-        c, h, w = self._raw.shape[1:]
-        if c not in (1, channels):
-            raise DataError(f"real images have {c} channels but the distilled images have {channels}")
-        if h < size[0] or w < size[1]:
-            raise DataError(f"real images ({h}x{w}) are smaller than the distilled patches ({size[0]}x{size[1]})")
-        self._ys = np.arange(0, h - size[0] + 1, stride, dtype=np.int64)
-        self._xs = np.arange(0, w - size[1] + 1, stride, dtype=np.int64)
-        self._per = len(self._ys) * len(self._xs)
-        self._size = size
-        self._channels = channels
-        self._name = name
-
-    def __len__(self) -> int:
-        return int(self._raw.shape[0]) * self._per
-
-    def _where(self, index: int) -> tuple[int, int, int]:
-        img, k = divmod(int(index), self._per)
-        yi, xi = divmod(k, len(self._xs))
-        return img, int(self._ys[yi]), int(self._xs[xi])
-
-    def take(self, indices: npt.NDArray[np.int64]) -> F64:
-        h, w = self._size
-        out = np.empty((len(indices), self._channels, h, w), dtype=np.float64)
-        cache: dict[int, F64] = {}
-        for n, idx in enumerate(np.asarray(indices)):
-            img, y, x = self._where(int(idx))
-            if img not in cache:
-                if len(cache) > 8:
-                    cache.clear()
-                cache[img] = np.asarray(self._raw[img], dtype=np.float64) / self._scale
-            out[n] = cache[img][:, y:y + h, x:x + w]  # broadcasts 1 -> C channels
-        return out
-
-    def batch(self, start: int, stop: int) -> F64:
-        return self.take(np.arange(start, min(stop, len(self)), dtype=np.int64))
-
-    def groups(self, start: int, stop: int) -> npt.NDArray[np.int64]:
-        return np.arange(start, min(stop, len(self)), dtype=np.int64) // self._per
-
-    def describe(self, index: int) -> str:
-        img, y, x = self._where(index)
-        return f"{self._name}[{img}]@({y},{x})"
-
-
-def load_real_images(path: str | os.PathLike[str], split: str = "train"
-                     ) -> tuple[np.ndarray[Any, Any], np.ndarray[Any, Any] | None]:
-    """Load real training images (and labels, when present) for the audit.
-
-    ``.npz``: arrays ``{split}_images`` / ``{split}_labels`` (MedMNIST layout) or ``images`` /
-    ``labels`` (e.g. montgomery_512.npz). ``.npy``: an image array, memory-mapped (read per chunk).
-
-    Raises:
-        DataError: the file is missing, unreadable or has no image array.
-    """
-    p = Path(path)
-    if not p.is_file():
-        raise DataError(f"{p}: no such file")
-    try:
-        if p.suffix == ".npy":
-            return np.load(p, mmap_mode="r", allow_pickle=False), None
-        with np.load(p, allow_pickle=False) as z:
-            keys = list(z.keys())
-            for ik, lk in ((f"{split}_images", f"{split}_labels"), ("images", "labels")):
-                if ik in keys:
-                    labels = np.asarray(z[lk]).reshape(-1) if lk in keys else None
-                    return np.asarray(z[ik]), labels
-    except (OSError, ValueError, EOFError) as exc:
-        raise DataError(f"{p}: cannot read as .npz/.npy ({exc})") from exc
-    raise DataError(f"{p}: no '{split}_images' or 'images' array (has: {', '.join(keys)})")
-
 
 # --- results ------------------------------------------------------------------------------------
 
@@ -602,7 +262,7 @@ def _merge_topk(best_v: F64, best_i: npt.NDArray[np.int64], v: F64, i0: int, k: 
     return np.take_along_axis(pv, order, axis=1), np.take_along_axis(pi, order, axis=1)
 
 
-def audit_images(distilled: npt.ArrayLike, real: RealSource, *, config: AuditConfig | None = None,
+def audit_images(distilled: npt.ArrayLike, real: RealItems, *, config: AuditConfig | None = None,
                  labels: npt.ArrayLike | None = None, mode: str = "resize") -> AuditResult:
     """Audit distilled images against a real source (the core of ``sldp audit``).
 
@@ -610,7 +270,7 @@ def audit_images(distilled: npt.ArrayLike, real: RealSource, *, config: AuditCon
         distilled: ``[M, C, h, w]`` in pixel scale (real images map to [0, 1]); not clipped for NCC,
             clipped to [0, 1] for SSIM.
         real: the real training items at the distilled resolution (:class:`RealImages`,
-            :class:`RealPatches` or any :class:`RealSource`).
+            :class:`RealPatches` or any :class:`RealItems`).
         config: audit knobs (defaults: :class:`AuditConfig`).
         labels: optional per-source-image labels, reported beside the neighbours.
         mode: free text recorded in the result (``resize`` or ``patches``).
@@ -643,7 +303,7 @@ def audit_images(distilled: npt.ArrayLike, real: RealSource, *, config: AuditCon
     sample_groups = np.concatenate([real.groups(int(i), int(i) + 1) for i in sample_idx])
 
     queries = np.concatenate([d, sample], axis=0)
-    qn = _unit_rows(queries.reshape(queries.shape[0], -1))
+    qn = unit_rows(queries.reshape(queries.shape[0], -1))
     q = queries.shape[0]
     keep = max(cfg.k, cfg.ssim_candidates)
     best_v = np.empty((q, 0), dtype=np.float64)
@@ -654,7 +314,7 @@ def audit_images(distilled: npt.ArrayLike, real: RealSource, *, config: AuditCon
     for start in range(0, n, cfg.chunk):
         stop = min(start + cfg.chunk, n)
         block = real.batch(start, stop)
-        bn = _unit_rows(block.reshape(block.shape[0], -1))
+        bn = unit_rows(block.reshape(block.shape[0], -1))
         sc = np.clip(qn @ bn.T, -1.0, 1.0)
         # a sample query never counts itself, its own source image, or an exact pixel duplicate
         same = sample_groups[:, None] == real.groups(start, stop)[None, :]
@@ -741,7 +401,8 @@ def distilled_pixels(images: npt.ArrayLike, mean: Sequence[float] | None, std: S
 
 
 def audit_file(path: str | os.PathLike[str], data: str | os.PathLike[str], *, split: str = "train",
-               config: AuditConfig | None = None, sheet: str | os.PathLike[str] | None = None) -> AuditResult:
+               config: AuditConfig | None = None, sheet: str | os.PathLike[str] | None = None,
+               real: tuple[np.ndarray[Any, Any], np.ndarray[Any, Any] | None] | None = None) -> AuditResult:
     """Audit the distilled images of a ``.sldp`` file against a real training set.
 
     Args:
@@ -750,6 +411,8 @@ def audit_file(path: str | os.PathLike[str], data: str | os.PathLike[str], *, sp
         split: which split of a MedMNIST-style ``.npz``.
         config: audit knobs.
         sheet: where to write the PNG sheet (``None``: no sheet).
+        real: the real images and labels, already read (e.g. a split of
+            :func:`sldpack.pipelines.datasets.load_data`); ``data`` then only names them in the output.
 
     Returns:
         The :class:`AuditResult` (with ``sheet`` set when one was written).
@@ -772,15 +435,15 @@ def audit_file(path: str | os.PathLike[str], data: str | os.PathLike[str], *, sp
         raise DataError(f"{path}: images tensor must be [M, C, H, W], got shape {imgs.shape}")
     pre = manifest.preprocessing
     pix = distilled_pixels(imgs, pre.mean if pre else None, pre.std if pre else None)
-    raw, labels = load_real_images(data, split)
+    raw, labels = load_real_images(data, split) if real is None else real
     size = (pix.shape[2], pix.shape[3])
-    src: RealSource
+    src: RealItems
     if cfg.patch_stride is not None:
         src = RealPatches(raw, size, pix.shape[1], cfg.patch_stride, name=split)
         mode = f"patches (stride {cfg.patch_stride})"
     else:
         src = RealImages(raw, size, pix.shape[1], name=split)
-        native = _as_nchw(raw, split).shape[2:]
+        native = as_nchw(raw, split).shape[2:]
         mode = "resize (area)" if tuple(native) != size else "native resolution"
     result = audit_images(pix, src, config=cfg, labels=labels, mode=mode)
     sheet_path = None
@@ -800,7 +463,7 @@ def _to_u8(img: F64) -> np.ndarray[Any, Any]:
     return np.asarray(np.round(x * 255.0), dtype=np.uint8)
 
 
-def save_sheet(result: AuditResult, distilled: npt.ArrayLike, real: RealSource, path: str | os.PathLike[str],
+def save_sheet(result: AuditResult, distilled: npt.ArrayLike, real: RealItems, path: str | os.PathLike[str],
                *, label_names: Sequence[str] | None = None, tile: int = 112) -> None:
     """Write a PNG: one row per distilled image, then its k nearest real items with NCC/SSIM captions.
 

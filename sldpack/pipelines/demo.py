@@ -29,9 +29,9 @@ import json
 import math
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 
@@ -42,7 +42,12 @@ from sldpack.medical.loaders import ImageSet
 from sldpack.medical.montage import PATCH_COLORS, draw_patch_boxes, outline_mask, save_montage
 from sldpack.medical.patches import PATCH_CLASS_NAMES, label_patch_grid
 from sldpack.medical.phantom import PHANTOM_LABEL_NAMES, make_phantom
-from sldpack.pipelines.medical import PatchSettings, PatchSource, evaluate, select_split
+from sldpack.pipelines.datasets import DataSelection, select_split
+from sldpack.pipelines.evaluate import evaluate
+from sldpack.pipelines.patch_source import PatchSettings, PatchSource
+
+if TYPE_CHECKING:
+    from sldpack.nn.distill import DistillConfig, Progress
 
 __all__ = ["DemoConfig", "DemoResult", "bar_chart", "render_summary", "run_demo", "save_bar_chart"]
 
@@ -66,6 +71,10 @@ class DemoConfig:
         compression: payload compression of ``demo.sldp``.
         threads: torch CPU threads (recorded; the caller sets them).
         delta: Eq. (9) threshold.
+        split_seed: seed of the train/test split (``None``: ``seed``).
+        out_size, outside_max, inside_min: patch shrinking and I/N/P thresholds (see
+            :class:`~sldpack.pipelines.patch_source.PatchSettings`).
+        device: where the distiller runs (``cpu``, ``cuda`` or ``auto``).
     """
 
     seed: int = 0
@@ -78,7 +87,7 @@ class DemoConfig:
     depth: int = 2
     width: int = 32
     batchnorm: bool = False
-    mode: str = "sldd"
+    mode: Literal["sldd", "dd"] = "sldd"
     images_per_class: int = 1
     steps: int = 10
     epochs: int = 3
@@ -90,6 +99,11 @@ class DemoConfig:
     compression: str = "zstd"
     threads: int = 1
     delta: float = 0.4
+    split_seed: int | None = None
+    out_size: int | None = None
+    outside_max: float = 0.01
+    inside_min: float = 0.85
+    device: str = "cpu"
 
     @classmethod
     def tiny(cls, seed: int = 0) -> DemoConfig:
@@ -105,8 +119,6 @@ class DemoConfig:
         """
         if self.n_images < 4:
             raise UsageError(f"the demo needs at least 4 phantom images (2 per split), got {self.n_images}")
-        if self.patch_size > self.size:
-            raise UsageError(f"patch size {self.patch_size} exceeds the image size {self.size}")
         if self.mode not in ("sldd", "dd"):
             raise UsageError(f"mode must be sldd or dd, got {self.mode!r}")
 
@@ -235,7 +247,7 @@ def _patch_sheet(src: PatchSource, path: Path, per_class: int, seed: int) -> Non
 
 # --- the pipeline --------------------------------------------------------------------------------------
 
-def _check_resume(run_dir: Path, dcfg: Any, source: PatchSource) -> bool:
+def _check_resume(run_dir: Path, dcfg: DistillConfig, source: PatchSource) -> bool:
     """True when ``run_dir`` holds a checkpoint of the same run (resume); raise if it holds another run."""
     from sldpack.nn.distill import DistillConfig
 
@@ -258,7 +270,7 @@ def _check_resume(run_dir: Path, dcfg: Any, source: PatchSource) -> bool:
 
 
 def run_demo(config: DemoConfig, out: str | Path, *, log: Log | None = None,
-             progress: Callable[[Any], None] | None = None) -> DemoResult:
+             progress: Callable[[Progress], None] | None = None, data: DataSelection | None = None) -> DemoResult:
     """Run the demo pipeline and write its outputs under ``out`` (see the module docs).
 
     An existing ``out/run/checkpoint.pt`` of the same settings is resumed (a Ctrl-C'd demo continues where
@@ -269,6 +281,8 @@ def run_demo(config: DemoConfig, out: str | Path, *, log: Log | None = None,
         out: output folder (created).
         log: receives one human line per stage.
         progress: receives the distiller's :class:`~sldpack.nn.distill.Progress` after every iteration.
+        data: real images with organ masks (all of them, split here by ``config.train_fraction`` and
+            ``config.split_seed``) instead of the phantom (``config.n_images``/``size`` are then unused).
 
     Returns:
         The summary and the folder.
@@ -297,19 +311,31 @@ def run_demo(config: DemoConfig, out: str | Path, *, log: Log | None = None,
 
     # 1. phantom data and the split ---------------------------------------------------------------------
     t = time.perf_counter()
-    full = make_phantom(cfg.n_images, size=cfg.size, seed=cfg.seed).to_image_set()
-    train, rule = select_split(full, "train", train_fraction=cfg.train_fraction, seed=cfg.seed)
-    test, _ = select_split(full, "test", train_fraction=cfg.train_fraction, seed=cfg.seed)
+    split_seed = cfg.seed if cfg.split_seed is None else cfg.split_seed
+    if data is None:
+        full = make_phantom(cfg.n_images, size=cfg.size, seed=cfg.seed).to_image_set()
+        data_args = f"--phantom {cfg.n_images} --phantom-size {cfg.size} --phantom-seed {cfg.seed}"
+    else:
+        full = data.data
+        full.require_masks()
+        cfg = replace(cfg, n_images=len(full), size=int(full.shape[0]))
+        data_args = f"--data {data.source}"
+    if cfg.patch_size > min(full.shape):
+        raise UsageError(f"patch size {cfg.patch_size} exceeds the image size {full.shape}")
+    train, rule = select_split(full, "train", train_fraction=cfg.train_fraction, seed=split_seed)
+    test, _ = select_split(full, "test", train_fraction=cfg.train_fraction, seed=split_seed)
     train_names = set(train.names)
     split_of = {i: ("train" if n in train_names else "test") for i, n in enumerate(full.names)}
     _phantom_sheet(full, split_of, root / "phantom.png")
     lap("phantom", t)
-    say(f"[1/7] phantom: {cfg.n_images} images {cfg.size} px (seed {cfg.seed}); {len(train)} train / {len(test)} "
+    say(f"[1/7] {'phantom' if data is None else data.source}: {cfg.n_images} images {cfg.size} px (seed "
+        f"{cfg.seed}); {len(train)} train / {len(test)} "
         f"test ({rule}) -> phantom.png")
 
     # 2. patches ----------------------------------------------------------------------------------------
     t = time.perf_counter()
-    settings = PatchSettings(size=cfg.patch_size, stride=cfg.stride)
+    settings = PatchSettings(size=cfg.patch_size, stride=cfg.stride, out_size=cfg.out_size,
+                             outside_max=cfg.outside_max, inside_min=cfg.inside_min)
     src = PatchSource.from_image_set(train, settings)
     counts = src.counts()
     _grid_sheet(full, settings, root / "patch_grid.png")
@@ -324,7 +350,7 @@ def run_demo(config: DemoConfig, out: str | Path, *, log: Log | None = None,
     dcfg = DistillConfig(arch=cfg.arch, arch_options={"depth": cfg.depth, "width": cfg.width},
                          batchnorm=cfg.batchnorm, mode=cfg.mode, images_per_class=cfg.images_per_class,
                          steps=cfg.steps, epochs=cfg.epochs, iterations=cfg.iterations, batch_real=cfg.batch_real,
-                         lr=cfg.lr, inner_lr=cfg.inner_lr, seed=cfg.seed, device="cpu",
+                         lr=cfg.lr, inner_lr=cfg.inner_lr, seed=cfg.seed, device=cfg.device,
                          checkpoint_every=cfg.checkpoint_every, bn_batches=8, bn_batch_size=64)
     resume = _check_resume(run_dir, dcfg, src)
     m_images = cfg.images_per_class * 3
@@ -396,10 +422,10 @@ def run_demo(config: DemoConfig, out: str | Path, *, log: Log | None = None,
                    title=f"bytes to share (log scale): .sldp = {rate:.3f} x the checkpoint ({1 / rate:.1f}x smaller)")
 
     wall = time.perf_counter() - t_start
-    eval_cmd = (f"sldp eval {sldp_path} --phantom {cfg.n_images} --phantom-size {cfg.size} --phantom-seed "
-                f"{cfg.seed} --split test --train-fraction {cfg.train_fraction} --split-seed {cfg.seed}")
-    train_cmd = (f"sldp train --phantom {cfg.n_images} --phantom-size {cfg.size} --phantom-seed {cfg.seed} "
-                 f"--split-seed {cfg.seed} --train-fraction {cfg.train_fraction} --patch-size {cfg.patch_size} "
+    eval_cmd = (f"sldp eval {sldp_path} {data_args} --split test --train-fraction {cfg.train_fraction} "
+                f"--split-seed {split_seed}")
+    train_cmd = (f"sldp train {data_args} "
+                 f"--split-seed {split_seed} --train-fraction {cfg.train_fraction} --patch-size {cfg.patch_size} "
                  f"--stride {cfg.stride} --arch-option depth={cfg.depth} --arch-option width={cfg.width} "
                  + ("--batchnorm " if cfg.batchnorm else "") + f"--seed {cfg.seed}")
     summary: dict[str, Any] = {

@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 
 from sldpack.errors import SldpError, UsageError
-from sldpack.format.constants import COMPRESSIONS, ROLES, ZSTD_LEVEL_DEFAULT
+from sldpack.format.constants import COMPRESSIONS, DTYPE_FOR_NUMPY_NAME, ROLES, ZSTD_LEVEL_DEFAULT
 from sldpack.format.container import SldpFile, Tensor, encode
 from sldpack.format.container import open as open_sldp
 from sldpack.format.container import read as read_sldp
@@ -48,8 +48,9 @@ __all__ = [
     "requantize_bytes",
 ]
 
-IMAGE_DTYPES: dict[str, str] = {"float32": "F32", "float16": "F16", "bfloat16": "BF16",
-                                "F32": "F32", "F16": "F16", "BF16": "BF16"}
+IMAGE_DTYPES: dict[str, str] = {
+    **{name: DTYPE_FOR_NUMPY_NAME[name] for name in ("float32", "float16", "bfloat16")},
+    **{DTYPE_FOR_NUMPY_NAME[name]: DTYPE_FOR_NUMPY_NAME[name] for name in ("float32", "float16", "bfloat16")}}
 """Accepted spellings of an image storage dtype -> SLDP dtype."""
 
 _F16_MAX = 65504.0
@@ -344,7 +345,7 @@ FingerprintFn = Callable[[Manifest, Mapping[str, np.ndarray]], ReplayFingerprint
 def _default_fingerprint_fn() -> FingerprintFn | str:
     """The torch re-fingerprinting function, or the reason it is unavailable."""
     try:
-        from sldpack.pipelines.sharing import refingerprint
+        from sldpack.nn.replay import refingerprint
     except ImportError as exc:
         return f"torch replay unavailable ({exc.name or exc})"
     return refingerprint
@@ -414,7 +415,7 @@ def requantize(path_in: str | os.PathLike[str], path_out: str | os.PathLike[str]
 
     Every other tensor keeps its stored dtype and bytes. When the image values change, the replay
     fingerprint no longer describes the file: it is recomputed from the *stored* (rounded) values by
-    torch replay (:func:`sldpack.pipelines.sharing.refingerprint`) when available, otherwise dropped, and
+    torch replay (:func:`sldpack.nn.replay.refingerprint`) when available, otherwise dropped, and
     ``provenance.extra["requantized"]`` records which (plus the source dtype and the largest change).
     theta0 digests do not depend on the images and are kept. ``sldp pack --images-dtype`` is the
     same operation at pack time.

@@ -4,7 +4,7 @@
   (every fp32 parameter and BN running statistic, int64 ``num_batches_tracked``; no pickling overhead).
 * :func:`table4`: the seed paper's Table-4 setting (1 x 227 x 227 grayscale, 3 classes I/N/P, the
   paper's minimum image counts), with a real ``.sldp`` built in memory per network and measured.
-* :func:`refingerprint`: the replay fingerprint of a file's *stored* values (after requantizing).
+* :func:`refingerprint` (from :mod:`sldpack.nn.replay`): the replay fingerprint of a file's *stored* values.
 * :func:`accuracy`: top-1 accuracy of a replayed network on an evaluation set.
 
 How the Table-4 files are built (:func:`table4_file`): images ``M x 1 x 227 x 227`` drawn from a
@@ -45,6 +45,7 @@ from sldpack.format.manifest import (
     ReplayFingerprint,
 )
 from sldpack.nn import zoo
+from sldpack.nn.replay import refingerprint
 from sldpack.pipelines.report import byte_report, format_bytes
 
 __all__ = [
@@ -286,27 +287,6 @@ def render_table4(rows: Sequence[Table4Row], *, steps: int = 3, epochs: int = 3)
 
 
 # --- fingerprints and accuracy -------------------------------------------------------------------------
-
-def refingerprint(manifest: Manifest, arrays: Mapping[str, np.ndarray]) -> ReplayFingerprint:
-    """Replay ``arrays`` (the values as stored) and compute a new fingerprint like the old one.
-
-    Same probe seed and count as the manifest's fingerprint, under its recorded reference thread
-    count (CPU), tolerance by the replay module's default rule.
-
-    Raises:
-        UsageError: the manifest has no fingerprint or cannot be replayed.
-    """
-    from sldpack.nn.replay import DEFAULT_REFERENCE_THREADS, compute_fingerprint, replay_arrays
-
-    old = manifest.replay
-    if old is None:
-        raise UsageError("the file has no replay fingerprint to recompute")
-    ref = old.reference.get("threads")
-    threads = int(ref) if isinstance(ref, int) and ref > 0 else DEFAULT_REFERENCE_THREADS
-    res = replay_arrays(manifest, arrays, device="cpu", threads=threads)
-    return compute_fingerprint(res.module, probe_seed=old.probe_seed, probe_count=old.probe_count,
-                               threads=threads)
-
 
 def accuracy(module: torch.nn.Module, images: np.ndarray, labels: np.ndarray,
              preprocessing: Preprocessing | None, *, batch: int = 256) -> float:

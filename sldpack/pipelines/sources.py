@@ -19,6 +19,8 @@ import numpy as np
 
 from sldpack.errors import DataError, UsageError
 from sldpack.format.manifest import Preprocessing
+from sldpack.medical.loaders import read_npz_split
+from sldpack.medical.patches import balanced_counts
 
 __all__ = [
     "ArraySource",
@@ -69,12 +71,6 @@ class RealSource(Protocol):
         drawn uniformly from the whole set (the natural class mix).
         """
         ...
-
-
-def balanced_counts(k: int, num_classes: int) -> list[int]:
-    """Per-class counts of a class-balanced batch of ``k``: ``k // K`` each, the first ``k % K`` get one more."""
-    base, extra = divmod(k, num_classes)
-    return [base + (1 if c < extra else 0) for c in range(num_classes)]
 
 
 @dataclass
@@ -241,23 +237,16 @@ def load_npz(path: str | Path, split: str = "train", *, class_names: Sequence[st
         DataError: the file is missing, unreadable or lacks the split.
     """
     p = Path(path)
+    arrays = read_npz_split(p, split, layouts=("medmnist",))
+    assert arrays.labels is not None
     try:
-        raw = p.read_bytes()
-        with np.load(p, allow_pickle=False) as z:
-            keys = set(z.files)
-            ik, lk = f"{split}_images", f"{split}_labels"
-            if ik not in keys or lk not in keys:
-                avail = sorted({k.rsplit("_", 1)[0] for k in keys if k.endswith("_images")})
-                raise DataError(f"{p}: no split {split!r} (arrays {ik}/{lk}); splits present: {avail}")
-            images, labels = z[ik], z[lk]
-            names: Sequence[str] = class_names
-            if not names and "label_names" in keys:
-                names = [str(v) for v in z["label_names"]]
-    except (OSError, ValueError) as exc:
+        digest = hashlib.sha256(p.read_bytes()).hexdigest()
+    except OSError as exc:
         raise DataError(f"cannot read {p}: {exc}") from exc
-    return ArraySource(images=images, labels=labels, class_names=tuple(names),
+    return ArraySource(images=arrays.images, labels=arrays.labels,
+                       class_names=tuple(class_names) or arrays.label_names,
                        mean=None if mean is None else tuple(mean), std=None if std is None else tuple(std),
-                       fingerprint=hashlib.sha256(raw).hexdigest())
+                       fingerprint=digest)
 
 
 SourceFactory = Callable[[str | None, str], RealSource]
@@ -277,8 +266,8 @@ def register_source(name: str, factory: SourceFactory | str) -> None:
 
 
 # Built-in short names (lazy references: the medical glue is imported only when used).
-register_source("phantom", "sldpack.pipelines.medical:phantom_patch_source")
-register_source("patches", "sldpack.pipelines.medical:npz_patch_source")
+register_source("phantom", "sldpack.pipelines.inputs:phantom_patch_source")
+register_source("patches", "sldpack.pipelines.inputs:npz_patch_source")
 
 
 def resolve_source(spec: str, split: str = "train") -> RealSource:

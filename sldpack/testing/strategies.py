@@ -10,6 +10,7 @@ from typing import Any
 import numpy as np
 from hypothesis import strategies as st
 
+from sldpack.format.constants import DTYPE_FOR_NUMPY_NAME
 from sldpack.format.container import Tensor, encode
 from sldpack.format.manifest import ArchSpec, DistillSpec, InitSpec, LabelSpec, Manifest, Preprocessing, Provenance
 
@@ -53,8 +54,9 @@ def manifests(draw: st.DrawFn) -> Manifest:
     )
 
 
-_DTYPES: dict[str, Any] = {"F32": np.float32, "F16": np.float16, "F64": np.float64, "I64": np.int64, "I32": np.int32,
-           "U8": np.uint8, "BF16": np.float32}
+# value dtype of each storage dtype (BF16 values are drawn as float32 and rounded on storage)
+_DTYPES: dict[str, Any] = {code: np.float32 if code == "BF16" else np.dtype(name)
+                           for name, code in DTYPE_FOR_NUMPY_NAME.items()}
 
 
 @st.composite

@@ -24,7 +24,7 @@ from sldpack.errors import UsageError  # noqa: E402
 from sldpack.init import SCHEMES, generate, init_parameters, stream_words, tensor_sha256, theta0_digests  # noqa: E402
 from sldpack.init.backend import c_kernel_available, resolve_backend  # noqa: E402
 from sldpack.init.philox import Scratch, derive_stream  # noqa: E402
-from sldpack.init.schemes import ValuePlan, _normal_rows, fill_into, plan_values  # noqa: E402
+from sldpack.init.schemes import ValuePlan, fill_into, normal_rows, plan_values  # noqa: E402
 
 VEC_DIR = Path(__file__).resolve().parents[2] / "spec" / "conformance" / "init"
 VEC = json.loads((VEC_DIR / "vectors.json").read_text("utf-8"))
@@ -118,7 +118,7 @@ def test_binary64_values_equal_the_numpy_reference() -> None:
     r[: len(edges_r)] = edges_r
     t[: len(edges_t)] = edges_t
     for sigma in (1.0, 0.0123):
-        want_c, want_s = _normal_rows(np.stack([r, r]), np.stack([t, t]), sigma, Scratch(n))
+        want_c, want_s = normal_rows(np.stack([r, r]), np.stack([t, t]), sigma, Scratch(n))
         got_c, got_s = np.empty(n), np.empty(n)
         K.normal_f64(r.astype(np.uint32), t.astype(np.uint32), sigma, got_c, got_s)
         assert np.array_equal(got_c.view(np.uint64), want_c[0].view(np.uint64))

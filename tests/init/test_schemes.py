@@ -38,9 +38,9 @@ from sldpack.init.schemes import (
     LOG_COEFFS,
     SIN_COEFFS,
     SQRT_HALF,
-    _normal_rows,
     _uniform_rows,
     fill_into,
+    normal_rows,
     plan_values,
 )
 
@@ -155,7 +155,7 @@ def _edge_and_random_words(n: int) -> tuple[np.ndarray, np.ndarray]:
 
 def test_normal_kernel_equals_scalar_annex() -> None:
     r, t = _edge_and_random_words(3000)
-    zc, zs = _normal_rows(np.stack([r, r]), np.stack([t, t]), 0.37, Scratch(3000))
+    zc, zs = normal_rows(np.stack([r, r]), np.stack([t, t]), 0.37, Scratch(3000))
     for i in range(3000):
         ec, es = spec_normal(int(r[i]), int(t[i]), 0.37)
         assert f64bits(float(zc[0, i])) == f64bits(ec), (hex(int(r[i])), hex(int(t[i])))
@@ -178,7 +178,7 @@ def test_normal_kernel_is_accurate_box_muller() -> None:
     t = rng.integers(0, 2**32, size=(2, 100_000), dtype=np.uint64)
     rad = np.sqrt(-2.0 * np.log((r.astype(np.float64) + 1.0) * 2.0**-32))
     th = 2.0 * np.pi * t.astype(np.float64) * 2.0**-32
-    zc, zs = _normal_rows(r.copy(), t.copy(), 1.0, Scratch(100_000))
+    zc, zs = normal_rows(r.copy(), t.copy(), 1.0, Scratch(100_000))
     for got, want in ((zc, rad * np.cos(th)), (zs, rad * np.sin(th))):
         assert float(np.max(np.abs(got - want) / np.maximum(rad, 1e-300))) < 4e-15
         assert int(np.sum(got.astype(np.float32) != want.astype(np.float32))) < 20  # of 200 000
@@ -194,7 +194,7 @@ def test_transform_vectors() -> None:
     assert len(pairs) >= 8
     r = np.array([[int(c["radius_word"], 16) for c in pairs]] * 2, dtype=np.uint64)
     t = np.array([[int(c["angle_word"], 16) for c in pairs]] * 2, dtype=np.uint64)
-    zc, zs = _normal_rows(r, t, 1.0, Scratch(len(pairs)))
+    zc, zs = normal_rows(r, t, 1.0, Scratch(len(pairs)))
     for i, c in enumerate(pairs):
         ec, es = spec_normal(int(c["radius_word"], 16), int(c["angle_word"], 16), c["sigma"])
         assert (f"{f64bits(ec):016x}", f"{f64bits(es):016x}") == (c["z_cos_f64"], c["z_sin_f64"])

@@ -180,29 +180,31 @@ def _skewed_index():  # type: ignore[no-untyped-def]
 
 def test_sampler_balanced_uniform_and_deterministic() -> None:
     ds, ix = _skewed_index()
-    s = PatchSampler(ds.images, ix, seed=3, balanced=True)
-    pos = s.sample_indices(3000)
+    s = PatchSampler(ds.images, ix)
+    pos = s.draw(3000, np.random.default_rng(3), balanced=True)
     freq = np.bincount(ix.label[pos], minlength=3) / 3000
-    assert np.all(np.abs(freq - 1 / 3) < 0.04)  # I is 68/129 of the index, but drawn 1/3 of the time
-    uni = PatchSampler(ds.images, ix, seed=3, balanced=False).sample_indices(3000)
+    assert np.array_equal(np.bincount(ix.label[pos], minlength=3), [1000, 1000, 1000])  # I is 68/129 of the index
+    assert np.all(np.abs(freq - 1 / 3) < 1e-12)
+    uni = s.draw(3000, np.random.default_rng(3), balanced=False)
     ufreq = np.bincount(ix.label[uni], minlength=3) / 3000
     assert np.all(np.abs(ufreq - ix.counts() / len(ix)) < 0.04)
-    x1, y1 = PatchSampler(ds.images, ix, seed=9).sample(16)
-    x2, y2 = PatchSampler(ds.images, ix, seed=9).sample(16)
+    x1, y1 = s.sample(16, np.random.default_rng(9))
+    x2, y2 = PatchSampler(ds.images, ix).sample(16, np.random.default_rng(9))
     assert np.array_equal(x1, x2) and np.array_equal(y1, y2)
     assert y1.dtype == np.int64 and x1.shape == (16, 20, 20)
     # the patches really are the indexed windows
-    s2 = PatchSampler(ds.images, ix, seed=9, out_size=10)
-    pos = s2.sample_indices(5)
+    s2 = PatchSampler(ds.images, ix, out_size=10)
+    pos = s2.draw(5, np.random.default_rng(1))
     xs, ys = s2.cut(pos)
     expect = cut_patches(ds.images, ix.image[pos], ix.y[pos], ix.x[pos], 20, out_size=10)
     assert np.array_equal(xs, expect) and np.array_equal(ys, ix.label[pos])
+    assert sum(len(b) for b, _ in s.epoch(50)) == len(ix)
 
 
 def test_sampler_epoch_and_subsample() -> None:
     ds, ix = _skewed_index()
-    s = PatchSampler(ds.images, ix, seed=0)
-    labels = np.concatenate([y for _, y in s.epoch(50)])
+    s = PatchSampler(ds.images, ix)
+    labels = np.concatenate([y for _, y in s.epoch(50, np.random.default_rng(0))])
     assert labels.size == len(ix)
     assert np.bincount(labels, minlength=3).tolist() == ix.counts().tolist()
     sub = ix.subsample_per_class(30, seed=1)

@@ -14,11 +14,11 @@ from PIL import Image
 from sldpack.errors import DataError, UsageError
 from sldpack.medical import make_phantom
 from sldpack.medical.loaders import ImageSet, load_folder, load_images
+from sldpack.medical.loaders import convert_to_store as convert
 from sldpack.medical.patches import PatchConfig, PatchSampler, build_patch_index, cut_patches, index_image_set
 from sldpack.medical.store import (
     LazyArray,
     NpyArray,
-    convert,
     is_store,
     open_folder_lazy,
     open_store,
@@ -65,11 +65,12 @@ def _index_equal(a: ImageSet, b: ImageSet) -> None:
     for f in ("image", "y", "x", "label"):
         np.testing.assert_array_equal(getattr(ia, f), getattr(ib, f))
     assert len(ia) > 0
-    sa = PatchSampler(a.images, ia, seed=5, out_size=8)
-    sb = PatchSampler(b.images, ib, seed=5, out_size=8)
+    sa = PatchSampler(a.images, ia, out_size=8)
+    sb = PatchSampler(b.images, ib, out_size=8)
+    ra, rb = np.random.default_rng(5), np.random.default_rng(5)
     for _ in range(3):
-        pa, la = sa.sample(17)
-        pb, lb = sb.sample(17)
+        pa, la = sa.sample(17, ra)
+        pb, lb = sb.sample(17, rb)
         np.testing.assert_array_equal(pa, pb)
         np.testing.assert_array_equal(la, lb)
 
@@ -255,7 +256,7 @@ def test_shard_reads_only_its_own_images(tmp_path: Path, eager: ImageSet) -> Non
     NpyArray._read_item = spy  # type: ignore[method-assign]
     try:
         idx = index_image_set(part, CFG)
-        PatchSampler(part.images, idx, seed=0).sample(32)
+        PatchSampler(part.images, idx).sample(32, np.random.default_rng(0))
     finally:
         NpyArray._read_item = orig  # type: ignore[method-assign]
     assert read and set(read) <= {4, 5, 6, 7}
@@ -312,7 +313,7 @@ def test_montgomery_store_gives_the_same_patches(shared_data: Path, tmp_path: Pa
     a, b = index_image_set(eager, cfg), index_image_set(st, cfg)
     for f in ("image", "y", "x", "label"):
         np.testing.assert_array_equal(getattr(a, f), getattr(b, f))
-    pa, la = PatchSampler(eager.images, a, seed=1, out_size=32).sample(64)
-    pb, lb = PatchSampler(st.images, b, seed=1, out_size=32).sample(64)
+    pa, la = PatchSampler(eager.images, a, out_size=32).sample(64, np.random.default_rng(1))
+    pb, lb = PatchSampler(st.images, b, out_size=32).sample(64, np.random.default_rng(1))
     np.testing.assert_array_equal(pa, pb)
     np.testing.assert_array_equal(la, lb)

@@ -8,8 +8,8 @@ from pathlib import Path
 import numpy as np
 
 import sldpack
+from sldpack.format.provenance import canonical_value, training_data_sha256
 from sldpack.nn.distill import DistillConfig, distill
-from sldpack.pipelines.provenance import canonical_value, training_data_sha256
 from sldpack.pipelines.sources import ArraySource
 
 

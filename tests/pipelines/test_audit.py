@@ -120,7 +120,7 @@ def test_ssim_batch_multichannel_and_small_images() -> None:
 def test_area_resize_integer_factor_is_block_mean() -> None:
     rng = np.random.default_rng(4)
     x = rng.random((2, 8, 12))
-    got = area_resize(x, (4, 3))
+    got = area_resize(x, (4, 3), dtype=np.float64)
     want = x.reshape(2, 4, 2, 3, 4).mean(axis=(2, 4))
     np.testing.assert_allclose(got, want, atol=1e-12)
 
@@ -128,10 +128,10 @@ def test_area_resize_integer_factor_is_block_mean() -> None:
 def test_area_resize_fractional_keeps_mean_and_constants() -> None:
     rng = np.random.default_rng(5)
     x = rng.random((7, 10))
-    got = area_resize(x, (3, 4))
+    got = area_resize(x, (3, 4), dtype=np.float64)
     assert got.mean() == pytest.approx(x.mean(), abs=1e-12)  # every input pixel counted once
-    np.testing.assert_allclose(area_resize(np.full((7, 10), 0.3), (3, 4)), 0.3, atol=1e-12)
-    assert area_resize(x, (7, 10)) is not None and np.array_equal(area_resize(x, (7, 10)), x)
+    np.testing.assert_allclose(area_resize(np.full((7, 10), 0.3), (3, 4), dtype=np.float64), 0.3, atol=1e-12)
+    assert np.array_equal(area_resize(x, (7, 10), dtype=np.float64), x)
 
 
 # --- the audit -----------------------------------------------------------------------------------
@@ -202,7 +202,7 @@ def _close(x: object, y: object) -> bool:
 
 def test_resized_real_images_and_channel_broadcast() -> None:
     real = _smooth_images(40, 32, seed=12)
-    target = area_resize(real[5] / 255.0, (16, 16))
+    target = area_resize(real[5] / 255.0, (16, 16), dtype=np.float64)
     distilled = np.repeat(target[None, None], 3, axis=1)  # a 3-channel network, grayscale data
     res = audit_images(distilled, RealImages(real, (16, 16), 3), config=CFG)
     assert res.findings[0].flagged and res.findings[0].nn_ncc.index == 5

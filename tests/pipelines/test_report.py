@@ -254,7 +254,7 @@ def test_table4_rows_and_render() -> None:
 
 def _tiny_replayable(path: Path) -> None:
     """A small convnet file with a genuine replay fingerprint."""
-    from sldpack.pipelines.sharing import refingerprint
+    from sldpack.nn.replay import refingerprint
 
     rng = np.random.default_rng(5)
     arch = ArchSpec("convnet@1", 1, 2, (8, 8), options={"depth": 1, "width": 4})

@@ -316,7 +316,7 @@ def test_signing_corpus_with_model_signing_cli(case: dict[str, str]) -> None:
 def test_signing_modules_import_light() -> None:
     """``import sldpack`` and the signing/provenance modules and commands pull in neither torch nor the
     signing libraries: model-signing and cryptography load only when a key is used."""
-    code = ("import sys, sldpack, sldpack.pipelines.signing, sldpack.pipelines.provenance, sldpack.cli.cmd_sign, "
+    code = ("import sys, sldpack, sldpack.pipelines.signing, sldpack.format.provenance, sldpack.cli.cmd_sign, "
             "sldpack.cli.cmd_container, sldpack.cli.cmd_report; "
             "bad = [m for m in sys.modules if m.split('.')[0] in ('torch', 'model_signing', 'cryptography', "
             "'OpenSSL', 'sigstore')]; assert not bad, bad")

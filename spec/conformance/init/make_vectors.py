@@ -27,8 +27,8 @@ from sldpack.init import derive_stream, generate, init_parameters, stream_words 
 from sldpack.init.philox import DOMAIN_TAG, Scratch, philox4x32_10  # noqa: E402
 from sldpack.init.schemes import (  # noqa: E402
     BUFFER_KINDS,
-    _normal_rows,
     _uniform_rows,
+    normal_rows,
     param_kind,
     plan_values,
     tensor_sha256,
@@ -134,7 +134,7 @@ def main() -> None:
     nrm = []
     r = np.array([[p[0] for p in NORMAL_PAIRS]] * 2, dtype=np.uint64)  # the kernel works on 2 rows
     t = np.array([[p[1] for p in NORMAL_PAIRS]] * 2, dtype=np.uint64)
-    zc, zs = _normal_rows(r.copy(), t.copy(), 1.0, Scratch(len(NORMAL_PAIRS)))
+    zc, zs = normal_rows(r.copy(), t.copy(), 1.0, Scratch(len(NORMAL_PAIRS)))
     for i, (rw, tw) in enumerate(NORMAL_PAIRS):
         nrm.append({"radius_word": f"{rw:08x}", "angle_word": f"{tw:08x}", "sigma": 1.0,
                     "z_cos_f64": f64hex(float(zc[0, i])), "z_sin_f64": f64hex(float(zs[0, i])),

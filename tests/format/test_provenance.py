@@ -13,7 +13,7 @@ import sldpack
 from sldpack.errors import DataError, FormatError, UsageError
 from sldpack.format import canonical_msgpack
 from sldpack.format.manifest import AuditRecord
-from sldpack.pipelines.provenance import (
+from sldpack.format.provenance import (
     audit_report_bytes,
     canonical_value,
     images_sha256,
