@@ -12,6 +12,7 @@ import time
 
 import click
 
+from sldpack.cli.options import COUNT, number
 from sldpack.errors import UsageError
 
 __all__ = ["data_group"]
@@ -26,8 +27,8 @@ def data_group() -> None:
 @click.argument("src", type=click.Path())
 @click.argument("out", type=click.Path())
 @click.option("--split", default=None, help="MedMNIST .npz only: the split to convert (train, val, test).")
-@click.option("--size", type=int, default=None, help="Resize every image (and mask) to this side.")
-@click.option("--window", type=float, nargs=2, default=None, metavar="CENTER WIDTH",
+@click.option("--size", type=COUNT, default=None, help="Resize every image (and mask) to this side.")
+@click.option("--window", type=number(), nargs=2, default=None, metavar="CENTER WIDTH",
               help="DICOM only: VOI window overriding each file's window.")
 @click.option("--overwrite", is_flag=True, help="Replace OUT if it is an existing store.")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")

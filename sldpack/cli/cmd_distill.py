@@ -14,7 +14,17 @@ import click
 
 from sldpack.cli.common import ProgressPrinter, apply_runtime, parse_key_values
 from sldpack.cli.exit_codes import EXIT_OK, EXIT_VERIFY_FAILED
-from sldpack.cli.options import DATA_OPTION_NAMES, RUNTIME_OPTION_NAMES, data_options, runtime_options
+from sldpack.cli.options import (
+    COUNT,
+    DATA_OPTION_NAMES,
+    NONNEGATIVE,
+    RATE,
+    RUNTIME_OPTION_NAMES,
+    SEED,
+    data_options,
+    number,
+    runtime_options,
+)
 from sldpack.errors import UsageError
 
 __all__ = ["distill_cmd", "pack_cmd", "replay_cmd"]
@@ -39,32 +49,32 @@ _OPT_FIELDS = {
 @click.option("--batchnorm/--no-batchnorm", default=False, show_default=True, help="Batch-norm variant.")
 @click.option("--mode", type=click.Choice(["sldd", "dd"]), default="sldd", show_default=True,
               help="sldd: learn soft labels; dd: fixed one-hot labels.")
-@click.option("--images-per-class", "-M", "images_per_class", type=int, default=1, show_default=True,
+@click.option("--images-per-class", "-M", "images_per_class", type=COUNT, default=1, show_default=True,
               help="Distilled images per class (per step with --schedule per-step).")
 @click.option("--schedule", type=click.Choice(["all", "per-step"]), default="all", show_default=True,
               help="all: every step sees all images; per-step: each step its own images.")
-@click.option("--steps", type=int, default=10, show_default=True, help="Inner steps per epoch.")
-@click.option("--epochs", type=int, default=1, show_default=True, help="Passes over the steps (T = steps x epochs).")
-@click.option("--iterations", type=int, default=300, show_default=True, help="Outer iterations (Adam steps).")
-@click.option("--batch-real", "-K", "batch_real", type=int, default=32, show_default=True,
+@click.option("--steps", type=COUNT, default=10, show_default=True, help="Inner steps per epoch.")
+@click.option("--epochs", type=COUNT, default=1, show_default=True, help="Passes over the steps (T = steps x epochs).")
+@click.option("--iterations", type=COUNT, default=300, show_default=True, help="Outer iterations (Adam steps).")
+@click.option("--batch-real", "-K", "batch_real", type=COUNT, default=32, show_default=True,
               help="Real images per outer iteration.")
-@click.option("--lr", type=float, default=0.01, show_default=True, help="Adam learning rate of the images.")
-@click.option("--label-lr", type=float, default=None, help="Adam learning rate of the labels [default: --lr].")
-@click.option("--lrs-lr", type=float, default=None, help="Adam learning rate of the step sizes [default: --lr/10].")
-@click.option("--inner-lr", type=float, default=0.1, show_default=True, help="Initial per-step learning rate.")
-@click.option("--label-init", type=float, default=2.0, show_default=True,
+@click.option("--lr", type=RATE, default=0.01, show_default=True, help="Adam learning rate of the images.")
+@click.option("--label-lr", type=RATE, default=None, help="Adam learning rate of the labels [default: --lr].")
+@click.option("--lrs-lr", type=RATE, default=None, help="Adam learning rate of the step sizes [default: --lr/10].")
+@click.option("--inner-lr", type=RATE, default=0.1, show_default=True, help="Initial per-step learning rate.")
+@click.option("--label-init", type=number(), default=2.0, show_default=True,
               help="Initial label logit of the true class (sldd).")
 @click.option("--image-init", type=click.Choice(["real", "noise"]), default="real", show_default=True,
               help="Start from real images or from noise.")
 @click.option("--balanced/--no-balanced", default=True, show_default=True, help="Class-balanced real batches.")
-@click.option("--seed", type=int, default=0, show_default=True, help="Seed of theta0 and of the run.")
+@click.option("--seed", type=SEED, default=0, show_default=True, help="Seed of theta0 and of the run.")
 @runtime_options
-@click.option("--bn-batches", type=int, default=16, show_default=True,
+@click.option("--bn-batches", type=COUNT, default=16, show_default=True,
               help="Real batches forwarded to measure theta_bn (batch-norm archs).")
 @click.option("--select", type=click.Choice(["best", "last"]), default="best", show_default=True,
               help="Write the iterate with the lowest moving-average training loss, or the last one.")
 @click.option("--out", "out", type=click.Path(file_okay=False), required=True, help="Run directory.")
-@click.option("--checkpoint-every", type=int, default=50, show_default=True,
+@click.option("--checkpoint-every", type=NONNEGATIVE, default=50, show_default=True,
               help="Iterations between crash-safe checkpoints.")
 @click.option("--resume", is_flag=True, help="Continue the run in --out from its last checkpoint.")
 @click.option("--compression", type=click.Choice(["none", "zstd"]), default="none", show_default=True)
@@ -167,7 +177,7 @@ def pack_cmd(source: str, out: str, tensors_path: str | None, compression: str, 
 # cpu by default (not the data commands' auto): the replay fingerprint's reference configuration is the CPU
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="cpu", show_default=True,
               help="Where torch replays (a GPU lands 'within tolerance' at best).")
-@click.option("--threads", type=click.IntRange(min=1), default=None,
+@click.option("--threads", type=COUNT, default=None,
               help="torch CPU threads, >= 1 [default: the fingerprint's reference count].")
 @click.option("--check/--no-check", default=True, show_default=True,
               help="Compare the result with the file's replay fingerprint (exit 1 when it fails).")

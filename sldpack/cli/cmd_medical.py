@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any, Literal, TypeVar
 import click
 
 from sldpack.cli.common import ProgressPrinter, apply_runtime, parse_key_values
-from sldpack.cli.options import data_options, runtime_options
+from sldpack.cli.options import COUNT, RATE, SEED, data_options, number, runtime_options
 from sldpack.errors import UsageError
 
 if TYPE_CHECKING:
@@ -32,12 +32,12 @@ _F = TypeVar("_F", bound=Callable[..., Any])
 
 def _eval_options(f: _F) -> _F:
     opts = [
-        click.option("--delta", type=float, default=0.4, show_default=True,
+        click.option("--delta", type=number(0.0, 1.0), default=0.4, show_default=True,
                      help="Eq. (9): image positive when Num(P)/(Num(N)+Num(P)) >= delta."),
         click.option("--windows", type=click.Choice(["auto", "labelled", "all"]), default="auto", show_default=True,
                      help="labelled: windows labelled I/N/P by the mask; all: the whole sliding grid (no mask "
                           "needed); auto: labelled when masks exist."),
-        click.option("--chunk", type=int, default=512, show_default=True, help="Patches per forward pass."),
+        click.option("--chunk", type=COUNT, default=512, show_default=True, help="Patches per forward pass."),
         click.option("--per-image", "per_image", type=click.Path(dir_okay=False), default=None,
                      help="Write per-image results to this CSV."),
         click.option("--json", "as_json", is_flag=True, help="Print one JSON document instead of the table."),
@@ -174,13 +174,13 @@ def eval_cmd(file: str, delta: float, windows: str, chunk: int, per_image: str |
 @click.option("--arch", default="convnet@1", show_default=True, help="Architecture id from the zoo.")
 @click.option("--arch-option", multiple=True, metavar="KEY=VALUE", help="Architecture option, e.g. width=64.")
 @click.option("--batchnorm/--no-batchnorm", default=False, show_default=True)
-@click.option("--per-class", type=click.IntRange(min=1), default=None, metavar="N",
+@click.option("--per-class", type=COUNT, default=None, metavar="N",
               help="Train on a random subset of N patches (images) per class instead of all "
                    "(the paper's ResNet18(3000/6000/9000) baselines).")
-@click.option("--steps", type=int, default=500, show_default=True, help="Optimiser steps.")
-@click.option("--batch-size", type=int, default=64, show_default=True, help="Class-balanced batch size.")
-@click.option("--lr", type=float, default=1e-3, show_default=True, help="Adam learning rate (cosine decay).")
-@click.option("--seed", type=int, default=0, show_default=True,
+@click.option("--steps", type=COUNT, default=500, show_default=True, help="Optimiser steps.")
+@click.option("--batch-size", type=COUNT, default=64, show_default=True, help="Class-balanced batch size.")
+@click.option("--lr", type=RATE, default=1e-3, show_default=True, help="Adam learning rate (cosine decay).")
+@click.option("--seed", type=SEED, default=0, show_default=True,
               help="Seed of theta0 (portable init), of the subset and of the batches.")
 @click.option("--save", "save", type=click.Path(dir_okay=False), default=None,
               help="Write the trained model here (.safetensors, with what `sldp eval` needs).")
@@ -253,14 +253,14 @@ def train_cmd(eval_split: str, arch: str, arch_option: tuple[str, ...], batchnor
 @click.command("demo")
 @click.option("--out", "out", type=click.Path(file_okay=False), default="sldp-demo", show_default=True,
               help="Output folder (created).")
-@click.option("--seed", type=int, default=0, show_default=True, help="Seed of everything (phantom, split, theta0).")
+@click.option("--seed", type=SEED, default=0, show_default=True, help="Seed of everything (phantom, split, theta0).")
 @data_options
-@click.option("--width", type=int, default=None, help="ConvNet width [32].")
-@click.option("--images-per-class", "-M", "images_per_class", type=int, default=None,
+@click.option("--width", type=COUNT, default=None, help="ConvNet width [32].")
+@click.option("--images-per-class", "-M", "images_per_class", type=COUNT, default=None,
               help="Distilled images per class [1].")
-@click.option("--steps", type=int, default=None, help="Inner steps per epoch [10].")
-@click.option("--epochs", type=int, default=None, help="Passes over the inner steps (T = steps x epochs) [3].")
-@click.option("--iterations", type=int, default=None, help="Outer iterations [300].")
+@click.option("--steps", type=COUNT, default=None, help="Inner steps per epoch [10].")
+@click.option("--epochs", type=COUNT, default=None, help="Passes over the inner steps (T = steps x epochs) [3].")
+@click.option("--iterations", type=COUNT, default=None, help="Outer iterations [300].")
 @click.option("--mode", type=click.Choice(["sldd", "dd"]), default="sldd", show_default=True)
 @click.option("--fast", is_flag=True, help="Tiny settings (seconds; for smoke tests, not for results).")
 @runtime_options

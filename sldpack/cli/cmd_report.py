@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from sldpack.cli.exit_codes import EXIT_OK, EXIT_VERIFY_FAILED
-from sldpack.cli.options import data_options, runtime_options
+from sldpack.cli.options import SEED, data_options, number, runtime_options
 from sldpack.errors import SldpError, UsageError
 
 if TYPE_CHECKING:
@@ -191,9 +191,9 @@ def _current_images_dtype(rep: ByteReport) -> str:
 @click.option("--sheet", type=click.Path(dir_okay=False), default=None,
               help="PNG sheet path [default: FILE with .audit.png].")
 @click.option("--no-sheet", is_flag=True, help="Do not write the PNG sheet.")
-@click.option("--percentile", type=click.FloatRange(0, 100, min_open=True), default=99.0, show_default=True,
+@click.option("--percentile", type=number(0, 100, min_open=True), default=99.0, show_default=True,
               help="Flag above this percentile of real-real nearest-neighbour similarity.")
-@click.option("--copy-ncc", type=click.FloatRange(-1, 1), default=0.99, show_default=True,
+@click.option("--copy-ncc", type=number(-1, 1), default=0.99, show_default=True,
               help="Flag any image whose nearest real item has at least this NCC.")
 @click.option("-k", "--neighbours", type=click.IntRange(1, 32), default=3, show_default=True,
               help="Real neighbours per distilled image in the sheet and JSON.")
@@ -207,7 +207,7 @@ def _current_images_dtype(rep: ByteReport) -> str:
               help="SSIM window (7x7).")
 @click.option("--patch-stride", type=click.IntRange(1), default=None,
               help="Same as --stride (kept for existing scripts).")
-@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the real sample.")
+@click.option("--seed", type=SEED, default=0, show_default=True, help="Seed of the real sample.")
 @click.option("--record", is_flag=True,
               help="Write the verdict into FILE's provenance, bound to its images' digest and to the SHA-256 of "
                    "the JSON report written beside it (re-pack, atomic; sign afterwards).")

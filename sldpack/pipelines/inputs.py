@@ -71,26 +71,28 @@ class DataSpec:
         "--source mypkg.data:my_source:/path/to/data (sldpack.pipelines.sources.register_source).",
         metavar="NAME[:ARG]"))
     phantom: int | None = field(default=None, metadata=_opt(
-        "Use N built-in phantom X-rays (with organ masks) instead of --data.", metavar="N"))
-    phantom_size: int = field(default=128, metadata=_opt("Phantom image side in px."))
-    phantom_seed: int = field(default=0, metadata=_opt("Phantom seed."))
+        "Use N built-in phantom X-rays (with organ masks) instead of --data.", metavar="N", min=2))
+    phantom_size: int = field(default=128, metadata=_opt("Phantom image side in px.", min=16))
+    phantom_seed: int = field(default=0, metadata=_opt("Phantom seed.", min=0))
     split: str | None = field(default=None, metadata=_opt(
         "train, test or all (by the split rule: --train-fraction, --split-seed); for a MedMNIST file one of its "
         "own splits (train, val, test) [default: test for eval, train otherwise]."))
     train_fraction: float = field(default=0.7, metadata=_opt(
-        "Split rule: share of images in 'train' (stratified by image label)."))
-    split_seed: int = field(default=0, metadata=_opt("Split rule: seed."))
-    resize: int | None = field(default=None, metadata=_opt("Folders only: resize images to this side."))
+        "Split rule: share of images in 'train' (stratified by image label).", min=0.0, max=1.0, min_open=True,
+        max_open=True))
+    split_seed: int = field(default=0, metadata=_opt("Split rule: seed.", min=0))
+    resize: int | None = field(default=None, metadata=_opt("Folders only: resize images to this side.", min=1))
     patch_size: int | None = field(default=None, metadata=_opt(
         f"Data with organ masks: patch (window) side in px [default: the file's for eval, else "
-        f"{DEFAULT_PATCH_SIZE}]."))
-    stride: int | None = field(default=None, metadata=_opt("Window step in px [default: half the patch size]."))
+        f"{DEFAULT_PATCH_SIZE}].", min=1))
+    stride: int | None = field(default=None, metadata=_opt("Window step in px [default: half the patch size].",
+                                                            min=1))
     out_size: int | None = field(default=None, metadata=_opt(
-        "Shrink patches to this side by area averaging (the network input) [default: the patch size]."))
+        "Shrink patches to this side by area averaging (the network input) [default: the patch size].", min=1))
     outside_max: float | None = field(default=None, metadata=_opt(
-        f"Patch label I below this organ fraction [{DEFAULT_OUTSIDE_MAX}]."))
+        f"Patch label I below this organ fraction [{DEFAULT_OUTSIDE_MAX}].", min=0.0, max=1.0))
     inside_min: float | None = field(default=None, metadata=_opt(
-        f"Patch label N/P above this organ fraction [{DEFAULT_INSIDE_MIN}]."))
+        f"Patch label N/P above this organ fraction [{DEFAULT_INSIDE_MIN}].", min=0.0, max=1.0))
 
     @classmethod
     def from_kwargs(cls, kwargs: Mapping[str, Any]) -> DataSpec:
