@@ -12,6 +12,7 @@ import time
 
 import click
 
+from sldpack.cli.common import check_outputs
 from sldpack.cli.options import COUNT, number
 from sldpack.errors import UsageError
 
@@ -40,6 +41,7 @@ def convert_cmd(src: str, out: str, split: str | None, size: int | None, window:
 
     if size is not None and size < 1:
         raise UsageError(f"--size must be >= 1, got {size}")
+    check_outputs([src], {"OUT": out})
     t0 = time.perf_counter()
     info = convert(src, out, split=split, size=size, window=window, overwrite=overwrite)
     secs = time.perf_counter() - t0

@@ -12,8 +12,8 @@ from typing import Any
 
 import click
 
-from sldpack.cli.common import ProgressPrinter, apply_runtime, parse_key_values
-from sldpack.cli.exit_codes import EXIT_OK, EXIT_VERIFY_FAILED
+from sldpack.cli.common import ProgressPrinter, apply_runtime, check_outputs, parse_key_values, run_dir_lock
+from sldpack.cli.exit_codes import EXIT_INTERRUPTED, EXIT_OK, EXIT_VERIFY_FAILED
 from sldpack.cli.options import (
     COUNT,
     DATA_OPTION_NAMES,
@@ -93,7 +93,6 @@ def distill_cmd(ctx: click.Context, /, class_names: str | None, arch_option: tup
     --checkpoint-every iterations, written atomically), final/ (manifest.json + tensors.npz, the
     `sldp pack` input) and montage.png. A killed run continues with the same command plus --resume.
     """
-    from sldpack.nn.distill import DistillConfig, distill
     from sldpack.pipelines.inputs import DataSpec, RuntimeSpec, describe_data, open_source
 
     spec, rt = DataSpec.from_kwargs(kwargs), RuntimeSpec.from_kwargs(kwargs)
@@ -107,8 +106,50 @@ def distill_cmd(ctx: click.Context, /, class_names: str | None, arch_option: tup
         for line in describe_data(spec, opened):
             click.echo(line, err=True)
     run_dir = Path(out)
+    check_outputs([spec.data], {"--out": out})
     fields: dict[str, Any] = {_OPT_FIELDS[k]: v for k, v in opts.items()}
     fields["arch_options"] = parse_key_values(arch_option, option="--arch-option")
+    # one process per run directory: a second one exits 2 naming the holder; the kernel releases the lock
+    # when this process dies, however it dies
+    with run_dir_lock(run_dir):
+        try:
+            res = _distill_locked(ctx, source, fields, opts, arch_option, run_dir, resume, quiet)
+        except KeyboardInterrupt:
+            ck = run_dir / "checkpoint.pt"
+            if ck.is_file():
+                again = _resume_command(ctx, out)
+                click.echo(f"sldp distill: interrupted; the last checkpoint is kept in {ck}. Resume with:\n"
+                           f"  {again}", err=True)
+            else:
+                click.echo("sldp distill: interrupted before the first checkpoint; start again (without "
+                           "--resume)", err=True)
+            sys.exit(EXIT_INTERRUPTED)
+    fp = res.manifest.replay
+    if not quiet:
+        click.echo(f"final loss {res.losses[-1]:.4f}" if res.losses else "no iteration left to run", err=True)
+    click.echo(f"wrote {res.sldp_path}")
+    if fp is not None:
+        click.echo(f"theta_opt sha256 {fp.theta_opt_sha256}")
+    click.echo(f"montage {run_dir / 'montage.png'}")
+
+
+def _resume_command(ctx: click.Context, out: str) -> str:
+    """The command line that resumes this run: the data options given, --out and --resume (the rest of
+    the settings come from run.json)."""
+    import shlex
+
+    words = ["sldp", "distill"]
+    for name in (*DATA_OPTION_NAMES, "class_names"):
+        if ctx.get_parameter_source(name) not in (click.core.ParameterSource.DEFAULT, None):
+            words += ["--" + name.replace("_", "-"), str(ctx.params[name])]
+    words += ["--out", out, "--resume"]
+    return " ".join(shlex.quote(w) for w in words)
+
+
+def _distill_locked(ctx: click.Context, source: Any, fields: dict[str, Any], opts: dict[str, Any],
+                    arch_option: tuple[str, ...], run_dir: Path, resume: bool, quiet: bool) -> Any:
+    from sldpack.nn.distill import DistillConfig, distill
+
     if resume:
         run_json = run_dir / "run.json"
         if not run_json.is_file():
@@ -133,14 +174,17 @@ def distill_cmd(ctx: click.Context, /, class_names: str | None, arch_option: tup
         m = cfg.images_per_class * source.num_classes * (cfg.steps if cfg.schedule == "per-step" else 1)
         click.echo(f"distilling {m} images ({cfg.mode}, {cfg.arch}, T={cfg.steps * cfg.epochs}) from "
                    f"{source.num_classes} classes {list(source.class_names)}; run dir {run_dir}", err=True)
-    res = distill(source, cfg, run_dir=run_dir, resume=resume, progress=ProgressPrinter("iter", quiet).from_distill)
-    fp = res.manifest.replay
-    if not quiet:
-        click.echo(f"final loss {res.losses[-1]:.4f}" if res.losses else "no iteration left to run", err=True)
-    click.echo(f"wrote {res.sldp_path}")
-    if fp is not None:
-        click.echo(f"theta_opt sha256 {fp.theta_opt_sha256}")
-    click.echo(f"montage {run_dir / 'montage.png'}")
+    return distill(source, cfg, run_dir=run_dir, resume=resume,
+                   progress=ProgressPrinter("iter", quiet).from_distill)
+
+
+def _pack_inputs(source: str, tensors: str | None) -> list[Path]:
+    """Every file `sldp pack SOURCE` may read (a run directory, its final/, a manifest.json's folder)."""
+    src = Path(source)
+    folders = [src, src / "final"] if src.is_dir() else [src.parent]
+    names = ("manifest.json", "tensors.npz", "tensors.safetensors")
+    found = [d / n for d in folders for n in names if (d / n).exists()]
+    return [*found, *([] if src.is_dir() else [src]), *([Path(tensors)] if tensors else [])]
 
 
 @click.command("pack")
@@ -162,6 +206,7 @@ def pack_cmd(source: str, out: str, tensors_path: str | None, compression: str, 
     """
     from sldpack.nn.distill import pack
 
+    check_outputs(_pack_inputs(source, tensors_path), {"--out": out})
     res = pack(source, out, tensors=tensors_path, compression=compression, fingerprint=fingerprint)
     click.echo(f"wrote {out} ({res.file_size} bytes, {len(res.manifest.tensors)} tensors)")
     for note in res.notes:
@@ -192,6 +237,7 @@ def replay_cmd(file: str, out: str, device: str, threads: int | None, check: boo
     import sldpack
     from sldpack.nn.replay import replay, replay_and_verify, resolve_device, save_safetensors
 
+    check_outputs([file], {"--out": out})
     dev = resolve_device(device)
     with sldpack.open(file) as f:
         manifest = f.manifest

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import math
+import sys
 import time
 from collections.abc import Callable, Sized
 from pathlib import Path
@@ -15,7 +16,8 @@ from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 import click
 
-from sldpack.cli.common import ProgressPrinter, apply_runtime, parse_key_values
+from sldpack.cli.common import ProgressPrinter, apply_runtime, check_outputs, parse_key_values, run_dir_lock
+from sldpack.cli.exit_codes import EXIT_INTERRUPTED
 from sldpack.cli.options import COUNT, RATE, SEED, data_options, number, runtime_options
 from sldpack.errors import UsageError
 
@@ -123,6 +125,7 @@ def eval_cmd(file: str, delta: float, windows: str, chunk: int, per_image: str |
     if not Path(file).is_file():
         raise UsageError(f"{file}: no such file")
     spec = DataSpec.from_kwargs(kwargs)
+    check_outputs([file, spec.data], {"--per-image": per_image})
     dev = apply_runtime(RuntimeSpec.from_kwargs(kwargs))
     from sldpack.nn.replay import replay
     from sldpack.pipelines.evaluate import evaluate
@@ -199,6 +202,7 @@ def train_cmd(eval_split: str, arch: str, arch_option: tuple[str, ...], batchnor
     from sldpack.pipelines.inputs import DataSpec, RuntimeSpec, describe_data, open_source
 
     spec = DataSpec.from_kwargs(kwargs)
+    check_outputs([spec.data], {"--save": save, "--per-image": per_image})
     dev = apply_runtime(RuntimeSpec.from_kwargs(kwargs))
     if spec.source is not None and eval_split != "none":
         raise UsageError("--source data is evaluated by `sldp eval` on --data/--phantom; add --eval-split none")
@@ -321,15 +325,21 @@ def demo_cmd(ctx: click.Context, /, out: str, seed: int, width: int | None, imag
         if not (quiet or as_json):
             click.echo(msg, err=True)
 
+    check_outputs([spec.data], {"--out": out})
     ticker = ProgressPrinter("distill iter", quiet or as_json)
     try:
-        res = run_demo(cfg, out, log=say, progress=ticker.from_distill, data=data)
+        # one demo per folder at a time: a second one exits 2 naming the holder (pid, host)
+        with run_dir_lock(out):
+            res = run_demo(cfg, out, log=say, progress=ticker.from_distill, data=data)
     except KeyboardInterrupt:
         ck = Path(out) / "run" / "checkpoint.pt"
         if ck.is_file():
             click.echo(f"sldp demo: interrupted; the distiller's checkpoint is kept at {ck}: run the same "
                        "command again to resume", err=True)
-        raise
+        else:
+            click.echo("sldp demo: interrupted before the first checkpoint; run the same command again",
+                       err=True)
+        sys.exit(EXIT_INTERRUPTED)
     if as_json:
         click.echo(json.dumps(res.summary, indent=2, allow_nan=False))
     else:

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
+from sldpack.cli.common import check_outputs
 from sldpack.cli.exit_codes import EXIT_OK, EXIT_VERIFY_FAILED
 from sldpack.cli.options import SEED, data_options, number, runtime_options
 from sldpack.errors import SldpError, UsageError
@@ -129,6 +130,7 @@ def report_cmd(file: str | None, zoo: bool, as_json: bool, vs: str | None, preci
     if eval_data and not images_dtype:
         raise click.UsageError("--eval-data compares the file with its --images-dtype version: give --images-dtype")
 
+    check_outputs([file, vs, eval_data], {"--out": out})
     rep = byte_report(file)
     ckpt = (os.path.getsize(vs), f"file: {vs}", None) if vs else _zoo_checkpoint(rep)
     rep = rep.with_checkpoint(*ckpt)
@@ -266,6 +268,8 @@ def audit_cmd(ctx: click.Context, /, file: str, as_json: bool, sheet: str | None
     if report_path and not record:
         raise click.UsageError("--report is the report of --record: add --record")
     sheet_path = None if no_sheet else (sheet or str(Path(file).with_suffix(".audit.png")))
+    check_outputs([file, spec.data], {"--sheet": sheet_path, "--report": (
+        report_path or str(Path(file).with_suffix(".audit.json"))) if record else None})
     if record:
         from sldpack.format.provenance import images_sha256
 

@@ -144,12 +144,14 @@ def _holder(lock: Path) -> str:
 
 
 @contextlib.contextmanager
-def run_dir_lock(directory: str | os.PathLike[str], *, option: str = "--out") -> Iterator[Path]:
+def run_dir_lock(directory: str | os.PathLike[str], *, option: str = "--out",
+                 scratch: Sequence[str] = ("run.json", "log.jsonl")) -> Iterator[Path]:
     """Hold an exclusive OS lock (``fcntl.flock``) on ``directory/.sldp.lock`` while a run writes there.
 
     The kernel drops the lock when the process dies (SIGKILL included), so a crashed run never blocks
-    the next. A directory this call created and that holds nothing but the lock file afterwards (the run
-    failed before writing anything) is removed again.
+    the next. A directory this call created is removed again when the run fails before it holds anything
+    but the lock file and the ``scratch`` files (a run that failed before its first checkpoint leaves no
+    empty folder or stray log behind).
 
     Raises:
         UsageError: another process holds the lock (its pid and host are named).
@@ -174,13 +176,17 @@ def run_dir_lock(directory: str | os.PathLike[str], *, option: str = "--out") ->
                                                                                          time.gmtime())}
         os.ftruncate(fd, 0)
         os.pwrite(fd, (json.dumps(info) + "\n").encode(), 0)
+        failed = True
         try:
             yield root
+            failed = False
         finally:
             os.ftruncate(fd, 0)
-            if created and {p.name for p in root.iterdir()} <= {LOCK_NAME}:
+            left = {p.name for p in root.iterdir()}
+            if created and (left <= {LOCK_NAME} or (failed and left <= {LOCK_NAME, *scratch})):
                 with contextlib.suppress(OSError):
-                    lock.unlink()
+                    for name in left:
+                        (root / name).unlink()
                     root.rmdir()
     finally:
         os.close(fd)  # releases the lock

@@ -430,7 +430,25 @@ class _Log:
     """Append-only JSON-lines log (one object per line, flushed per line)."""
 
     def __init__(self, path: Path | None) -> None:
+        self.path = path
         self.fh = path.open("a", encoding="utf-8") if path is not None else None
+
+    def drop_after(self, iteration: int) -> None:
+        """Forget the loss records after ``iteration`` (a resume repeats them from the checkpoint)."""
+        if self.fh is None or self.path is None:
+            return
+        self.fh.close()
+        keep = []
+        for line in self.path.read_text(encoding="utf-8").splitlines(keepends=True):
+            try:
+                obj = json.loads(line)
+            except ValueError:
+                continue  # a line cut by a crash
+            if "loss" in obj and int(obj.get("iteration", 0)) > iteration:
+                continue
+            keep.append(line)
+        atomic_write_bytes(self.path, "".join(keep).encode("utf-8"))
+        self.fh = self.path.open("a", encoding="utf-8")
 
     def write(self, **obj: Any) -> None:
         if self.fh is not None:
@@ -501,6 +519,7 @@ def distill(source: RealSource, config: DistillConfig, *, run_dir: str | Path | 
                 st = _load_checkpoint(ckpt_path)
                 _check_resume_config(DistillConfig.from_obj(json.loads(st["config"])), cfg)
                 start = int(st["iteration"])
+                log.drop_after(start)
                 elapsed0 = float(st["elapsed"])
                 x0, y0, a0 = st["images"], st["labels"], st["lrs"]
                 rng.bit_generator.state = json.loads(st["rng"])

@@ -302,7 +302,6 @@ def run_demo(config: DemoConfig, out: str | Path, *, log: Log | None = None,
     cfg.validate()
     say = log or (lambda _m: None)
     root = Path(out)
-    root.mkdir(parents=True, exist_ok=True)
     t_start = time.perf_counter()
     times: dict[str, float] = {}
 
@@ -326,6 +325,20 @@ def run_demo(config: DemoConfig, out: str | Path, *, log: Log | None = None,
     test, _ = select_split(full, "test", train_fraction=cfg.train_fraction, seed=split_seed)
     train_names = set(train.names)
     split_of = {i: ("train" if n in train_names else "test") for i, n in enumerate(full.names)}
+    settings = PatchSettings(size=cfg.patch_size, stride=cfg.stride, out_size=cfg.out_size,
+                             outside_max=cfg.outside_max, inside_min=cfg.inside_min)
+    src = PatchSource.from_image_set(train, settings)
+    run_dir = root / "run"
+    dcfg = DistillConfig(arch=cfg.arch, arch_options={"depth": cfg.depth, "width": cfg.width},
+                         batchnorm=cfg.batchnorm, mode=cfg.mode, images_per_class=cfg.images_per_class,
+                         steps=cfg.steps, epochs=cfg.epochs, iterations=cfg.iterations, batch_real=cfg.batch_real,
+                         lr=cfg.lr, inner_lr=cfg.inner_lr, seed=cfg.seed, device=cfg.device,
+                         checkpoint_every=cfg.checkpoint_every, bn_batches=8, bn_batch_size=64)
+    # everything is validated before the first file is written: a rerun with other settings into an
+    # existing folder is refused with that folder untouched
+    dcfg.validate()
+    resume = _check_resume(run_dir, dcfg, src)
+    root.mkdir(parents=True, exist_ok=True)
     _phantom_sheet(full, split_of, root / "phantom.png")
     lap("phantom", t)
     say(f"[1/7] {'phantom' if data is None else data.source}: {cfg.n_images} images {cfg.size} px (seed "
@@ -334,9 +347,6 @@ def run_demo(config: DemoConfig, out: str | Path, *, log: Log | None = None,
 
     # 2. patches ----------------------------------------------------------------------------------------
     t = time.perf_counter()
-    settings = PatchSettings(size=cfg.patch_size, stride=cfg.stride, out_size=cfg.out_size,
-                             outside_max=cfg.outside_max, inside_min=cfg.inside_min)
-    src = PatchSource.from_image_set(train, settings)
     counts = src.counts()
     _grid_sheet(full, settings, root / "patch_grid.png")
     _patch_sheet(src, root / "patches.png", 8, cfg.seed)
@@ -346,13 +356,6 @@ def run_demo(config: DemoConfig, out: str | Path, *, log: Log | None = None,
 
     # 3. distillation -----------------------------------------------------------------------------------
     t = time.perf_counter()
-    run_dir = root / "run"
-    dcfg = DistillConfig(arch=cfg.arch, arch_options={"depth": cfg.depth, "width": cfg.width},
-                         batchnorm=cfg.batchnorm, mode=cfg.mode, images_per_class=cfg.images_per_class,
-                         steps=cfg.steps, epochs=cfg.epochs, iterations=cfg.iterations, batch_real=cfg.batch_real,
-                         lr=cfg.lr, inner_lr=cfg.inner_lr, seed=cfg.seed, device=cfg.device,
-                         checkpoint_every=cfg.checkpoint_every, bn_batches=8, bn_batch_size=64)
-    resume = _check_resume(run_dir, dcfg, src)
     m_images = cfg.images_per_class * 3
     say(f"[3/7] distilling {m_images} images ({cfg.mode.upper()}, {cfg.arch} depth {cfg.depth} width {cfg.width}, "
         f"T={cfg.steps * cfg.epochs}, {cfg.iterations} iterations, {torch.get_num_threads()} thread(s))"
