@@ -568,8 +568,10 @@ def distill(source: RealSource, config: DistillConfig, *, run_dir: str | Path | 
                 grads = torch.autograd.grad(loss, learn)
                 lv = float(loss.detach())
                 if not math.isfinite(lv) or not all(bool(torch.isfinite(g).all()) for g in grads):
+                    kept = ckpt_path is not None and ckpt_path.is_file()
                     raise UsageError(f"distillation diverged at iteration {it + 1} (loss {lv}); start again with "
-                                     "a lower --inner-lr or --lr (the last checkpoint holds the state before)")
+                                     "a lower --inner-lr or --lr" + (f" ({ckpt_path} holds the state of the last "
+                                                                     "checkpoint)" if kept else ""))
                 for p, g in zip(learn, grads, strict=True):
                     p.grad = g
                 opt.step()

@@ -12,7 +12,7 @@ import numpy as np
 import numpy.typing as npt
 
 from sldpack.errors import DataError, UsageError
-from sldpack.medical.loaders import read_npz_split
+from sldpack.medical.loaders import check_pixels, read_npz_split
 from sldpack.medical.similarity import area_resize
 
 __all__ = ["RealImages", "RealItems", "RealPatches", "as_nchw", "load_real_images", "pixel_scale"]
@@ -60,14 +60,10 @@ def as_nchw(images: np.ndarray[Any, Any], what: str) -> np.ndarray[Any, Any]:
 
 
 def pixel_scale(images: np.ndarray[Any, Any]) -> float:
-    """Divisor that maps stored values to [0, 1]: 255 for u8, 65535 for u16, 1 for floats."""
-    if images.dtype == np.uint8:
-        return 255.0
-    if images.dtype == np.uint16:
-        return 65535.0
-    if np.issubdtype(images.dtype, np.floating):
-        return 1.0
-    raise DataError(f"real images have dtype {images.dtype}; expected uint8, uint16 or float in [0, 1]")
+    """Divisor that maps stored values to [0, 1] by the one image dtype rule
+    (:func:`sldpack.medical.loaders.check_pixels`: 255 for uint8, 1 for float in [0, 1]; float data in 0..255,
+    NaN/Inf and other dtypes are refused, naming the problem)."""
+    return check_pixels(np.asarray(images), "real images")
 
 
 class RealImages:

@@ -6,7 +6,6 @@ Shared by every data-reading command (``sldp distill``, ``train``, ``eval``, ``a
 
 from __future__ import annotations
 
-import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -20,6 +19,7 @@ from sldpack.medical.loaders import (
     load_folder,
     load_medmnist_npz,
     load_npz,
+    open_npz,
     read_image_file,
     split_indices,
 )
@@ -147,11 +147,8 @@ def detect_format(path: str | Path) -> DataFormat:
         return "image"
     if ext != ".npz":
         raise DataError(f"{p}: unsupported data source (an .npz file, a folder, or one PNG/JPEG/TIFF/DICOM image)")
-    try:
-        with np.load(p, allow_pickle=False) as z:
-            keys = set(z.files)
-    except (OSError, ValueError, zipfile.BadZipFile, EOFError) as exc:
-        raise DataError(f"{p}: not a readable .npz archive ({exc})") from exc
+    with open_npz(p) as z:
+        keys = set(z.files)
     if "images" in keys:
         return "npz"
     if any(k.endswith("_images") for k in keys):

@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from sldpack.errors import UsageError
+from sldpack.errors import DataError, UsageError
 from sldpack.medical.patches import PATCH_CLASS_NAMES, build_patch_index
 from sldpack.pipelines.datasets import DATA_FORMATS, DataSelection, load_data, phantom_data
 from sldpack.pipelines.patch_source import PatchSettings, PatchSource
@@ -246,15 +246,28 @@ def open_source(spec: DataSpec, split: str, *, class_names: Sequence[str] = (), 
         assert settings is not None
         psrc = PatchSource.from_image_set(sel.data, settings, per_class=per_class, subset_seed=subset_seed)
         counts = psrc.counts()
+        _require_classes(sel.source, split, dict(zip(PATCH_CLASS_NAMES, counts, strict=True)), "patches")
         return OpenedSource(psrc, sel, settings, f"{len(psrc)} patches (I/N/P {'/'.join(map(str, counts))})")
     if spec.patch_given:
         raise UsageError(f"{sel.source} has no organ masks: patches need masks (drop --patch-size/--stride/"
                          "--out-size)")
+    vals, cnt = np.unique(np.asarray(sel.data.labels), return_counts=True)
+    _require_classes(sel.source, split, {str(v): int(c) for v, c in zip(vals, cnt, strict=True) if v >= 0},
+                     "images")
     if sel.medmnist and medmnist_as_stored and per_class is None and spec.data is not None:
         asrc = load_npz(spec.data, split, class_names=names)
         return OpenedSource(asrc, sel, None, f"{len(asrc)} whole images")
     wsrc = _whole_images(sel, per_class, subset_seed, names)
     return OpenedSource(wsrc, sel, None, f"{len(wsrc)} whole images")
+
+
+def _require_classes(source: str, split: str, counts: Mapping[str, int], what: str) -> None:
+    """Training needs two classes: a one-class split would learn to say one thing (and eval would then
+    report a perfect score)."""
+    present = {k: v for k, v in counts.items() if v > 0}
+    if len(present) < 2:
+        raise DataError(f"{source} [{split}]: the {what} hold {len(present)} class(es) ({present}); distilling or "
+                        "training needs at least two classes")
 
 
 def _class_counts(labels: np.ndarray) -> str:
