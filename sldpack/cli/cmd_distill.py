@@ -194,7 +194,8 @@ def _pack_inputs(source: str, tensors: str | None) -> list[Path]:
               help="Tensor file when SOURCE is a manifest.json (.npz or .safetensors).")
 @click.option("--compression", type=click.Choice(["none", "zstd"]), default="none", show_default=True)
 @click.option("--fingerprint", "fingerprint", type=click.Choice(["auto", "always", "never"]), default="auto",
-              show_default=True, help="Replay to compute the fingerprint: when missing, always, or never.")
+              show_default=True, help="auto/always: replay and store a fresh replay fingerprint (a recorded one "
+              "is never copied unchecked); never: write the file without one.")
 def pack_cmd(source: str, out: str, tensors_path: str | None, compression: str, fingerprint: str) -> None:
     """Build a .sldp from a run directory, or from manifest.json + tensors.(npz|safetensors).
 
@@ -202,7 +203,8 @@ def pack_cmd(source: str, out: str, tensors_path: str | None, compression: str, 
     manifest.json and tensors.npz or tensors.safetensors, or a manifest.json (tensors next to it or
     given with --tensors). manifest.json is the manifest as JSON (spec/SLDP-1-replay.md, "Packing"),
     without "tensors"/"payload", plus an optional "roles" map; tensors are named images, labels, lrs
-    and bn.<buffer>. Missing theta0 digests and replay fingerprint are computed by replaying.
+    and bn.<buffer>. The replay fingerprint and theta0 digests are computed by replaying (never copied
+    from manifest.json unchecked); an unknown architecture, NaN/Inf tensors or negative step sizes are refused.
     """
     from sldpack.nn.distill import pack
 
@@ -212,7 +214,9 @@ def pack_cmd(source: str, out: str, tensors_path: str | None, compression: str, 
     for note in res.notes:
         click.echo(f"note: {note}", err=True)
     fp = res.manifest.replay
-    click.echo("replay fingerprint: " + ("none" if fp is None else f"theta_opt sha256 {fp.theta_opt_sha256}"))
+    click.echo("replay fingerprint: " + ("none (written without one: `sldp verify --replay` has nothing to "
+                                         "compare)" if fp is None else
+                                         f"theta_opt sha256 {fp.theta_opt_sha256} (computed by this pack)"))
 
 
 @click.command("replay")

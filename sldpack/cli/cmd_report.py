@@ -227,8 +227,12 @@ def audit_cmd(ctx: click.Context, /, file: str, as_json: bool, sheet: str | None
     flagged when its NCC or SSIM is above the --percentile of that distribution, or its NCC >= --copy-ncc.
 
     Real images: the --split (default train) of --data (any layout, or a .npy image array) or --phantom.
-    With --stride the distilled images are compared with every distilled-size window of the real images
-    at that stride (patch-based distillation) instead of with whole images resized. The audit is
+    A patch model (a file distilled from I/N/P patches; its patch geometry is recorded in the file) is
+    compared with the real patches cut, mask-labelled and resized exactly as the distiller saw them (the
+    data needs organ masks); the output names the geometry used. With --stride the distilled images are
+    compared with every distilled-size window of the real images at that stride instead. Whole-image files
+    are compared with whole real images, area-resized down to the distilled resolution (the output says
+    so; smaller real images are refused, never up-sampled). The audit is
     numpy-only: --device/--threads are accepted for a uniform command line and change nothing.
 
     Exit code: 0 PASS, 1 FLAG (an image is flagged), 2 bad input.
@@ -251,10 +255,31 @@ def audit_cmd(ctx: click.Context, /, file: str, as_json: bool, sheet: str | None
         raise click.UsageError("--patch-stride and --stride differ: give one")
     patch_stride = spec.stride if spec.stride is not None else patch_stride
     split = spec.split_or("train")
+    import sldpack
+    from sldpack.pipelines.audit import patches_as_distilled
+    from sldpack.pipelines.patch_source import patch_settings_from_manifest
+
+    with sldpack.open(file) as f:
+        geometry = patch_settings_from_manifest(f.manifest)
+        channels = f.manifest.arch.in_channels
+    items = None
     # a .npy image array and MedMNIST files (channels kept) are read as stored; every other layout through
     # the shared loader and split rule
-    if spec.data is not None and (spec.data.endswith(".npy") or (spec.format in ("auto", "medmnist")
-                                                               and detect_format(spec.data) == "medmnist")):
+    if geometry is not None and patch_stride is None:
+        # a patch model: compare with the real patches as the distiller saw them (the file's geometry)
+        if spec.data is not None and spec.data.endswith(".npy"):
+            raise UsageError(f"{file} is a patch model ({geometry.size} px windows): give --data with organ "
+                             "masks to cut its patches, or --stride N to compare native windows")
+        sel = spec.select(split)
+        if sel.data.masks is None:
+            raise UsageError(f"{file} is a patch model ({geometry.size} px windows, stride {geometry.stride}); "
+                             f"{sel.source} has no organ masks to cut and label them as the distiller did: give "
+                             "the data with masks, or --stride N to compare native windows instead")
+        items = patches_as_distilled(sel.data, geometry, channels, name=split)
+        real = (np.asarray(sel.data.images[:0]), None)
+        data = sel.source
+    elif spec.data is not None and (spec.data.endswith(".npy") or (spec.format in ("auto", "medmnist")
+                                                                 and detect_format(spec.data) == "medmnist")):
         real = load_real_images(spec.data, split)
         data = spec.data
     else:
@@ -274,7 +299,7 @@ def audit_cmd(ctx: click.Context, /, file: str, as_json: bool, sheet: str | None
         from sldpack.format.provenance import images_sha256
 
         audited = images_sha256(file)  # before auditing: --record refuses a file that changed meanwhile
-    res = audit_file(file, data, split=split, config=cfg, sheet=sheet_path, real=real)
+    res = audit_file(file, data, split=split, config=cfg, sheet=sheet_path, real=real, items=items)
     if record:
         from sldpack.format.provenance import record_audit
 

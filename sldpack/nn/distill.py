@@ -772,6 +772,26 @@ def load_pack_input(source: str | Path, tensors: str | Path | None = None
     return manifest, out
 
 
+def _check_pack_values(manifest: Manifest, arrays: Mapping[str, np.ndarray]) -> None:
+    """Refuse what would pack into a file that cannot be replayed: an unknown architecture, non-finite
+    tensors, negative or non-finite step sizes."""
+    from sldpack.nn.zoo import resolve_options
+
+    resolve_options(manifest.arch.id, manifest.arch.options)  # UsageError naming the known ids
+    for name, arr in arrays.items():
+        a = np.asarray(arr)
+        if a.dtype.kind == "f":
+            bad = ~np.isfinite(a)
+            if bool(bad.any()):
+                first = tuple(int(i) for i in np.argwhere(bad)[0])
+                raise DataError(f"tensor {name!r}: {int(bad.sum())} value(s) are NaN or infinite, the first at "
+                                f"index {first}")
+    lrs = np.asarray(arrays["lrs"])
+    if bool((lrs < 0).any()):
+        raise DataError(f"tensor 'lrs': {int((lrs < 0).sum())} negative step size(s), the first at index "
+                        f"{int(np.flatnonzero(lrs.reshape(-1) < 0)[0])}: not a distilled set this tool replays")
+
+
 def pack(source: str | Path, out: str | Path, *, tensors: str | Path | None = None, compression: str = "none",
          fingerprint: str = "auto") -> PackResult:
     """Build a ``.sldp`` from a pack input (see :func:`load_pack_input`).
@@ -781,8 +801,9 @@ def pack(source: str | Path, out: str | Path, *, tensors: str | Path | None = No
         out: the ``.sldp`` to write (atomically).
         tensors: tensor file when ``source`` is a manifest.json elsewhere.
         compression: ``"none"`` or ``"zstd"``.
-        fingerprint: ``"auto"`` (replay to fill a missing fingerprint and theta0 digests), ``"always"``
-            (recompute; a recorded fingerprint that disagrees is reported in the notes), ``"never"``.
+        fingerprint: ``"auto"``/``"always"``: replay and store a fresh fingerprint (and theta0 digests); a
+            recorded one is never copied unchecked (one that disagrees is reported in the notes).
+            ``"never"``: write the file without a fingerprint (a recorded one is dropped, and the notes say so).
 
     Returns:
         The stored manifest, file size and notes.
@@ -795,8 +816,15 @@ def pack(source: str | Path, out: str | Path, *, tensors: str | Path | None = No
     manifest, tens = load_pack_input(source, tensors)
     arrays = {n: np.asarray(t.array) for n, t in tens.items()}
     check_replayable(manifest, {n: tuple(a.shape) for n, a in arrays.items()})
+    _check_pack_values(manifest, arrays)
     notes: list[str] = []
-    need_fp = fingerprint == "always" or (fingerprint == "auto" and manifest.replay is None)
+    # the tensors may have been edited since the fingerprint was recorded: a stored fingerprint is always
+    # one this replay produced, or none at all
+    need_fp = fingerprint != "never"
+    if not need_fp and manifest.replay is not None:
+        manifest = replace(manifest, replay=None)
+        notes.append("the recorded replay fingerprint was dropped (--fingerprint never): it was not checked "
+                     "against these tensors")
     if need_fp or (fingerprint != "never" and manifest.init.theta0_sha256 is None):
         _, digests = build_module(manifest.arch, manifest.init)
         if manifest.init.theta0_sha256 is None:
