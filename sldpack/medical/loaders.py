@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import zipfile
 import zlib
-from collections.abc import Sequence
+from collections.abc import Container, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -48,6 +48,7 @@ __all__ = [
     "apply_window",
     "check_pixels",
     "convert_to_store",
+    "count_unlabelled",
     "load_folder",
     "load_images",
     "load_medmnist_npz",
@@ -321,8 +322,12 @@ def load_folder(
     masks_dir: PathLike | None = None,
     size: int | tuple[int, int] | None = None,
     window: tuple[float, float] | None = None,
+    unlabelled: str = "error",
 ) -> ImageSet:
     """Load a folder of images, their masks and a labels CSV.
+
+    An image file without a row in the labels CSV is an error (naming how many and the first), unless
+    ``unlabelled="skip"``: then it is left out (:func:`count_unlabelled` says how many).
 
     Layout (defaults)::
 
@@ -413,10 +418,25 @@ def load_folder(
         labels.append(label)
         names.append(f.name)
     assert images is not None  # rows is never empty (checked by read_labels_csv)
+    if unlabelled not in ("error", "skip"):
+        raise UsageError(f"unlabelled must be 'error' or 'skip', got {unlabelled!r}")
+    missing = _unlisted(files, seen)
+    if missing and unlabelled == "error":
+        raise DataError(f"{csv_path}: {len(missing)} image file(s) in {root} have no row (the first: "
+                        f"{missing[0]!r}); add their labels, or pass --unlabelled skip to leave them out")
     return ImageSet(images=images, masks=masks, labels=np.asarray(labels, dtype=np.int64), names=tuple(names))
 
 
 # --- dispatch -------------------------------------------------------------------------------------------
+
+
+def _unlisted(files: dict[str, list[Path]], seen: Container[str]) -> list[str]:
+    return sorted(f.name for paths in files.values() for f in paths if f.name not in seen)
+
+
+def count_unlabelled(folder: PathLike, loaded: ImageSet) -> int:
+    """How many image files of ``folder`` are not in ``loaded`` (left out by ``unlabelled="skip"``)."""
+    return len(_unlisted(index_folder(Path(folder)), set(loaded.names)))
 
 
 def load_images(path: PathLike, *, split: str | None = None, size: int | tuple[int, int] | None = None) -> ImageSet:

@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 
 from sldpack.errors import DataError, UsageError
+from sldpack.medical.loaders import IMAGE_DTYPE_RULE
 from sldpack.medical.patches import PATCH_CLASS_NAMES, build_patch_index
 from sldpack.pipelines.datasets import DATA_FORMATS, DataSelection, load_data, phantom_data
 from sldpack.pipelines.patch_source import PatchSettings, PatchSource
@@ -63,7 +64,8 @@ class DataSpec:
     data: str | None = field(default=None, metadata=_opt(
         "Data: MedMNIST .npz ({split}_images/{split}_labels), .npz with images/masks/labels (e.g. "
         "montgomery_512.npz), a folder (images + masks/ + labels.csv; PNG/JPEG/TIFF/DICOM) or one image file; "
-        "the layout is detected (or --format).", metavar="PATH"))
+        f"the layout is detected (or --format). Pixels: {IMAGE_DTYPE_RULE}, finite; anything else is refused "
+        "naming the problem.", metavar="PATH"))
     format: str = field(default="auto", metadata=_opt("Layout of --data.", choices=DATA_FORMATS))
     source: str | None = field(default=None, metadata=_opt(
         "Plug-in data source instead of --data: a registered name (phantom, patches) or "
@@ -82,6 +84,9 @@ class DataSpec:
         max_open=True))
     split_seed: int = field(default=0, metadata=_opt("Split rule: seed.", min=0))
     resize: int | None = field(default=None, metadata=_opt("Folders only: resize images to this side.", min=1))
+    unlabelled: str = field(default="error", metadata=_opt(
+        "Folders only: an image without a labels.csv row is an error, or (skip) left out and counted in the "
+        "output.", choices=("error", "skip")))
     patch_size: int | None = field(default=None, metadata=_opt(
         f"Data with organ masks: patch (window) side in px [default: the file's for eval, else "
         f"{DEFAULT_PATCH_SIZE}].", min=1))
@@ -137,7 +142,7 @@ class DataSpec:
                                 train_fraction=self.train_fraction, split_seed=self.split_seed)
         assert self.data is not None
         return load_data(self.data, split=split, train_fraction=self.train_fraction, split_seed=self.split_seed,
-                         resize=self.resize, fmt=self.format)
+                         resize=self.resize, fmt=self.format, unlabelled=self.unlabelled)
 
     def patch_settings(self, base: PatchSettings | None = None, *,
                        default_size: int | None = DEFAULT_PATCH_SIZE) -> PatchSettings | None:
@@ -303,7 +308,8 @@ def describe_data(spec: DataSpec, opened: OpenedSource | None = None) -> list[st
         return lines
     settings = opened.settings if opened is not None else (spec.patch_settings() if first.data.masks is not None
                                                            else None)
-    lines = [f"data: {first.source}, {first.total} images ({first.split_rule})"]
+    lines = [f"data: {first.source}, {first.total} images ({first.split_rule})" +
+             (f"; {first.note}" if first.note else "")]
     for name in ("train", "test") if first.split != "all" or first.total > 1 else ("all",):
         try:
             chosen = first if name == first.split else spec.select(name)
