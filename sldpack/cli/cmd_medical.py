@@ -22,6 +22,7 @@ from sldpack.cli.options import COUNT, RATE, SEED, data_options, number, runtime
 from sldpack.errors import UsageError
 
 if TYPE_CHECKING:
+    from sldpack.pipelines.datasets import DataSelection
     from sldpack.format.manifest import Preprocessing
     from sldpack.pipelines.evaluate import MedicalEvaluation
 
@@ -210,6 +211,13 @@ def train_cmd(eval_split: str, arch: str, arch_option: tuple[str, ...], batchnor
     from sldpack.pipelines.models import save_trained_model, train_model
 
     t0 = time.perf_counter()
+    esel: DataSelection | None = None
+    if eval_split != "none":
+        # checked before training, and named as the option the user typed (not --split)
+        try:
+            esel = spec.select(eval_split)
+        except UsageError as exc:
+            raise UsageError(f"--eval-split {eval_split!r}: {exc}".replace("--split", "--eval-split")) from None
     opened = open_source(spec, spec.split_or("train"), per_class=per_class, subset_seed=seed)
     source, what = opened.source, opened.what
     n_inputs = len(source) if isinstance(source, Sized) else None
@@ -227,13 +235,16 @@ def train_cmd(eval_split: str, arch: str, arch_option: tuple[str, ...], batchnor
     train_s = time.perf_counter() - t0
     model.metadata.update({"data": data_doc, "per_class": per_class, "train_inputs": n_inputs})
     saved = save_trained_model(save, model) if save else None
+    from sldpack.pipelines.sharing import checkpoint_size
+
+    # one definition of "full checkpoint" (sldp report, demo, RESULTS.md): the fp32 state_dict tensors
+    full = checkpoint_size(model.arch)
     doc: dict[str, Any] = {"arch": model.arch.to_obj(), "classes": list(model.class_names), "data": data_doc,
                            "train_inputs": n_inputs, "per_class": per_class, "steps": steps,
                            "batch_size": batch_size, "lr": lr, "seed": seed, "train_seconds": round(train_s, 2),
-                           "saved": save, "saved_bytes": saved}
+                           "saved": save, "saved_bytes": saved, "checkpoint_bytes": full}
     ev = None
-    if eval_split != "none":
-        esel = spec.select(eval_split)
+    if esel is not None:
         ticker = ProgressPrinter("eval", quiet or as_json)
         ev = evaluate(model.module, model.preprocessing, esel.data, class_names=model.class_names, delta=delta,
                       windows=windows, chunk=chunk, progress=lambda d, t: ticker(d, t))
@@ -245,7 +256,8 @@ def train_cmd(eval_split: str, arch: str, arch_option: tuple[str, ...], batchnor
     click.echo(f"trained {model.arch.id} {dict(model.arch.options)} on {what} in {train_s:.1f}s "
                f"({steps} steps x {batch_size})")
     if saved is not None:
-        click.echo(f"wrote {save} ({saved} bytes)")
+        click.echo(f"wrote {save} ({saved:,} bytes on disk; the full checkpoint, as `sldp report` counts it: "
+                   f"{full:,} bytes of fp32 tensors, the file's header not counted)")
     if ev is not None:
         click.echo(format_evaluation(ev, title=f"evaluation on {esel.describe()}"))
         if per_image:

@@ -418,9 +418,11 @@ def run_demo(config: DemoConfig, out: str | Path, *, log: Log | None = None,
     patch_bytes = len(src) * settings.input_size ** 2 * 4
     bars = [(f"train images ({len(train)} x uint8)", n_train_img),
             (f"train patches ({len(src)} x float32)", patch_bytes),
-            ("trained network (safetensors)", ck_bytes),
+            ("trained network (full checkpoint)", zoo_bytes),
             (f"{sldp_path.name} ({m_images} images)", packed.file_size)]
-    rate = packed.file_size / ck_bytes
+    # "full checkpoint" has one definition everywhere (sldp report, train --save, this figure): the fp32
+    # tensors of the state_dict (sldpack.nn.zoo.checkpoint_bytes), the safetensors header not counted
+    rate = packed.file_size / zoo_bytes
     save_bar_chart(root / "compression.png", bars,
                    title=f"bytes to share (log scale): .sldp = {rate:.3f} x the checkpoint ({1 / rate:.1f}x smaller)")
 
@@ -445,7 +447,7 @@ def run_demo(config: DemoConfig, out: str | Path, *, log: Log | None = None,
                     "lrs_mean": float(np.mean(np.asarray(dres.tensors["lrs"].array)))},
         "file": {"path": str(sldp_path), "bytes": packed.file_size, "compression": cfg.compression,
                  "uncompressed_bytes": raw_size},
-        "checkpoint": {"path": str(ckpt), "bytes": ck_bytes, "tensor_bytes": zoo_bytes},
+        "checkpoint": {"path": str(ckpt), "bytes": zoo_bytes, "tensor_bytes": zoo_bytes, "file_bytes": ck_bytes},
         "rate": rate,
         "verify": {"digests": "ok", "replay": rep.status, "ok": rep.ok, "max_abs_deviation": rep.max_abs_deviation},
         "eval": ev.to_dict(),
@@ -481,7 +483,8 @@ def render_summary(s: dict[str, Any]) -> str:
         ("distilled", f"{di['images']} images ({c['images_per_class']} per class), {di['mode'].upper()}, "
                       f"T={di['T']}, {di['iterations']} iterations, {s['seconds']['distill']:.0f}s"),
         ("file", f"demo.sldp {format_bytes(fi['bytes'])} ({fi['compression']})"),
-        ("checkpoint", f"model.safetensors {format_bytes(ck['bytes'])}"),
+        ("checkpoint", f"full checkpoint {format_bytes(ck['bytes'])} of fp32 tensors (model.safetensors on disk "
+                       f"{format_bytes(ck.get('file_bytes', ck['bytes']))} with its header)"),
         ("rate", f"{s['rate']:.4f} (.sldp / checkpoint; {1 / s['rate']:.1f}x smaller)"),
         ("verify", f"digests {s['verify']['digests']}; replay {s['verify']['replay']}"),
         ("patch level", f"{ev['n_labelled']} test patches: accuracy {_f(pm.get('accuracy'))}; recall I "
