@@ -258,7 +258,7 @@ def train_cmd(eval_split: str, arch: str, arch_option: tuple[str, ...], batchnor
     if saved is not None:
         click.echo(f"wrote {save} ({saved:,} bytes on disk; the full checkpoint, as `sldp report` counts it: "
                    f"{full:,} bytes of fp32 tensors, the file's header not counted)")
-    if ev is not None:
+    if ev is not None and esel is not None:
         click.echo(format_evaluation(ev, title=f"evaluation on {esel.describe()}"))
         if per_image:
             click.echo(f"  per-image    {per_image}")

@@ -259,10 +259,11 @@ def audit_cmd(ctx: click.Context, /, file: str, as_json: bool, sheet: str | None
     from sldpack.pipelines.audit import patches_as_distilled
     from sldpack.pipelines.patch_source import patch_settings_from_manifest
 
-    with sldpack.open(file) as f:
-        geometry = patch_settings_from_manifest(f.manifest)
-        channels = f.manifest.arch.in_channels
+    with sldpack.open(file) as sf:
+        geometry = patch_settings_from_manifest(sf.manifest)
+        channels = sf.manifest.arch.in_channels
     items = None
+    real: tuple[np.ndarray[Any, Any], np.ndarray[Any, Any] | None]
     # a .npy image array and MedMNIST files (channels kept) are read as stored; every other layout through
     # the shared loader and split rule
     if geometry is not None and patch_stride is None:

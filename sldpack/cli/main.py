@@ -11,13 +11,14 @@ import importlib
 import os
 import sys
 import traceback
+import warnings
 from typing import Any
 
 import click
 
 from sldpack import __version__
 from sldpack.cli.exit_codes import EXIT_BAD_INPUT, EXIT_INTERNAL, EXIT_INTERRUPTED, describe_os_error, exit_code_for
-from sldpack.errors import SldpError
+from sldpack.errors import SldpError, SldpNotice
 
 __all__ = ["TRACEBACK_ENV", "cli", "main"]
 
@@ -74,8 +75,20 @@ def cli() -> None:
     """
 
 
+def _show_notice(message: Warning | str, category: type[Warning], filename: str, lineno: int,
+                 file: Any = None, line: str | None = None) -> None:
+    if issubclass(category, SldpNotice):
+        click.echo(f"sldp: note: {message}", err=True)
+    else:
+        _default_showwarning(message, category, filename, lineno, file, line)
+
+
+_default_showwarning = warnings.showwarning
+
+
 def main(argv: list[str] | None = None) -> Any:
     """Run the CLI; library errors become one clear line on stderr and a documented exit code."""
+    warnings.showwarning = _show_notice
     try:
         return cli.main(args=argv, prog_name="sldp", standalone_mode=False)
     except click.exceptions.Abort:  # click's form of Ctrl-C
