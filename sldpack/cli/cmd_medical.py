@@ -22,8 +22,8 @@ from sldpack.cli.options import COUNT, RATE, SEED, data_options, number, runtime
 from sldpack.errors import UsageError
 
 if TYPE_CHECKING:
-    from sldpack.pipelines.datasets import DataSelection
     from sldpack.format.manifest import Preprocessing
+    from sldpack.pipelines.datasets import DataSelection
     from sldpack.pipelines.evaluate import MedicalEvaluation
 
 __all__ = ["demo_cmd", "eval_cmd", "format_evaluation", "train_cmd"]
