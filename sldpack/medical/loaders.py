@@ -481,7 +481,8 @@ def load_images(path: PathLike, *, split: str | None = None, size: int | tuple[i
 
 def convert_to_store(src: PathLike, out: PathLike, *, split: str | None = None,
                      size: int | tuple[int, int] | None = None,
-                     window: tuple[float, float] | None = None, overwrite: bool = False) -> StoreInfo:
+                     window: tuple[float, float] | None = None, overwrite: bool = False,
+                     unlabelled: str = "error") -> StoreInfo:
     """Convert a data source once to a store (``sldp data convert``).
 
     Folders (PNG/JPEG/TIFF/DICOM + ``masks/`` + ``labels.csv``) are streamed image by image through
@@ -502,7 +503,7 @@ def convert_to_store(src: PathLike, out: PathLike, *, split: str | None = None,
     if p.is_dir() and not is_store(p):
         if split is not None:
             raise UsageError(f"{p}: a folder has no splits; use a labels CSV per split instead of --split")
-        data = open_folder_lazy(p, size=size, window=window, cache_bytes=0)
+        data = open_folder_lazy(p, size=size, window=window, cache_bytes=0, unlabelled=unlabelled)
     else:
         data = load_images(p, split=split, size=size)
     return write_store(data, out, source=str(p), overwrite=overwrite)
