@@ -326,8 +326,9 @@ def load_folder(
 ) -> ImageSet:
     """Load a folder of images, their masks and a labels CSV.
 
-    An image file without a row in the labels CSV is an error (naming how many and the first), unless
-    ``unlabelled="skip"``: then it is left out (:func:`count_unlabelled` says how many).
+    An image file without a row in the folder's own ``labels.csv`` is an error (naming how many and the
+    first), unless ``unlabelled="skip"``: then it is left out (:func:`count_unlabelled` says how many). A
+    ``labels_csv`` given explicitly selects (and orders) a subset on purpose.
 
     Layout (defaults)::
 
@@ -420,7 +421,8 @@ def load_folder(
     assert images is not None  # rows is never empty (checked by read_labels_csv)
     if unlabelled not in ("error", "skip"):
         raise UsageError(f"unlabelled must be 'error' or 'skip', got {unlabelled!r}")
-    missing = _unlisted(files, seen)
+    # the folder's own labels.csv must cover every image; a CSV passed explicitly selects a subset on purpose
+    missing = _unlisted(files, seen) if labels_csv is None else []
     if missing and unlabelled == "error":
         raise DataError(f"{csv_path}: {len(missing)} image file(s) in {root} have no row (the first: "
                         f"{missing[0]!r}); add their labels, or pass --unlabelled skip to leave them out")

@@ -452,7 +452,8 @@ def open_folder_lazy(
         if mdir is not None:
             masks.append(find_by_name(mdir, f.stem, mfiles, "mask", f"{ctx} ({f.name})"))
         labels.append(label)
-    missing = sorted(f.name for paths in files.values() for f in paths if f.name not in seen)
+    missing = sorted(f.name for paths in files.values() for f in paths if f.name not in seen) \
+        if labels_csv is None else []
     if missing and unlabelled != "skip":  # the load_folder rule: no image silently dropped
         raise DataError(f"{csv_path}: {len(missing)} image file(s) in {root} have no row (the first: "
                         f"{missing[0]!r}); add their labels, or pass --unlabelled skip to leave them out")

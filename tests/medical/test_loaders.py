@@ -398,3 +398,15 @@ def test_montgomery_file(shared_data: Path) -> None:
     patients = [n.split("_")[1] for n in ds.names]
     assert len(set(patients)) == 138
     assert [int(n.split("_")[2][0]) for n in ds.names] == ds.labels.tolist()
+
+
+def test_folder_images_without_a_labels_row(tmp_path: Path) -> None:
+    from sldpack.medical.loaders import count_unlabelled
+
+    _make_folder(tmp_path)
+    (tmp_path / "labels.csv").write_text("name,label\nimg0.png,0\nimg3.png,1\n")
+    with pytest.raises(DataError, match=r"2 image file\(s\) .* have no row \(the first: 'img1\.tif'\)"):
+        load_folder(tmp_path)
+    ds = load_folder(tmp_path, unlabelled="skip")
+    assert ds.names == ("img0.png", "img3.png")
+    assert count_unlabelled(tmp_path, ds) == 2
