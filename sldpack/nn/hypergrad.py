@@ -1,0 +1,164 @@
+"""Hypergradients of the outer loss w.r.t. the distilled data, in two interchangeable ways.
+
+``graph`` keeps the autograd graph of all T inner steps (:func:`~sldpack.nn.unroll.unroll` with
+``differentiable=True``) and back-propagates through it once: fast, but memory grows with T times the
+activations of one step (at 224 px and ResNet18 that is what fills memory).
+
+``recompute`` is the original dataset-distillation approach (Wang et al. 2018): run the T steps without a
+graph keeping only theta_t (detached), evaluate the outer loss at theta_T, then walk the steps backwards,
+rebuilding *one* step's graph at a time from the stored theta_t and pulling the adjoint
+``g_t = dL/dtheta_t`` back through it (a Hessian-vector product) while accumulating the gradients of the
+images, targets and learning rates. Memory is T x |theta| plus one step's graph; with
+``checkpoint_every = k > 1`` only every k-th theta_t is kept and the thetas of one segment are
+recomputed when the walk reaches it (T/k + k thetas, one more no-graph forward per step).
+
+Both call the same step function (:func:`~sldpack.nn.unroll.inner_step`), so the math is shared; the
+results agree to rounding (float64: ~1e-12 relative, see tests/nn/test_hypergrad.py).
+
+Batch norm: inner steps normalise with the step batch's statistics (inner mode), exactly as in the unroll;
+the running buffers are scratch, updated by every forward pass (including the recomputations) and never
+differentiated, so recomputing a step any number of times does not change the result.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Literal
+
+import torch
+from torch import Tensor, nn
+
+from sldpack.errors import UsageError
+from sldpack.nn.unroll import Schedule, inner_step, step_index, unroll
+
+__all__ = ["UNROLL_MODES", "Hypergrad", "UnrollMode", "hypergradient"]
+
+UnrollMode = Literal["graph", "recompute"]
+UNROLL_MODES: tuple[UnrollMode, ...] = ("graph", "recompute")
+
+#: the outer objective: theta_T (by name) -> scalar loss, differentiable w.r.t. theta_T
+OuterLoss = Callable[[Mapping[str, Tensor]], Tensor]
+
+
+@dataclass
+class Hypergrad:
+    """Outer loss value and its gradients w.r.t. images ``[M, C, H, W]``, targets ``[M, K]`` and lrs ``[T]``."""
+
+    loss: Tensor
+    images: Tensor
+    targets: Tensor
+    lrs: Tensor
+
+
+def _zero_if_none(g: Tensor | None, like: Tensor) -> Tensor:
+    return torch.zeros_like(like) if g is None else g
+
+
+def hypergradient(
+    module: nn.Module,
+    theta0: Mapping[str, Tensor],
+    buffers: Mapping[str, Tensor],
+    images: Tensor,
+    targets: Tensor,
+    lrs: Tensor,
+    schedule: Schedule,
+    outer: OuterLoss,
+    *,
+    mode: UnrollMode = "graph",
+    checkpoint_every: int = 1,
+) -> Hypergrad:
+    """d outer(theta_T) / d (images, targets, lrs), where theta_T is the unroll of ``schedule``.
+
+    Args:
+        module: the architecture in inner mode (:func:`~sldpack.nn.unroll.set_inner_mode`).
+        theta0: theta_0 by name (treated as a constant).
+        buffers: scratch buffers; updated in place by the forward passes, never differentiated.
+        images, targets, lrs: the distilled data; their own ``requires_grad`` is ignored (the gradients
+            are returned, not accumulated into ``.grad``).
+        schedule: which images each step uses.
+        outer: the outer loss of theta_T.
+        mode: ``"graph"`` or ``"recompute"`` (see the module docstring).
+        checkpoint_every: recompute mode: keep every k-th theta_t (1: all of them).
+
+    Returns:
+        The loss (detached) and the three gradients, shaped like their tensors.
+
+    Raises:
+        UsageError: unknown mode, ``checkpoint_every < 1``, or shapes that do not match the schedule.
+    """
+    if mode not in UNROLL_MODES:
+        raise UsageError(f"unroll mode must be one of {UNROLL_MODES}, got {mode!r}")
+    if checkpoint_every < 1:
+        raise UsageError(f"unroll checkpoint interval must be >= 1, got {checkpoint_every}")
+    x = images.detach().requires_grad_(True)
+    p = targets.detach().requires_grad_(True)
+    a = lrs.detach().requires_grad_(True)
+    if mode == "graph":
+        theta0_c = {n: t.detach() for n, t in theta0.items()}
+        theta = unroll(module, theta0_c, buffers, x, p, a, schedule, differentiable=True)
+        loss = outer(theta)
+        gx, gp, ga = torch.autograd.grad(loss, [x, p, a], allow_unused=True)
+        return Hypergrad(loss.detach(), _zero_if_none(gx, x), _zero_if_none(gp, p), _zero_if_none(ga, a))
+    return _recompute(module, theta0, buffers, x, p, a, schedule, outer, checkpoint_every)
+
+
+def _recompute(module: nn.Module, theta0: Mapping[str, Tensor], buffers: Mapping[str, Tensor], x: Tensor,
+               p: Tensor, a: Tensor, schedule: Schedule, outer: OuterLoss, k: int) -> Hypergrad:
+    if x.shape[0] != p.shape[0]:
+        raise UsageError(f"{x.shape[0]} images but {p.shape[0]} label rows")
+    if a.ndim != 1 or a.shape[0] != schedule.total:
+        raise UsageError(f"need {schedule.total} learning rates (steps x epochs), got shape {tuple(a.shape)}")
+    schedule.validate(int(x.shape[0]))
+    index = step_index(schedule, int(x.shape[0]), x.device)
+    total = schedule.total
+    xd, pd, ad = x.detach(), p.detach(), a.detach()
+
+    def step_of(i: int) -> Tensor | None:
+        return index[i % schedule.steps]
+
+    def forward_no_graph(theta: dict[str, Tensor], i: int) -> dict[str, Tensor]:
+        new, _ = inner_step(module, theta, buffers, xd, pd, ad[i], step_of(i), differentiable=False)
+        return new
+
+    # forward walk without a graph; keep theta_t at every checkpoint (t = 0, k, 2k, ...)
+    theta: dict[str, Tensor] = {n: t.detach().requires_grad_(True) for n, t in theta0.items()}
+    saved: dict[int, dict[str, Tensor]] = {}
+    for i in range(total):
+        if i % k == 0:
+            saved[i] = theta
+        theta = forward_no_graph(theta, i)
+    # outer loss at theta_T and its gradient: the adjoint g_T
+    with torch.enable_grad():
+        loss = outer(theta)
+        names = list(theta)
+        g_list = torch.autograd.grad(loss, [theta[n] for n in names], allow_unused=True)
+    adj: dict[str, Tensor] = {n: _zero_if_none(g, theta[n]) for n, g in zip(names, g_list, strict=True)}
+    del theta
+    gx, gp, ga = torch.zeros_like(x), torch.zeros_like(p), torch.zeros_like(a)
+    # backward walk, one segment [c, c+k) at a time: recompute its thetas, then step back through it
+    for c in reversed(range(0, total, k)):
+        seg: list[dict[str, Tensor]] = [saved.pop(c)]
+        for i in range(c, min(c + k, total) - 1):
+            seg.append(forward_no_graph(seg[-1], i))
+        for i in reversed(range(c, min(c + k, total))):
+            th = {n: t.detach().requires_grad_(True) for n, t in seg.pop().items()}
+            with torch.enable_grad():
+                new, _ = inner_step(module, th, buffers, x, p, a[i], step_of(i), differentiable=True)
+                # only outputs that depend on the step's inputs enter the VJP; a parameter the loss does
+                # not use passes through unchanged (new[n] is th[n]) and its adjoint is carried as is
+                moved = [n for n in names if new[n] is not th[n]]
+                if not moved:
+                    continue
+                grads = torch.autograd.grad([new[n] for n in moved], [th[n] for n in moved] + [x, p, a],
+                                            grad_outputs=[adj[n] for n in moved], allow_unused=True)
+            for n, g in zip(moved, grads[:len(moved)], strict=True):
+                adj[n] = _zero_if_none(g, adj[n])
+            dx, dp, da = grads[len(moved):]
+            if dx is not None:
+                gx += dx
+            if dp is not None:
+                gp += dp
+            if da is not None:
+                ga += da
+    return Hypergrad(loss.detach(), gx, gp, ga)
