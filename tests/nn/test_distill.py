@@ -67,7 +67,12 @@ def test_resume_after_kill_is_bit_identical(tmp_path: Path) -> None:
     assert resumed.manifest.replay.theta_opt_sha256 == full.manifest.replay.theta_opt_sha256
     assert resumed.losses == full.losses[4:]
     log = [json.loads(line) for line in (tmp_path / "killed" / "log.jsonl").read_text().splitlines()]
-    assert [e.get("event") for e in log if "event" in e] == ["start", "resume", "select", "done"]
+    assert [e.get("event") for e in log if "event" in e and e["event"] != "phase"] == \
+        ["start", "resume", "select", "done"]
+    # every phase after the last iteration is logged with its time (batch norm: theta_bn is measured)
+    phases = [e for e in log if e.get("event") == "phase"]
+    assert [e["phase"] for e in phases] == ["theta_opt", "theta_bn", "fingerprint", "write"]
+    assert all(e["seconds"] >= 0 for e in phases)
 
 
 def test_resume_rejects_changed_settings(tmp_path: Path) -> None:
