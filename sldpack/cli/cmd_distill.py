@@ -87,7 +87,7 @@ _OPT_FIELDS = {
     "batch_real": "batch_real", "lr": "lr", "label_lr": "lr_labels", "lrs_lr": "lr_lrs", "inner_lr": "inner_lr",
     "label_init": "label_init", "image_init": "image_init", "balanced": "balanced", "seed": "seed",
     "checkpoint_every": "checkpoint_every", "device": "device", "compression": "compression",
-    "bn_batches": "bn_batches", "select": "select",
+    "bn_batches": "bn_batches", "select": "select", "unroll": "unroll", "unroll_checkpoint": "unroll_checkpoint",
 }
 
 
@@ -134,20 +134,36 @@ _OPT_FIELDS = {
 @click.option("--resume", is_flag=True, help="Continue the run in --out from its last checkpoint.")
 @click.option("--compression", type=click.Choice(["none", "zstd"]), default="none", show_default=True)
 @click.option("--quiet", "-q", is_flag=True, help="No progress output.")
+@click.option("--unroll", type=click.Choice(["graph", "recompute"]), default="graph", show_default=True,
+              help="graph: keep the whole unrolled graph (fastest); recompute: keep theta per step and rebuild "
+              "one step's graph at a time (far less memory at large images). Same file either way.")
+@click.option("--unroll-checkpoint", type=int, default=1, show_default=True, metavar="K",
+              help="With --unroll recompute: keep only every K-th theta (memory T/K + K thetas).")
+@click.option("--nproc", type=int, default=1, show_default=True,
+              help="Data-parallel processes on this machine (gloo on CPU, NCCL on CUDA); for several machines "
+              "use torchrun (README, 'Distributed distillation').")
+@click.option("--worker-spec", hidden=True, type=click.Path(dir_okay=False), help="Internal: --nproc worker.")
 @click.pass_context
 def distill_cmd(ctx: click.Context, /, data: str | None, split: str, source_spec: str | None,
                 class_names: str | None, arch_option: tuple[str, ...], threads: int | None, out: str,
-                resume: bool, quiet: bool, **opts: Any) -> None:
+                resume: bool, quiet: bool, nproc: int, worker_spec: str | None, **opts: Any) -> None:
     """Learn a distilled set from real data and write OUT/distilled.sldp.
 
     OUT also receives run.json, log.jsonl (one JSON object per line), checkpoint.pt (every
     --checkpoint-every iterations, written atomically), final/ (manifest.json + tensors.npz, the
     `sldp pack` input) and montage.png. A killed run continues with the same command plus --resume.
     """
+    import os
+
     import torch
 
     from sldpack.nn.distill import DistillConfig, distill
 
+    if worker_spec is not None:  # one of the --nproc processes: the parent resolved everything
+        spec = json.loads(Path(worker_spec).read_text())
+        cfg = DistillConfig.from_obj(spec["config"])
+        data, split, source_spec, class_names = spec["data"], spec["split"], spec["source"], spec["class_names"]
+        threads, resume, nproc = spec["threads"], spec["resume"], 1
     if threads is not None:
         if threads < 1:
             raise UsageError("--threads must be >= 1")
@@ -156,7 +172,9 @@ def distill_cmd(ctx: click.Context, /, data: str | None, split: str, source_spec
     run_dir = Path(out)
     fields: dict[str, Any] = {_OPT_FIELDS[k]: v for k, v in opts.items()}
     fields["arch_options"] = _parse_options(arch_option)
-    if resume:
+    if worker_spec is not None:
+        pass
+    elif resume:
         run_json = run_dir / "run.json"
         if not run_json.is_file():
             raise UsageError(f"--resume: {run_json} not found")
@@ -176,11 +194,19 @@ def distill_cmd(ctx: click.Context, /, data: str | None, split: str, source_spec
         cfg = DistillConfig.from_obj({**recorded.to_obj(), **explicit})
     else:
         cfg = DistillConfig(**fields)
+    if nproc > 1:
+        _launch_workers(nproc, cfg, data, split, source_spec, class_names, threads, out, resume, quiet)
+        return
+    # under torchrun / --nproc only rank 0 talks
+    quiet = quiet or os.environ.get("RANK", "0") != "0"
     if not quiet:
         m = cfg.images_per_class * source.num_classes * (cfg.steps if cfg.schedule == "per-step" else 1)
         click.echo(f"distilling {m} images ({cfg.mode}, {cfg.arch}, T={cfg.steps * cfg.epochs}) from "
                    f"{source.num_classes} classes {list(source.class_names)}; run dir {run_dir}", err=True)
-    res = distill(source, cfg, run_dir=run_dir, resume=resume, progress=_ProgressPrinter(quiet))
+    res = distill(source, cfg, run_dir=run_dir, resume=resume, progress=_ProgressPrinter(quiet),
+                  on_phase=None if quiet else _print_phase)
+    if os.environ.get("RANK", "0") != "0":
+        return
     fp = res.manifest.replay
     if not quiet:
         click.echo(f"final loss {res.losses[-1]:.4f}" if res.losses else "no iteration left to run", err=True)
@@ -188,6 +214,36 @@ def distill_cmd(ctx: click.Context, /, data: str | None, split: str, source_spec
     if fp is not None:
         click.echo(f"theta_opt sha256 {fp.theta_opt_sha256}")
     click.echo(f"montage {run_dir / 'montage.png'}")
+
+
+def _print_phase(p: Any) -> None:
+    """A final phase (theta_opt, theta_bn, fingerprint, write): announced, then its time."""
+    if p.seconds is None:
+        click.echo(f"{p.name}: {p.detail} ...", err=True)
+    else:
+        click.echo(f"{p.name}: done in {p.seconds:.1f}s", err=True)
+
+
+def _launch_workers(nproc: int, cfg: Any, data: str | None, split: str, source_spec: str | None,
+                    class_names: str | None, threads: int | None, out: str, resume: bool, quiet: bool) -> None:
+    """``--nproc N``: start N copies of this command joined on 127.0.0.1, each with the resolved settings."""
+    import os
+    import tempfile
+
+    from sldpack.nn.distributed import launch, worker_argv
+
+    if os.environ.get("WORLD_SIZE", "1") not in ("", "1"):
+        raise UsageError("--nproc inside a torchrun/distributed launch: use one or the other")
+    spec = {"config": cfg.to_obj(), "data": str(Path(data).resolve()) if data else None, "split": split,
+            "source": source_spec, "class_names": class_names, "threads": threads, "resume": resume}
+    with tempfile.TemporaryDirectory(prefix="sldp-nproc-") as tmp:
+        spec_path = Path(tmp) / "spec.json"
+        spec_path.write_text(json.dumps(spec))
+        argv = worker_argv("sldpack.cli.main", "distill", "--out", out, "--worker-spec", str(spec_path),
+                           *(["--quiet"] if quiet else []))
+        code = launch(nproc, argv)
+    if code:
+        sys.exit(code)
 
 
 @click.command("pack")

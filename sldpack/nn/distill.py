@@ -698,7 +698,7 @@ def distill(source: RealSource, config: DistillConfig, *, run_dir: str | Path | 
                     log.write(event="done", iteration=cfg.iterations, sldp=str(result.sldp_path),
                               theta_opt_sha256=result.manifest.replay.theta_opt_sha256 if result.manifest.replay
                               else None)
-                dist.broadcast_object((result.manifest.to_obj(), {n: (t.role, np.asarray(t.array))
+                dist.broadcast_object((result.manifest, {n: (t.role, np.asarray(t.array))
                                                                   for n, t in result.tensors.items()}))
                 return result
         finally:
@@ -719,8 +719,7 @@ def _select(s: _RunState) -> int:
 
 def _follow_main(s: _RunState, rd: Path | None) -> DistillResult:
     """A non-zero rank: receive rank 0's manifest and tensors and replay them (cheap: T steps)."""
-    mobj, arrays = s.dist.broadcast_object(None)
-    manifest = Manifest.from_obj(mobj)
+    manifest, arrays = s.dist.broadcast_object(None)
     tensors = {n: sldpack.Tensor(role, arr) for n, (role, arr) in arrays.items()}
     res = replay_arrays(manifest, {n: a for n, (_r, a) in arrays.items()}, device=s.dev)
     return DistillResult(manifest=manifest, tensors=tensors, module=res.module, losses=s.losses,
