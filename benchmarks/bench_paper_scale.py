@@ -23,6 +23,7 @@ ResNet18 at 224 px takes ~40 s per iteration on one core: the full grid takes ho
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import resource
@@ -46,7 +47,7 @@ ARCHS: dict[str, dict[str, Any]] = {
 }
 
 
-class _Stop(Exception):
+class _StopRunError(Exception):
     """Raised by the iteration callback after the last timed iteration (skips the final phases)."""
 
 
@@ -73,13 +74,11 @@ def child(spec: dict[str, Any], out: Path) -> None:
     def on_iteration(done: int, loss: float) -> None:
         stamps.append(time.perf_counter())
         if done == iters + warm:
-            raise _Stop
+            raise _StopRunError
 
     t0 = time.perf_counter()
-    try:
+    with contextlib.suppress(_StopRunError):
         distill(src, cfg, on_iteration=on_iteration)
-    except _Stop:
-        pass
     times = np.diff([t0, *stamps])[warm:]
     rank = os.environ.get("RANK", "0")
     res = {"s_per_it": float(np.mean(times)), "peak_rss": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024}
