@@ -746,7 +746,8 @@ def _timed_phase(s: _RunState, on_phase: Callable[[Phase], None] | None, name: s
 def _finish(s: _RunState, *, selected_iteration: int, on_phase: Callable[[Phase], None] | None = None
             ) -> DistillResult:
     """theta_opt via the replay path, theta_bn on real data, manifest, fingerprint on the CPU."""
-    cfg, source, module, dev, sched = s.cfg, s.source, s.module, s.dev, s.sched
+    cfg, source, module, sched = s.cfg, s.source, s.module, s.sched
+    dev = torch.device(s.dev.type)  # "cuda", not the rank's "cuda:N": nothing machine-specific in the file
     arch, init, theta0_digests, transform = s.arch, s.init, s.theta0_digests, s.transform
     x = s.images.detach().to(torch.float32)
     y = s.labels.detach().to(torch.float32)

@@ -136,6 +136,9 @@ def session(device: torch.device, *, timeout_s: float | None = None) -> Iterator
     backend = "nccl" if device.type == "cuda" else "gloo"
     local = _env_int("LOCAL_RANK", 0)
     if device.type == "cuda":
+        if local >= torch.cuda.device_count():
+            raise UsageError(f"process with LOCAL_RANK {local} but only {torch.cuda.device_count()} CUDA "
+                             "device(s): use at most one process per GPU")
         torch.cuda.set_device(local)
     t = timeout_s if timeout_s is not None else float(os.environ.get("SLDP_DIST_TIMEOUT_S", DEFAULT_TIMEOUT_S))
     tdist.init_process_group(backend=backend, timeout=_dt.timedelta(seconds=t))
