@@ -194,7 +194,11 @@ def distill_cmd(ctx: click.Context, /, data: str | None, split: str, source_spec
         cfg = DistillConfig.from_obj({**recorded.to_obj(), **explicit})
     else:
         cfg = DistillConfig(**fields)
+    if nproc < 1:
+        raise UsageError(f"--nproc must be >= 1, got {nproc}")
     if nproc > 1:
+        # the data were loaded above only to report bad input once, here; each worker loads its own copy
+        del source
         _launch_workers(nproc, cfg, data, split, source_spec, class_names, threads, out, resume, quiet)
         return
     # under torchrun / --nproc only rank 0 talks

@@ -131,3 +131,15 @@ def test_one_process_context_is_identity() -> None:
     assert ctx.is_main and not ctx.active
     assert ctx.all_reduce_sum([t])[0] is t
     assert ctx.broadcast_object({"a": 1}) == {"a": 1}
+
+
+def test_nproc_bad_input_is_a_clear_usage_error(npz: Path, tmp_path: Path) -> None:
+    r = sldp("distill", "--data", str(npz), "--out", str(tmp_path / "a"), "--nproc", "0", "-q")
+    assert r.returncode == 2 and "--nproc must be >= 1" in r.stderr, r.stderr
+    # 2 processes but 1 real image per iteration: every worker refuses before any collective, exit code 2
+    r = sldp("distill", "--data", str(npz), "--out", str(tmp_path / "b"), "--nproc", "2", "-K", "1",
+             "--no-balanced", "--device", "cpu", "-q", "--iterations", "1")
+    assert r.returncode == 2, r.stderr
+    assert "at least one image per process" in r.stderr
+    assert "Traceback" not in r.stderr
+    assert not (tmp_path / "b" / "distilled.sldp").exists()
