@@ -121,11 +121,13 @@ def _recompute(module: nn.Module, theta0: Mapping[str, Tensor], buffers: Mapping
         new, _ = inner_step(module, theta, buffers, xd, pd, ad[i], step_of(i), differentiable=False)
         return new
 
-    # forward walk without a graph; keep theta_t at every checkpoint (t = 0, k, 2k, ...)
+    # forward walk without a graph; keep theta_t at every checkpoint (t = 0, k, 2k, ...) and all of the last
+    # segment, which the backward walk needs first (so it is never recomputed; peak stays T/k + k thetas)
+    last = ((total - 1) // k) * k
     theta: dict[str, Tensor] = {n: t.detach().requires_grad_(True) for n, t in theta0.items()}
     saved: dict[int, dict[str, Tensor]] = {}
     for i in range(total):
-        if i % k == 0:
+        if i % k == 0 or i >= last:
             saved[i] = theta
         theta = forward_no_graph(theta, i)
     # outer loss at theta_T and its gradient: the adjoint g_T
@@ -140,7 +142,7 @@ def _recompute(module: nn.Module, theta0: Mapping[str, Tensor], buffers: Mapping
     for c in reversed(range(0, total, k)):
         seg: list[dict[str, Tensor]] = [saved.pop(c)]
         for i in range(c, min(c + k, total) - 1):
-            seg.append(forward_no_graph(seg[-1], i))
+            seg.append(saved.pop(i + 1) if i + 1 in saved else forward_no_graph(seg[-1], i))
         for i in reversed(range(c, min(c + k, total))):
             th = {n: t.detach().requires_grad_(True) for n, t in seg.pop().items()}
             with torch.enable_grad():
