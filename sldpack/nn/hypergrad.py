@@ -30,7 +30,7 @@ import torch
 from torch import Tensor, nn
 
 from sldpack.errors import UsageError
-from sldpack.nn.unroll import Schedule, inner_step, step_index, unroll
+from sldpack.nn.unroll import Schedule, inner_grad, inner_step, step_index, unroll
 
 __all__ = ["UNROLL_MODES", "Hypergrad", "UnrollMode", "hypergradient"]
 
@@ -145,22 +145,25 @@ def _recompute(module: nn.Module, theta0: Mapping[str, Tensor], buffers: Mapping
             seg.append(saved.pop(i + 1) if i + 1 in saved else forward_no_graph(seg[-1], i))
         for i in reversed(range(c, min(c + k, total))):
             th = {n: t.detach().requires_grad_(True) for n, t in seg.pop().items()}
+            # theta_{i+1} = theta_i - a_i * g_i(theta_i, x, p), so with s = <adj, g_i>:
+            #   adj_i = adj - a_i * ds/dtheta_i,  dL/dx += -a_i * ds/dx,  dL/dp += -a_i * ds/dp,  dL/da_i = -s
+            # (one Hessian-vector product; cheaper than the VJP of the update's own graph)
             with torch.enable_grad():
-                new, _ = inner_step(module, th, buffers, x, p, a[i], step_of(i), differentiable=True)
-                # only outputs that depend on the step's inputs enter the VJP; a parameter the loss does
-                # not use passes through unchanged (new[n] is th[n]) and its adjoint is carried as is
-                moved = [n for n in names if new[n] is not th[n]]
-                if not moved:
+                g_i, _ = inner_grad(module, th, buffers, x, p, step_of(i), create_graph=True)
+                used = [j for j, g in enumerate(g_i) if g is not None]
+                if not used:
                     continue
-                grads = torch.autograd.grad([new[n] for n in moved], [th[n] for n in moved] + [x, p, a],
-                                            grad_outputs=[adj[n] for n in moved], allow_unused=True)
-            for n, g in zip(moved, grads[:len(moved)], strict=True):
-                adj[n] = _zero_if_none(g, adj[n])
-            dx, dp, da = grads[len(moved):]
+                s = sum((torch.vdot(adj[names[j]].reshape(-1), g_i[j].reshape(-1))  # type: ignore[union-attr]
+                         for j in used), start=torch.zeros((), dtype=x.dtype, device=x.device))
+                grads = torch.autograd.grad(s, [th[names[j]] for j in used] + [x, p], allow_unused=True)
+            lr_i = a.detach()[i]
+            for j, h in zip(used, grads[:len(used)], strict=True):
+                if h is not None:
+                    adj[names[j]] = adj[names[j]] - lr_i * h
+            dx, dp = grads[len(used):]
             if dx is not None:
-                gx += dx
+                gx -= lr_i * dx
             if dp is not None:
-                gp += dp
-            if da is not None:
-                ga += da
+                gp -= lr_i * dp
+            ga[i] -= s.detach()
     return Hypergrad(loss.detach(), gx, gp, ga)

@@ -32,6 +32,7 @@ from sldpack.errors import UsageError
 __all__ = [
     "Schedule",
     "apply_label_transform",
+    "inner_grad",
     "inner_step",
     "make_schedule",
     "scratch_buffers",
@@ -223,6 +224,37 @@ def step_index(schedule: Schedule, num_images: int, device: torch.device) -> lis
             for idx in schedule.indices]
 
 
+def inner_grad(
+    module: nn.Module,
+    theta: Mapping[str, Tensor],
+    buffers: Mapping[str, Tensor],
+    images: Tensor,
+    targets: Tensor,
+    index: Tensor | None,
+    *,
+    create_graph: bool,
+) -> tuple[list[Tensor | None], Tensor]:
+    """The inner loss L_i of one step and its gradient w.r.t. theta (``None`` where a parameter is unused).
+
+    Args:
+        theta: current parameters by name; each must require grad (a leaf or part of a graph).
+        index: the step's image indices (all images in order when ``None``).
+        create_graph: keep the graph of the gradient (for second derivatives).
+
+    Returns:
+        (gradients in ``theta``'s order, the loss).
+    """
+    names = list(theta)
+    x = images if index is None else images[index]
+    p_t = targets if index is None else targets[index]
+    with torch.enable_grad():
+        logits = functional_call(module, (dict(theta), dict(buffers)), (x,), tie_weights=False, strict=True)
+        loss = soft_cross_entropy(logits, p_t)
+        grads = torch.autograd.grad(loss, [theta[n] for n in names], create_graph=create_graph,
+                                    allow_unused=True)
+    return list(grads), loss
+
+
 def inner_step(
     module: nn.Module,
     theta: Mapping[str, Tensor],
@@ -236,8 +268,9 @@ def inner_step(
 ) -> tuple[dict[str, Tensor], Tensor]:
     """One inner SGD step ``theta - (lr * grad_theta L)`` on the images ``index`` names (all when ``None``).
 
-    This is the single definition of the step: :func:`unroll` (graph mode and replay) and the recompute
-    hypergradient (:mod:`sldpack.nn.hypergrad`) both call it, so their math cannot drift apart.
+    This and :func:`inner_grad` are the single definition of the step: :func:`unroll` (graph mode and
+    replay) and the recompute hypergradient (:mod:`sldpack.nn.hypergrad`) both use them, so their math
+    cannot drift apart.
 
     Args:
         theta: current parameters by name; each must require grad (a leaf or part of a graph).
@@ -247,16 +280,9 @@ def inner_step(
     Returns:
         (theta_next by name, the inner loss L_i).
     """
-    names = list(theta)
-    x = images if index is None else images[index]
-    p_t = targets if index is None else targets[index]
-    with torch.enable_grad():
-        logits = functional_call(module, (dict(theta), dict(buffers)), (x,), tie_weights=False, strict=True)
-        loss = soft_cross_entropy(logits, p_t)
-        grads = torch.autograd.grad(loss, [theta[n] for n in names], create_graph=differentiable,
-                                    allow_unused=True)
+    grads, loss = inner_grad(module, theta, buffers, images, targets, index, create_graph=differentiable)
     new: dict[str, Tensor] = {}
-    for n, g in zip(names, grads, strict=True):
+    for n, g in zip(theta, grads, strict=True):
         if g is None:
             new[n] = theta[n]  # the parameter does not influence L_i: it keeps its value
         elif differentiable:

@@ -96,16 +96,20 @@ def test_checkpointing_recomputes_only_what_it_dropped(monkeypatch: pytest.Monke
     import sldpack.nn.hypergrad as hg
 
     calls = {True: 0, False: 0}
-    real = hg.inner_step
+    real_step, real_grad = hg.inner_step, hg.inner_grad
 
-    def counting(*args: object, differentiable: bool, **kw: object) -> object:
+    def counting_step(*args: object, differentiable: bool, **kw: object) -> object:
         calls[differentiable] += 1
-        return real(*args, differentiable=differentiable, **kw)  # type: ignore[arg-type]
+        return real_step(*args, differentiable=differentiable, **kw)  # type: ignore[arg-type]
 
-    monkeypatch.setattr(hg, "inner_step", counting)
+    def counting_grad(*args: object, create_graph: bool, **kw: object) -> object:
+        calls[create_graph] += 1
+        return real_grad(*args, create_graph=create_graph, **kw)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(hg, "inner_step", counting_step)
+    monkeypatch.setattr(hg, "inner_grad", counting_grad)
     net = tiny_net(batchnorm=False)
     got = run(net, "all", 9, 1, "recompute", k)
     assert calls == {False: no_graph_steps, True: 9}
-    monkeypatch.setattr(hg, "inner_step", real)
     ref = run(net, "all", 9, 1, "graph")
     assert rel(got.images, ref.images) <= REL_TOL
