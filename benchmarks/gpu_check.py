@@ -24,6 +24,7 @@ import argparse
 import contextlib
 import json
 import os
+import subprocess
 import sys
 import tempfile
 import time
@@ -134,8 +135,10 @@ def multi_gpu(n: int, size: int, iters: int) -> dict[str, Any]:
                 "--device", "cuda", "--out", str(out), "-q", "--checkpoint-every", "0"]
         env = dict(os.environ, PYTHONPATH=str(REPO))
         t0 = time.perf_counter()
-        code = launch(n, argv, env=env, timeout_s=3600) if n > 1 else __import__("subprocess").run(
-            argv, env=env, check=False).returncode
+        if n > 1:
+            code = launch(n, argv, env=env, timeout_s=3600)
+        else:
+            code = subprocess.run(argv, env=env, check=False, timeout=3600).returncode
         wall = time.perf_counter() - t0
         log = [json.loads(x) for x in (out / "log.jsonl").read_text().splitlines()] if code == 0 else []
     el = [e["elapsed_s"] for e in log if "elapsed_s" in e]
