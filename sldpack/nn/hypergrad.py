@@ -22,7 +22,7 @@ differentiated, so recomputing a step any number of times does not change the re
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
@@ -30,9 +30,10 @@ import torch
 from torch import Tensor, nn
 
 from sldpack.errors import UsageError
+from sldpack.nn.distributed import shard_bounds
 from sldpack.nn.unroll import Schedule, inner_grad, inner_step, step_index, unroll
 
-__all__ = ["UNROLL_MODES", "Hypergrad", "UnrollMode", "hypergradient"]
+__all__ = ["UNROLL_MODES", "Hypergrad", "ImageShard", "UnrollMode", "hypergradient"]
 
 UnrollMode = Literal["graph", "recompute"]
 UNROLL_MODES: tuple[UnrollMode, ...] = ("graph", "recompute")
@@ -51,6 +52,25 @@ class Hypergrad:
     lrs: Tensor
 
 
+@dataclass(frozen=True)
+class ImageShard:
+    """Recompute mode over several processes, each taking a contiguous share of every inner step's images.
+
+    Each rank computes its share's part of the inner gradient (weighted by share size / step batch size)
+    and ``all_reduce`` (a sum over ranks) completes it, so every rank holds the same theta_t; in the
+    backward walk the Hessian-vector products are summed the same way and each rank accumulates the image
+    and label gradients of its own images. Only valid without batch norm: BN normalises with the statistics
+    of the whole step batch, which a share does not see.
+
+    The outer loss is expected to be each rank's share of the real batch (sum / global K); the returned
+    :class:`Hypergrad` is then complete (already summed over ranks) on every rank.
+    """
+
+    rank: int
+    world_size: int
+    all_reduce: Callable[[Sequence[Tensor]], list[Tensor]]
+
+
 def _zero_if_none(g: Tensor | None, like: Tensor) -> Tensor:
     return torch.zeros_like(like) if g is None else g
 
@@ -67,6 +87,7 @@ def hypergradient(
     *,
     mode: UnrollMode = "graph",
     checkpoint_every: int = 1,
+    shard: ImageShard | None = None,
 ) -> Hypergrad:
     """d outer(theta_T) / d (images, targets, lrs), where theta_T is the unroll of ``schedule``.
 
@@ -80,6 +101,7 @@ def hypergradient(
         outer: the outer loss of theta_T.
         mode: ``"graph"`` or ``"recompute"`` (see the module docstring).
         checkpoint_every: recompute mode: keep every k-th theta_t (1: all of them).
+        shard: recompute mode: split every step's images across processes (see :class:`ImageShard`).
 
     Returns:
         The loss (detached) and the three gradients, shaped like their tensors.
@@ -94,17 +116,20 @@ def hypergradient(
     x = images.detach().requires_grad_(True)
     p = targets.detach().requires_grad_(True)
     a = lrs.detach().requires_grad_(True)
+    if shard is not None and mode != "recompute":
+        raise UsageError("sharding the inner steps' images across processes needs the recompute unroll")
     if mode == "graph":
         theta0_c = {n: t.detach() for n, t in theta0.items()}
         theta = unroll(module, theta0_c, buffers, x, p, a, schedule, differentiable=True)
         loss = outer(theta)
         gx, gp, ga = torch.autograd.grad(loss, [x, p, a], allow_unused=True)
         return Hypergrad(loss.detach(), _zero_if_none(gx, x), _zero_if_none(gp, p), _zero_if_none(ga, a))
-    return _recompute(module, theta0, buffers, x, p, a, schedule, outer, checkpoint_every)
+    return _recompute(module, theta0, buffers, x, p, a, schedule, outer, checkpoint_every, shard)
 
 
 def _recompute(module: nn.Module, theta0: Mapping[str, Tensor], buffers: Mapping[str, Tensor], x: Tensor,
-               p: Tensor, a: Tensor, schedule: Schedule, outer: OuterLoss, k: int) -> Hypergrad:
+               p: Tensor, a: Tensor, schedule: Schedule, outer: OuterLoss, k: int,
+               shard: ImageShard | None = None) -> Hypergrad:
     if x.shape[0] != p.shape[0]:
         raise UsageError(f"{x.shape[0]} images but {p.shape[0]} label rows")
     if a.ndim != 1 or a.shape[0] != schedule.total:
@@ -114,12 +139,34 @@ def _recompute(module: nn.Module, theta0: Mapping[str, Tensor], buffers: Mapping
     total = schedule.total
     xd, pd, ad = x.detach(), p.detach(), a.detach()
 
+    weight = [1.0] * schedule.steps
+    if shard is not None:
+        if any(isinstance(m_, nn.modules.batchnorm._BatchNorm) for m_ in module.modules()):
+            raise UsageError("sharding the inner steps' images needs an architecture without batch norm")
+        for st, idx in enumerate(schedule.indices):
+            lo, hi = shard_bounds(len(idx), shard.rank, shard.world_size)
+            index[st] = torch.tensor(idx[lo:hi], dtype=torch.long, device=x.device)
+            weight[st] = (hi - lo) / len(idx)
+
     def step_of(i: int) -> Tensor | None:
         return index[i % schedule.steps]
 
     def forward_no_graph(theta: dict[str, Tensor], i: int) -> dict[str, Tensor]:
-        new, _ = inner_step(module, theta, buffers, xd, pd, ad[i], step_of(i), differentiable=False)
-        return new
+        if shard is None:
+            new, _ = inner_step(module, theta, buffers, xd, pd, ad[i], step_of(i), differentiable=False)
+            return new
+        # the same update as inner_step, with the gradient summed over the ranks' shares
+        grads, _ = inner_grad(module, theta, buffers, xd, pd, step_of(i), create_graph=False)
+        w = weight[i % schedule.steps]
+        names_ = list(theta)
+        used = [(names_[j], g * w) for j, g in enumerate(grads) if g is not None]
+        full = shard.all_reduce([g for _n, g in used])
+        out = dict(theta)
+        for (n, _g), g in zip(used, full, strict=True):
+            with torch.no_grad():
+                upd = theta[n] - ad[i] * g
+            out[n] = upd.requires_grad_(True)
+        return out
 
     # forward walk without a graph; keep theta_t at every checkpoint (t = 0, k, 2k, ...) and all of the last
     # segment, which the backward walk needs first (so it is never recomputed; peak stays T/k + k thetas)
@@ -136,6 +183,8 @@ def _recompute(module: nn.Module, theta0: Mapping[str, Tensor], buffers: Mapping
         names = list(theta)
         g_list = torch.autograd.grad(loss, [theta[n] for n in names], allow_unused=True)
     adj: dict[str, Tensor] = {n: _zero_if_none(g, theta[n]) for n, g in zip(names, g_list, strict=True)}
+    if shard is not None:  # each rank's outer loss covers its real share: the adjoint is their sum
+        adj = dict(zip(names, shard.all_reduce([adj[n] for n in names]), strict=True))
     del theta
     gx, gp, ga = torch.zeros_like(x), torch.zeros_like(p), torch.zeros_like(a)
     # backward walk, one segment [c, c+k) at a time: recompute its thetas, then step back through it
@@ -155,15 +204,24 @@ def _recompute(module: nn.Module, theta0: Mapping[str, Tensor], buffers: Mapping
                     continue
                 s = sum((torch.vdot(adj[names[j]].reshape(-1), g_i[j].reshape(-1))  # type: ignore[union-attr]
                          for j in used), start=torch.zeros((), dtype=x.dtype, device=x.device))
+                if shard is not None:
+                    s = s * weight[i % schedule.steps]
                 grads = torch.autograd.grad(s, [th[names[j]] for j in used] + [x, p], allow_unused=True)
             lr_i = a.detach()[i]
-            for j, h in zip(used, grads[:len(used)], strict=True):
-                if h is not None:
-                    adj[names[j]] = adj[names[j]] - lr_i * h
+            hvp = [_zero_if_none(h, th[names[j]]) for j, h in zip(used, grads[:len(used)], strict=True)]
+            if shard is not None:  # sum the ranks' parts of the Hessian-vector product and of s
+                *hvp, s = shard.all_reduce([*hvp, s.detach().reshape(1)])
+                s = s[0]
+            for j, h in zip(used, hvp, strict=True):
+                adj[names[j]] = adj[names[j]] - lr_i * h
             dx, dp = grads[len(used):]
             if dx is not None:
                 gx -= lr_i * dx
             if dp is not None:
                 gp -= lr_i * dp
             ga[i] -= s.detach()
-    return Hypergrad(loss.detach(), gx, gp, ga)
+    loss = loss.detach()
+    if shard is not None:  # image/label gradients live on the rank that owns the image; losses are shares
+        loss_t, gx, gp = shard.all_reduce([loss.reshape(1), gx, gp])
+        loss = loss_t[0]
+    return Hypergrad(loss, gx, gp, ga)

@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
 
 import pytest
 import torch
 from torch import nn
 
 from sldpack.errors import UsageError
-from sldpack.nn.hypergrad import Hypergrad, hypergradient
+from sldpack.nn.hypergrad import Hypergrad, ImageShard, hypergradient
 from sldpack.nn.unroll import apply_label_transform, make_schedule, scratch_buffers, set_inner_mode
 from sldpack.nn.zoo import build
 
@@ -113,3 +113,98 @@ def test_checkpointing_recomputes_only_what_it_dropped(monkeypatch: pytest.Monke
     assert calls == {False: no_graph_steps, True: 9}
     ref = run(net, "all", 9, 1, "graph")
     assert rel(got.images, ref.images) <= REL_TOL
+
+
+class _ThreadGroup:
+    """An in-process stand-in for torch.distributed: ranks are threads, all_reduce sums in rank order."""
+
+    def __init__(self, n: int) -> None:
+        import threading
+
+        self.n = n
+        self.barrier = threading.Barrier(n, timeout=60)
+        self.slots: list[torch.Tensor | None] = [None] * n
+
+    def all_reduce(self, rank: int) -> Callable[[Sequence[torch.Tensor]], list[torch.Tensor]]:
+        def reduce(ts: Sequence[torch.Tensor]) -> list[torch.Tensor]:
+            self.slots[rank] = torch.cat([t.reshape(-1) for t in ts])
+            self.barrier.wait()
+            total = self.slots[0]
+            assert total is not None
+            for r in range(1, self.n):
+                other = self.slots[r]
+                assert other is not None
+                total = total + other
+            self.barrier.wait()
+            out, pos = [], 0
+            for t in ts:
+                out.append(total[pos:pos + t.numel()].view_as(t))
+                pos += t.numel()
+            return out
+        return reduce
+
+
+@pytest.mark.parametrize(("kind", "steps", "epochs", "k"), [("all", 3, 1, 1), ("per-step", 3, 2, 2), ("all", 2, 2, 3)])
+def test_sharded_images_equal_one_process_float64(kind: str, steps: int, epochs: int, k: int) -> None:
+    import copy
+    import threading
+
+    world = 2
+    net = tiny_net(batchnorm=False)
+    ref = run(net, kind, steps, epochs, "graph")
+    # the same inputs as run(), rebuilt here so each rank gets its own share of the real batch
+    set_inner_mode(net)
+    theta0 = {n: p.detach().clone() for n, p in net.named_parameters()}
+    m = 6
+    g = torch.Generator().manual_seed(7)
+    x = torch.randn(m, 1, 8, 8, generator=g, dtype=DT)
+    y = torch.randn(m, 3, generator=g, dtype=DT)
+    a = (0.02 + 0.05 * torch.rand(steps * epochs, generator=g)).to(DT)
+    xr = torch.randn(10, 1, 8, 8, generator=g, dtype=DT)
+    yr = torch.randint(0, 3, (10,), generator=g)
+    sched = make_schedule(kind, num_images=m, steps=steps, epochs=epochs)
+    group = _ThreadGroup(world)
+    results: list[Hypergrad | BaseException | None] = [None] * world
+
+    def rank_main(rank: int) -> None:
+        try:
+            mod = copy.deepcopy(net)  # functional_call swaps a module's parameters: one module per thread
+            bufs = scratch_buffers(mod)
+            lo, hi = (0, 5) if rank == 0 else (5, 10)
+
+            def outer(theta: Mapping[str, torch.Tensor]) -> torch.Tensor:
+                logits = torch.func.functional_call(mod, (dict(theta), bufs), (xr[lo:hi],))
+                return torch.nn.functional.cross_entropy(logits, yr[lo:hi], reduction="sum") / 10
+
+            results[rank] = hypergradient(mod, theta0, bufs, x, apply_label_transform(y, "softmax"), a, sched,
+                                          outer, mode="recompute", checkpoint_every=k,
+                                          shard=ImageShard(rank, world, group.all_reduce(rank)))
+        except BaseException as exc:  # surfaced below; a dead thread would otherwise hang the barrier
+            results[rank] = exc
+            group.barrier.abort()
+
+    threads = [threading.Thread(target=rank_main, args=(r,)) for r in range(world)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=120)
+    for r in results:
+        assert isinstance(r, Hypergrad), r
+        assert float(r.loss) == pytest.approx(float(ref.loss), rel=REL_TOL)
+        for name in ("images", "targets", "lrs"):
+            assert rel(getattr(r, name), getattr(ref, name)) <= REL_TOL, name
+
+
+def test_sharding_rejects_batch_norm_and_graph_mode() -> None:
+    net = tiny_net(batchnorm=True)
+    shard = ImageShard(0, 1, lambda ts: list(ts))
+    set_inner_mode(net)
+    theta0 = {n: p.detach().clone() for n, p in net.named_parameters()}
+    x, y, a = torch.randn(2, 1, 8, 8, dtype=DT), torch.rand(2, 3, dtype=DT), torch.full((1,), 0.1, dtype=DT)
+    sched = make_schedule("all", num_images=2, steps=1, epochs=1)
+    with pytest.raises(UsageError, match="batch norm"):
+        hypergradient(net, theta0, scratch_buffers(net), x, y, a, sched, lambda t: sum(v.sum() for v in t.values()),
+                      mode="recompute", shard=shard)
+    with pytest.raises(UsageError, match="recompute"):
+        hypergradient(net, theta0, scratch_buffers(net), x, y, a, sched, lambda t: sum(v.sum() for v in t.values()),
+                      mode="graph", shard=shard)
