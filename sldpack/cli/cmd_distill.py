@@ -88,6 +88,7 @@ _OPT_FIELDS = {
     "label_init": "label_init", "image_init": "image_init", "balanced": "balanced", "seed": "seed",
     "checkpoint_every": "checkpoint_every", "device": "device", "compression": "compression",
     "bn_batches": "bn_batches", "select": "select", "unroll": "unroll", "unroll_checkpoint": "unroll_checkpoint",
+    "shard_images": "shard_images",
 }
 
 
@@ -142,6 +143,8 @@ _OPT_FIELDS = {
 @click.option("--nproc", type=int, default=1, show_default=True,
               help="Data-parallel processes on this machine (gloo on CPU, NCCL on CUDA); for several machines "
               "use torchrun (README, 'Distributed distillation').")
+@click.option("--shard-images", is_flag=True, help="With --nproc/torchrun and --unroll recompute: split each "
+              "inner step's images across the processes too (architectures without batch norm).")
 @click.option("--worker-spec", hidden=True, type=click.Path(dir_okay=False), help="Internal: --nproc worker.")
 @click.pass_context
 def distill_cmd(ctx: click.Context, /, data: str | None, split: str, source_spec: str | None,

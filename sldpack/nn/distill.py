@@ -44,7 +44,7 @@ from sldpack.format.manifest import (
 )
 from sldpack.nn.distributed import DistContext, shard_bounds
 from sldpack.nn.distributed import session as distributed_session
-from sldpack.nn.hypergrad import UNROLL_MODES, hypergradient
+from sldpack.nn.hypergrad import UNROLL_MODES, ImageShard, hypergradient
 from sldpack.nn.replay import (
     DEFAULT_PROBE_COUNT,
     DEFAULT_REFERENCE_THREADS,
@@ -86,9 +86,9 @@ CHECKPOINT_FORMAT = "sldpack-distill-checkpoint/1"
 
 # config fields that may change on --resume without changing the trajectory so far
 _RESUMABLE_CHANGES = frozenset({"iterations", "checkpoint_every", "device", "log_every", "select", "unroll",
-                                "unroll_checkpoint"})
+                                "unroll_checkpoint", "shard_images"})
 # config fields that say how the run is computed, not what: left out of the manifest's distill.options
-_NOT_RECORDED = frozenset({"device", "unroll", "unroll_checkpoint"})
+_NOT_RECORDED = frozenset({"device", "unroll", "unroll_checkpoint", "shard_images"})
 
 
 @dataclass(frozen=True)
@@ -130,6 +130,8 @@ class DistillConfig:
             step's graph at a time walking backwards (far less memory). Same file either way (to float
             rounding); not recorded in the manifest.
         unroll_checkpoint: recompute mode: keep every k-th theta_t only (memory T/k + k thetas instead of T).
+        shard_images: with several processes and the recompute unroll, split every inner step's images
+            across them too (architectures without batch norm; each step needs >= one image per process).
     """
 
     arch: str = "convnet@1"
@@ -163,6 +165,7 @@ class DistillConfig:
     compression: str = "none"
     unroll: Literal["graph", "recompute"] = "graph"
     unroll_checkpoint: int = 1
+    shard_images: bool = False
 
     def validate(self) -> None:
         """Reject contradictory or out-of-range settings.
@@ -178,6 +181,8 @@ class DistillConfig:
             raise UsageError(f"select must be 'best' or 'last', got {self.select!r}")
         if self.unroll not in UNROLL_MODES:
             raise UsageError(f"unroll must be one of {UNROLL_MODES}, got {self.unroll!r}")
+        if self.shard_images and (self.unroll != "recompute" or self.batchnorm):
+            raise UsageError("shard_images needs unroll='recompute' and an architecture without batch norm")
         if self.unroll_checkpoint < 1:
             raise UsageError(f"unroll_checkpoint must be >= 1, got {self.unroll_checkpoint}")
         if not 0.0 < self.ema <= 1.0:
@@ -591,10 +596,15 @@ def _outer_step(s: _RunState, it: int, progress: Callable[[Progress], None] | No
 
     with torch.enable_grad():
         targets = apply_label_transform(s.labels, s.transform)
+    shard = (ImageShard(s.dist.rank, s.dist.world_size, s.dist.all_reduce_sum)
+             if cfg.shard_images and s.dist.active else None)
     hg = hypergradient(s.module, s.theta0, bufs, s.images, targets, s.lrs, s.sched, outer, mode=cfg.unroll,
-                       checkpoint_every=cfg.unroll_checkpoint)
-    loss_t, gx, gp, ga = s.dist.all_reduce_sum([hg.loss.reshape(1).to(hg.images.dtype), hg.images, hg.targets,
-                                                hg.lrs])
+                       checkpoint_every=cfg.unroll_checkpoint, shard=shard)
+    if shard is None:  # every rank has the whole hypergradient of its real share: sum them
+        loss_t, gx, gp, ga = s.dist.all_reduce_sum([hg.loss.reshape(1).to(hg.images.dtype), hg.images,
+                                                    hg.targets, hg.lrs])
+    else:  # already summed inside the sharded walk
+        loss_t, gx, gp, ga = hg.loss.reshape(1), hg.images, hg.targets, hg.lrs
     grads: list[Tensor] = [gx, ga]
     if cfg.mode == "sldd":
         # chain rule through the label transform, once per iteration (not once per inner step)

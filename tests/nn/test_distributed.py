@@ -58,23 +58,31 @@ def tensors(path: Path) -> dict[str, np.ndarray]:
         return f.arrays()
 
 
-def test_two_gloo_processes_equal_one_process(npz: Path, tmp_path: Path) -> None:
-    one, two = tmp_path / "one", tmp_path / "two"
-    r1 = sldp("distill", "--data", str(npz), "--iterations", "4", "--out", str(one), *ARGS)
-    assert r1.returncode == 0, r1.stderr
+@pytest.fixture(scope="module")
+def reference(npz: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The 1-process run every multi-process run is compared with."""
+    one = tmp_path_factory.mktemp("one") / "run"
+    r = sldp("distill", "--data", str(npz), "--iterations", "4", "--out", str(one), *ARGS)
+    assert r.returncode == 0, r.stderr
+    return one
+
+
+def assert_close(a: dict[str, np.ndarray], b: dict[str, np.ndarray], what: str) -> None:
+    assert a.keys() == b.keys()
+    for n in a:
+        assert a[n].shape == b[n].shape
+        dev = np.abs(a[n] - b[n]).max()
+        assert dev <= ATOL, f"{what} {n}: max deviation {dev:.3g}"
+
+
+def test_two_gloo_processes_equal_one_process(npz: Path, reference: Path, tmp_path: Path) -> None:
+    one, two = reference, tmp_path / "two"
     r2 = sldp("distill", "--data", str(npz), "--iterations", "4", "--out", str(two), "--nproc", "2", *ARGS)
     assert r2.returncode == 0, r2.stderr
     assert r2.stdout.count("wrote ") == 1, "only rank 0 reports"
     v = sldp("verify", "--replay", str(two / "distilled.sldp"))
     assert v.returncode == 0, v.stdout + v.stderr
-    a, b = tensors(one / "distilled.sldp"), tensors(two / "distilled.sldp")
-    assert a.keys() == b.keys()
-    for n in a:
-        assert a[n].shape == b[n].shape
-        assert np.abs(a[n] - b[n]).max() <= ATOL, f"{n}: max deviation {np.abs(a[n] - b[n]).max():.3g}"
-    # the images moved (else equality would be vacuous)
-    with np.load(npz) as z:
-        assert z["train_images"].shape[0] == 60
+    assert_close(tensors(one / "distilled.sldp"), tensors(two / "distilled.sldp"), "2 processes")
     with sldpack.open(one / "distilled.sldp") as f1, sldpack.open(two / "distilled.sldp") as f2:
         o1 = dict(f1.manifest.distill.options)  # type: ignore[union-attr]
         o2 = dict(f2.manifest.distill.options)  # type: ignore[union-attr]
@@ -83,16 +91,23 @@ def test_two_gloo_processes_equal_one_process(npz: Path, tmp_path: Path) -> None
     log2 = (two / "log.jsonl").read_text().splitlines()
     assert sum('"loss"' in x for x in log1) == sum('"loss"' in x for x in log2) == 4, "one log, from rank 0"
 
+
+def test_sharded_images_and_resume_with_another_world_size(npz: Path, reference: Path, tmp_path: Path) -> None:
+    a = tensors(reference / "distilled.sldp")
+    # each inner step's images split across the 2 processes as well (recompute unroll, no batch norm)
+    sh = tmp_path / "sharded"
+    r = sldp("distill", "--data", str(npz), "--iterations", "4", "--out", str(sh), "--nproc", "2", "--unroll",
+             "recompute", "--shard-images", *ARGS)
+    assert r.returncode == 0, r.stderr
+    assert_close(a, tensors(sh / "distilled.sldp"), "sharded")
     # resume a 1-process run with 2 processes: the checkpoint does not depend on the world size
     half = tmp_path / "half"
-    r3 = sldp("distill", "--data", str(npz), "--iterations", "2", "--out", str(half), *ARGS)
-    assert r3.returncode == 0, r3.stderr
-    r4 = sldp("distill", "--data", str(npz), "--iterations", "4", "--out", str(half), "--resume", "--nproc", "2",
-              "-q", "--threads", "1")
-    assert r4.returncode == 0, r4.stderr
-    c = tensors(half / "distilled.sldp")
-    for n in a:
-        assert np.abs(a[n] - c[n]).max() <= ATOL, f"resumed {n}: max deviation {np.abs(a[n] - c[n]).max():.3g}"
+    r = sldp("distill", "--data", str(npz), "--iterations", "2", "--out", str(half), *ARGS)
+    assert r.returncode == 0, r.stderr
+    r = sldp("distill", "--data", str(npz), "--iterations", "4", "--out", str(half), "--resume", "--nproc", "2",
+             "-q", "--threads", "1")
+    assert r.returncode == 0, r.stderr
+    assert_close(a, tensors(half / "distilled.sldp"), "resumed")
 
 
 def test_images_moved_in_the_reference_run(npz: Path, tmp_path: Path) -> None:
