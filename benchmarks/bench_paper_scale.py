@@ -16,6 +16,8 @@ Printed per configuration: s/it, peak RSS (GiB; with 2 processes per process and
     python benchmarks/bench_paper_scale.py --archs resnet18 --sizes 224 --iters 1 --nproc 1   # the key pair
     python benchmarks/bench_paper_scale.py --archs convnet --sizes 64 --iters 3 --nproc 1,2    # 1 vs 2 procs
     python benchmarks/bench_paper_scale.py --archs resnet18 --sizes 64 --nproc 1 --unroll graph,recompute,recompute:3
+    python benchmarks/bench_paper_scale.py --archs convnet-nobn --sizes 64 --nproc 1,2 \
+        --unroll graph,recompute,recompute+shard
     python benchmarks/bench_paper_scale.py                                                      # everything
 
 ResNet18 at 224 px takes ~40 s per iteration on one core: the full grid takes hours on a CPU.
@@ -45,11 +47,19 @@ ARCHS: dict[str, dict[str, Any]] = {
     "vgg16": {"arch": "vgg16@1", "batchnorm": False},
     # a small stand-in for quick runs (e.g. the 1 vs 2 process comparison on a shared CPU)
     "convnet": {"arch": "convnet@1", "batchnorm": True, "arch_options": {"depth": 3, "width": 64}},
+    "convnet-nobn": {"arch": "convnet@1", "batchnorm": False, "arch_options": {"depth": 3, "width": 64}},
 }
 
 
 class _StopRunError(Exception):
     """Raised by the iteration callback after the last timed iteration (skips the final phases)."""
+
+
+def _unroll_fields(text: str) -> dict[str, Any]:
+    """``graph``, ``recompute``, ``recompute:K`` (theta checkpoint every K), ``+shard`` (shard step images)."""
+    shard = text.endswith("+shard")
+    mode, _, k = text.removesuffix("+shard").partition(":")
+    return {"unroll": mode, "unroll_checkpoint": int(k) if k else 1, "shard_images": shard}
 
 
 def child(spec: dict[str, Any], out: Path) -> None:
@@ -69,8 +79,7 @@ def child(spec: dict[str, Any], out: Path) -> None:
     warm = 1 if iters > 1 else 0
     cfg = DistillConfig(arch=a["arch"], arch_options=a.get("arch_options", {}), batchnorm=a["batchnorm"],
                         images_per_class=3, steps=9, epochs=1, iterations=iters + warm + 1, batch_real=12,
-                        device="cpu", checkpoint_every=0, unroll=spec["unroll"].split(":")[0], select="last",
-                        unroll_checkpoint=int(spec["unroll"].split(":")[1]) if ":" in spec["unroll"] else 1)
+                        device="cpu", checkpoint_every=0, select="last", **_unroll_fields(spec["unroll"]))
     stamps: list[float] = []
 
     def on_iteration(done: int, loss: float) -> None:
@@ -116,7 +125,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--archs", default="resnet18,vgg16", help="comma list of " + ",".join(ARCHS))
     ap.add_argument("--sizes", default="224,299", help="comma list of image sizes (px)")
     ap.add_argument("--unroll", default="graph,recompute",
-                    help="comma list of unroll modes; recompute:K keeps every K-th theta only")
+                    help="comma list of unroll modes; recompute:K keeps every K-th theta only; a +shard suffix "
+                    "also splits each step's images across processes (architectures without batch norm)")
     ap.add_argument("--nproc", default="1,2", help="comma list of process counts")
     ap.add_argument("--iters", type=int, default=2, help="timed outer iterations (plus one warm-up if > 1)")
     ap.add_argument("--threads", type=int, default=1, help="torch threads per process")
@@ -154,11 +164,12 @@ def main(argv: list[str] | None = None) -> None:
                 print(line)
     print("\nspeed-up (1 process s/it / N processes s/it, same arch, size and unroll):")
     for one in rows:
-        if one["nproc"] != 1:
+        if one["nproc"] != 1 or one["unroll"].endswith("+shard"):  # +shard is a no-op in one process
             continue
         for r in rows:
-            if r["nproc"] > 1 and all(r[k] == one[k] for k in ("arch", "size", "unroll")):
-                print(f"  {one['arch']} {one['size']} px {one['unroll']}: {r['nproc']} processes "
+            same_mode = r["unroll"].removesuffix("+shard") == one["unroll"].removesuffix("+shard")
+            if r["nproc"] > 1 and r["arch"] == one["arch"] and r["size"] == one["size"] and same_mode:
+                print(f"  {one['arch']} {one['size']} px {one['unroll']} -> {r['unroll']}: {r['nproc']} processes "
                       f"{one['s_per_it'] / r['s_per_it']:.2f}x")
     print("\n(outer iterations only; the final phases are timed by `sldp distill` itself. CPU figures on a shared "
           "machine move with its load.)")
