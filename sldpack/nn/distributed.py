@@ -8,6 +8,10 @@ batch size K, so the all-reduced (summed) hypergradients equal the gradient of t
 alone writes logs, checkpoints and the file. The checkpoint holds nothing that depends on the world size,
 so ``--resume`` works with the same or another number of processes.
 
+With ``shard_images`` (recompute unroll, no batch norm) every inner step's images are split across the
+ranks as well (:class:`sldpack.nn.hypergrad.ImageShard`): each rank's share of the inner gradient and of
+every Hessian-vector product is summed across ranks, so the unroll work shrinks with the world size.
+
 Batch norm: the outer forward normalises each rank's share with that share's statistics (as
 ``DistributedDataParallel`` without ``SyncBatchNorm``); with batch-norm architectures and more than one
 process the outer gradient is therefore that of a slightly different objective. The inner unroll (and

@@ -12,8 +12,14 @@ images, targets and learning rates. Memory is T x |theta| plus one step's graph;
 ``checkpoint_every = k > 1`` only every k-th theta_t is kept and the thetas of one segment are
 recomputed when the walk reaches it (T/k + k thetas, one more no-graph forward per step).
 
-Both call the same step function (:func:`~sldpack.nn.unroll.inner_step`), so the math is shared; the
-results agree to rounding (float64: ~1e-12 relative, see tests/nn/test_hypergrad.py).
+Both use the same step definition (:func:`~sldpack.nn.unroll.inner_step` /
+:func:`~sldpack.nn.unroll.inner_grad`), so the math is shared; the results agree to rounding (float64:
+~1e-12 relative, see tests/nn/test_hypergrad.py). The backward step of ``theta' = theta - a * g(theta)``
+is one Hessian-vector product: with ``s = <adj, g>``, ``adj <- adj - a * ds/dtheta``, the images and
+targets get ``-a * ds/dx`` and ``-a * ds/dp``, and ``dL/da = -s``.
+
+Recompute mode can also split every step's images across processes (:class:`ImageShard`), so the
+distilled set can grow with the number of devices.
 
 Batch norm: inner steps normalise with the step batch's statistics (inner mode), exactly as in the unroll;
 the running buffers are scratch, updated by every forward pass (including the recomputations) and never
