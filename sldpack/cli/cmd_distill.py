@@ -37,7 +37,8 @@ _OPT_FIELDS = {
     "batch_real": "batch_real", "lr": "lr", "label_lr": "lr_labels", "lrs_lr": "lr_lrs", "inner_lr": "inner_lr",
     "label_init": "label_init", "image_init": "image_init", "balanced": "balanced", "seed": "seed",
     "checkpoint_every": "checkpoint_every", "device": "device", "compression": "compression",
-    "bn_batches": "bn_batches", "select": "select",
+    "bn_batches": "bn_batches", "select": "select", "unroll": "unroll", "unroll_checkpoint": "unroll_checkpoint",
+    "shard_images": "shard_images",
 }
 
 
@@ -79,9 +80,20 @@ _OPT_FIELDS = {
 @click.option("--resume", is_flag=True, help="Continue the run in --out from its last checkpoint.")
 @click.option("--compression", type=click.Choice(["none", "zstd"]), default="none", show_default=True)
 @click.option("--quiet", "-q", is_flag=True, help="No progress output.")
+@click.option("--unroll", type=click.Choice(["graph", "recompute"]), default="graph", show_default=True,
+              help="graph: keep the whole unrolled graph (fastest); recompute: keep theta per step and rebuild "
+              "one step's graph at a time (far less memory at large images). Same file either way.")
+@click.option("--unroll-checkpoint", type=COUNT, default=1, show_default=True, metavar="K",
+              help="With --unroll recompute: keep only every K-th theta (memory T/K + K thetas).")
+@click.option("--nproc", type=COUNT, default=1, show_default=True,
+              help="Data-parallel processes on this machine (gloo on CPU, NCCL on CUDA); for several machines "
+              "use torchrun (README, 'Distributed distillation').")
+@click.option("--shard-images", is_flag=True, help="With --nproc/torchrun and --unroll recompute: split each "
+              "inner step's images across the processes too (architectures without batch norm).")
+@click.option("--worker-spec", hidden=True, type=click.Path(dir_okay=False), help="Internal: --nproc worker.")
 @click.pass_context
 def distill_cmd(ctx: click.Context, /, class_names: str | None, arch_option: tuple[str, ...], out: str,
-                resume: bool, quiet: bool, **kwargs: Any) -> None:
+                resume: bool, quiet: bool, nproc: int, worker_spec: str | None, **kwargs: Any) -> None:
     """Learn a distilled set from real data and write OUT/distilled.sldp.
 
     Data: --data PATH (or --phantom N, or --source NAME[:ARG]). Data with organ masks (an .npz with
@@ -93,37 +105,65 @@ def distill_cmd(ctx: click.Context, /, class_names: str | None, arch_option: tup
     --checkpoint-every iterations, written atomically), final/ (manifest.json + tensors.npz, the
     `sldp pack` input) and montage.png. A killed run continues with the same command plus --resume.
     """
+    import contextlib
+    import dataclasses
+    import os
+
     from sldpack.pipelines.inputs import DataSpec, RuntimeSpec, describe_data, open_source
 
     spec, rt = DataSpec.from_kwargs(kwargs), RuntimeSpec.from_kwargs(kwargs)
     opts = {k: v for k, v in kwargs.items() if k in _OPT_FIELDS}
     assert set(kwargs) == set(opts) | set(DATA_OPTION_NAMES) | set(RUNTIME_OPTION_NAMES), sorted(kwargs)
+    cfg: Any = None
+    if worker_spec is not None:  # one of the --nproc processes: the parent resolved everything
+        from sldpack.nn.distill import DistillConfig
+
+        wspec = json.loads(Path(worker_spec).read_text())
+        cfg = DistillConfig.from_obj(wspec["config"])
+        spec, rt = DataSpec(**wspec["data"]), RuntimeSpec(**wspec["runtime"])
+        class_names, resume, nproc = wspec["class_names"], wspec["resume"], 1
     apply_runtime(rt)
+    # under torchrun / --nproc only rank 0 talks
+    quiet = quiet or os.environ.get("RANK", "0") != "0"
     names = tuple(n.strip() for n in class_names.split(",")) if class_names else ()
     opened = open_source(spec, spec.split_or("train"), class_names=names, medmnist_as_stored=True)
     source = opened.source
-    if not quiet:
+    if not quiet and worker_spec is None:
         for line in describe_data(spec, opened):
             click.echo(line, err=True)
     run_dir = Path(out)
     check_outputs([spec.data], {"--out": out})
     fields: dict[str, Any] = {_OPT_FIELDS[k]: v for k, v in opts.items()}
     fields["arch_options"] = parse_key_values(arch_option, option="--arch-option")
-    # one process per run directory: a second one exits 2 naming the holder; the kernel releases the lock
-    # when this process dies, however it dies
-    with run_dir_lock(run_dir):
+    # one process (group) per run directory: a second one exits 2 naming the holder; the kernel releases
+    # the lock when the holder dies, however it dies. The --nproc parent (or torchrun's rank 0) holds it
+    # for its workers.
+    owner = worker_spec is None and os.environ.get("RANK", "0") == "0"
+    lock = run_dir_lock(run_dir) if owner else contextlib.nullcontext(run_dir)
+    with lock:
         try:
-            res = _distill_locked(ctx, source, fields, opts, arch_option, run_dir, resume, quiet)
+            if cfg is None:
+                cfg = _resolve_config(ctx, source, fields, opts, arch_option, run_dir, resume)
+            if nproc > 1:
+                # the data were loaded above only to report bad input once, here; each worker loads its own
+                del source
+                _launch_workers(nproc, cfg, dataclasses.asdict(spec), dataclasses.asdict(rt), class_names, out,
+                                resume, quiet)
+                return
+            res = _run(cfg, source, run_dir, resume, quiet)
         except KeyboardInterrupt:
+            if not owner:
+                raise
             ck = run_dir / "checkpoint.pt"
             if ck.is_file():
-                again = _resume_command(ctx, out)
                 click.echo(f"sldp distill: interrupted; the last checkpoint is kept in {ck}. Resume with:\n"
-                           f"  {again}", err=True)
+                           f"  {_resume_command(ctx, out)}", err=True)
             else:
                 click.echo("sldp distill: interrupted before the first checkpoint; start again (without "
                            "--resume)", err=True)
             sys.exit(EXIT_INTERRUPTED)
+    if os.environ.get("RANK", "0") != "0":
+        return
     fp = res.manifest.replay
     if not quiet:
         click.echo(f"final loss {res.losses[-1]:.4f}" if res.losses else "no iteration left to run", err=True)
@@ -146,36 +186,41 @@ def _resume_command(ctx: click.Context, out: str) -> str:
     return " ".join(shlex.quote(w) for w in words)
 
 
-def _distill_locked(ctx: click.Context, source: Any, fields: dict[str, Any], opts: dict[str, Any],
-                    arch_option: tuple[str, ...], run_dir: Path, resume: bool, quiet: bool) -> Any:
-    from sldpack.nn.distill import DistillConfig, distill
+def _resolve_config(ctx: click.Context, source: Any, fields: dict[str, Any], opts: dict[str, Any],
+                    arch_option: tuple[str, ...], run_dir: Path, resume: bool) -> Any:
+    """The run's DistillConfig: the options typed, or (--resume) run.json's with the typed ones on top."""
+    from sldpack.nn.distill import DistillConfig
 
-    if resume:
-        run_json = run_dir / "run.json"
-        if not run_json.is_file():
-            raise UsageError(f"--resume: {run_json} not found")
-        info = json.loads(run_json.read_text())
-        recorded = DistillConfig.from_obj(info["config"])
-        src_fp = info.get("source", {}).get("fingerprint")
-        if src_fp and source.fingerprint and src_fp != source.fingerprint:
-            raise UsageError("--resume with different data: the source fingerprint differs from run.json")
-        # options typed on this command line override the recorded ones; distill() rejects the changes
-        # that would alter the trajectory so far
-        explicit = {
-            _OPT_FIELDS[k]: v for k, v in opts.items()
-            if ctx.get_parameter_source(k) not in (click.core.ParameterSource.DEFAULT, None)
-        }
-        if arch_option:
-            explicit["arch_options"] = fields["arch_options"]
-        cfg = DistillConfig.from_obj({**recorded.to_obj(), **explicit})
-    else:
-        cfg = DistillConfig(**fields)
+    if not resume:
+        return DistillConfig(**fields)
+    run_json = run_dir / "run.json"
+    if not run_json.is_file():
+        raise UsageError(f"--resume: {run_json} not found")
+    info = json.loads(run_json.read_text())
+    recorded = DistillConfig.from_obj(info["config"])
+    src_fp = info.get("source", {}).get("fingerprint")
+    if src_fp and source.fingerprint and src_fp != source.fingerprint:
+        raise UsageError("--resume with different data: the source fingerprint differs from run.json")
+    # options typed on this command line override the recorded ones; distill() rejects the changes
+    # that would alter the trajectory so far
+    explicit = {
+        _OPT_FIELDS[k]: v for k, v in opts.items()
+        if ctx.get_parameter_source(k) not in (click.core.ParameterSource.DEFAULT, None)
+    }
+    if arch_option:
+        explicit["arch_options"] = fields["arch_options"]
+    return DistillConfig.from_obj({**recorded.to_obj(), **explicit})
+
+
+def _run(cfg: Any, source: Any, run_dir: Path, resume: bool, quiet: bool) -> Any:
+    from sldpack.nn.distill import distill
+
     if not quiet:
         m = cfg.images_per_class * source.num_classes * (cfg.steps if cfg.schedule == "per-step" else 1)
         click.echo(f"distilling {m} images ({cfg.mode}, {cfg.arch}, T={cfg.steps * cfg.epochs}) from "
                    f"{source.num_classes} classes {list(source.class_names)}; run dir {run_dir}", err=True)
-    return distill(source, cfg, run_dir=run_dir, resume=resume,
-                   progress=ProgressPrinter("iter", quiet).from_distill)
+    return distill(source, cfg, run_dir=run_dir, resume=resume, progress=ProgressPrinter("iter", quiet).from_distill,
+                   on_phase=None if quiet else _print_phase)
 
 
 def _pack_inputs(source: str, tensors: str | None) -> list[Path]:
@@ -185,6 +230,37 @@ def _pack_inputs(source: str, tensors: str | None) -> list[Path]:
     names = ("manifest.json", "tensors.npz", "tensors.safetensors")
     found = [d / n for d in folders for n in names if (d / n).exists()]
     return [*found, *([] if src.is_dir() else [src]), *([Path(tensors)] if tensors else [])]
+
+
+def _print_phase(p: Any) -> None:
+    """A final phase (theta_opt, theta_bn, fingerprint, write): announced, then its time."""
+    if p.seconds is None:
+        click.echo(f"{p.name}: {p.detail} ...", err=True)
+    else:
+        click.echo(f"{p.name}: done in {p.seconds:.1f}s", err=True)
+
+
+def _launch_workers(nproc: int, cfg: Any, data: dict[str, Any], runtime: dict[str, Any], class_names: str | None,
+                    out: str, resume: bool, quiet: bool) -> None:
+    """``--nproc N``: start N copies of this command joined on 127.0.0.1, each with the resolved settings."""
+    import os
+    import tempfile
+
+    from sldpack.nn.distributed import launch, worker_argv
+
+    if os.environ.get("WORLD_SIZE", "1") not in ("", "1"):
+        raise UsageError("--nproc inside a torchrun/distributed launch: use one or the other")
+    if data.get("data"):
+        data = {**data, "data": str(Path(data["data"]).resolve())}
+    spec = {"config": cfg.to_obj(), "data": data, "runtime": runtime, "class_names": class_names, "resume": resume}
+    with tempfile.TemporaryDirectory(prefix="sldp-nproc-") as tmp:
+        spec_path = Path(tmp) / "spec.json"
+        spec_path.write_text(json.dumps(spec))
+        argv = worker_argv("sldpack.cli.main", "distill", "--out", out, "--worker-spec", str(spec_path),
+                           *(["--quiet"] if quiet else []))
+        code = launch(nproc, argv)
+    if code:
+        sys.exit(code)
 
 
 @click.command("pack")

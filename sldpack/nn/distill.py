@@ -23,7 +23,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, TypeVar
 
 import numpy as np
 import torch
@@ -43,6 +43,9 @@ from sldpack.format.manifest import (
     ReplayFingerprint,
 )
 from sldpack.format.provenance import run_provenance
+from sldpack.nn.distributed import DistContext, shard_bounds
+from sldpack.nn.distributed import session as distributed_session
+from sldpack.nn.hypergrad import UNROLL_MODES, ImageShard, hypergradient
 from sldpack.nn.replay import (
     DEFAULT_PROBE_COUNT,
     DEFAULT_REFERENCE_THREADS,
@@ -69,6 +72,7 @@ __all__ = [
     "DistillConfig",
     "DistillResult",
     "PackResult",
+    "Phase",
     "Progress",
     "distill",
     "fingerprint_for",
@@ -82,7 +86,10 @@ __all__ = [
 CHECKPOINT_FORMAT = "sldpack-distill-checkpoint/1"
 
 # config fields that may change on --resume without changing the trajectory so far
-_RESUMABLE_CHANGES = frozenset({"iterations", "checkpoint_every", "device", "log_every", "select"})
+_RESUMABLE_CHANGES = frozenset({"iterations", "checkpoint_every", "device", "log_every", "select", "unroll",
+                                "unroll_checkpoint", "shard_images"})
+# config fields that say how the run is computed, not what: left out of the manifest's distill.options
+_NOT_RECORDED = frozenset({"device", "unroll", "unroll_checkpoint", "shard_images"})
 
 
 @dataclass(frozen=True)
@@ -119,14 +126,21 @@ class DistillConfig:
         log_every: iterations between log lines.
         device: ``"auto"``, ``"cpu"`` or ``"cuda"``.
         compression: payload compression of the ``.sldp`` (``"none"``, ``"zstd"``).
+        unroll: how the hypergradient is computed (:mod:`sldpack.nn.hypergrad`): ``"graph"`` keeps the
+            whole unrolled graph (fastest), ``"recompute"`` keeps only theta_t per step and rebuilds one
+            step's graph at a time walking backwards (far less memory). Same file either way (to float
+            rounding); not recorded in the manifest.
+        unroll_checkpoint: recompute mode: keep every k-th theta_t only (memory T/k + k thetas instead of T).
+        shard_images: with several processes and the recompute unroll, split every inner step's images
+            across them too (architectures without batch norm; each step needs >= one image per process).
     """
 
     arch: str = "convnet@1"
     arch_options: Mapping[str, Any] = field(default_factory=dict)
     batchnorm: bool = False
-    mode: str = "sldd"
+    mode: Literal["sldd", "dd"] = "sldd"
     images_per_class: int = 1
-    schedule: str = "all"
+    schedule: Literal["all", "per-step"] = "all"
     steps: int = 10
     epochs: int = 1
     iterations: int = 300
@@ -144,12 +158,15 @@ class DistillConfig:
     bn_batch_size: int = 128
     probe_count: int = DEFAULT_PROBE_COUNT
     fingerprint_threads: int = DEFAULT_REFERENCE_THREADS
-    select: str = "best"
+    select: Literal["best", "last"] = "best"
     ema: float = 0.1
     checkpoint_every: int = 50
     log_every: int = 1
     device: str = "auto"
     compression: str = "none"
+    unroll: Literal["graph", "recompute"] = "graph"
+    unroll_checkpoint: int = 1
+    shard_images: bool = False
 
     def validate(self) -> None:
         """Reject contradictory or out-of-range settings.
@@ -163,6 +180,12 @@ class DistillConfig:
             raise UsageError(f"schedule must be 'all' or 'per-step', got {self.schedule!r}")
         if self.select not in ("best", "last"):
             raise UsageError(f"select must be 'best' or 'last', got {self.select!r}")
+        if self.unroll not in UNROLL_MODES:
+            raise UsageError(f"unroll must be one of {UNROLL_MODES}, got {self.unroll!r}")
+        if self.shard_images and (self.unroll != "recompute" or self.batchnorm):
+            raise UsageError("shard_images needs unroll='recompute' and an architecture without batch norm")
+        if self.unroll_checkpoint < 1:
+            raise UsageError(f"unroll_checkpoint must be >= 1, got {self.unroll_checkpoint}")
         if not 0.0 < self.ema <= 1.0:
             raise UsageError(f"ema must lie in (0, 1], got {self.ema}")
         if self.image_init not in ("real", "noise"):
@@ -462,10 +485,192 @@ class _Log:
 
 # --- the outer loop -------------------------------------------------------------------------------
 
+@dataclass(frozen=True)
+class Phase:
+    """One phase after the last iteration (theta_opt, theta_bn, fingerprint, writing): its name, a short
+    description, and ``seconds`` (``None`` when the phase starts, its duration when it is done)."""
+
+    name: str
+    detail: str
+    seconds: float | None = None
+
+
+@dataclass
+class _RunState:
+    """Everything one run carries from iteration to iteration (built by :func:`_start_or_resume`)."""
+
+    cfg: DistillConfig
+    source: RealSource
+    dev: torch.device
+    dist: DistContext
+    rd: Path | None
+    ckpt_path: Path | None
+    log: _Log
+    arch: ArchSpec
+    init: InitSpec
+    sched: Schedule
+    m_images: int
+    module: nn.Module
+    theta0: dict[str, Tensor]
+    theta0_digests: dict[str, str]
+    transform: str
+    images: Tensor
+    labels: Tensor
+    lrs: Tensor
+    opt: torch.optim.Optimizer
+    rng: np.random.Generator
+    best: _Best
+    start: int
+    elapsed0: float
+    prev: tuple[Tensor, Tensor, Tensor]
+    losses: list[float] = field(default_factory=list)
+    t_start: float = 0.0
+
+
+def _start_or_resume(source: RealSource, cfg: DistillConfig, rd: Path | None, resume: bool, dev: torch.device,
+                     dist: DistContext, log: _Log) -> _RunState:
+    """Build the module and theta_0, then either fresh distilled data or the checkpoint's state."""
+    k = source.num_classes
+    arch = _arch_spec(cfg, source)
+    init = InitSpec(seed=cfg.seed, scheme=cfg.init_scheme)
+    m_images, classes = _layout(cfg, k)
+    sched: Schedule = make_schedule(cfg.schedule, num_images=m_images, steps=cfg.steps, epochs=cfg.epochs)
+    ckpt_path = rd / "checkpoint.pt" if rd is not None else None
+    module, theta0_digests = build_module(arch, init, device=dev)
+    theta0 = {n: p.detach().clone() for n, p in module.named_parameters()}
+    start = 0
+    elapsed0 = 0.0
+    rng = np.random.default_rng([cfg.seed, 1])
+    best = _Best()
+    st: dict[str, Any] = {}
+    if resume:
+        # rank 0 reads the checkpoint and hands it to the others: no shared file system needed
+        st = dist.broadcast_object(_load_checkpoint(ckpt_path) if dist.is_main and ckpt_path is not None else None)
+        _check_resume_config(DistillConfig.from_obj(json.loads(st["config"])), cfg)
+        start = int(st["iteration"])
+        log.drop_after(start)  # the loss lines after the checkpoint are about to be written again
+        elapsed0 = float(st["elapsed"])
+        x0, y0, a0 = st["images"], st["labels"], st["lrs"]
+        rng.bit_generator.state = json.loads(st["rng"])
+        best = _Best.from_state(st["best"])
+    else:
+        x0 = torch.from_numpy(_initial_images(cfg, source, classes))
+        y0 = torch.from_numpy(_initial_labels(cfg, classes, k))
+        a0 = torch.full((sched.total,), float(cfg.inner_lr), dtype=torch.float32)
+    images = x0.to(dev, torch.float32).clone().requires_grad_(True)
+    labels = y0.to(dev, torch.float32).clone().requires_grad_(cfg.mode == "sldd")
+    lrs = a0.to(dev, torch.float32).clone().requires_grad_(True)
+    groups: list[dict[str, Any]] = [{"params": [images], "lr": cfg.lr},
+                                    {"params": [lrs], "lr": cfg.lr_lrs if cfg.lr_lrs is not None
+                                     else cfg.lr / 10}]
+    if cfg.mode == "sldd":
+        groups.append({"params": [labels], "lr": cfg.lr_labels if cfg.lr_labels is not None else cfg.lr})
+    opt = torch.optim.Adam(groups)
+    if resume:
+        opt.load_state_dict(st["optimizer"])
+    if rd is not None and dist.is_main:
+        if not resume:
+            run_info = {"config": cfg.to_obj(), "created": _now(), "arch": arch.to_obj(),
+                        "source": {"classes": list(source.class_names), "channels": source.channels,
+                                   "image_size": list(source.image_size),
+                                   "fingerprint": source.fingerprint},
+                        "tool": f"sldpack {sldpack.__version__}", "torch": torch.__version__}
+            atomic_write_bytes(rd / "run.json", (json.dumps(run_info, indent=1) + "\n").encode())
+        log.write(event="resume" if resume else "start", iteration=start, total=cfg.iterations,
+                  device=str(dev), threads=torch.get_num_threads(), images=m_images, steps=sched.total,
+                  processes=dist.world_size, unroll=cfg.unroll)
+    set_inner_mode(module)
+    return _RunState(cfg=cfg, source=source, dev=dev, dist=dist, rd=rd, ckpt_path=ckpt_path, log=log, arch=arch,
+                     init=init, sched=sched, m_images=m_images, module=module, theta0=theta0,
+                     theta0_digests=theta0_digests, transform="softmax" if cfg.mode == "sldd" else "identity",
+                     images=images, labels=labels, lrs=lrs, opt=opt, rng=rng, best=best, start=start,
+                     elapsed0=elapsed0, prev=(images.detach().clone(), labels.detach().clone(),
+                                              lrs.detach().clone()))
+
+
+def _real_batch(s: _RunState) -> tuple[Tensor, Tensor]:
+    """This rank's share of the iteration's real batch. Every rank draws the whole global batch from the
+    shared stream (so the stream, and a checkpoint of it, do not depend on the world size) and keeps its
+    contiguous share."""
+    xr_np, yr_np = s.source.sample(s.cfg.batch_real, s.rng, balanced=s.cfg.balanced)
+    lo, hi = shard_bounds(s.cfg.batch_real, s.dist.rank, s.dist.world_size)
+    xr = torch.from_numpy(np.ascontiguousarray(xr_np[lo:hi], dtype=np.float32)).to(s.dev)
+    yr = torch.from_numpy(np.asarray(yr_np[lo:hi], dtype=np.int64)).to(s.dev)
+    return xr, yr
+
+
+def _outer_step(s: _RunState, it: int, progress: Callable[[Progress], None] | None) -> float:
+    """One outer iteration: real batch, hypergradient (graph or recompute), all-reduce, Adam step, log,
+    checkpoint. Returns the (global) outer loss."""
+    cfg = s.cfg
+    xr, yr = _real_batch(s)
+    bufs = scratch_buffers(s.module)
+    k_global = cfg.batch_real
+
+    def outer(theta: Mapping[str, Tensor]) -> Tensor:
+        logits = functional_call(s.module, (dict(theta), bufs), (xr,), tie_weights=False, strict=True)
+        if not s.dist.active:
+            return torch.nn.functional.cross_entropy(logits, yr)
+        # the share's sum over the global K: the ranks' losses (and gradients) add up to the global mean
+        return torch.nn.functional.cross_entropy(logits, yr, reduction="sum") / k_global
+
+    with torch.enable_grad():
+        targets = apply_label_transform(s.labels, s.transform)
+    shard = (ImageShard(s.dist.rank, s.dist.world_size, s.dist.all_reduce_sum)
+             if cfg.shard_images and s.dist.active else None)
+    hg = hypergradient(s.module, s.theta0, bufs, s.images, targets, s.lrs, s.sched, outer, mode=cfg.unroll,
+                       checkpoint_every=cfg.unroll_checkpoint, shard=shard)
+    if shard is None:  # every rank has the whole hypergradient of its real share: sum them
+        loss_t, gx, gp, ga = s.dist.all_reduce_sum([hg.loss.reshape(1).to(hg.images.dtype), hg.images,
+                                                    hg.targets, hg.lrs])
+    else:  # already summed inside the sharded walk
+        loss_t, gx, gp, ga = hg.loss.reshape(1), hg.images, hg.targets, hg.lrs
+    grads: list[Tensor] = [gx, ga]
+    if cfg.mode == "sldd":
+        # chain rule through the label transform, once per iteration (not once per inner step)
+        (gy,) = torch.autograd.grad(targets, [s.labels], grad_outputs=[gp])
+        grads.append(gy)
+    lv = float(loss_t[0])
+    if not math.isfinite(lv) or not all(bool(torch.isfinite(g).all()) for g in grads):
+        kept = s.ckpt_path is not None and s.ckpt_path.is_file()
+        raise UsageError(f"distillation diverged at iteration {it + 1} (loss {lv}); start again with "
+                         "a lower --inner-lr or --lr" + (f" ({s.ckpt_path} holds the state of the last "
+                                                         "checkpoint)" if kept else ""))
+    learn = [s.images, s.lrs] + ([s.labels] if cfg.mode == "sldd" else [])
+    for p, g in zip(learn, grads, strict=True):
+        p.grad = g.detach().clone()
+    s.opt.step()
+    s.opt.zero_grad(set_to_none=True)
+    done = it + 1
+    s.losses.append(lv)
+    # the loss was measured for the iterate *before* this step; the EMA tracks the run's state
+    s.best.update(done - 1, lv, cfg.ema, s.prev[0], s.prev[1], s.prev[2])
+    s.prev = (s.images.detach().clone(), s.labels.detach().clone(), s.lrs.detach().clone())
+    elapsed = s.elapsed0 + time.perf_counter() - s.t_start
+    if s.dist.is_main:
+        if s.rd is not None and (done % cfg.log_every == 0 or done == cfg.iterations):
+            a = s.lrs.detach()
+            s.log.write(iteration=done, loss=lv, ema=s.best.ema, lr_mean=float(a.mean()), lr_min=float(a.min()),
+                        lr_max=float(a.max()), elapsed_s=round(elapsed, 3))
+        if s.ckpt_path is not None and ((cfg.checkpoint_every and done % cfg.checkpoint_every == 0)
+                                        or done == cfg.iterations):
+            _save_checkpoint(s.ckpt_path, cfg=cfg, iteration=done, images=s.images, labels=s.labels, lrs=s.lrs,
+                             opt=s.opt, rng=s.rng, elapsed=elapsed, best=s.best)
+        if progress is not None:
+            rate = (time.perf_counter() - s.t_start) / (done - s.start)
+            progress(Progress(done, cfg.iterations, lv, elapsed, rate * (cfg.iterations - done)))
+    return lv
+
+
 def distill(source: RealSource, config: DistillConfig, *, run_dir: str | Path | None = None, resume: bool = False,
             progress: Callable[[Progress], None] | None = None,
-            on_iteration: Callable[[int, float], None] | None = None) -> DistillResult:
+            on_iteration: Callable[[int, float], None] | None = None,
+            on_phase: Callable[[Phase], None] | None = None) -> DistillResult:
     """Learn a distilled set from ``source`` and (with ``run_dir``) write the run's files and ``.sldp``.
+
+    Under ``torchrun`` (or ``sldp distill --nproc N``) every process calls this with the same arguments;
+    see :mod:`sldpack.nn.distributed`. Rank 0 alone writes files and calls ``progress``/``on_phase``;
+    the other ranks return a result whose module is replayed from rank 0's file contents.
 
     Args:
         source: real data (see :class:`~sldpack.pipelines.sources.RealSource`).
@@ -473,10 +678,11 @@ def distill(source: RealSource, config: DistillConfig, *, run_dir: str | Path | 
         run_dir: directory for ``run.json``, ``log.jsonl``, ``checkpoint.pt``, ``final/``,
             ``distilled.sldp``, ``montage.png``; ``None`` keeps everything in memory (tests, notebooks).
         resume: continue from ``run_dir/checkpoint.pt`` (same settings, except iterations/device/
-            checkpoint_every/log_every).
+            checkpoint_every/log_every/select/unroll/unroll_checkpoint); any number of processes.
         progress: called after every iteration.
         on_iteration: called with (iterations done, loss) after every iteration and its checkpoint;
             an exception raised here stops the run (the last checkpoint stays valid).
+        on_phase: called when each phase after the last iteration starts and ends (with its time).
 
     Returns:
         The result; ``result.sldp_path`` is set when a run directory was given.
@@ -492,147 +698,108 @@ def distill(source: RealSource, config: DistillConfig, *, run_dir: str | Path | 
     ckpt_path = rd / "checkpoint.pt" if rd is not None else None
     if resume and (ckpt_path is None or not ckpt_path.is_file()):
         raise UsageError(f"--resume: no checkpoint at {ckpt_path}")
-    if rd is not None:
-        rd.mkdir(parents=True, exist_ok=True)
-        if not resume and ckpt_path is not None and ckpt_path.exists():
-            raise UsageError(f"{rd} already holds a run (checkpoint.pt); use --resume or another --out")
     k = source.num_classes
     if cfg.batch_real < k and cfg.balanced:
         raise UsageError(f"a balanced real batch needs K >= number of classes ({k}), got {cfg.batch_real}")
-
-    arch = _arch_spec(cfg, source)
-    init = InitSpec(seed=cfg.seed, scheme=cfg.init_scheme)
-    m_images, classes = _layout(cfg, k)
-    sched: Schedule = make_schedule(cfg.schedule, num_images=m_images, steps=cfg.steps, epochs=cfg.epochs)
-    log = _Log(rd / "log.jsonl" if rd is not None else None)
-    try:
-        with deterministic(dev):
-            module, theta0_digests = build_module(arch, init, device=dev)
-            theta0 = {n: p.detach().clone() for n, p in module.named_parameters()}
-
-            start = 0
-            elapsed0 = 0.0
-            rng = np.random.default_rng([cfg.seed, 1])
-            best = _Best()
-            if resume:
-                assert ckpt_path is not None
-                st = _load_checkpoint(ckpt_path)
-                _check_resume_config(DistillConfig.from_obj(json.loads(st["config"])), cfg)
-                start = int(st["iteration"])
-                log.drop_after(start)
-                elapsed0 = float(st["elapsed"])
-                x0, y0, a0 = st["images"], st["labels"], st["lrs"]
-                rng.bit_generator.state = json.loads(st["rng"])
-                best = _Best.from_state(st["best"])
-            else:
-                x0 = torch.from_numpy(_initial_images(cfg, source, classes))
-                y0 = torch.from_numpy(_initial_labels(cfg, classes, k))
-                a0 = torch.full((sched.total,), float(cfg.inner_lr), dtype=torch.float32)
-            images = x0.to(dev, torch.float32).clone().requires_grad_(True)
-            labels = y0.to(dev, torch.float32).clone().requires_grad_(cfg.mode == "sldd")
-            lrs = a0.to(dev, torch.float32).clone().requires_grad_(True)
-            groups: list[dict[str, Any]] = [{"params": [images], "lr": cfg.lr},
-                                            {"params": [lrs], "lr": cfg.lr_lrs if cfg.lr_lrs is not None
-                                             else cfg.lr / 10}]
-            if cfg.mode == "sldd":
-                groups.append({"params": [labels], "lr": cfg.lr_labels if cfg.lr_labels is not None else cfg.lr})
-            opt = torch.optim.Adam(groups)
-            if resume:
-                opt.load_state_dict(st["optimizer"])
-            if rd is not None:
-                if not resume:
-                    run_info = {"config": cfg.to_obj(), "created": _now(), "arch": arch.to_obj(),
-                                "source": {"classes": list(source.class_names), "channels": source.channels,
-                                           "image_size": list(source.image_size),
-                                           "fingerprint": source.fingerprint},
-                                "tool": f"sldpack {sldpack.__version__}", "torch": torch.__version__}
-                    atomic_write_bytes(rd / "run.json", (json.dumps(run_info, indent=1) + "\n").encode())
-                log.write(event="resume" if resume else "start", iteration=start, total=cfg.iterations,
-                          device=str(dev), threads=torch.get_num_threads(), images=m_images, steps=sched.total)
-
-            transform = "softmax" if cfg.mode == "sldd" else "identity"
-            set_inner_mode(module)
-            losses: list[float] = []
-            t_start = time.perf_counter()
-            learn = [images, lrs] + ([labels] if cfg.mode == "sldd" else [])
-            prev = (images.detach().clone(), labels.detach().clone(), lrs.detach().clone())
-            for it in range(start, cfg.iterations):
-                xr_np, yr_np = source.sample(cfg.batch_real, rng, balanced=cfg.balanced)
-                xr = torch.from_numpy(np.ascontiguousarray(xr_np, dtype=np.float32)).to(dev)
-                yr = torch.from_numpy(np.asarray(yr_np, dtype=np.int64)).to(dev)
-                bufs = scratch_buffers(module)
-                targets = apply_label_transform(labels, transform)
-                theta = unroll(module, theta0, bufs, images, targets, lrs, sched, differentiable=True)
-                logits = functional_call(module, (theta, bufs), (xr,), tie_weights=False, strict=True)
-                loss = torch.nn.functional.cross_entropy(logits, yr)
-                grads = torch.autograd.grad(loss, learn)
-                lv = float(loss.detach())
-                if not math.isfinite(lv) or not all(bool(torch.isfinite(g).all()) for g in grads):
-                    kept = ckpt_path is not None and ckpt_path.is_file()
-                    raise UsageError(f"distillation diverged at iteration {it + 1} (loss {lv}); start again with "
-                                     "a lower --inner-lr or --lr" + (f" ({ckpt_path} holds the state of the last "
-                                                                     "checkpoint)" if kept else ""))
-                for p, g in zip(learn, grads, strict=True):
-                    p.grad = g
-                opt.step()
-                opt.zero_grad(set_to_none=True)
-                done = it + 1
-                losses.append(lv)
-                # the loss was measured for the iterate *before* this step; the EMA tracks the run's state
-                best.update(done - 1, lv, cfg.ema, prev[0], prev[1], prev[2])
-                prev = (images.detach().clone(), labels.detach().clone(), lrs.detach().clone())
-                elapsed = elapsed0 + time.perf_counter() - t_start
-                if rd is not None and (done % cfg.log_every == 0 or done == cfg.iterations):
-                    a = lrs.detach()
-                    log.write(iteration=done, loss=lv, ema=best.ema, lr_mean=float(a.mean()), lr_min=float(a.min()),
-                              lr_max=float(a.max()), elapsed_s=round(elapsed, 3))
-                if ckpt_path is not None and ((cfg.checkpoint_every and done % cfg.checkpoint_every == 0)
-                                              or done == cfg.iterations):
-                    _save_checkpoint(ckpt_path, cfg=cfg, iteration=done, images=images, labels=labels, lrs=lrs,
-                                     opt=opt, rng=rng, elapsed=elapsed, best=best)
-                if progress is not None:
-                    rate = (time.perf_counter() - t_start) / (done - start)
-                    progress(Progress(done, cfg.iterations, lv, elapsed, rate * (cfg.iterations - done)))
-                if on_iteration is not None:
-                    on_iteration(done, lv)
-
-            chosen = cfg.iterations
-            if cfg.select == "best" and best.images is not None and best.labels is not None \
-                    and best.lrs is not None:
-                chosen = best.iteration
-                images, labels, lrs = (best.images.to(dev), best.labels.to(dev), best.lrs.to(dev))
-            log.write(event="select", rule=cfg.select, iteration=chosen,
-                      ema=None if cfg.select == "last" else best.best_ema)
-            result = _finish(cfg, source, module, theta0, theta0_digests, arch, init, sched, images, labels,
-                             lrs, transform, rng_seed=cfg.seed, dev=dev, selected_iteration=chosen)
-            result.losses = losses
-            result.resumed_from = start
-            if rd is not None:
-                _write_outputs(rd, result, source)
-                log.write(event="done", iteration=cfg.iterations, sldp=str(result.sldp_path),
-                          theta_opt_sha256=result.manifest.replay.theta_opt_sha256 if result.manifest.replay
-                          else None)
-            return result
-    finally:
-        log.close()
+    with distributed_session(dev) as dist:
+        if dist.active and dev.type == "cuda":
+            dev = torch.device("cuda", dist.local_rank)
+        shard_bounds(cfg.batch_real, dist.rank, dist.world_size)  # K >= world size, before any collective
+        if rd is not None and dist.is_main:
+            rd.mkdir(parents=True, exist_ok=True)
+            if not resume and ckpt_path is not None and ckpt_path.exists():
+                raise UsageError(f"{rd} already holds a run (checkpoint.pt); use --resume or another --out")
+        log = _Log(rd / "log.jsonl" if rd is not None and dist.is_main else None)
+        try:
+            with deterministic(dev):
+                s = _start_or_resume(source, cfg, rd, resume, dev, dist, log)
+                s.t_start = time.perf_counter()
+                for it in range(s.start, cfg.iterations):
+                    lv = _outer_step(s, it, progress if dist.is_main else None)
+                    if on_iteration is not None:
+                        on_iteration(it + 1, lv)
+                chosen = _select(s)
+                if not dist.is_main:
+                    return _follow_main(s, rd)
+                result = _finish(s, selected_iteration=chosen, on_phase=on_phase)
+                result.losses = s.losses
+                result.resumed_from = s.start
+                if rd is not None:
+                    _timed_phase(s, on_phase, "write", f"writing {rd / 'distilled.sldp'}, final/ and montage",
+                                 lambda: _write_outputs(rd, result, source))
+                    log.write(event="done", iteration=cfg.iterations, sldp=str(result.sldp_path),
+                              theta_opt_sha256=result.manifest.replay.theta_opt_sha256 if result.manifest.replay
+                              else None)
+                dist.broadcast_object((result.manifest, {n: (t.role, np.asarray(t.array))
+                                                                  for n, t in result.tensors.items()}))
+                return result
+        finally:
+            log.close()
 
 
-def _finish(cfg: DistillConfig, source: RealSource, module: nn.Module, theta0: Mapping[str, Tensor],
-            theta0_digests: Mapping[str, str], arch: ArchSpec, init: InitSpec, sched: Schedule,
-            images: Tensor, labels: Tensor, lrs: Tensor, transform: str, *, rng_seed: int,
-            dev: torch.device, selected_iteration: int) -> DistillResult:
+def _select(s: _RunState) -> int:
+    """Apply the iterate selection rule: returns the chosen iteration and loads its data into ``s``."""
+    chosen = s.cfg.iterations
+    b = s.best
+    if s.cfg.select == "best" and b.images is not None and b.labels is not None and b.lrs is not None:
+        chosen = b.iteration
+        s.images, s.labels, s.lrs = (b.images.to(s.dev), b.labels.to(s.dev), b.lrs.to(s.dev))
+    s.log.write(event="select", rule=s.cfg.select, iteration=chosen,
+                ema=None if s.cfg.select == "last" else b.best_ema)
+    return chosen
+
+
+def _follow_main(s: _RunState, rd: Path | None) -> DistillResult:
+    """A non-zero rank: receive rank 0's manifest and tensors and replay them (cheap: T steps)."""
+    manifest, arrays = s.dist.broadcast_object(None)
+    tensors = {n: sldpack.Tensor(role, arr) for n, (role, arr) in arrays.items()}
+    res = replay_arrays(manifest, {n: a for n, (_r, a) in arrays.items()}, device=s.dev)
+    return DistillResult(manifest=manifest, tensors=tensors, module=res.module, losses=s.losses,
+                         sldp_path=(rd / "distilled.sldp") if rd is not None else None, resumed_from=s.start)
+
+
+_T = TypeVar("_T")
+
+
+def _timed_phase(s: _RunState, on_phase: Callable[[Phase], None] | None, name: str, detail: str,
+                 fn: Callable[[], _T]) -> _T:
+    """Run one final phase, announcing it (callback + log) before and with its duration after."""
+    if on_phase is not None:
+        on_phase(Phase(name, detail))
+    t0 = time.perf_counter()
+    out = fn()
+    sec = time.perf_counter() - t0
+    s.log.write(event="phase", phase=name, seconds=round(sec, 3))
+    if on_phase is not None:
+        on_phase(Phase(name, detail, sec))
+    return out
+
+
+def _finish(s: _RunState, *, selected_iteration: int, on_phase: Callable[[Phase], None] | None = None
+            ) -> DistillResult:
     """theta_opt via the replay path, theta_bn on real data, manifest, fingerprint on the CPU."""
-    x = images.detach().to(torch.float32)
-    y = labels.detach().to(torch.float32)
-    a = lrs.detach().to(torch.float32)
+    cfg, source, module, sched = s.cfg, s.source, s.module, s.sched
+    dev = torch.device(s.dev.type)  # "cuda", not the rank's "cuda:N": nothing machine-specific in the file
+    arch, init, theta0_digests, transform = s.arch, s.init, s.theta0_digests, s.transform
+    x = s.images.detach().to(torch.float32)
+    y = s.labels.detach().to(torch.float32)
+    a = s.lrs.detach().to(torch.float32)
     set_inner_mode(module)
-    theta = unroll(module, theta0, scratch_buffers(module), x, apply_label_transform(y, transform), a, sched,
-                   differentiable=False)
-    with torch.no_grad():
-        for n, p in module.named_parameters():
-            p.copy_(theta[n])
-    measure_bn_stats(module, source, batches=cfg.bn_batches, batch_size=cfg.bn_batch_size,
-                     rng=np.random.default_rng([rng_seed, 3]))
+
+    def theta_opt() -> None:
+        theta = unroll(module, s.theta0, scratch_buffers(module), x, apply_label_transform(y, transform), a, sched,
+                       differentiable=False)
+        with torch.no_grad():
+            for n, p in module.named_parameters():
+                p.copy_(theta[n])
+
+    _timed_phase(s, on_phase, "theta_opt", f"re-deriving theta_opt ({sched.total} inner steps, no graph)",
+                 theta_opt)
+    if any(isinstance(m_, nn.modules.batchnorm._BatchNorm) for m_ in module.modules()):
+        _timed_phase(s, on_phase, "theta_bn", f"measuring theta_bn on {cfg.bn_batches} x {cfg.bn_batch_size} "
+                     "real images", lambda: measure_bn_stats(module, source, batches=cfg.bn_batches,
+                                                             batch_size=cfg.bn_batch_size,
+                                                             rng=np.random.default_rng([cfg.seed, 3])))
     module.eval()
     tensors: dict[str, sldpack.Tensor] = {
         "images": sldpack.Tensor("images", x.cpu().numpy().copy()),
@@ -642,7 +809,8 @@ def _finish(cfg: DistillConfig, source: RealSource, module: nn.Module, theta0: M
     bufs = dict(module.named_buffers())
     for n in buffer_names(module):
         tensors[f"bn.{n}"] = sldpack.Tensor("bn_stats", bufs[n].detach().cpu().numpy().copy())
-    options = {k: v for k, v in cfg.to_obj().items() if k not in ("device",)}
+    # device and unroll strategy change how the run is computed, not what it computes: not recorded
+    options = {k: v for k, v in cfg.to_obj().items() if k not in _NOT_RECORDED}
     options.update({"update": "theta - (lr * grad)", "outer_loss": "cross_entropy(hard labels, real batch, "
                     "inner mode)", "optimizer": "adam", "theta_bn": {
                         "procedure": "reset, momentum=None (cumulative), inner mode, no grad",
@@ -663,9 +831,12 @@ def _finish(cfg: DistillConfig, source: RealSource, module: nn.Module, theta0: M
         labels=LabelSpec(names=tuple(source.class_names)),
         preprocessing=source.preprocessing,
     )
-    manifest = replace(manifest, replay=fingerprint_for(manifest, {n: t.array for n, t in tensors.items()},
-                                                        probe_seed=cfg.seed, probe_count=cfg.probe_count,
-                                                        threads=cfg.fingerprint_threads))
+    arrays = {n: t.array for n, t in tensors.items()}
+    fp = _timed_phase(s, on_phase, "fingerprint", f"replay fingerprint (CPU, {cfg.fingerprint_threads} thread(s), "
+                      f"{sched.total} steps)", lambda: fingerprint_for(manifest, arrays, probe_seed=cfg.seed,
+                                                                         probe_count=cfg.probe_count,
+                                                                         threads=cfg.fingerprint_threads))
+    manifest = replace(manifest, replay=fp)
     return DistillResult(manifest=manifest, tensors=tensors, module=module, losses=[])
 
 

@@ -32,11 +32,14 @@ from sldpack.errors import UsageError
 __all__ = [
     "Schedule",
     "apply_label_transform",
+    "inner_grad",
+    "inner_step",
     "make_schedule",
     "scratch_buffers",
     "set_inner_mode",
     "soft_cross_entropy",
     "stack_lrs",
+    "step_index",
     "theta0_params",
     "unroll",
 ]
@@ -193,11 +196,7 @@ def unroll(
     if lrs.ndim != 1 or lrs.shape[0] != schedule.total:
         raise UsageError(f"need {schedule.total} learning rates (steps x epochs), got shape {tuple(lrs.shape)}")
     schedule.validate(int(images.shape[0]))
-    device = images.device
-    m = int(images.shape[0])
-    # a step that uses every image in order needs no gather (and no scatter-add in the backward pass)
-    index: list[Tensor | None] = [None if tuple(idx) == tuple(range(m)) else
-                                  torch.tensor(idx, dtype=torch.long, device=device) for idx in schedule.indices]
+    index = step_index(schedule, int(images.shape[0]), images.device)
     names = list(params)
     theta: dict[str, Tensor] = {}
     for n in names:
@@ -208,33 +207,91 @@ def unroll(
     for e in range(schedule.epochs):
         for s in range(schedule.steps):
             i = e * schedule.steps + s
-            ix = index[s]
-            x = images if ix is None else images[ix]
-            p_t = targets if ix is None else targets[ix]
-            with torch.enable_grad():
-                logits = functional_call(module, (theta, dict(buffers)), (x,), tie_weights=False, strict=True)
-                loss = soft_cross_entropy(logits, p_t)
-                grads = torch.autograd.grad(loss, [theta[n] for n in names], create_graph=differentiable,
-                                            allow_unused=True)
-            gmap = dict(zip(names, grads, strict=True))
-            lr = lrs[i]
-            new: dict[str, Tensor] = {}
-            for n in names:
-                g = gmap.get(n)
-                if g is None:
-                    new[n] = theta[n]  # the parameter does not influence L_i: it keeps its value
-                elif differentiable:
-                    new[n] = theta[n] - lr * g
-                else:
-                    with torch.no_grad():
-                        upd = theta[n] - lr.detach() * g
-                    new[n] = upd.requires_grad_(True)
-            theta = new
+            theta, loss = inner_step(module, theta, buffers, images, targets, lrs[i], index[s],
+                                     differentiable=differentiable)
             if on_step is not None:
                 on_step(i, loss.detach())
     if not differentiable:
         theta = {n: t.detach() for n, t in theta.items()}
     return theta
+
+
+def step_index(schedule: Schedule, num_images: int, device: torch.device) -> list[Tensor | None]:
+    """Per step, the image indices as a tensor, or ``None`` when the step uses every image in order
+    (no gather, and no scatter-add in the backward pass)."""
+    full = tuple(range(num_images))
+    return [None if tuple(idx) == full else torch.tensor(idx, dtype=torch.long, device=device)
+            for idx in schedule.indices]
+
+
+def inner_grad(
+    module: nn.Module,
+    theta: Mapping[str, Tensor],
+    buffers: Mapping[str, Tensor],
+    images: Tensor,
+    targets: Tensor,
+    index: Tensor | None,
+    *,
+    create_graph: bool,
+) -> tuple[list[Tensor | None], Tensor]:
+    """The inner loss L_i of one step and its gradient w.r.t. theta (``None`` where a parameter is unused).
+
+    Args:
+        theta: current parameters by name; each must require grad (a leaf or part of a graph).
+        index: the step's image indices (all images in order when ``None``).
+        create_graph: keep the graph of the gradient (for second derivatives).
+
+    Returns:
+        (gradients in ``theta``'s order, the loss).
+    """
+    names = list(theta)
+    x = images if index is None else images[index]
+    p_t = targets if index is None else targets[index]
+    with torch.enable_grad():
+        logits = functional_call(module, (dict(theta), dict(buffers)), (x,), tie_weights=False, strict=True)
+        loss = soft_cross_entropy(logits, p_t)
+        grads = torch.autograd.grad(loss, [theta[n] for n in names], create_graph=create_graph,
+                                    allow_unused=True)
+    return list(grads), loss
+
+
+def inner_step(
+    module: nn.Module,
+    theta: Mapping[str, Tensor],
+    buffers: Mapping[str, Tensor],
+    images: Tensor,
+    targets: Tensor,
+    lr: Tensor,
+    index: Tensor | None,
+    *,
+    differentiable: bool,
+) -> tuple[dict[str, Tensor], Tensor]:
+    """One inner SGD step ``theta - (lr * grad_theta L)`` on the images ``index`` names (all when ``None``).
+
+    This and :func:`inner_grad` are the single definition of the step: :func:`unroll` (graph mode and
+    replay) and the recompute hypergradient (:mod:`sldpack.nn.hypergrad`) both use them, so their math
+    cannot drift apart.
+
+    Args:
+        theta: current parameters by name; each must require grad (a leaf or part of a graph).
+        differentiable: keep the graph of the step (``create_graph``) so the result is a differentiable
+            function of theta, images, targets and lr; otherwise the result is a fresh detached leaf.
+
+    Returns:
+        (theta_next by name, the inner loss L_i).
+    """
+    grads, loss = inner_grad(module, theta, buffers, images, targets, index, create_graph=differentiable)
+    new: dict[str, Tensor] = {}
+    for n, g in zip(theta, grads, strict=True):
+        if g is None:
+            new[n] = theta[n]  # the parameter does not influence L_i: it keeps its value
+        elif differentiable:
+            new[n] = theta[n] - lr * g
+        else:
+            with torch.no_grad():
+                upd = theta[n] - lr.detach() * g
+            new[n] = upd.requires_grad_(True)
+    return new, loss
 
 
 def theta0_params(module: nn.Module) -> dict[str, Tensor]:

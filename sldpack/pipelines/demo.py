@@ -330,7 +330,8 @@ def run_demo(config: DemoConfig, out: str | Path, *, log: Log | None = None,
     src = PatchSource.from_image_set(train, settings)
     run_dir = root / "run"
     dcfg = DistillConfig(arch=cfg.arch, arch_options={"depth": cfg.depth, "width": cfg.width},
-                         batchnorm=cfg.batchnorm, mode=cfg.mode, images_per_class=cfg.images_per_class,
+                         batchnorm=cfg.batchnorm, mode="dd" if cfg.mode == "dd" else "sldd",
+                         images_per_class=cfg.images_per_class,
                          steps=cfg.steps, epochs=cfg.epochs, iterations=cfg.iterations, batch_real=cfg.batch_real,
                          lr=cfg.lr, inner_lr=cfg.inner_lr, seed=cfg.seed, device=cfg.device,
                          checkpoint_every=cfg.checkpoint_every, bn_batches=8, bn_batch_size=64)
