@@ -30,9 +30,11 @@ def atomic_writer(path: str | os.PathLike[str]) -> Iterator[IO[bytes]]:
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, target)  # atomic on POSIX and Windows
-    except BaseException:
+    except BaseException as exc:
         with contextlib.suppress(OSError):
             os.unlink(tmp)
+        if isinstance(exc, OSError) and exc.filename is None and exc.errno is not None:
+            exc.filename = str(target)  # a failed write (disk full) names the file it was writing
         raise
     # fsync the directory so the rename itself survives a power cut (POSIX only)
     if hasattr(os, "O_DIRECTORY"):

@@ -17,6 +17,7 @@ __all__ = [
     "FormatError",
     "ReplayMismatchError",
     "SldpError",
+    "SldpNotice",
     "UsageError",
     "VersionError",
 ]
@@ -109,6 +110,11 @@ class ReplayMismatchError(SldpError):
 
 class DataError(SldpError, ValueError):
     """A training/evaluation data source (npz, image folder, DICOM, CSV) is unreadable or inconsistent."""
+
+
+class SldpNotice(Warning):
+    """Something was converted on the way in and the user should know (e.g. a colour DICOM read as
+    grayscale). ``sldp`` prints it as one ``sldp: note:`` line."""
 
 
 class UsageError(SldpError, ValueError):

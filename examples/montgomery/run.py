@@ -89,7 +89,8 @@ def run_piece(piece: str, data: Path, work: Path, results: Path) -> None:
         sldp = REPO / work / piece / "distilled.sldp"
         row["file_bytes"] = sldp.stat().st_size
     else:
-        row["file_bytes"] = doc.get("saved_bytes")
+        # the full checkpoint as `sldp report` counts it (fp32 tensors), not the .safetensors file size
+        row["file_bytes"] = doc.get("checkpoint_bytes", doc.get("saved_bytes"))
         row["train_inputs"] = doc.get("train_inputs")
     with results.open("a", encoding="utf-8") as fh:
         fh.write(json.dumps(row) + "\n")

@@ -12,6 +12,8 @@ import time
 
 import click
 
+from sldpack.cli.common import check_outputs
+from sldpack.cli.options import COUNT, number
 from sldpack.errors import UsageError
 
 __all__ = ["data_group"]
@@ -26,21 +28,24 @@ def data_group() -> None:
 @click.argument("src", type=click.Path())
 @click.argument("out", type=click.Path())
 @click.option("--split", default=None, help="MedMNIST .npz only: the split to convert (train, val, test).")
-@click.option("--size", type=int, default=None, help="Resize every image (and mask) to this side.")
-@click.option("--window", type=float, nargs=2, default=None, metavar="CENTER WIDTH",
+@click.option("--size", type=COUNT, default=None, help="Resize every image (and mask) to this side.")
+@click.option("--window", type=number(), nargs=2, default=None, metavar="CENTER WIDTH",
               help="DICOM only: VOI window overriding each file's window.")
 @click.option("--overwrite", is_flag=True, help="Replace OUT if it is an existing store.")
+@click.option("--unlabelled", type=click.Choice(["error", "skip"]), default="error", show_default=True,
+              help="Folders: an image without a labels.csv row is an error, or (skip) left out.")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 def convert_cmd(src: str, out: str, split: str | None, size: int | None, window: tuple[float, float] | None,
-                overwrite: bool, as_json: bool) -> None:
+                overwrite: bool, as_json: bool, unlabelled: str) -> None:
     """Convert SRC (folder or .npz) to a store folder OUT: images.npy [N,H,W] uint8, masks.npy, labels.npy,
     names.npy and sldp_store.json. OUT is written completely or not at all."""
     from sldpack.medical.loaders import convert_to_store as convert
 
     if size is not None and size < 1:
         raise UsageError(f"--size must be >= 1, got {size}")
+    check_outputs([src], {"OUT": out})
     t0 = time.perf_counter()
-    info = convert(src, out, split=split, size=size, window=window, overwrite=overwrite)
+    info = convert(src, out, split=split, size=size, window=window, overwrite=overwrite, unlabelled=unlabelled)
     secs = time.perf_counter() - t0
     if as_json:
         click.echo(json.dumps({**info.to_dict(), "seconds": secs}, indent=2))

@@ -12,9 +12,19 @@ from typing import Any
 
 import click
 
-from sldpack.cli.common import ProgressPrinter, apply_runtime, parse_key_values
-from sldpack.cli.exit_codes import EXIT_OK, EXIT_VERIFY_FAILED
-from sldpack.cli.options import DATA_OPTION_NAMES, RUNTIME_OPTION_NAMES, data_options, runtime_options
+from sldpack.cli.common import ProgressPrinter, apply_runtime, check_outputs, parse_key_values, run_dir_lock
+from sldpack.cli.exit_codes import EXIT_INTERRUPTED, EXIT_OK, EXIT_VERIFY_FAILED
+from sldpack.cli.options import (
+    COUNT,
+    DATA_OPTION_NAMES,
+    NONNEGATIVE,
+    RATE,
+    RUNTIME_OPTION_NAMES,
+    SEED,
+    data_options,
+    number,
+    runtime_options,
+)
 from sldpack.errors import UsageError
 
 __all__ = ["distill_cmd", "pack_cmd", "replay_cmd"]
@@ -40,32 +50,32 @@ _OPT_FIELDS = {
 @click.option("--batchnorm/--no-batchnorm", default=False, show_default=True, help="Batch-norm variant.")
 @click.option("--mode", type=click.Choice(["sldd", "dd"]), default="sldd", show_default=True,
               help="sldd: learn soft labels; dd: fixed one-hot labels.")
-@click.option("--images-per-class", "-M", "images_per_class", type=int, default=1, show_default=True,
+@click.option("--images-per-class", "-M", "images_per_class", type=COUNT, default=1, show_default=True,
               help="Distilled images per class (per step with --schedule per-step).")
 @click.option("--schedule", type=click.Choice(["all", "per-step"]), default="all", show_default=True,
               help="all: every step sees all images; per-step: each step its own images.")
-@click.option("--steps", type=int, default=10, show_default=True, help="Inner steps per epoch.")
-@click.option("--epochs", type=int, default=1, show_default=True, help="Passes over the steps (T = steps x epochs).")
-@click.option("--iterations", type=int, default=300, show_default=True, help="Outer iterations (Adam steps).")
-@click.option("--batch-real", "-K", "batch_real", type=int, default=32, show_default=True,
+@click.option("--steps", type=COUNT, default=10, show_default=True, help="Inner steps per epoch.")
+@click.option("--epochs", type=COUNT, default=1, show_default=True, help="Passes over the steps (T = steps x epochs).")
+@click.option("--iterations", type=COUNT, default=300, show_default=True, help="Outer iterations (Adam steps).")
+@click.option("--batch-real", "-K", "batch_real", type=COUNT, default=32, show_default=True,
               help="Real images per outer iteration.")
-@click.option("--lr", type=float, default=0.01, show_default=True, help="Adam learning rate of the images.")
-@click.option("--label-lr", type=float, default=None, help="Adam learning rate of the labels [default: --lr].")
-@click.option("--lrs-lr", type=float, default=None, help="Adam learning rate of the step sizes [default: --lr/10].")
-@click.option("--inner-lr", type=float, default=0.1, show_default=True, help="Initial per-step learning rate.")
-@click.option("--label-init", type=float, default=2.0, show_default=True,
+@click.option("--lr", type=RATE, default=0.01, show_default=True, help="Adam learning rate of the images.")
+@click.option("--label-lr", type=RATE, default=None, help="Adam learning rate of the labels [default: --lr].")
+@click.option("--lrs-lr", type=RATE, default=None, help="Adam learning rate of the step sizes [default: --lr/10].")
+@click.option("--inner-lr", type=RATE, default=0.1, show_default=True, help="Initial per-step learning rate.")
+@click.option("--label-init", type=number(), default=2.0, show_default=True,
               help="Initial label logit of the true class (sldd).")
 @click.option("--image-init", type=click.Choice(["real", "noise"]), default="real", show_default=True,
               help="Start from real images or from noise.")
 @click.option("--balanced/--no-balanced", default=True, show_default=True, help="Class-balanced real batches.")
-@click.option("--seed", type=int, default=0, show_default=True, help="Seed of theta0 and of the run.")
+@click.option("--seed", type=SEED, default=0, show_default=True, help="Seed of theta0 and of the run.")
 @runtime_options
-@click.option("--bn-batches", type=int, default=16, show_default=True,
+@click.option("--bn-batches", type=COUNT, default=16, show_default=True,
               help="Real batches forwarded to measure theta_bn (batch-norm archs).")
 @click.option("--select", type=click.Choice(["best", "last"]), default="best", show_default=True,
               help="Write the iterate with the lowest moving-average training loss, or the last one.")
 @click.option("--out", "out", type=click.Path(file_okay=False), required=True, help="Run directory.")
-@click.option("--checkpoint-every", type=int, default=50, show_default=True,
+@click.option("--checkpoint-every", type=NONNEGATIVE, default=50, show_default=True,
               help="Iterations between crash-safe checkpoints.")
 @click.option("--resume", is_flag=True, help="Continue the run in --out from its last checkpoint.")
 @click.option("--compression", type=click.Choice(["none", "zstd"]), default="none", show_default=True)
@@ -73,9 +83,9 @@ _OPT_FIELDS = {
 @click.option("--unroll", type=click.Choice(["graph", "recompute"]), default="graph", show_default=True,
               help="graph: keep the whole unrolled graph (fastest); recompute: keep theta per step and rebuild "
               "one step's graph at a time (far less memory at large images). Same file either way.")
-@click.option("--unroll-checkpoint", type=int, default=1, show_default=True, metavar="K",
+@click.option("--unroll-checkpoint", type=COUNT, default=1, show_default=True, metavar="K",
               help="With --unroll recompute: keep only every K-th theta (memory T/K + K thetas).")
-@click.option("--nproc", type=int, default=1, show_default=True,
+@click.option("--nproc", type=COUNT, default=1, show_default=True,
               help="Data-parallel processes on this machine (gloo on CPU, NCCL on CUDA); for several machines "
               "use torchrun (README, 'Distributed distillation').")
 @click.option("--shard-images", is_flag=True, help="With --nproc/torchrun and --unroll recompute: split each "
@@ -95,16 +105,19 @@ def distill_cmd(ctx: click.Context, /, class_names: str | None, arch_option: tup
     --checkpoint-every iterations, written atomically), final/ (manifest.json + tensors.npz, the
     `sldp pack` input) and montage.png. A killed run continues with the same command plus --resume.
     """
+    import contextlib
     import dataclasses
     import os
 
-    from sldpack.nn.distill import DistillConfig, distill
     from sldpack.pipelines.inputs import DataSpec, RuntimeSpec, describe_data, open_source
 
     spec, rt = DataSpec.from_kwargs(kwargs), RuntimeSpec.from_kwargs(kwargs)
     opts = {k: v for k, v in kwargs.items() if k in _OPT_FIELDS}
     assert set(kwargs) == set(opts) | set(DATA_OPTION_NAMES) | set(RUNTIME_OPTION_NAMES), sorted(kwargs)
+    cfg: Any = None
     if worker_spec is not None:  # one of the --nproc processes: the parent resolved everything
+        from sldpack.nn.distill import DistillConfig
+
         wspec = json.loads(Path(worker_spec).read_text())
         cfg = DistillConfig.from_obj(wspec["config"])
         spec, rt = DataSpec(**wspec["data"]), RuntimeSpec(**wspec["runtime"])
@@ -119,44 +132,36 @@ def distill_cmd(ctx: click.Context, /, class_names: str | None, arch_option: tup
         for line in describe_data(spec, opened):
             click.echo(line, err=True)
     run_dir = Path(out)
+    check_outputs([spec.data], {"--out": out})
     fields: dict[str, Any] = {_OPT_FIELDS[k]: v for k, v in opts.items()}
     fields["arch_options"] = parse_key_values(arch_option, option="--arch-option")
-    if worker_spec is not None:
-        pass
-    elif resume:
-        run_json = run_dir / "run.json"
-        if not run_json.is_file():
-            raise UsageError(f"--resume: {run_json} not found")
-        info = json.loads(run_json.read_text())
-        recorded = DistillConfig.from_obj(info["config"])
-        src_fp = info.get("source", {}).get("fingerprint")
-        if src_fp and source.fingerprint and src_fp != source.fingerprint:
-            raise UsageError("--resume with different data: the source fingerprint differs from run.json")
-        # options typed on this command line override the recorded ones; distill() rejects the changes
-        # that would alter the trajectory so far
-        explicit = {
-            _OPT_FIELDS[k]: v for k, v in opts.items()
-            if ctx.get_parameter_source(k) not in (click.core.ParameterSource.DEFAULT, None)
-        }
-        if arch_option:
-            explicit["arch_options"] = fields["arch_options"]
-        cfg = DistillConfig.from_obj({**recorded.to_obj(), **explicit})
-    else:
-        cfg = DistillConfig(**fields)
-    if nproc < 1:
-        raise UsageError(f"--nproc must be >= 1, got {nproc}")
-    if nproc > 1:
-        # the data were loaded above only to report bad input once, here; each worker loads its own copy
-        del source
-        _launch_workers(nproc, cfg, dataclasses.asdict(spec), dataclasses.asdict(rt), class_names, out, resume,
-                        quiet)
-        return
-    if not quiet:
-        m = cfg.images_per_class * source.num_classes * (cfg.steps if cfg.schedule == "per-step" else 1)
-        click.echo(f"distilling {m} images ({cfg.mode}, {cfg.arch}, T={cfg.steps * cfg.epochs}) from "
-                   f"{source.num_classes} classes {list(source.class_names)}; run dir {run_dir}", err=True)
-    res = distill(source, cfg, run_dir=run_dir, resume=resume, progress=ProgressPrinter("iter", quiet).from_distill,
-                  on_phase=None if quiet else _print_phase)
+    # one process (group) per run directory: a second one exits 2 naming the holder; the kernel releases
+    # the lock when the holder dies, however it dies. The --nproc parent (or torchrun's rank 0) holds it
+    # for its workers.
+    owner = worker_spec is None and os.environ.get("RANK", "0") == "0"
+    lock = run_dir_lock(run_dir) if owner else contextlib.nullcontext(run_dir)
+    with lock:
+        try:
+            if cfg is None:
+                cfg = _resolve_config(ctx, source, fields, opts, arch_option, run_dir, resume)
+            if nproc > 1:
+                # the data were loaded above only to report bad input once, here; each worker loads its own
+                del source
+                _launch_workers(nproc, cfg, dataclasses.asdict(spec), dataclasses.asdict(rt), class_names, out,
+                                resume, quiet)
+                return
+            res = _run(cfg, source, run_dir, resume, quiet)
+        except KeyboardInterrupt:
+            if not owner:
+                raise
+            ck = run_dir / "checkpoint.pt"
+            if ck.is_file():
+                click.echo(f"sldp distill: interrupted; the last checkpoint is kept in {ck}. Resume with:\n"
+                           f"  {_resume_command(ctx, out)}", err=True)
+            else:
+                click.echo("sldp distill: interrupted before the first checkpoint; start again (without "
+                           "--resume)", err=True)
+            sys.exit(EXIT_INTERRUPTED)
     if os.environ.get("RANK", "0") != "0":
         return
     fp = res.manifest.replay
@@ -166,6 +171,65 @@ def distill_cmd(ctx: click.Context, /, class_names: str | None, arch_option: tup
     if fp is not None:
         click.echo(f"theta_opt sha256 {fp.theta_opt_sha256}")
     click.echo(f"montage {run_dir / 'montage.png'}")
+
+
+def _resume_command(ctx: click.Context, out: str) -> str:
+    """The command line that resumes this run: the data options given, --out and --resume (the rest of
+    the settings come from run.json)."""
+    import shlex
+
+    words = ["sldp", "distill"]
+    for name in (*DATA_OPTION_NAMES, "class_names"):
+        if ctx.get_parameter_source(name) not in (click.core.ParameterSource.DEFAULT, None):
+            words += ["--" + name.replace("_", "-"), str(ctx.params[name])]
+    words += ["--out", out, "--resume"]
+    return " ".join(shlex.quote(w) for w in words)
+
+
+def _resolve_config(ctx: click.Context, source: Any, fields: dict[str, Any], opts: dict[str, Any],
+                    arch_option: tuple[str, ...], run_dir: Path, resume: bool) -> Any:
+    """The run's DistillConfig: the options typed, or (--resume) run.json's with the typed ones on top."""
+    from sldpack.nn.distill import DistillConfig
+
+    if not resume:
+        return DistillConfig(**fields)
+    run_json = run_dir / "run.json"
+    if not run_json.is_file():
+        raise UsageError(f"--resume: {run_json} not found")
+    info = json.loads(run_json.read_text())
+    recorded = DistillConfig.from_obj(info["config"])
+    src_fp = info.get("source", {}).get("fingerprint")
+    if src_fp and source.fingerprint and src_fp != source.fingerprint:
+        raise UsageError("--resume with different data: the source fingerprint differs from run.json")
+    # options typed on this command line override the recorded ones; distill() rejects the changes
+    # that would alter the trajectory so far
+    explicit = {
+        _OPT_FIELDS[k]: v for k, v in opts.items()
+        if ctx.get_parameter_source(k) not in (click.core.ParameterSource.DEFAULT, None)
+    }
+    if arch_option:
+        explicit["arch_options"] = fields["arch_options"]
+    return DistillConfig.from_obj({**recorded.to_obj(), **explicit})
+
+
+def _run(cfg: Any, source: Any, run_dir: Path, resume: bool, quiet: bool) -> Any:
+    from sldpack.nn.distill import distill
+
+    if not quiet:
+        m = cfg.images_per_class * source.num_classes * (cfg.steps if cfg.schedule == "per-step" else 1)
+        click.echo(f"distilling {m} images ({cfg.mode}, {cfg.arch}, T={cfg.steps * cfg.epochs}) from "
+                   f"{source.num_classes} classes {list(source.class_names)}; run dir {run_dir}", err=True)
+    return distill(source, cfg, run_dir=run_dir, resume=resume, progress=ProgressPrinter("iter", quiet).from_distill,
+                   on_phase=None if quiet else _print_phase)
+
+
+def _pack_inputs(source: str, tensors: str | None) -> list[Path]:
+    """Every file `sldp pack SOURCE` may read (a run directory, its final/, a manifest.json's folder)."""
+    src = Path(source)
+    folders = [src, src / "final"] if src.is_dir() else [src.parent]
+    names = ("manifest.json", "tensors.npz", "tensors.safetensors")
+    found = [d / n for d in folders for n in names if (d / n).exists()]
+    return [*found, *([] if src.is_dir() else [src]), *([Path(tensors)] if tensors else [])]
 
 
 def _print_phase(p: Any) -> None:
@@ -206,7 +270,8 @@ def _launch_workers(nproc: int, cfg: Any, data: dict[str, Any], runtime: dict[st
               help="Tensor file when SOURCE is a manifest.json (.npz or .safetensors).")
 @click.option("--compression", type=click.Choice(["none", "zstd"]), default="none", show_default=True)
 @click.option("--fingerprint", "fingerprint", type=click.Choice(["auto", "always", "never"]), default="auto",
-              show_default=True, help="Replay to compute the fingerprint: when missing, always, or never.")
+              show_default=True, help="auto/always: replay and store a fresh replay fingerprint (a recorded one "
+              "is never copied unchecked); never: write the file without one.")
 def pack_cmd(source: str, out: str, tensors_path: str | None, compression: str, fingerprint: str) -> None:
     """Build a .sldp from a run directory, or from manifest.json + tensors.(npz|safetensors).
 
@@ -214,16 +279,20 @@ def pack_cmd(source: str, out: str, tensors_path: str | None, compression: str, 
     manifest.json and tensors.npz or tensors.safetensors, or a manifest.json (tensors next to it or
     given with --tensors). manifest.json is the manifest as JSON (spec/SLDP-1-replay.md, "Packing"),
     without "tensors"/"payload", plus an optional "roles" map; tensors are named images, labels, lrs
-    and bn.<buffer>. Missing theta0 digests and replay fingerprint are computed by replaying.
+    and bn.<buffer>. The replay fingerprint and theta0 digests are computed by replaying (never copied
+    from manifest.json unchecked); an unknown architecture, NaN/Inf tensors or negative step sizes are refused.
     """
     from sldpack.nn.distill import pack
 
+    check_outputs(_pack_inputs(source, tensors_path), {"--out": out})
     res = pack(source, out, tensors=tensors_path, compression=compression, fingerprint=fingerprint)
     click.echo(f"wrote {out} ({res.file_size} bytes, {len(res.manifest.tensors)} tensors)")
     for note in res.notes:
         click.echo(f"note: {note}", err=True)
     fp = res.manifest.replay
-    click.echo("replay fingerprint: " + ("none" if fp is None else f"theta_opt sha256 {fp.theta_opt_sha256}"))
+    click.echo("replay fingerprint: " + ("none (written without one: `sldp verify --replay` has nothing to "
+                                         "compare)" if fp is None else
+                                         f"theta_opt sha256 {fp.theta_opt_sha256} (computed by this pack)"))
 
 
 @click.command("replay")
@@ -233,7 +302,7 @@ def pack_cmd(source: str, out: str, tensors_path: str | None, compression: str, 
 # cpu by default (not the data commands' auto): the replay fingerprint's reference configuration is the CPU
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="cpu", show_default=True,
               help="Where torch replays (a GPU lands 'within tolerance' at best).")
-@click.option("--threads", type=click.IntRange(min=1), default=None,
+@click.option("--threads", type=COUNT, default=None,
               help="torch CPU threads, >= 1 [default: the fingerprint's reference count].")
 @click.option("--check/--no-check", default=True, show_default=True,
               help="Compare the result with the file's replay fingerprint (exit 1 when it fails).")
@@ -248,6 +317,7 @@ def replay_cmd(file: str, out: str, device: str, threads: int | None, check: boo
     import sldpack
     from sldpack.nn.replay import replay, replay_and_verify, resolve_device, save_safetensors
 
+    check_outputs([file], {"--out": out})
     dev = resolve_device(device)
     with sldpack.open(file) as f:
         manifest = f.manifest

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import math
+import sys
 import time
 from collections.abc import Callable, Sized
 from pathlib import Path
@@ -15,12 +16,14 @@ from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 import click
 
-from sldpack.cli.common import ProgressPrinter, apply_runtime, parse_key_values
-from sldpack.cli.options import data_options, runtime_options
+from sldpack.cli.common import ProgressPrinter, apply_runtime, check_outputs, parse_key_values, run_dir_lock
+from sldpack.cli.exit_codes import EXIT_INTERRUPTED
+from sldpack.cli.options import COUNT, RATE, SEED, data_options, number, runtime_options
 from sldpack.errors import UsageError
 
 if TYPE_CHECKING:
     from sldpack.format.manifest import Preprocessing
+    from sldpack.pipelines.datasets import DataSelection
     from sldpack.pipelines.evaluate import MedicalEvaluation
 
 __all__ = ["demo_cmd", "eval_cmd", "format_evaluation", "train_cmd"]
@@ -32,12 +35,12 @@ _F = TypeVar("_F", bound=Callable[..., Any])
 
 def _eval_options(f: _F) -> _F:
     opts = [
-        click.option("--delta", type=float, default=0.4, show_default=True,
+        click.option("--delta", type=number(0.0, 1.0), default=0.4, show_default=True,
                      help="Eq. (9): image positive when Num(P)/(Num(N)+Num(P)) >= delta."),
         click.option("--windows", type=click.Choice(["auto", "labelled", "all"]), default="auto", show_default=True,
                      help="labelled: windows labelled I/N/P by the mask; all: the whole sliding grid (no mask "
                           "needed); auto: labelled when masks exist."),
-        click.option("--chunk", type=int, default=512, show_default=True, help="Patches per forward pass."),
+        click.option("--chunk", type=COUNT, default=512, show_default=True, help="Patches per forward pass."),
         click.option("--per-image", "per_image", type=click.Path(dir_okay=False), default=None,
                      help="Write per-image results to this CSV."),
         click.option("--json", "as_json", is_flag=True, help="Print one JSON document instead of the table."),
@@ -123,6 +126,7 @@ def eval_cmd(file: str, delta: float, windows: str, chunk: int, per_image: str |
     if not Path(file).is_file():
         raise UsageError(f"{file}: no such file")
     spec = DataSpec.from_kwargs(kwargs)
+    check_outputs([file, spec.data], {"--per-image": per_image})
     dev = apply_runtime(RuntimeSpec.from_kwargs(kwargs))
     from sldpack.nn.replay import replay
     from sldpack.pipelines.evaluate import evaluate
@@ -174,13 +178,13 @@ def eval_cmd(file: str, delta: float, windows: str, chunk: int, per_image: str |
 @click.option("--arch", default="convnet@1", show_default=True, help="Architecture id from the zoo.")
 @click.option("--arch-option", multiple=True, metavar="KEY=VALUE", help="Architecture option, e.g. width=64.")
 @click.option("--batchnorm/--no-batchnorm", default=False, show_default=True)
-@click.option("--per-class", type=click.IntRange(min=1), default=None, metavar="N",
+@click.option("--per-class", type=COUNT, default=None, metavar="N",
               help="Train on a random subset of N patches (images) per class instead of all "
                    "(the paper's ResNet18(3000/6000/9000) baselines).")
-@click.option("--steps", type=int, default=500, show_default=True, help="Optimiser steps.")
-@click.option("--batch-size", type=int, default=64, show_default=True, help="Class-balanced batch size.")
-@click.option("--lr", type=float, default=1e-3, show_default=True, help="Adam learning rate (cosine decay).")
-@click.option("--seed", type=int, default=0, show_default=True,
+@click.option("--steps", type=COUNT, default=500, show_default=True, help="Optimiser steps.")
+@click.option("--batch-size", type=COUNT, default=64, show_default=True, help="Class-balanced batch size.")
+@click.option("--lr", type=RATE, default=1e-3, show_default=True, help="Adam learning rate (cosine decay).")
+@click.option("--seed", type=SEED, default=0, show_default=True,
               help="Seed of theta0 (portable init), of the subset and of the batches.")
 @click.option("--save", "save", type=click.Path(dir_okay=False), default=None,
               help="Write the trained model here (.safetensors, with what `sldp eval` needs).")
@@ -199,6 +203,7 @@ def train_cmd(eval_split: str, arch: str, arch_option: tuple[str, ...], batchnor
     from sldpack.pipelines.inputs import DataSpec, RuntimeSpec, describe_data, open_source
 
     spec = DataSpec.from_kwargs(kwargs)
+    check_outputs([spec.data], {"--save": save, "--per-image": per_image})
     dev = apply_runtime(RuntimeSpec.from_kwargs(kwargs))
     if spec.source is not None and eval_split != "none":
         raise UsageError("--source data is evaluated by `sldp eval` on --data/--phantom; add --eval-split none")
@@ -206,6 +211,13 @@ def train_cmd(eval_split: str, arch: str, arch_option: tuple[str, ...], batchnor
     from sldpack.pipelines.models import save_trained_model, train_model
 
     t0 = time.perf_counter()
+    esel: DataSelection | None = None
+    if eval_split != "none":
+        # checked before training, and named as the option the user typed (not --split)
+        try:
+            esel = spec.select(eval_split)
+        except UsageError as exc:
+            raise UsageError(f"--eval-split {eval_split!r}: {exc}".replace("--split", "--eval-split")) from None
     opened = open_source(spec, spec.split_or("train"), per_class=per_class, subset_seed=seed)
     source, what = opened.source, opened.what
     n_inputs = len(source) if isinstance(source, Sized) else None
@@ -223,13 +235,16 @@ def train_cmd(eval_split: str, arch: str, arch_option: tuple[str, ...], batchnor
     train_s = time.perf_counter() - t0
     model.metadata.update({"data": data_doc, "per_class": per_class, "train_inputs": n_inputs})
     saved = save_trained_model(save, model) if save else None
+    from sldpack.pipelines.sharing import checkpoint_size
+
+    # one definition of "full checkpoint" (sldp report, demo, RESULTS.md): the fp32 state_dict tensors
+    full = checkpoint_size(model.arch)
     doc: dict[str, Any] = {"arch": model.arch.to_obj(), "classes": list(model.class_names), "data": data_doc,
                            "train_inputs": n_inputs, "per_class": per_class, "steps": steps,
                            "batch_size": batch_size, "lr": lr, "seed": seed, "train_seconds": round(train_s, 2),
-                           "saved": save, "saved_bytes": saved}
+                           "saved": save, "saved_bytes": saved, "checkpoint_bytes": full}
     ev = None
-    if eval_split != "none":
-        esel = spec.select(eval_split)
+    if esel is not None:
         ticker = ProgressPrinter("eval", quiet or as_json)
         ev = evaluate(model.module, model.preprocessing, esel.data, class_names=model.class_names, delta=delta,
                       windows=windows, chunk=chunk, progress=lambda d, t: ticker(d, t))
@@ -241,8 +256,9 @@ def train_cmd(eval_split: str, arch: str, arch_option: tuple[str, ...], batchnor
     click.echo(f"trained {model.arch.id} {dict(model.arch.options)} on {what} in {train_s:.1f}s "
                f"({steps} steps x {batch_size})")
     if saved is not None:
-        click.echo(f"wrote {save} ({saved} bytes)")
-    if ev is not None:
+        click.echo(f"wrote {save} ({saved:,} bytes on disk; the full checkpoint, as `sldp report` counts it: "
+                   f"{full:,} bytes of fp32 tensors, the file's header not counted)")
+    if ev is not None and esel is not None:
         click.echo(format_evaluation(ev, title=f"evaluation on {esel.describe()}"))
         if per_image:
             click.echo(f"  per-image    {per_image}")
@@ -253,14 +269,14 @@ def train_cmd(eval_split: str, arch: str, arch_option: tuple[str, ...], batchnor
 @click.command("demo")
 @click.option("--out", "out", type=click.Path(file_okay=False), default="sldp-demo", show_default=True,
               help="Output folder (created).")
-@click.option("--seed", type=int, default=0, show_default=True, help="Seed of everything (phantom, split, theta0).")
+@click.option("--seed", type=SEED, default=0, show_default=True, help="Seed of everything (phantom, split, theta0).")
 @data_options
-@click.option("--width", type=int, default=None, help="ConvNet width [32].")
-@click.option("--images-per-class", "-M", "images_per_class", type=int, default=None,
+@click.option("--width", type=COUNT, default=None, help="ConvNet width [32].")
+@click.option("--images-per-class", "-M", "images_per_class", type=COUNT, default=None,
               help="Distilled images per class [1].")
-@click.option("--steps", type=int, default=None, help="Inner steps per epoch [10].")
-@click.option("--epochs", type=int, default=None, help="Passes over the inner steps (T = steps x epochs) [3].")
-@click.option("--iterations", type=int, default=None, help="Outer iterations [300].")
+@click.option("--steps", type=COUNT, default=None, help="Inner steps per epoch [10].")
+@click.option("--epochs", type=COUNT, default=None, help="Passes over the inner steps (T = steps x epochs) [3].")
+@click.option("--iterations", type=COUNT, default=None, help="Outer iterations [300].")
 @click.option("--mode", type=click.Choice(["sldd", "dd"]), default="sldd", show_default=True)
 @click.option("--fast", is_flag=True, help="Tiny settings (seconds; for smoke tests, not for results).")
 @runtime_options
@@ -321,15 +337,21 @@ def demo_cmd(ctx: click.Context, /, out: str, seed: int, width: int | None, imag
         if not (quiet or as_json):
             click.echo(msg, err=True)
 
+    check_outputs([spec.data], {"--out": out})
     ticker = ProgressPrinter("distill iter", quiet or as_json)
     try:
-        res = run_demo(cfg, out, log=say, progress=ticker.from_distill, data=data)
+        # one demo per folder at a time: a second one exits 2 naming the holder (pid, host)
+        with run_dir_lock(out):
+            res = run_demo(cfg, out, log=say, progress=ticker.from_distill, data=data)
     except KeyboardInterrupt:
         ck = Path(out) / "run" / "checkpoint.pt"
         if ck.is_file():
             click.echo(f"sldp demo: interrupted; the distiller's checkpoint is kept at {ck}: run the same "
                        "command again to resume", err=True)
-        raise
+        else:
+            click.echo("sldp demo: interrupted before the first checkpoint; run the same command again",
+                       err=True)
+        sys.exit(EXIT_INTERRUPTED)
     if as_json:
         click.echo(json.dumps(res.summary, indent=2, allow_nan=False))
     else:

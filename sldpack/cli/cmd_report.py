@@ -14,8 +14,9 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
+from sldpack.cli.common import check_outputs
 from sldpack.cli.exit_codes import EXIT_OK, EXIT_VERIFY_FAILED
-from sldpack.cli.options import data_options, runtime_options
+from sldpack.cli.options import SEED, data_options, number, runtime_options
 from sldpack.errors import SldpError, UsageError
 
 if TYPE_CHECKING:
@@ -129,6 +130,7 @@ def report_cmd(file: str | None, zoo: bool, as_json: bool, vs: str | None, preci
     if eval_data and not images_dtype:
         raise click.UsageError("--eval-data compares the file with its --images-dtype version: give --images-dtype")
 
+    check_outputs([file, vs, eval_data], {"--out": out})
     rep = byte_report(file)
     ckpt = (os.path.getsize(vs), f"file: {vs}", None) if vs else _zoo_checkpoint(rep)
     rep = rep.with_checkpoint(*ckpt)
@@ -191,9 +193,9 @@ def _current_images_dtype(rep: ByteReport) -> str:
 @click.option("--sheet", type=click.Path(dir_okay=False), default=None,
               help="PNG sheet path [default: FILE with .audit.png].")
 @click.option("--no-sheet", is_flag=True, help="Do not write the PNG sheet.")
-@click.option("--percentile", type=click.FloatRange(0, 100, min_open=True), default=99.0, show_default=True,
+@click.option("--percentile", type=number(0, 100, min_open=True), default=99.0, show_default=True,
               help="Flag above this percentile of real-real nearest-neighbour similarity.")
-@click.option("--copy-ncc", type=click.FloatRange(-1, 1), default=0.99, show_default=True,
+@click.option("--copy-ncc", type=number(-1, 1), default=0.99, show_default=True,
               help="Flag any image whose nearest real item has at least this NCC.")
 @click.option("-k", "--neighbours", type=click.IntRange(1, 32), default=3, show_default=True,
               help="Real neighbours per distilled image in the sheet and JSON.")
@@ -207,7 +209,7 @@ def _current_images_dtype(rep: ByteReport) -> str:
               help="SSIM window (7x7).")
 @click.option("--patch-stride", type=click.IntRange(1), default=None,
               help="Same as --stride (kept for existing scripts).")
-@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the real sample.")
+@click.option("--seed", type=SEED, default=0, show_default=True, help="Seed of the real sample.")
 @click.option("--record", is_flag=True,
               help="Write the verdict into FILE's provenance, bound to its images' digest and to the SHA-256 of "
                    "the JSON report written beside it (re-pack, atomic; sign afterwards).")
@@ -225,8 +227,12 @@ def audit_cmd(ctx: click.Context, /, file: str, as_json: bool, sheet: str | None
     flagged when its NCC or SSIM is above the --percentile of that distribution, or its NCC >= --copy-ncc.
 
     Real images: the --split (default train) of --data (any layout, or a .npy image array) or --phantom.
-    With --stride the distilled images are compared with every distilled-size window of the real images
-    at that stride (patch-based distillation) instead of with whole images resized. The audit is
+    A patch model (a file distilled from I/N/P patches; its patch geometry is recorded in the file) is
+    compared with the real patches cut, mask-labelled and resized exactly as the distiller saw them (the
+    data needs organ masks); the output names the geometry used. With --stride the distilled images are
+    compared with every distilled-size window of the real images at that stride instead. Whole-image files
+    are compared with whole real images, area-resized down to the distilled resolution (the output says
+    so; smaller real images are refused, never up-sampled). The audit is
     numpy-only: --device/--threads are accepted for a uniform command line and change nothing.
 
     Exit code: 0 PASS, 1 FLAG (an image is flagged), 2 bad input.
@@ -249,10 +255,32 @@ def audit_cmd(ctx: click.Context, /, file: str, as_json: bool, sheet: str | None
         raise click.UsageError("--patch-stride and --stride differ: give one")
     patch_stride = spec.stride if spec.stride is not None else patch_stride
     split = spec.split_or("train")
+    import sldpack
+    from sldpack.pipelines.audit import patches_as_distilled
+    from sldpack.pipelines.patch_source import patch_settings_from_manifest
+
+    with sldpack.open(file) as sf:
+        geometry = patch_settings_from_manifest(sf.manifest)
+        channels = sf.manifest.arch.in_channels
+    items = None
+    real: tuple[np.ndarray[Any, Any], np.ndarray[Any, Any] | None]
     # a .npy image array and MedMNIST files (channels kept) are read as stored; every other layout through
     # the shared loader and split rule
-    if spec.data is not None and (spec.data.endswith(".npy") or (spec.format in ("auto", "medmnist")
-                                                               and detect_format(spec.data) == "medmnist")):
+    if geometry is not None and patch_stride is None:
+        # a patch model: compare with the real patches as the distiller saw them (the file's geometry)
+        if spec.data is not None and spec.data.endswith(".npy"):
+            raise UsageError(f"{file} is a patch model ({geometry.size} px windows): give --data with organ "
+                             "masks to cut its patches, or --stride N to compare native windows")
+        sel = spec.select(split)
+        if sel.data.masks is None:
+            raise UsageError(f"{file} is a patch model ({geometry.size} px windows, stride {geometry.stride}); "
+                             f"{sel.source} has no organ masks to cut and label them as the distiller did: give "
+                             "the data with masks, or --stride N to compare native windows instead")
+        items = patches_as_distilled(sel.data, geometry, channels, name=split)
+        real = (np.asarray(sel.data.images[:0]), None)
+        data = sel.source
+    elif spec.data is not None and (spec.data.endswith(".npy") or (spec.format in ("auto", "medmnist")
+                                                                 and detect_format(spec.data) == "medmnist")):
         real = load_real_images(spec.data, split)
         data = spec.data
     else:
@@ -266,11 +294,13 @@ def audit_cmd(ctx: click.Context, /, file: str, as_json: bool, sheet: str | None
     if report_path and not record:
         raise click.UsageError("--report is the report of --record: add --record")
     sheet_path = None if no_sheet else (sheet or str(Path(file).with_suffix(".audit.png")))
+    check_outputs([file, spec.data], {"--sheet": sheet_path, "--report": (
+        report_path or str(Path(file).with_suffix(".audit.json"))) if record else None})
     if record:
         from sldpack.format.provenance import images_sha256
 
         audited = images_sha256(file)  # before auditing: --record refuses a file that changed meanwhile
-    res = audit_file(file, data, split=split, config=cfg, sheet=sheet_path, real=real)
+    res = audit_file(file, data, split=split, config=cfg, sheet=sheet_path, real=real, items=items)
     if record:
         from sldpack.format.provenance import record_audit
 

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import click
 
+from sldpack.cli.common import check_outputs
 from sldpack.cli.exit_codes import EXIT_OK, exit_code_for
 from sldpack.errors import SldpError
 
@@ -29,6 +30,7 @@ def keygen_cmd(private: str, public: str | None, force: bool) -> None:
     """
     from sldpack.pipelines.signing import generate_keypair
 
+    check_outputs([], {"PRIVATE": private, "--public": public})
     try:
         priv, pub, kid = generate_keypair(private, public, overwrite=force)
     except SldpError as exc:
@@ -55,6 +57,7 @@ def sign_cmd(file: str, key: str, signature: str | None) -> None:
     import sldpack
     from sldpack.pipelines.signing import key_id, load_private_key, sign_file
 
+    check_outputs([file, key], {"--signature": signature if signature is not None else f"{file}.sig"})
     try:
         k = load_private_key(key)
         with sldpack.open(file) as f:

@@ -1,13 +1,20 @@
 """What every ``sldp`` command shares: the progress printer, ``--threads``/``--device`` handling, the
-``KEY=VALUE`` option parser and the byte formatter (one of each).
+``KEY=VALUE`` option parser, the byte formatter, the output-is-an-input check (:func:`check_outputs`) and
+the run-directory lock (:func:`run_dir_lock`) (one of each).
 
 Torch is imported only inside :func:`apply_runtime`, so importing this module stays cheap.
 """
 
 from __future__ import annotations
 
+import contextlib
+import json
+import os
+import socket
 import sys
 import time
+from collections.abc import Iterator, Mapping, Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import click
@@ -21,7 +28,11 @@ if TYPE_CHECKING:
 
     from sldpack.pipelines.inputs import RuntimeSpec
 
-__all__ = ["ProgressPrinter", "apply_runtime", "fmt_time", "format_bytes", "parse_key_values"]
+__all__ = ["LOCK_NAME", "ProgressPrinter", "apply_runtime", "check_outputs", "fmt_time", "format_bytes",
+           "parse_key_values", "run_dir_lock"]
+
+LOCK_NAME = ".sldp.lock"
+"""The lock file ``sldp distill --out`` and ``sldp demo`` hold in their run directory."""
 
 
 def fmt_time(sec: float) -> str:
@@ -86,3 +97,96 @@ def apply_runtime(rt: RuntimeSpec) -> torch.device:
             raise UsageError(f"--threads must be >= 1, got {rt.threads}")
         torch.set_num_threads(rt.threads)
     return resolve_device(rt.device)
+
+
+def _same(a: Path, b: Path) -> bool:
+    try:
+        if a.exists() and b.exists():
+            return os.path.samefile(a, b)
+    except OSError:
+        pass
+    return os.path.realpath(a) == os.path.realpath(b)
+
+
+def check_outputs(inputs: Sequence[str | os.PathLike[str] | None],
+                  outputs: Mapping[str, str | os.PathLike[str] | None]) -> None:
+    """Refuse an output path that is one of the command's inputs (or another output), before anything is
+    written: ``sldp replay X.sldp -o X.sldp`` would otherwise destroy X.
+
+    Paths are compared with :func:`os.path.samefile` when both exist (hard links, symlinks) and by
+    :func:`os.path.realpath` otherwise.
+
+    Args:
+        inputs: the files the command reads (``None`` entries are skipped).
+        outputs: option name (``"--out"``) -> the path it writes (``None``: not written).
+
+    Raises:
+        UsageError: an output names an input or another output.
+    """
+    ins = [Path(p) for p in inputs if p is not None]
+    outs = [(name, Path(p)) for name, p in outputs.items() if p is not None]
+    for k, (name, out) in enumerate(outs):
+        for inp in ins:
+            if _same(out, inp):
+                raise UsageError(f"{name} {out} is an input of this command ({inp}): writing it would destroy "
+                                 "the input; choose another path")
+        for other, path in outs[:k]:
+            if _same(out, path):
+                raise UsageError(f"{name} and {other} name the same file {out}: choose two paths")
+
+
+def _holder(lock: Path) -> str:
+    try:
+        info = json.loads(lock.read_text(encoding="utf-8") or "{}")
+        return f"pid {info.get('pid', '?')} on host {info.get('host', '?')} (since {info.get('since', '?')})"
+    except (OSError, ValueError):
+        return "another process"
+
+
+@contextlib.contextmanager
+def run_dir_lock(directory: str | os.PathLike[str], *, option: str = "--out",
+                 scratch: Sequence[str] = ("run.json", "log.jsonl")) -> Iterator[Path]:
+    """Hold an exclusive OS lock (``fcntl.flock``) on ``directory/.sldp.lock`` while a run writes there.
+
+    The kernel drops the lock when the process dies (SIGKILL included), so a crashed run never blocks
+    the next. A directory this call created is removed again when the run fails before it holds anything
+    but the lock file and the ``scratch`` files (a run that failed before its first checkpoint leaves no
+    empty folder or stray log behind).
+
+    Raises:
+        UsageError: another process holds the lock (its pid and host are named).
+    """
+    root = Path(directory)
+    created = not root.exists()
+    root.mkdir(parents=True, exist_ok=True)
+    lock = root / LOCK_NAME
+    fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o666)
+    try:
+        try:
+            import fcntl
+        except ImportError:  # pragma: no cover - Windows: no advisory lock, run unlocked
+            fcntl = None  # type: ignore[assignment]
+        if fcntl is not None:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                raise UsageError(f"{option} {root} is in use by {_holder(lock)}: wait for it to finish or use "
+                                 f"another {option} (lock file {lock})") from None
+        info = {"pid": os.getpid(), "host": socket.gethostname(), "since": time.strftime("%Y-%m-%dT%H:%M:%SZ",
+                                                                                         time.gmtime())}
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, (json.dumps(info) + "\n").encode(), 0)
+        failed = True
+        try:
+            yield root
+            failed = False
+        finally:
+            os.ftruncate(fd, 0)
+            left = {p.name for p in root.iterdir()}
+            if created and (left <= {LOCK_NAME} or (failed and left <= {LOCK_NAME, *scratch})):
+                with contextlib.suppress(OSError):
+                    for name in left:
+                        (root / name).unlink()
+                    root.rmdir()
+    finally:
+        os.close(fd)  # releases the lock

@@ -11,13 +11,14 @@ import importlib
 import os
 import sys
 import traceback
+import warnings
 from typing import Any
 
 import click
 
 from sldpack import __version__
-from sldpack.cli.exit_codes import EXIT_BAD_INPUT, EXIT_INTERNAL, EXIT_INTERRUPTED, exit_code_for
-from sldpack.errors import SldpError
+from sldpack.cli.exit_codes import EXIT_BAD_INPUT, EXIT_INTERNAL, EXIT_INTERRUPTED, describe_os_error, exit_code_for
+from sldpack.errors import SldpError, SldpNotice
 
 __all__ = ["TRACEBACK_ENV", "cli", "main"]
 
@@ -68,18 +69,36 @@ class _LazyGroup(click.Group):
 def cli() -> None:
     """sldpack: soft-label distilled data sets in small, verifiable .sldp files.
 
-    Exit codes: 0 ok, 1 verification failed, 2 bad input or usage, 3 internal error (SLDP_TRACEBACK=1
-    prints the traceback), 130 interrupted.
+    Exit codes: 0 ok, 1 verification failed, 2 bad input or usage (also a file that cannot be read or
+    written: disk full, permissions), 3 internal error (SLDP_TRACEBACK=1 prints the traceback), 130
+    interrupted.
     """
+
+
+def _show_notice(message: Warning | str, category: type[Warning], filename: str, lineno: int,
+                 file: Any = None, line: str | None = None) -> None:
+    if issubclass(category, SldpNotice):
+        click.echo(f"sldp: note: {message}", err=True)
+    else:
+        _default_showwarning(message, category, filename, lineno, file, line)
+
+
+_default_showwarning = warnings.showwarning
 
 
 def main(argv: list[str] | None = None) -> Any:
     """Run the CLI; library errors become one clear line on stderr and a documented exit code."""
+    warnings.showwarning = _show_notice
     try:
         return cli.main(args=argv, prog_name="sldp", standalone_mode=False)
-    except click.exceptions.Abort:
-        click.echo("aborted", err=True)
+    except click.exceptions.Abort:  # click's form of Ctrl-C
+        click.echo("sldp: interrupted", err=True)
         sys.exit(EXIT_INTERRUPTED)
+    except click.UsageError as exc:
+        # one line naming the option and the problem (click's own form takes three)
+        where = exc.ctx.command_path if exc.ctx is not None else "sldp"
+        click.echo(f"{where}: error: {exc.format_message()} (see '{where} --help')", err=True)
+        sys.exit(exc.exit_code if exc.exit_code else EXIT_BAD_INPUT)
     except click.ClickException as exc:
         exc.show()
         sys.exit(exc.exit_code if exc.exit_code else EXIT_BAD_INPUT)
@@ -91,6 +110,11 @@ def main(argv: list[str] | None = None) -> Any:
     except KeyboardInterrupt:
         click.echo("sldp: interrupted", err=True)
         sys.exit(EXIT_INTERRUPTED)
+    except OSError as exc:
+        # disk full, file-size limit, permissions, read-only folder: the environment, not a bug (exit 2);
+        # atomic writes have kept the old target
+        click.echo(f"sldp: error: {describe_os_error(exc)}", err=True)
+        sys.exit(exit_code_for(exc))
     except Exception as exc:
         # a bug in sldpack, not bad input: exit 3 (never 1, which means "verification failed")
         if os.environ.get(TRACEBACK_ENV, "") not in ("", "0"):

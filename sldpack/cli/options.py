@@ -5,11 +5,16 @@ decorates itself with :func:`data_options` and :func:`runtime_options`. The opti
 fields of :class:`~sldpack.pipelines.inputs.DataSpec` and :class:`~sldpack.pipelines.inputs.RuntimeSpec`
 (name, default, help, choices), so names, defaults and help cannot drift between commands; the command
 rebuilds the spec with ``DataSpec.from_kwargs(kwargs)``.
+
+Numeric options of every command use the same checked types (:data:`COUNT`, :data:`SEED`, :data:`RATE`,
+:func:`number`): a value out of range, NaN or infinite is refused by click with exit code 2 and one line
+naming the option, before any work starts.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -17,11 +22,41 @@ import click
 
 from sldpack.pipelines.inputs import DataSpec, RuntimeSpec
 
-__all__ = ["DATA_OPTION_NAMES", "RUNTIME_OPTION_NAMES", "data_options", "option_flag", "runtime_options"]
+__all__ = ["COUNT", "DATA_OPTION_NAMES", "NONNEGATIVE", "RATE", "RUNTIME_OPTION_NAMES", "SEED", "FiniteFloat",
+           "data_options", "number", "option_flag", "runtime_options"]
 
 _F = TypeVar("_F", bound=Callable[..., Any])
 
 _TYPES: dict[str, type] = {"int": int, "float": float, "str": str}
+
+
+class FiniteFloat(click.FloatRange):
+    """A float option in a range that also refuses NaN and +-Inf (click's FloatRange lets NaN through)."""
+
+    name = "float"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        """Parse, refuse a non-finite value, then check the range."""
+        v = click.FLOAT.convert(value, param, ctx)
+        if not math.isfinite(v):
+            self.fail(f"{value!r} is not a finite number.", param, ctx)
+        return super().convert(v, param, ctx)
+
+
+def number(min: float | None = None, max: float | None = None, *, min_open: bool = False,
+           max_open: bool = False) -> FiniteFloat:
+    """A finite float option in ``[min, max]`` (open ends with ``min_open``/``max_open``)."""
+    return FiniteFloat(min=min, max=max, min_open=min_open, max_open=max_open)
+
+
+COUNT = click.IntRange(min=1)
+"""A count (iterations, steps, batch size, images per class, threads ...): an integer >= 1."""
+NONNEGATIVE = click.IntRange(min=0)
+"""An integer >= 0 (e.g. --checkpoint-every, 0 = only at the end)."""
+SEED = click.IntRange(min=0)
+"""A seed: an integer >= 0 (numpy refuses negative seeds)."""
+RATE = number(0.0, min_open=True)
+"""A learning rate: a finite float > 0."""
 
 
 def option_flag(name: str) -> str:
@@ -35,8 +70,12 @@ def _click_option(f: dataclasses.Field[Any]) -> Callable[[_F], _F]:
     ptype: Any = _TYPES[base]
     if "choices" in meta:
         ptype = click.Choice(list(meta["choices"]))
-    elif "min" in meta:
-        ptype = click.IntRange(min=meta["min"]) if ptype is int else click.FloatRange(min=meta["min"])
+    elif "min" in meta or "max" in meta:
+        lo, hi = meta.get("min"), meta.get("max")
+        ptype = click.IntRange(min=lo, max=hi) if ptype is int else number(
+            lo, hi, min_open=meta.get("min_open", False), max_open=meta.get("max_open", False))
+    elif ptype is float:
+        ptype = number()
     return click.option(option_flag(f.name), f.name, type=ptype, default=f.default, help=meta["help"],
                         metavar=meta.get("metavar"), show_default=f.default is not None)
 

@@ -10,13 +10,14 @@ Every problem with a file raises :class:`~sldpack.errors.DataError` naming the f
 from __future__ import annotations
 
 import os
+import warnings
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
 
-from sldpack.errors import DataError
+from sldpack.errors import DataError, SldpNotice
 
 __all__ = ["IMAGE_EXTENSIONS", "PathLike", "apply_window", "read_dicom", "read_image_file", "resize_u8"]
 
@@ -152,8 +153,17 @@ def apply_window(
     return (255 - out).astype(np.uint8) if invert else out
 
 
+_COLOUR = ("RGB", "YBR_FULL", "YBR_FULL_422", "YBR_ICT", "YBR_RCT", "YBR_PARTIAL_420", "YBR_PARTIAL_422")
+
+
 def read_dicom(path: PathLike, *, window: tuple[float, float] | None = None) -> NDArray[np.uint8]:
-    """Read a single-frame grayscale DICOM file as uint8 ``[H, W]``.
+    """Read a single-frame DICOM file as grayscale uint8 ``[H, W]``.
+
+    Compressed transfer syntaxes decode through pydicom's plug-ins; the ``dicom`` extra brings the
+    pylibjpeg family (JPEG baseline/extended/lossless, JPEG 2000, RLE) and pyjpegls (JPEG-LS). RGB/YBR
+    secondary captures become grayscale (ITU-R 601 luma, the weights Pillow uses) with a
+    :class:`~sldpack.errors.SldpNotice` warning that says so. Multi-frame files are refused with how to
+    export single frames. Every problem, including malformed attributes, is a :class:`DataError`.
 
     Pipeline: stored values -> ``value * RescaleSlope + RescaleIntercept`` (defaults 1 and 0) -> VOI window
     (``window`` argument, else the file's first WindowCenter/WindowWidth with its VOILUTFunction, else the
@@ -178,17 +188,32 @@ def read_dicom(path: PathLike, *, window: tuple[float, float] | None = None) -> 
     if not p.is_file():
         raise DataError(f"{p}: no such file")
     try:
-        ds = pydicom.dcmread(str(p))
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # pydicom warns about every odd value; errors below say what matters
+            ds = pydicom.dcmread(str(p))
     except Exception as exc:  # pydicom raises many types (InvalidDicomError, EOFError, struct.error...)
         raise DataError(f"{p}: not a readable DICOM file ({type(exc).__name__}: {exc})") from exc
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)
+            return _decode_dicom(ds, p, window)
+    except DataError:
+        raise
+    except Exception as exc:  # a malformed attribute (IS '1A', a bad VR ...) of a file from outside
+        raise DataError(f"{p}: malformed DICOM data ({type(exc).__name__}: {exc})") from exc
+
+
+def _decode_dicom(ds: Any, p: Path, window: tuple[float, float] | None) -> NDArray[np.uint8]:
     if "PixelData" not in ds:
         raise DataError(f"{p}: DICOM file has no pixel data")
     photometric = str(getattr(ds, "PhotometricInterpretation", "MONOCHROME2")).strip().upper()
-    if photometric not in ("MONOCHROME1", "MONOCHROME2"):
-        raise DataError(f"{p}: only grayscale DICOM is supported, PhotometricInterpretation is {photometric}")
+    colour = photometric in _COLOUR
+    if photometric not in ("MONOCHROME1", "MONOCHROME2") and not colour:
+        raise DataError(f"{p}: PhotometricInterpretation {photometric} is not supported (grayscale, RGB or YBR)")
     frames = int(getattr(ds, "NumberOfFrames", 1) or 1)
     if frames != 1:
-        raise DataError(f"{p}: multi-frame DICOM ({frames} frames) is not supported; export single frames")
+        raise DataError(f"{p}: multi-frame DICOM ({frames} frames) is not supported: export each frame as its own "
+                        "file (e.g. pydicom: ds.pixel_array[k], or dcmtk/gdcm frame splitting) and read those")
     try:
         stored = np.asarray(ds.pixel_array)
     except Exception as exc:  # missing decoder for the transfer syntax, truncated pixel data...
@@ -196,6 +221,16 @@ def read_dicom(path: PathLike, *, window: tuple[float, float] | None = None) -> 
         raise DataError(
             f"{p}: cannot decode pixel data (transfer syntax {syntax}): {type(exc).__name__}: {exc}"
         ) from exc
+    if colour:
+        if stored.ndim != 3 or stored.shape[-1] != 3:
+            raise DataError(f"{p}: {photometric} pixel data has shape {stored.shape}, expected [H, W, 3]")
+        # pydicom hands YBR data over as RGB (its default colour conversion); luma as Pillow's mode "L"
+        rgb = stored.astype(np.float64)
+        stored = rgb[..., 0] * 0.299 + rgb[..., 1] * 0.587 + rgb[..., 2] * 0.114
+        warnings.warn(SldpNotice(f"{p}: {photometric} colour image converted to grayscale (ITU-R 601 luma)"),
+                      stacklevel=3)
+        if window is None and int(getattr(ds, "BitsStored", 8) or 8) <= 8:
+            return np.clip(np.rint(stored), 0, 255).astype(np.uint8)  # 8-bit colour: luma as is, no stretch
     if stored.ndim != 2:
         raise DataError(f"{p}: expected a 2-D image, pixel data has shape {stored.shape}")
     slope = _first_number(getattr(ds, "RescaleSlope", None))

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import zipfile
 import zlib
-from collections.abc import Sequence
+from collections.abc import Container, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -40,16 +40,20 @@ if TYPE_CHECKING:
     from sldpack.medical.store import StoreInfo
 
 __all__ = [
+    "IMAGE_DTYPE_RULE",
     "IMAGE_EXTENSIONS",
     "MEDMNIST_SPLITS",
     "ImageSet",
     "NpzSplit",
     "apply_window",
+    "check_pixels",
     "convert_to_store",
+    "count_unlabelled",
     "load_folder",
     "load_images",
     "load_medmnist_npz",
     "load_npz",
+    "open_npz",
     "read_dicom",
     "read_image_file",
     "read_npz_split",
@@ -60,12 +64,66 @@ MEDMNIST_SPLITS = ("train", "val", "test")
 
 
 
+# --- the one image dtype rule ------------------------------------------------------------------------------
+
+IMAGE_DTYPE_RULE = "uint8 (0..255) or float (float16/32/64) in [0, 1]"
+"""What every data-reading command accepts as pixel values (README, ``--data`` help)."""
+
+
+def _first_index(mask: NDArray[np.bool_]) -> tuple[int, ...]:
+    return tuple(int(i) for i in np.argwhere(mask)[0])
+
+
+def check_pixels(images: NDArray[Any], what: str) -> float:
+    """The one image dtype rule: uint8 (0..255) or float in [0, 1], finite; return the divisor to [0, 1].
+
+    Every data-reading command applies it (distill, train, eval, audit, demo), so an array is accepted
+    everywhere or nowhere.
+
+    Raises:
+        DataError: another dtype (int16, uint16, bool ...), a NaN/Inf pixel (count and first index), or
+            float pixels outside [0, 1] (0..255 floats are named as such: divide by 255 or store uint8).
+    """
+    if images.dtype == np.uint8:
+        return 255.0
+    if images.dtype.kind != "f":
+        raise DataError(f"{what}: images have dtype {images.dtype}; sldpack reads {IMAGE_DTYPE_RULE} "
+                        "(window/scale them first)")
+    finite = np.isfinite(images)
+    if not bool(finite.all()):
+        bad = ~finite
+        raise DataError(f"{what}: {int(bad.sum())} pixel(s) are NaN or infinite, the first at index "
+                        f"{_first_index(bad)}")
+    lo = float(images.min()) if images.size else 0.0
+    hi = float(images.max()) if images.size else 0.0
+    if lo < 0.0 or hi > 1.0:
+        hint = (" - they look like 0..255 values stored as float: divide by 255 or store uint8"
+                if lo >= 0.0 and hi <= 255.0 else "")
+        raise DataError(f"{what}: float pixels range {lo:g}..{hi:g}; sldpack reads {IMAGE_DTYPE_RULE}{hint}")
+    return 1.0
+
+
 # --- npz ------------------------------------------------------------------------------------------------
 
+_ZIP_MAGIC = (b"PK\x03\x04", b"PK\x05\x06")
 
-def _open_npz(path: Path) -> Any:
+
+def open_npz(path: PathLike) -> Any:
+    """``numpy.load`` of an ``.npz`` without pickle, with one clear :class:`DataError` for a missing file,
+    a file that is not an ``.npz`` (a text file, an ``.npy``) or a damaged archive."""
+    path = Path(path)
     if not path.is_file():
         raise DataError(f"{path}: no such file")
+    try:
+        with path.open("rb") as fh:
+            head = fh.read(6)
+    except OSError as exc:
+        raise DataError(f"{path}: cannot read ({exc.strerror or exc})") from exc
+    if head.startswith(b"\x93NUMPY"):
+        raise DataError(f"{path}: an .npy array, not an .npz archive (save with numpy.savez)")
+    if not head.startswith(_ZIP_MAGIC):
+        raise DataError(f"{path}: not an .npz file (an .npz is a zip archive written by numpy.savez; this "
+                        f"file starts with {head[:4]!r})")
     try:
         return np.load(path, allow_pickle=False)
     except (OSError, ValueError, zipfile.BadZipFile, EOFError) as exc:
@@ -85,6 +143,9 @@ def _npz_array(path: Path, npz: Any, key: str) -> NDArray[Any]:
 
 
 def _as_images(path: Path, key: str, arr: NDArray[Any]) -> NDArray[np.uint8]:
+    if check_pixels(arr, f"{path}: {key!r}") == 1.0:
+        # float in [0, 1]: stored as uint8 like every image of an ImageSet (the same rounding as a PNG)
+        arr = np.rint(np.asarray(arr, dtype=np.float64) * 255.0).astype(np.uint8)
     if arr.ndim == 4 and arr.shape[-1] == 3 and arr.dtype == np.uint8:
         # RGB MedMNIST sets: ITU-R 601 luma, the same weights Pillow uses for mode "L"
         rgb = arr.astype(np.uint32)
@@ -166,7 +227,7 @@ def read_npz_split(path: PathLike, split: str, *, labels_required: bool = True,
             that do not match the images, or missing labels when ``labels_required``.
     """
     p = Path(path)
-    with _open_npz(p) as npz:
+    with open_npz(p) as npz:
         keys = set(npz.files)
         for layout in layouts:
             ik, lk = (f"{split}_images", f"{split}_labels") if layout == "medmnist" else ("images", "labels")
@@ -175,6 +236,7 @@ def read_npz_split(path: PathLike, split: str, *, labels_required: bool = True,
             images = _npz_array(p, npz, ik)
             if images.ndim not in (3, 4) or images.shape[0] == 0:
                 raise DataError(f"{p}: {ik!r} must be a non-empty [N,H,W] or [N,H,W,C] array, got {images.shape}")
+            check_pixels(images, f"{p}: {ik!r}")
             labels = _as_labels(p, lk, _npz_array(p, npz, lk), images.shape[0]) if lk in keys else None
             if labels is None and labels_required:
                 raise DataError(f"{p}: has {ik!r} but no {lk!r}")
@@ -203,7 +265,7 @@ def load_npz(path: PathLike) -> ImageSet:
             inconsistent counts, duplicate names.
     """
     p = Path(path)
-    with _open_npz(p) as npz:
+    with open_npz(p) as npz:
         images = _as_images(p, "images", _npz_array(p, npz, "images"))
         labels = _as_labels(p, "labels", _npz_array(p, npz, "labels"), images.shape[0])
         masks = (
@@ -233,7 +295,7 @@ def load_medmnist_npz(path: PathLike) -> dict[str, ImageSet]:
     """
     p = Path(path)
     out: dict[str, ImageSet] = {}
-    with _open_npz(p) as npz:
+    with open_npz(p) as npz:
         for split in MEDMNIST_SPLITS:
             ik, lk = f"{split}_images", f"{split}_labels"
             has_i, has_l = ik in npz.files, lk in npz.files
@@ -260,8 +322,13 @@ def load_folder(
     masks_dir: PathLike | None = None,
     size: int | tuple[int, int] | None = None,
     window: tuple[float, float] | None = None,
+    unlabelled: str = "error",
 ) -> ImageSet:
     """Load a folder of images, their masks and a labels CSV.
+
+    An image file without a row in the folder's own ``labels.csv`` is an error (naming how many and the
+    first), unless ``unlabelled="skip"``: then it is left out (:func:`count_unlabelled` says how many). A
+    ``labels_csv`` given explicitly selects (and orders) a subset on purpose.
 
     Layout (defaults)::
 
@@ -352,10 +419,26 @@ def load_folder(
         labels.append(label)
         names.append(f.name)
     assert images is not None  # rows is never empty (checked by read_labels_csv)
+    if unlabelled not in ("error", "skip"):
+        raise UsageError(f"unlabelled must be 'error' or 'skip', got {unlabelled!r}")
+    # the folder's own labels.csv must cover every image; a CSV passed explicitly selects a subset on purpose
+    missing = _unlisted(files, seen) if labels_csv is None else []
+    if missing and unlabelled == "error":
+        raise DataError(f"{csv_path}: {len(missing)} image file(s) in {root} have no row (the first: "
+                        f"{missing[0]!r}); add their labels, or pass --unlabelled skip to leave them out")
     return ImageSet(images=images, masks=masks, labels=np.asarray(labels, dtype=np.int64), names=tuple(names))
 
 
 # --- dispatch -------------------------------------------------------------------------------------------
+
+
+def _unlisted(files: dict[str, list[Path]], seen: Container[str]) -> list[str]:
+    return sorted(f.name for paths in files.values() for f in paths if f.name not in seen)
+
+
+def count_unlabelled(folder: PathLike, loaded: ImageSet) -> int:
+    """How many image files of ``folder`` are not in ``loaded`` (left out by ``unlabelled="skip"``)."""
+    return len(_unlisted(index_folder(Path(folder)), set(loaded.names)))
 
 
 def load_images(path: PathLike, *, split: str | None = None, size: int | tuple[int, int] | None = None) -> ImageSet:
@@ -381,7 +464,7 @@ def load_images(path: PathLike, *, split: str | None = None, size: int | tuple[i
         return load_folder(p, size=size)
     if p.suffix.lower() != ".npz":
         raise DataError(f"{p}: unsupported data source (a folder or an .npz file)")
-    with _open_npz(p) as npz:
+    with open_npz(p) as npz:
         keys = set(npz.files)
     if "images" in keys:
         if split is not None:
@@ -400,7 +483,8 @@ def load_images(path: PathLike, *, split: str | None = None, size: int | tuple[i
 
 def convert_to_store(src: PathLike, out: PathLike, *, split: str | None = None,
                      size: int | tuple[int, int] | None = None,
-                     window: tuple[float, float] | None = None, overwrite: bool = False) -> StoreInfo:
+                     window: tuple[float, float] | None = None, overwrite: bool = False,
+                     unlabelled: str = "error") -> StoreInfo:
     """Convert a data source once to a store (``sldp data convert``).
 
     Folders (PNG/JPEG/TIFF/DICOM + ``masks/`` + ``labels.csv``) are streamed image by image through
@@ -421,7 +505,7 @@ def convert_to_store(src: PathLike, out: PathLike, *, split: str | None = None,
     if p.is_dir() and not is_store(p):
         if split is not None:
             raise UsageError(f"{p}: a folder has no splits; use a labels CSV per split instead of --split")
-        data = open_folder_lazy(p, size=size, window=window, cache_bytes=0)
+        data = open_folder_lazy(p, size=size, window=window, cache_bytes=0, unlabelled=unlabelled)
     else:
         data = load_images(p, split=split, size=size)
     return write_store(data, out, source=str(p), overwrite=overwrite)

@@ -403,6 +403,7 @@ def open_folder_lazy(
     size: int | tuple[int, int] | None = None,
     window: tuple[float, float] | None = None,
     cache_bytes: int = DEFAULT_CACHE_BYTES,
+    unlabelled: str = "error",
 ) -> ImageSet:
     """A folder of images as a lazy :class:`ImageSet`: files are decoded when indexed, not up front.
 
@@ -451,6 +452,11 @@ def open_folder_lazy(
         if mdir is not None:
             masks.append(find_by_name(mdir, f.stem, mfiles, "mask", f"{ctx} ({f.name})"))
         labels.append(label)
+    missing = sorted(f.name for paths in files.values() for f in paths if f.name not in seen) \
+        if labels_csv is None else []
+    if missing and unlabelled != "skip":  # the load_folder rule: no image silently dropped
+        raise DataError(f"{csv_path}: {len(missing)} image file(s) in {root} have no row (the first: "
+                        f"{missing[0]!r}); add their labels, or pass --unlabelled skip to leave them out")
 
     read_image = _FileReader(mask=False, target=target, window=window)
     read_mask = _FileReader(mask=True, target=target, window=None)

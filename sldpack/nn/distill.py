@@ -453,7 +453,25 @@ class _Log:
     """Append-only JSON-lines log (one object per line, flushed per line)."""
 
     def __init__(self, path: Path | None) -> None:
+        self.path = path
         self.fh = path.open("a", encoding="utf-8") if path is not None else None
+
+    def drop_after(self, iteration: int) -> None:
+        """Forget the loss records after ``iteration`` (a resume repeats them from the checkpoint)."""
+        if self.fh is None or self.path is None:
+            return
+        self.fh.close()
+        keep = []
+        for line in self.path.read_text(encoding="utf-8").splitlines(keepends=True):
+            try:
+                obj = json.loads(line)
+            except ValueError:
+                continue  # a line cut by a crash
+            if "loss" in obj and int(obj.get("iteration", 0)) > iteration:
+                continue
+            keep.append(line)
+        atomic_write_bytes(self.path, "".join(keep).encode("utf-8"))
+        self.fh = self.path.open("a", encoding="utf-8")
 
     def write(self, **obj: Any) -> None:
         if self.fh is not None:
@@ -530,6 +548,7 @@ def _start_or_resume(source: RealSource, cfg: DistillConfig, rd: Path | None, re
         st = dist.broadcast_object(_load_checkpoint(ckpt_path) if dist.is_main and ckpt_path is not None else None)
         _check_resume_config(DistillConfig.from_obj(json.loads(st["config"])), cfg)
         start = int(st["iteration"])
+        log.drop_after(start)  # the loss lines after the checkpoint are about to be written again
         elapsed0 = float(st["elapsed"])
         x0, y0, a0 = st["images"], st["labels"], st["lrs"]
         rng.bit_generator.state = json.loads(st["rng"])
@@ -613,8 +632,10 @@ def _outer_step(s: _RunState, it: int, progress: Callable[[Progress], None] | No
         grads.append(gy)
     lv = float(loss_t[0])
     if not math.isfinite(lv) or not all(bool(torch.isfinite(g).all()) for g in grads):
+        kept = s.ckpt_path is not None and s.ckpt_path.is_file()
         raise UsageError(f"distillation diverged at iteration {it + 1} (loss {lv}); start again with "
-                         "a lower --inner-lr or --lr (the last checkpoint holds the state before)")
+                         "a lower --inner-lr or --lr" + (f" ({s.ckpt_path} holds the state of the last "
+                                                         "checkpoint)" if kept else ""))
     learn = [s.images, s.lrs] + ([s.labels] if cfg.mode == "sldd" else [])
     for p, g in zip(learn, grads, strict=True):
         p.grad = g.detach().clone()
@@ -922,6 +943,26 @@ def load_pack_input(source: str | Path, tensors: str | Path | None = None
     return manifest, out
 
 
+def _check_pack_values(manifest: Manifest, arrays: Mapping[str, np.ndarray]) -> None:
+    """Refuse what would pack into a file that cannot be replayed: an unknown architecture, non-finite
+    tensors, negative or non-finite step sizes."""
+    from sldpack.nn.zoo import resolve_options
+
+    resolve_options(manifest.arch.id, manifest.arch.options)  # UsageError naming the known ids
+    for name, arr in arrays.items():
+        a = np.asarray(arr)
+        if a.dtype.kind == "f":
+            bad = ~np.isfinite(a)
+            if bool(bad.any()):
+                first = tuple(int(i) for i in np.argwhere(bad)[0])
+                raise DataError(f"tensor {name!r}: {int(bad.sum())} value(s) are NaN or infinite, the first at "
+                                f"index {first}")
+    lrs = np.asarray(arrays["lrs"])
+    if bool((lrs < 0).any()):
+        raise DataError(f"tensor 'lrs': {int((lrs < 0).sum())} negative step size(s), the first at index "
+                        f"{int(np.flatnonzero(lrs.reshape(-1) < 0)[0])}: not a distilled set this tool replays")
+
+
 def pack(source: str | Path, out: str | Path, *, tensors: str | Path | None = None, compression: str = "none",
          fingerprint: str = "auto") -> PackResult:
     """Build a ``.sldp`` from a pack input (see :func:`load_pack_input`).
@@ -931,8 +972,9 @@ def pack(source: str | Path, out: str | Path, *, tensors: str | Path | None = No
         out: the ``.sldp`` to write (atomically).
         tensors: tensor file when ``source`` is a manifest.json elsewhere.
         compression: ``"none"`` or ``"zstd"``.
-        fingerprint: ``"auto"`` (replay to fill a missing fingerprint and theta0 digests), ``"always"``
-            (recompute; a recorded fingerprint that disagrees is reported in the notes), ``"never"``.
+        fingerprint: ``"auto"``/``"always"``: replay and store a fresh fingerprint (and theta0 digests); a
+            recorded one is never copied unchecked (one that disagrees is reported in the notes).
+            ``"never"``: write the file without a fingerprint (a recorded one is dropped, and the notes say so).
 
     Returns:
         The stored manifest, file size and notes.
@@ -945,8 +987,15 @@ def pack(source: str | Path, out: str | Path, *, tensors: str | Path | None = No
     manifest, tens = load_pack_input(source, tensors)
     arrays = {n: np.asarray(t.array) for n, t in tens.items()}
     check_replayable(manifest, {n: tuple(a.shape) for n, a in arrays.items()})
+    _check_pack_values(manifest, arrays)
     notes: list[str] = []
-    need_fp = fingerprint == "always" or (fingerprint == "auto" and manifest.replay is None)
+    # the tensors may have been edited since the fingerprint was recorded: a stored fingerprint is always
+    # one this replay produced, or none at all
+    need_fp = fingerprint != "never"
+    if not need_fp and manifest.replay is not None:
+        manifest = replace(manifest, replay=None)
+        notes.append("the recorded replay fingerprint was dropped (--fingerprint never): it was not checked "
+                     "against these tensors")
     if need_fp or (fingerprint != "never" and manifest.init.theta0_sha256 is None):
         _, digests = build_module(manifest.arch, manifest.init)
         if manifest.init.theta0_sha256 is None:

@@ -49,6 +49,8 @@ import numpy as np
 import numpy.typing as npt
 
 from sldpack.errors import DataError, UsageError
+from sldpack.medical.imageset import ImageSet
+from sldpack.medical.patches import PatchSampler, build_patch_index
 from sldpack.medical.similarity import (
     Window,
     area_resize,
@@ -58,7 +60,15 @@ from sldpack.medical.similarity import (
     ssim_batch,
     unit_rows,
 )
-from sldpack.pipelines.audit_items import RealImages, RealItems, RealPatches, as_nchw, load_real_images
+from sldpack.pipelines.audit_items import (
+    RealImages,
+    RealItems,
+    RealPatches,
+    RealPatchesAsDistilled,
+    as_nchw,
+    load_real_images,
+)
+from sldpack.pipelines.patch_source import PatchSettings
 
 __all__ = [
     "AuditConfig",
@@ -69,6 +79,7 @@ __all__ = [
     "RealImages",
     "RealItems",
     "RealPatches",
+    "RealPatchesAsDistilled",
     "area_resize",
     "audit_file",
     "audit_images",
@@ -76,6 +87,7 @@ __all__ = [
     "load_real_images",
     "ncc",
     "ncc_matrix",
+    "patches_as_distilled",
     "save_sheet",
     "ssim",
     "ssim_batch",
@@ -402,7 +414,8 @@ def distilled_pixels(images: npt.ArrayLike, mean: Sequence[float] | None, std: S
 
 def audit_file(path: str | os.PathLike[str], data: str | os.PathLike[str], *, split: str = "train",
                config: AuditConfig | None = None, sheet: str | os.PathLike[str] | None = None,
-               real: tuple[np.ndarray[Any, Any], np.ndarray[Any, Any] | None] | None = None) -> AuditResult:
+               real: tuple[np.ndarray[Any, Any], np.ndarray[Any, Any] | None] | None = None,
+               items: tuple[RealItems, str] | None = None) -> AuditResult:
     """Audit the distilled images of a ``.sldp`` file against a real training set.
 
     Args:
@@ -413,6 +426,8 @@ def audit_file(path: str | os.PathLike[str], data: str | os.PathLike[str], *, sp
         sheet: where to write the PNG sheet (``None``: no sheet).
         real: the real images and labels, already read (e.g. a split of
             :func:`sldpack.pipelines.datasets.load_data`); ``data`` then only names them in the output.
+        items: the real items already built, with the line that says what they are (e.g.
+            :func:`patches_as_distilled` for a patch model); overrides ``real`` and ``config.patch_stride``.
 
     Returns:
         The :class:`AuditResult` (with ``sheet`` set when one was written).
@@ -435,16 +450,50 @@ def audit_file(path: str | os.PathLike[str], data: str | os.PathLike[str], *, sp
         raise DataError(f"{path}: images tensor must be [M, C, H, W], got shape {imgs.shape}")
     pre = manifest.preprocessing
     pix = distilled_pixels(imgs, pre.mean if pre else None, pre.std if pre else None)
-    raw, labels = load_real_images(data, split) if real is None else real
     size = (pix.shape[2], pix.shape[3])
     src: RealItems
+    labels: np.ndarray[Any, Any] | None = None
+    if items is not None:
+        src, mode = items
+        probe = src.take(np.zeros(1, dtype=np.int64)) if len(src) else None
+        if probe is not None and tuple(probe.shape[2:]) != size:
+            raise DataError(f"the real patches are {probe.shape[2]}x{probe.shape[3]} px, the distilled images "
+                            f"{size[0]}x{size[1]}")
+        return _finish_audit(path, data, split, cfg, sheet, pix, src, labels, mode, manifest)
+    raw, labels = load_real_images(data, split) if real is None else real
     if cfg.patch_stride is not None:
         src = RealPatches(raw, size, pix.shape[1], cfg.patch_stride, name=split)
         mode = f"patches (stride {cfg.patch_stride})"
     else:
         src = RealImages(raw, size, pix.shape[1], name=split)
-        native = as_nchw(raw, split).shape[2:]
-        mode = "resize (area)" if tuple(native) != size else "native resolution"
+        native = tuple(as_nchw(raw, split).shape[2:])
+        mode = (f"whole images resized {native[0]}x{native[1]} -> {size[0]}x{size[1]} px (area averaging)"
+                if native != size else "native resolution")
+    return _finish_audit(path, data, split, cfg, sheet, pix, src, labels, mode, manifest)
+
+
+def patches_as_distilled(images: ImageSet, settings: PatchSettings, channels: int,
+                         name: str = "train") -> tuple[RealItems, str]:
+    """The real side of a patch model's audit: the labelled I/N/P windows of ``images`` (which need organ
+    masks) with the file's patch geometry, resized as the distiller resized them, and the line that says so.
+
+    Raises:
+        DataError: no masks, or no labelled window.
+    """
+    index = build_patch_index(images.require_masks(), images.labels, settings.config())
+    if len(index) == 0:
+        raise DataError("no labelled patches in the real images with the file's patch geometry")
+    sampler = PatchSampler(images.images, index, out_size=settings.out_size)
+    shrink = f", area-resized to {settings.input_size} px" if settings.input_size != settings.size else ""
+    mode = (f"patches as distilled (the file's geometry): {settings.size} px windows, stride {settings.stride}, "
+            f"I/N/P by the organ mask (I < {settings.outside_max:g}, N/P > {settings.inside_min:g}){shrink}; "
+            f"{len(index):,} labelled windows")
+    return RealPatchesAsDistilled(sampler, channels, name=name), mode
+
+
+def _finish_audit(path: str | os.PathLike[str], data: str | os.PathLike[str], split: str, cfg: AuditConfig,
+                  sheet: str | os.PathLike[str] | None, pix: F64, src: RealItems,
+                  labels: np.ndarray[Any, Any] | None, mode: str, manifest: Any) -> AuditResult:
     result = audit_images(pix, src, config=cfg, labels=labels, mode=mode)
     sheet_path = None
     if sheet is not None:

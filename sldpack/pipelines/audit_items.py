@@ -12,10 +12,12 @@ import numpy as np
 import numpy.typing as npt
 
 from sldpack.errors import DataError, UsageError
-from sldpack.medical.loaders import read_npz_split
+from sldpack.medical.loaders import check_pixels, read_npz_split
+from sldpack.medical.patches import PatchSampler
 from sldpack.medical.similarity import area_resize
 
-__all__ = ["RealImages", "RealItems", "RealPatches", "as_nchw", "load_real_images", "pixel_scale"]
+__all__ = ["RealImages", "RealItems", "RealPatches", "RealPatchesAsDistilled", "as_nchw", "load_real_images",
+           "pixel_scale"]
 
 F64 = npt.NDArray[np.float64]
 
@@ -60,14 +62,10 @@ def as_nchw(images: np.ndarray[Any, Any], what: str) -> np.ndarray[Any, Any]:
 
 
 def pixel_scale(images: np.ndarray[Any, Any]) -> float:
-    """Divisor that maps stored values to [0, 1]: 255 for u8, 65535 for u16, 1 for floats."""
-    if images.dtype == np.uint8:
-        return 255.0
-    if images.dtype == np.uint16:
-        return 65535.0
-    if np.issubdtype(images.dtype, np.floating):
-        return 1.0
-    raise DataError(f"real images have dtype {images.dtype}; expected uint8, uint16 or float in [0, 1]")
+    """Divisor that maps stored values to [0, 1] by the one image dtype rule
+    (:func:`sldpack.medical.loaders.check_pixels`: 255 for uint8, 1 for float in [0, 1]; float data in 0..255,
+    NaN/Inf and other dtypes are refused, naming the problem)."""
+    return check_pixels(np.asarray(images), "real images")
 
 
 class RealImages:
@@ -85,9 +83,14 @@ class RealImages:
                  name: str = "train") -> None:
         self._raw = as_nchw(images, name)
         self._scale = pixel_scale(images)
-        c = self._raw.shape[1]
+        c, h, w = self._raw.shape[1:]
         if c not in (1, channels):
             raise DataError(f"real images have {c} channels but the distilled images have {channels}")
+        if h < size[0] or w < size[1]:
+            # up-sampling would make every real image a smooth blob and the real-real reference meaningless
+            raise DataError(f"real images are {h}x{w} px, the distilled images {size[0]}x{size[1]}: the audit "
+                            "compares at the distilled resolution and does not up-sample; give the real data "
+                            "the file was distilled from")
         self._channels = channels
         self._size = size
         self._name = name
@@ -172,6 +175,40 @@ class RealPatches:
     def describe(self, index: int) -> str:
         img, y, x = self._where(index)
         return f"{self._name}[{img}]@({y},{x})"
+
+
+class RealPatchesAsDistilled:
+    """The labelled I/N/P patches of real images with masks, cut, labelled and resized exactly as the
+    distiller saw them (the patch geometry a patch model's file records), cut per chunk.
+
+    Args:
+        sampler: the :class:`~sldpack.medical.patches.PatchSampler` of the distiller's patch index.
+        channels: distilled channel count (the grayscale patches are repeated to match).
+        name: prefix for item names.
+    """
+
+    def __init__(self, sampler: PatchSampler, channels: int, name: str = "train") -> None:
+        self._sampler = sampler
+        self._channels = channels
+        self._name = name
+
+    def __len__(self) -> int:
+        return len(self._sampler.index)
+
+    def take(self, indices: npt.NDArray[np.int64]) -> F64:
+        patches, _ = self._sampler.cut(np.asarray(indices, dtype=np.int64))
+        x = np.asarray(patches, dtype=np.float64)[:, None]
+        return np.repeat(x, self._channels, axis=1) if self._channels != 1 else x
+
+    def batch(self, start: int, stop: int) -> F64:
+        return self.take(np.arange(start, min(stop, len(self)), dtype=np.int64))
+
+    def groups(self, start: int, stop: int) -> npt.NDArray[np.int64]:
+        return np.asarray(self._sampler.index.image[start:min(stop, len(self))], dtype=np.int64)
+
+    def describe(self, index: int) -> str:
+        ix = self._sampler.index
+        return f"{self._name}[{int(ix.image[index])}]@({int(ix.y[index])},{int(ix.x[index])})"
 
 
 def load_real_images(path: str | os.PathLike[str], split: str = "train"

@@ -6,7 +6,6 @@ Shared by every data-reading command (``sldp distill``, ``train``, ``eval``, ``a
 
 from __future__ import annotations
 
-import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -17,9 +16,11 @@ from sldpack.errors import DataError, UsageError
 from sldpack.medical.loaders import (
     IMAGE_EXTENSIONS,
     ImageSet,
+    count_unlabelled,
     load_folder,
     load_medmnist_npz,
     load_npz,
+    open_npz,
     read_image_file,
     split_indices,
 )
@@ -45,6 +46,7 @@ class DataSelection:
         split_rule: the rule in words (stated in every output).
         medmnist: the source is a MedMNIST-style file (its own splits, no masks).
         total: images in the source before splitting.
+        note: what was left out on request (``--unlabelled skip``), stated in every output.
     """
 
     data: ImageSet
@@ -53,13 +55,14 @@ class DataSelection:
     split_rule: str
     medmnist: bool
     total: int
+    note: str = ""
 
     def describe(self) -> str:
         """One human line."""
         h, w = self.data.shape
         masks = "with masks" if self.data.masks is not None else "no masks"
         return (f"{self.source}: split {self.split!r}, {len(self.data)} of {self.total} images, {h}x{w} px, "
-                f"{masks} ({self.split_rule})")
+                f"{masks} ({self.split_rule})" + (f"; {self.note}" if self.note else ""))
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready form."""
@@ -67,7 +70,8 @@ class DataSelection:
         return {"source": self.source, "split": self.split, "split_rule": self.split_rule,
                 "images": len(self.data), "total_images": self.total, "image_size": list(self.data.shape),
                 "masks": self.data.masks is not None, "medmnist": self.medmnist,
-                "label_counts": {str(int(v)): int((labels == v).sum()) for v in np.unique(labels)}}
+                "label_counts": {str(int(v)): int((labels == v).sum()) for v in np.unique(labels)},
+                **({"note": self.note} if self.note else {})}
 
 
 def split_rule(train_fraction: float, seed: int) -> str:
@@ -147,11 +151,8 @@ def detect_format(path: str | Path) -> DataFormat:
         return "image"
     if ext != ".npz":
         raise DataError(f"{p}: unsupported data source (an .npz file, a folder, or one PNG/JPEG/TIFF/DICOM image)")
-    try:
-        with np.load(p, allow_pickle=False) as z:
-            keys = set(z.files)
-    except (OSError, ValueError, zipfile.BadZipFile, EOFError) as exc:
-        raise DataError(f"{p}: not a readable .npz archive ({exc})") from exc
+    with open_npz(p) as z:
+        keys = set(z.files)
     if "images" in keys:
         return "npz"
     if any(k.endswith("_images") for k in keys):
@@ -161,7 +162,7 @@ def detect_format(path: str | Path) -> DataFormat:
 
 
 def load_data(path: str | Path, *, split: str = "test", train_fraction: float = 0.7, split_seed: int = 0,
-              resize: int | None = None, fmt: str = "auto") -> DataSelection:
+              resize: int | None = None, fmt: str = "auto", unlabelled: str = "error") -> DataSelection:
     """Load an evaluation/training data set in any format the loaders read, and pick a split.
 
     * MedMNIST-style ``.npz`` (``train_images`` ...): ``split`` names one of the file's own splits.
@@ -171,6 +172,8 @@ def load_data(path: str | Path, *, split: str = "test", train_fraction: float = 
 
     Args:
         fmt: one of :data:`DATA_FORMATS`; ``auto`` (default) detects it (:func:`detect_format`).
+        unlabelled: folders: ``"error"`` (default) when an image has no labels.csv row, ``"skip"`` to leave
+            it out (the selection's ``note`` says how many).
 
     Raises:
         DataError: a missing, unreadable or malformed source (naming the file and the problem).
@@ -183,9 +186,11 @@ def load_data(path: str | Path, *, split: str = "test", train_fraction: float = 
     if not p.exists():
         raise DataError(f"{p}: no such file or folder")
     if kind == "folder":
-        full = load_folder(p, size=resize)
+        full = load_folder(p, size=resize, unlabelled=unlabelled)
         part, rule = select_split(full, split, train_fraction=train_fraction, seed=split_seed)
-        return DataSelection(part, str(p), split, rule, False, len(full))
+        skipped = count_unlabelled(p, full) if unlabelled == "skip" else 0
+        note = f"{skipped} image(s) without a labels.csv row left out (--unlabelled skip)" if skipped else ""
+        return DataSelection(part, str(p), split, rule, False, len(full), note)
     if kind == "image":
         img = read_image_file(p)
         one = ImageSet(images=img[None], masks=None, labels=np.array([-1], dtype=np.int64), names=(p.name,))

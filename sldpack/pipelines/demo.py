@@ -302,7 +302,6 @@ def run_demo(config: DemoConfig, out: str | Path, *, log: Log | None = None,
     cfg.validate()
     say = log or (lambda _m: None)
     root = Path(out)
-    root.mkdir(parents=True, exist_ok=True)
     t_start = time.perf_counter()
     times: dict[str, float] = {}
 
@@ -326,6 +325,21 @@ def run_demo(config: DemoConfig, out: str | Path, *, log: Log | None = None,
     test, _ = select_split(full, "test", train_fraction=cfg.train_fraction, seed=split_seed)
     train_names = set(train.names)
     split_of = {i: ("train" if n in train_names else "test") for i, n in enumerate(full.names)}
+    settings = PatchSettings(size=cfg.patch_size, stride=cfg.stride, out_size=cfg.out_size,
+                             outside_max=cfg.outside_max, inside_min=cfg.inside_min)
+    src = PatchSource.from_image_set(train, settings)
+    run_dir = root / "run"
+    dcfg = DistillConfig(arch=cfg.arch, arch_options={"depth": cfg.depth, "width": cfg.width},
+                         batchnorm=cfg.batchnorm, mode="dd" if cfg.mode == "dd" else "sldd",
+                         images_per_class=cfg.images_per_class,
+                         steps=cfg.steps, epochs=cfg.epochs, iterations=cfg.iterations, batch_real=cfg.batch_real,
+                         lr=cfg.lr, inner_lr=cfg.inner_lr, seed=cfg.seed, device=cfg.device,
+                         checkpoint_every=cfg.checkpoint_every, bn_batches=8, bn_batch_size=64)
+    # everything is validated before the first file is written: a rerun with other settings into an
+    # existing folder is refused with that folder untouched
+    dcfg.validate()
+    resume = _check_resume(run_dir, dcfg, src)
+    root.mkdir(parents=True, exist_ok=True)
     _phantom_sheet(full, split_of, root / "phantom.png")
     lap("phantom", t)
     say(f"[1/7] {'phantom' if data is None else data.source}: {cfg.n_images} images {cfg.size} px (seed "
@@ -334,9 +348,6 @@ def run_demo(config: DemoConfig, out: str | Path, *, log: Log | None = None,
 
     # 2. patches ----------------------------------------------------------------------------------------
     t = time.perf_counter()
-    settings = PatchSettings(size=cfg.patch_size, stride=cfg.stride, out_size=cfg.out_size,
-                             outside_max=cfg.outside_max, inside_min=cfg.inside_min)
-    src = PatchSource.from_image_set(train, settings)
     counts = src.counts()
     _grid_sheet(full, settings, root / "patch_grid.png")
     _patch_sheet(src, root / "patches.png", 8, cfg.seed)
@@ -346,14 +357,6 @@ def run_demo(config: DemoConfig, out: str | Path, *, log: Log | None = None,
 
     # 3. distillation -----------------------------------------------------------------------------------
     t = time.perf_counter()
-    run_dir = root / "run"
-    dcfg = DistillConfig(arch=cfg.arch, arch_options={"depth": cfg.depth, "width": cfg.width},
-                         batchnorm=cfg.batchnorm, mode="dd" if cfg.mode == "dd" else "sldd",
-                         images_per_class=cfg.images_per_class,
-                         steps=cfg.steps, epochs=cfg.epochs, iterations=cfg.iterations, batch_real=cfg.batch_real,
-                         lr=cfg.lr, inner_lr=cfg.inner_lr, seed=cfg.seed, device=cfg.device,
-                         checkpoint_every=cfg.checkpoint_every, bn_batches=8, bn_batch_size=64)
-    resume = _check_resume(run_dir, dcfg, src)
     m_images = cfg.images_per_class * 3
     say(f"[3/7] distilling {m_images} images ({cfg.mode.upper()}, {cfg.arch} depth {cfg.depth} width {cfg.width}, "
         f"T={cfg.steps * cfg.epochs}, {cfg.iterations} iterations, {torch.get_num_threads()} thread(s))"
@@ -416,9 +419,11 @@ def run_demo(config: DemoConfig, out: str | Path, *, log: Log | None = None,
     patch_bytes = len(src) * settings.input_size ** 2 * 4
     bars = [(f"train images ({len(train)} x uint8)", n_train_img),
             (f"train patches ({len(src)} x float32)", patch_bytes),
-            ("trained network (safetensors)", ck_bytes),
+            ("trained network (full checkpoint)", zoo_bytes),
             (f"{sldp_path.name} ({m_images} images)", packed.file_size)]
-    rate = packed.file_size / ck_bytes
+    # "full checkpoint" has one definition everywhere (sldp report, train --save, this figure): the fp32
+    # tensors of the state_dict (sldpack.nn.zoo.checkpoint_bytes), the safetensors header not counted
+    rate = packed.file_size / zoo_bytes
     save_bar_chart(root / "compression.png", bars,
                    title=f"bytes to share (log scale): .sldp = {rate:.3f} x the checkpoint ({1 / rate:.1f}x smaller)")
 
@@ -443,7 +448,7 @@ def run_demo(config: DemoConfig, out: str | Path, *, log: Log | None = None,
                     "lrs_mean": float(np.mean(np.asarray(dres.tensors["lrs"].array)))},
         "file": {"path": str(sldp_path), "bytes": packed.file_size, "compression": cfg.compression,
                  "uncompressed_bytes": raw_size},
-        "checkpoint": {"path": str(ckpt), "bytes": ck_bytes, "tensor_bytes": zoo_bytes},
+        "checkpoint": {"path": str(ckpt), "bytes": zoo_bytes, "tensor_bytes": zoo_bytes, "file_bytes": ck_bytes},
         "rate": rate,
         "verify": {"digests": "ok", "replay": rep.status, "ok": rep.ok, "max_abs_deviation": rep.max_abs_deviation},
         "eval": ev.to_dict(),
@@ -479,7 +484,8 @@ def render_summary(s: dict[str, Any]) -> str:
         ("distilled", f"{di['images']} images ({c['images_per_class']} per class), {di['mode'].upper()}, "
                       f"T={di['T']}, {di['iterations']} iterations, {s['seconds']['distill']:.0f}s"),
         ("file", f"demo.sldp {format_bytes(fi['bytes'])} ({fi['compression']})"),
-        ("checkpoint", f"model.safetensors {format_bytes(ck['bytes'])}"),
+        ("checkpoint", f"full checkpoint {format_bytes(ck['bytes'])} of fp32 tensors (model.safetensors on disk "
+                       f"{format_bytes(ck.get('file_bytes', ck['bytes']))} with its header)"),
         ("rate", f"{s['rate']:.4f} (.sldp / checkpoint; {1 / s['rate']:.1f}x smaller)"),
         ("verify", f"digests {s['verify']['digests']}; replay {s['verify']['replay']}"),
         ("patch level", f"{ev['n_labelled']} test patches: accuracy {_f(pm.get('accuracy'))}; recall I "

@@ -239,6 +239,14 @@ def evaluate_whole_images(module: nn.Module, data: ImageSet, *, mean: Sequence[f
         raise UsageError(f"chunk must be >= 1, got {chunk}")
     k = len(class_names)
     h, w = data.shape
+    all_labels = np.asarray(data.labels, dtype=np.int64)
+    outside = all_labels >= k
+    if bool(outside.any()):
+        # silently dropping them would report a perfect score on the classes the file knows
+        first = int(np.flatnonzero(outside)[0])
+        raise DataError(f"{int(outside.sum())} image(s) have labels outside the file's label space 0..{k - 1} "
+                        f"({'/'.join(class_names)}), the first {data.names[first]!r} with label "
+                        f"{int(all_labels[first])}: evaluate on data with the same classes")
     if (h, w) != tuple(input_size) and (h != w or input_size[0] != input_size[1]):
         raise UsageError(f"images are {h}x{w} px, the network expects {input_size[0]}x{input_size[1]}; "
                          "only square images are resized")

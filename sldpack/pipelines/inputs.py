@@ -19,7 +19,8 @@ from typing import Any
 
 import numpy as np
 
-from sldpack.errors import UsageError
+from sldpack.errors import DataError, UsageError
+from sldpack.medical.loaders import IMAGE_DTYPE_RULE
 from sldpack.medical.patches import PATCH_CLASS_NAMES, build_patch_index
 from sldpack.pipelines.datasets import DATA_FORMATS, DataSelection, load_data, phantom_data
 from sldpack.pipelines.patch_source import PatchSettings, PatchSource
@@ -63,7 +64,8 @@ class DataSpec:
     data: str | None = field(default=None, metadata=_opt(
         "Data: MedMNIST .npz ({split}_images/{split}_labels), .npz with images/masks/labels (e.g. "
         "montgomery_512.npz), a folder (images + masks/ + labels.csv; PNG/JPEG/TIFF/DICOM) or one image file; "
-        "the layout is detected (or --format).", metavar="PATH"))
+        f"the layout is detected (or --format). Pixels: {IMAGE_DTYPE_RULE}, finite; anything else is refused "
+        "naming the problem.", metavar="PATH"))
     format: str = field(default="auto", metadata=_opt("Layout of --data.", choices=DATA_FORMATS))
     source: str | None = field(default=None, metadata=_opt(
         "Plug-in data source instead of --data: a registered name (phantom, patches) or "
@@ -71,26 +73,31 @@ class DataSpec:
         "--source mypkg.data:my_source:/path/to/data (sldpack.pipelines.sources.register_source).",
         metavar="NAME[:ARG]"))
     phantom: int | None = field(default=None, metadata=_opt(
-        "Use N built-in phantom X-rays (with organ masks) instead of --data.", metavar="N"))
-    phantom_size: int = field(default=128, metadata=_opt("Phantom image side in px."))
-    phantom_seed: int = field(default=0, metadata=_opt("Phantom seed."))
+        "Use N built-in phantom X-rays (with organ masks) instead of --data.", metavar="N", min=2))
+    phantom_size: int = field(default=128, metadata=_opt("Phantom image side in px.", min=16))
+    phantom_seed: int = field(default=0, metadata=_opt("Phantom seed.", min=0))
     split: str | None = field(default=None, metadata=_opt(
         "train, test or all (by the split rule: --train-fraction, --split-seed); for a MedMNIST file one of its "
         "own splits (train, val, test) [default: test for eval, train otherwise]."))
     train_fraction: float = field(default=0.7, metadata=_opt(
-        "Split rule: share of images in 'train' (stratified by image label)."))
-    split_seed: int = field(default=0, metadata=_opt("Split rule: seed."))
-    resize: int | None = field(default=None, metadata=_opt("Folders only: resize images to this side."))
+        "Split rule: share of images in 'train' (stratified by image label).", min=0.0, max=1.0, min_open=True,
+        max_open=True))
+    split_seed: int = field(default=0, metadata=_opt("Split rule: seed.", min=0))
+    resize: int | None = field(default=None, metadata=_opt("Folders only: resize images to this side.", min=1))
+    unlabelled: str = field(default="error", metadata=_opt(
+        "Folders only: an image without a labels.csv row is an error, or (skip) left out and counted in the "
+        "output.", choices=("error", "skip")))
     patch_size: int | None = field(default=None, metadata=_opt(
         f"Data with organ masks: patch (window) side in px [default: the file's for eval, else "
-        f"{DEFAULT_PATCH_SIZE}]."))
-    stride: int | None = field(default=None, metadata=_opt("Window step in px [default: half the patch size]."))
+        f"{DEFAULT_PATCH_SIZE}].", min=1))
+    stride: int | None = field(default=None, metadata=_opt("Window step in px [default: half the patch size].",
+                                                            min=1))
     out_size: int | None = field(default=None, metadata=_opt(
-        "Shrink patches to this side by area averaging (the network input) [default: the patch size]."))
+        "Shrink patches to this side by area averaging (the network input) [default: the patch size].", min=1))
     outside_max: float | None = field(default=None, metadata=_opt(
-        f"Patch label I below this organ fraction [{DEFAULT_OUTSIDE_MAX}]."))
+        f"Patch label I below this organ fraction [{DEFAULT_OUTSIDE_MAX}].", min=0.0, max=1.0))
     inside_min: float | None = field(default=None, metadata=_opt(
-        f"Patch label N/P above this organ fraction [{DEFAULT_INSIDE_MIN}]."))
+        f"Patch label N/P above this organ fraction [{DEFAULT_INSIDE_MIN}].", min=0.0, max=1.0))
 
     @classmethod
     def from_kwargs(cls, kwargs: Mapping[str, Any]) -> DataSpec:
@@ -135,7 +142,7 @@ class DataSpec:
                                 train_fraction=self.train_fraction, split_seed=self.split_seed)
         assert self.data is not None
         return load_data(self.data, split=split, train_fraction=self.train_fraction, split_seed=self.split_seed,
-                         resize=self.resize, fmt=self.format)
+                         resize=self.resize, fmt=self.format, unlabelled=self.unlabelled)
 
     def patch_settings(self, base: PatchSettings | None = None, *,
                        default_size: int | None = DEFAULT_PATCH_SIZE) -> PatchSettings | None:
@@ -244,15 +251,28 @@ def open_source(spec: DataSpec, split: str, *, class_names: Sequence[str] = (), 
         assert settings is not None
         psrc = PatchSource.from_image_set(sel.data, settings, per_class=per_class, subset_seed=subset_seed)
         counts = psrc.counts()
+        _require_classes(sel.source, split, dict(zip(PATCH_CLASS_NAMES, counts, strict=True)), "patches")
         return OpenedSource(psrc, sel, settings, f"{len(psrc)} patches (I/N/P {'/'.join(map(str, counts))})")
     if spec.patch_given:
         raise UsageError(f"{sel.source} has no organ masks: patches need masks (drop --patch-size/--stride/"
                          "--out-size)")
+    vals, cnt = np.unique(np.asarray(sel.data.labels), return_counts=True)
+    _require_classes(sel.source, split, {str(v): int(c) for v, c in zip(vals, cnt, strict=True) if v >= 0},
+                     "images")
     if sel.medmnist and medmnist_as_stored and per_class is None and spec.data is not None:
         asrc = load_npz(spec.data, split, class_names=names)
         return OpenedSource(asrc, sel, None, f"{len(asrc)} whole images")
     wsrc = _whole_images(sel, per_class, subset_seed, names)
     return OpenedSource(wsrc, sel, None, f"{len(wsrc)} whole images")
+
+
+def _require_classes(source: str, split: str, counts: Mapping[str, int], what: str) -> None:
+    """Training needs two classes: a one-class split would learn to say one thing (and eval would then
+    report a perfect score)."""
+    present = {k: v for k, v in counts.items() if v > 0}
+    if len(present) < 2:
+        raise DataError(f"{source} [{split}]: the {what} hold {len(present)} class(es) ({present}); distilling or "
+                        "training needs at least two classes")
 
 
 def _class_counts(labels: np.ndarray) -> str:
@@ -288,7 +308,8 @@ def describe_data(spec: DataSpec, opened: OpenedSource | None = None) -> list[st
         return lines
     settings = opened.settings if opened is not None else (spec.patch_settings() if first.data.masks is not None
                                                            else None)
-    lines = [f"data: {first.source}, {first.total} images ({first.split_rule})"]
+    lines = [f"data: {first.source}, {first.total} images ({first.split_rule})" +
+             (f"; {first.note}" if first.note else "")]
     for name in ("train", "test") if first.split != "all" or first.total > 1 else ("all",):
         try:
             chosen = first if name == first.split else spec.select(name)

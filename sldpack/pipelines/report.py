@@ -236,10 +236,20 @@ def render_report(rep: ByteReport) -> str:
         assert rate is not None
         out.append(f"full checkpoint: {rep.checkpoint_bytes:,} bytes ({format_bytes(rep.checkpoint_bytes)}) "
                    f"[{rep.checkpoint_source}]")
-        out.append(f"compression rate (sldp / checkpoint): {rate:.5f}  ({1 / rate:,.0f}x smaller)")
+        out.append(f"compression rate (sldp / checkpoint): {rate:.5f}  ({_relative(rate)})")
     else:
         out.append(f"full checkpoint: unknown ({rep.checkpoint_note or 'not computed'})")
     return "\n".join(out)
+
+
+def _relative(rate: float) -> str:
+    """``"12x smaller"``, ``"1.3x larger"``: never "0x smaller"."""
+    if rate <= 0:
+        return "empty"
+    if rate > 1:
+        return f"{rate:,.3g}x larger"
+    inv = 1 / rate
+    return f"{inv:,.0f}x smaller" if inv >= 10 else f"{inv:.2g}x smaller"
 
 
 # --- storage precision ----------------------------------------------------------------------------

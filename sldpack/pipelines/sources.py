@@ -19,7 +19,7 @@ import numpy as np
 
 from sldpack.errors import DataError, UsageError
 from sldpack.format.manifest import Preprocessing
-from sldpack.medical.loaders import read_npz_split
+from sldpack.medical.loaders import check_pixels, read_npz_split
 from sldpack.medical.patches import balanced_counts
 
 __all__ = [
@@ -127,7 +127,7 @@ class ArraySource:
         if len(self.class_names) != k:
             raise DataError(f"{len(self.class_names)} class names for {k} classes")
         if self.scale is None:
-            self.scale = 255.0 if imgs.dtype == np.uint8 else 1.0
+            self.scale = check_pixels(imgs, "images")  # the one image dtype rule (uint8, or float in [0, 1])
         # float64 statistics, then float32 arithmetic: the batch values are a documented function of
         # the stored mean/std, independent of how the statistics were obtained
         x01 = imgs.astype(np.float32) / np.float32(self.scale)
@@ -237,13 +237,16 @@ def load_npz(path: str | Path, split: str = "train", *, class_names: Sequence[st
         DataError: the file is missing, unreadable or lacks the split.
     """
     p = Path(path)
-    arrays = read_npz_split(p, split, layouts=("medmnist",))
+    arrays = read_npz_split(p, split, layouts=("medmnist",))  # applies the one image dtype rule
     assert arrays.labels is not None
+    imgs = arrays.images
+    # MedMNIST stores channels last ([N, H, W, 1] / [N, H, W, 3]); [N, C, H, W] with C in 1/3 is kept
+    channels_last = imgs.ndim == 4 and imgs.shape[-1] in (1, 3) and imgs.shape[1] not in (1, 3)
     try:
         digest = hashlib.sha256(p.read_bytes()).hexdigest()
     except OSError as exc:
         raise DataError(f"cannot read {p}: {exc}") from exc
-    return ArraySource(images=arrays.images, labels=arrays.labels,
+    return ArraySource(images=imgs, labels=arrays.labels, channels_last=channels_last,
                        class_names=tuple(class_names) or arrays.label_names,
                        mean=None if mean is None else tuple(mean), std=None if std is None else tuple(std),
                        fingerprint=digest)

@@ -176,7 +176,7 @@ def test_bad_inputs_exit_2_with_a_clear_message(patch_file: Path, tmp_path: Path
     bad.write_bytes(b"garbage")
     code, err = _exit_code(["eval", str(patch_file), "--data", str(bad)], capsys)
     assert code == 2
-    assert "not a readable .npz" in err
+    assert "not an .npz" in err
     code, err = _exit_code(["eval", str(patch_file), *PHANTOM, "--data", str(bad)], capsys)
     assert code == 2
     assert "exactly one data source" in err

@@ -101,7 +101,7 @@ def test_wrong_dtypes_and_pickle(tmp_path: Path) -> None:
     a = _arrays()
     a["images"] = a["images"].astype(np.float32)
     np.savez(tmp_path / "f.npz", **a)
-    with pytest.raises(DataError, match="must be uint8"):
+    with pytest.raises(DataError, match="values stored as float"):
         load_npz(tmp_path / "f.npz")
     b = _arrays()
     b["masks"] = b["masks"] * 3
@@ -398,3 +398,15 @@ def test_montgomery_file(shared_data: Path) -> None:
     patients = [n.split("_")[1] for n in ds.names]
     assert len(set(patients)) == 138
     assert [int(n.split("_")[2][0]) for n in ds.names] == ds.labels.tolist()
+
+
+def test_folder_images_without_a_labels_row(tmp_path: Path) -> None:
+    from sldpack.medical.loaders import count_unlabelled
+
+    _make_folder(tmp_path)
+    (tmp_path / "labels.csv").write_text("name,label\nimg0.png,0\nimg3.png,1\n")
+    with pytest.raises(DataError, match=r"2 image file\(s\) .* have no row \(the first: 'img1\.tif'\)"):
+        load_folder(tmp_path)
+    ds = load_folder(tmp_path, unlabelled="skip")
+    assert ds.names == ("img0.png", "img3.png")
+    assert count_unlabelled(tmp_path, ds) == 2

@@ -205,7 +205,8 @@ def test_pack_from_run_dir_and_external_input(tmp_path: Path) -> None:
     res = distill(toy_source(), tiny_config(iterations=2), run_dir=run)
     out = tmp_path / "packed.sldp"
     pr = pack(run, out)
-    assert pr.notes == ()  # everything was already there: no replay needed
+    # the fingerprint is recomputed, never copied from manifest.json: here it agrees with the recorded one
+    assert pr.notes == ("replay fingerprint computed (1 thread(s))",)
     with sldpack.open(run / "distilled.sldp") as a, sldpack.open(out) as b:
         assert a.manifest.tensors == b.manifest.tensors
         assert a.manifest.replay == b.manifest.replay
@@ -236,6 +237,25 @@ def test_pack_from_run_dir_and_external_input(tmp_path: Path) -> None:
     with pytest.raises(UsageError, match="lrs"):
         pack(ext / "manifest.json", tmp_path / "bad.sldp", tensors=ext / "bad.npz")
     assert not (tmp_path / "bad.sldp").exists()
+    # edited tensors (negative step size, NaN image) and unknown architectures are refused, not packed
+    # with a stale fingerprint
+    for what, edit in (("negative", lambda a: a.__setitem__("lrs", -np.abs(a["lrs"]))),
+                       ("NaN", lambda a: a["images"].__setitem__((0, 0, 0, 0), np.nan))):
+        with np.load(run / "final" / "tensors.npz") as z:
+            arrays = {k: z[k].copy() for k in z.files}
+        edit(arrays)
+        np.savez(ext / "edited.npz", **arrays)
+        with pytest.raises(DataError, match=what):
+            pack(ext / "manifest.json", tmp_path / "edited.sldp", tensors=ext / "edited.npz")
+        assert not (tmp_path / "edited.sldp").exists()
+    obj["arch"]["id"] = "nosuch@1"
+    (ext / "manifest.json").write_text(json.dumps(obj))
+    with pytest.raises(UsageError, match="unknown architecture"):
+        pack(ext, tmp_path / "edited.sldp")
+    # --fingerprint never drops a recorded fingerprint instead of copying it unchecked
+    pr3 = pack(run, tmp_path / "nofp.sldp", fingerprint="never")
+    assert pr3.manifest.replay is None
+    assert any("dropped" in n for n in pr3.notes)
 
 
 def test_distilled_module_digest_matches_fingerprint() -> None:

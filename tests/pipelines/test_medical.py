@@ -230,7 +230,7 @@ def test_load_data_formats_and_errors(tmp_path: Path) -> None:
         load_data(tmp_path / "missing.npz")
     bad = tmp_path / "bad.npz"
     bad.write_bytes(b"not a zip")
-    with pytest.raises(DataError, match="not a readable"):
+    with pytest.raises(DataError, match=r"not an \.npz"):
         load_data(bad)
 
 

@@ -1,0 +1,347 @@
+"""Issue 10, "nothing lost, no traceback": one table row per reproduced defect.
+
+Each row runs ``sldp`` in-process through :func:`sldpack.cli.main.main` and checks the exit code, that
+stderr names the problem in one line, that nothing printed a traceback, and that every file the fixtures
+made (the inputs and earlier outputs) is byte-identical afterwards (SHA-256 of every file before/after).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import hashlib
+import json
+import os
+import shutil
+import socket
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from sldpack.cli.main import main
+
+TINY = ["--arch-option", "depth=2", "--arch-option", "width=8", "--steps", "2", "-K", "8", "--device", "cpu",
+        "--threads", "1", "--checkpoint-every", "1", "--bn-batches", "2", "-q"]
+
+
+def run(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
+    """(exit code, stdout, stderr) of ``sldp ARGV``."""
+    capsys.readouterr()
+    try:
+        main(argv)
+        code = 0
+    except SystemExit as exc:
+        code = int(exc.code or 0)
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def tree_hashes(root: Path) -> dict[str, str]:
+    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def _medmnist(path: Path, x: np.ndarray, y: np.ndarray, **extra: np.ndarray) -> Path:
+    np.savez(path, train_images=x, train_labels=y, test_images=x[:10], test_labels=y[:10], **extra)
+    return path
+
+
+@pytest.fixture(scope="module")
+def env(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Inputs and earlier outputs every row must leave untouched."""
+    d = tmp_path_factory.mktemp("env")
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 2, (60, 1)).astype(np.uint8)
+    x = rng.integers(0, 100, (60, 8, 8)).astype(np.uint8)
+    x[y[:, 0] == 1, :, :4] += 120
+    _medmnist(d / "toy.npz", x, y)
+    _medmnist(d / "channels_last.npz", x[..., None], y)
+    _medmnist(d / "one_class.npz", x, np.zeros_like(y))
+    xf = x.astype(np.float64) / 255.0
+    xf[3, 2, 1] = np.nan
+    xf[7, 0, 0] = np.inf
+    _medmnist(d / "nan.npz", xf, y)
+    _medmnist(d / "float255.npz", x.astype(np.float32), y)
+    _medmnist(d / "int16.npz", x.astype(np.int16), y)
+    np.savez(d / "no_labels.npz", train_images=x)
+    np.savez(d / "tiny_real.npz", train_images=x[:, :2, :2], train_labels=y)
+    three = y.copy()
+    three[:5] = 2
+    _medmnist(d / "three_classes.npz", x, three)
+    (d / "text.npz").write_text("name,label\na,0\n")
+    folder = d / "folder"
+    folder.mkdir()
+    for i in range(6):
+        Image.fromarray(x[i]).save(folder / f"img{i}.png")
+    (folder / "labels.csv").write_text("name,label\n" + "".join(f"img{i}.png,{i % 2}\n" for i in range(4)))
+    (d / "not_a_dir").write_text("a file")
+    # earlier outputs: a distill run, a patch model from the demo
+    code = main_quiet(["distill", "--data", str(d / "toy.npz"), "--iterations", "2", "--out", str(d / "run"),
+                       *TINY])
+    assert code == 0
+    assert main_quiet(["demo", "--fast", "--out", str(d / "demo"), "-q", "--iterations", "2"]) == 0
+    edited = d / "edited"
+    for name, change in (("neg_lrs", "lrs"), ("inf_image", "images"), ("unknown_arch", "arch")):
+        tgt = edited / name
+        shutil.copytree(d / "run" / "final", tgt)
+        with np.load(tgt / "tensors.npz") as z:
+            arrays = {k: z[k].copy() for k in z.files}
+        if change == "lrs":
+            arrays["lrs"][0] = -0.5
+        elif change == "images":
+            arrays["images"][0, 0, 0, 0] = np.inf
+        else:
+            m = json.loads((tgt / "manifest.json").read_text())
+            m["arch"]["id"] = "nosuch@1"
+            (tgt / "manifest.json").write_text(json.dumps(m))
+        np.savez(tgt / "tensors.npz", **arrays)
+    return d
+
+
+def main_quiet(argv: list[str]) -> int:
+    try:
+        main(argv)
+    except SystemExit as exc:
+        return int(exc.code or 0)
+    return 0
+
+
+@contextlib.contextmanager
+def held_lock(directory: Path) -> Iterator[None]:
+    """Another process's run, as the lock file records it (pid/host), holding the OS lock."""
+    directory.mkdir(parents=True, exist_ok=True)
+    fd = os.open(directory / ".sldp.lock", os.O_RDWR | os.O_CREAT, 0o666)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        os.write(fd, json.dumps({"pid": 424242, "host": socket.gethostname(), "since": "now"}).encode())
+        yield
+    finally:
+        os.close(fd)
+
+
+@dataclass(frozen=True)
+class Row:
+    item: str
+    argv: Callable[[Path, Path], list[str]]  # (env, scratch) -> argv
+    code: int
+    says: tuple[str, ...]
+    absent: str | None = None  # a path (relative to scratch) that must not exist afterwards
+    lock: str | None = None  # hold the lock of this env-relative directory during the run
+
+
+def _dicom_bad_vr() -> str | None:
+    try:
+        from pydicom.data import get_testdata_files
+    except ImportError:
+        return None
+    hits = [f for f in get_testdata_files() if Path(f).name == "badVR.dcm"]
+    return hits[0] if hits else None
+
+
+ROWS = [
+    # 1. an output that is one of the inputs
+    Row("1 replay -o FILE", lambda e, s: ["replay", str(e / "run/distilled.sldp"), "-o", str(e / "run/distilled.sldp")],
+        2, ("is an input of this command",)),
+    Row("1 audit --sheet FILE", lambda e, s: ["audit", str(e / "run/distilled.sldp"), "--data", str(e / "toy.npz"),
+                                              "--sheet", str(e / "run/distilled.sldp")], 2, ("--sheet",)),
+    Row("1 eval --per-image FILE", lambda e, s: ["eval", str(e / "run/distilled.sldp"), "--data", str(e / "toy.npz"),
+                                                 "--per-image", str(e / "run/distilled.sldp")], 2, ("--per-image",)),
+    Row("1 pack DIR -o DIR/tensors.npz", lambda e, s: ["pack", str(e / "run/final"), "-o",
+                                                       str(e / "run/final/tensors.npz")], 2, ("is an input",)),
+    Row("1 train --save DATA", lambda e, s: ["train", "--data", str(e / "toy.npz"), "--save", str(e / "toy.npz")],
+        2, ("--save",)),
+    # 2. a run directory in use by another process
+    Row("2 distill --out locked", lambda e, s: ["distill", "--data", str(e / "toy.npz"), "--out", str(s / "locked"),
+                                                "--iterations", "2", *TINY], 2, ("in use by pid 424242",),
+        lock="locked"),
+    Row("2 demo --out locked", lambda e, s: ["demo", "--fast", "--out", str(s / "locked"), "-q"], 2,
+        ("in use by pid 424242",), lock="locked"),
+    # 3. demo rerun with other settings: refused before any picture is overwritten (env hashes)
+    Row("3 demo other settings", lambda e, s: ["demo", "--fast", "--out", str(e / "demo"), "--width", "4", "-q"],
+        2, ("other settings",)),
+    # 4. pack never presents a stale fingerprint; edited tensors and unknown archs are refused
+    Row("4 pack negative lrs", lambda e, s: ["pack", str(e / "edited/neg_lrs"), "-o", str(s / "p.sldp")], 2,
+        ("negative step size",), absent="p.sldp"),
+    Row("4 pack Inf pixel", lambda e, s: ["pack", str(e / "edited/inf_image"), "-o", str(s / "p.sldp")], 2,
+        ("NaN or infinite",), absent="p.sldp"),
+    Row("4 pack unknown arch", lambda e, s: ["pack", str(e / "edited/unknown_arch"), "-o", str(s / "p.sldp")], 2,
+        ("unknown architecture id",), absent="p.sldp"),
+    # 5. single-class data; labels outside the file's label space
+    Row("5 distill one class", lambda e, s: ["distill", "--data", str(e / "one_class.npz"), "--out", str(s / "r"),
+                                             *TINY], 2, ("at least two classes",), absent="r"),
+    Row("5 train one class", lambda e, s: ["train", "--data", str(e / "one_class.npz"), "--steps", "1", "-q"], 2,
+        ("at least two classes",)),
+    Row("5 eval labels outside", lambda e, s: ["eval", str(e / "run/distilled.sldp"), "--data",
+                                               str(e / "three_classes.npz"), "--split", "train", "-q"], 2,
+        ("outside the file's label space",)),
+    # 6. labels.csv without rows for some images
+    Row("6 folder unlisted images", lambda e, s: ["train", "--data", str(e / "folder"), "--steps", "1", "-q",
+                                                  "--eval-split", "none"], 2, ("2 image file(s)", "--unlabelled skip")),
+    # 7. OSError: one line naming the path and the cause, exit 2
+    Row("7 OSError", lambda e, s: ["replay", str(e / "run/distilled.sldp"), "-o",
+                                   str(e / "not_a_dir/m.safetensors")], 2, ("I/O error on", "not_a_dir")),
+    # 8. numeric options validated the same way everywhere
+    Row("8 replay --threads 0", lambda e, s: ["replay", str(e / "run/distilled.sldp"), "-o", str(s / "m.st"),
+                                              "--threads", "0"], 2, ("--threads",), absent="m.st"),
+    Row("8 train --threads 0", lambda e, s: ["train", "--data", str(e / "toy.npz"), "--threads", "0"], 2,
+        ("--threads",)),
+    Row("8 distill --steps 0", lambda e, s: ["distill", "--data", str(e / "toy.npz"), "--out", str(s / "r"),
+                                             "--steps", "0"], 2, ("--steps",), absent="r"),
+    Row("8 eval --chunk 0", lambda e, s: ["eval", str(e / "run/distilled.sldp"), "--data", str(e / "toy.npz"),
+                                          "--chunk", "0"], 2, ("--chunk",)),
+    Row("8 demo --train-fraction 1.5", lambda e, s: ["demo", "--fast", "--out", str(s / "d"),
+                                                     "--train-fraction", "1.5"], 2, ("--train-fraction",),
+        absent="d"),
+    # 10. channels-last images are read as such (distill and train accept them)
+    Row("10 distill channels-last", lambda e, s: ["distill", "--data", str(e / "channels_last.npz"), "--out",
+                                                  str(s / "r"), "--iterations", "1", *TINY], 0, ()),
+    Row("10 train channels-last", lambda e, s: ["train", "--data", str(e / "channels_last.npz"), "--steps", "1",
+                                                "-q", "--arch-option", "depth=2", "--arch-option", "width=8"], 0, ()),
+    # 11. non-finite data and options up front
+    Row("11 NaN pixels", lambda e, s: ["distill", "--data", str(e / "nan.npz"), "--out", str(s / "r"), *TINY], 2,
+        ("2 pixel(s) are NaN or infinite", "(3, 2, 1)"), absent="r"),
+    Row("11 --lrs-lr nan", lambda e, s: ["distill", "--data", str(e / "toy.npz"), "--out", str(s / "r"),
+                                         "--lrs-lr", "nan"], 2, ("--lrs-lr", "not a finite number"), absent="r"),
+    # 12. missing key named; not an npz
+    Row("12 missing labels key", lambda e, s: ["distill", "--data", str(e / "no_labels.npz"), "--out", str(s / "r")],
+        2, ("train_labels",), absent="r"),
+    Row("12 text file", lambda e, s: ["train", "--data", str(e / "text.npz")], 2, ("not an .npz",)),
+    # 13. learning rates checked like --lr
+    Row("13 --inner-lr 0", lambda e, s: ["distill", "--data", str(e / "toy.npz"), "--out", str(s / "r"),
+                                         "--inner-lr", "0"], 2, ("--inner-lr",), absent="r"),
+    Row("13 --inner-lr -0.1", lambda e, s: ["distill", "--data", str(e / "toy.npz"), "--out", str(s / "r"),
+                                            "--inner-lr", "-0.1"], 2, ("--inner-lr",), absent="r"),
+    Row("13 --label-lr -1", lambda e, s: ["distill", "--data", str(e / "toy.npz"), "--out", str(s / "r"),
+                                          "--label-lr", "-1"], 2, ("--label-lr",), absent="r"),
+    # 14. one image dtype rule in every command
+    Row("14 distill int16", lambda e, s: ["distill", "--data", str(e / "int16.npz"), "--out", str(s / "r")], 2,
+        ("dtype int16",), absent="r"),
+    Row("14 train int16", lambda e, s: ["train", "--data", str(e / "int16.npz")], 2, ("dtype int16",)),
+    Row("14 eval int16", lambda e, s: ["eval", str(e / "run/distilled.sldp"), "--data", str(e / "int16.npz")], 2,
+        ("dtype int16",)),
+    Row("14 audit int16", lambda e, s: ["audit", str(e / "run/distilled.sldp"), "--data", str(e / "int16.npz"),
+                                        "--no-sheet"], 2, ("dtype int16",)),
+    # 15. audit: no up-sampling; float data in 0..255 detected
+    Row("15 audit 2x2 real", lambda e, s: ["audit", str(e / "run/distilled.sldp"), "--data",
+                                           str(e / "tiny_real.npz"), "--no-sheet"], 2, ("does not up-sample",)),
+    Row("15 audit float 0..255", lambda e, s: ["audit", str(e / "run/distilled.sldp"), "--data",
+                                               str(e / "float255.npz"), "--no-sheet"], 2, ("0..255",)),
+    # 16. a patch model's audit uses the file's patch geometry (and needs masks to cut them)
+    Row("16 audit patch model without masks", lambda e, s: ["audit", str(e / "demo/demo.sldp"), "--data",
+                                                            str(e / "toy.npz"), "--no-sheet"], 2,
+        ("is a patch model", "organ masks")),
+    # 17. messages
+    Row("17 train --eval-split nosuch", lambda e, s: ["train", "--data", str(e / "toy.npz"), "--eval-split",
+                                                      "nosuch"], 2, ("--eval-split 'nosuch'",)),
+]
+_bad_vr = _dicom_bad_vr()
+if _bad_vr is not None:
+    # 21. a malformed DICOM attribute is bad input, not a crash
+    ROWS.append(Row("21 DICOM badVR", lambda e, s: ["eval", str(e / "run/distilled.sldp"), "--data", str(_bad_vr)],
+                    2, ("badVR.dcm",)))
+
+
+@pytest.mark.parametrize("row", ROWS, ids=[r.item for r in ROWS])
+def test_bad_input(row: Row, env: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    before = tree_hashes(env)
+    argv = row.argv(env, tmp_path)
+    if row.lock is not None:
+        with held_lock(tmp_path / row.lock):
+            code, out, err = run(argv, capsys)
+    else:
+        code, out, err = run(argv, capsys)
+    assert code == row.code, (out, err)
+    assert "Traceback" not in out + err
+    if row.code != 0:
+        lines = [ln for ln in err.splitlines() if ln.strip()]
+        assert len(lines) == 1, err  # one line naming the problem
+        for text in row.says:
+            assert text in lines[0], lines[0]
+    if row.absent is not None:
+        assert not (tmp_path / row.absent).exists()  # no half-made output, no empty run directory
+    assert tree_hashes(env) == before  # inputs and earlier outputs byte-identical
+
+
+def test_unlabelled_skip_counts_what_was_left_out(env: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code, _out, err = run(["train", "--data", str(env / "folder"), "--steps", "1", "--eval-split", "none",
+                          "--unlabelled", "skip", "--arch-option", "depth=2", "--arch-option", "width=8"], capsys)
+    assert code == 0, err
+    assert "2 image(s) without a labels.csv row left out" in err
+
+
+def test_audit_of_a_patch_model_uses_the_file_geometry(env: Path, tmp_path: Path,
+                                                        capsys: pytest.CaptureFixture[str]) -> None:
+    # the demo distilled 16 px patches of a 64 px phantom (10 images, seed 0): the audit cuts exactly those
+    code, out, err = run(["audit", str(env / "demo/demo.sldp"), "--phantom", "10", "--phantom-size", "64",
+                          "--no-sheet", "--real-sample", "40"], capsys)
+    assert code in (0, 1), err
+    assert "patches as distilled (the file's geometry): 16 px windows, stride 8" in out
+    assert "Traceback" not in out + err
+
+
+def test_report_vs_a_larger_file_never_says_0x(env: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    small = tmp_path / "small.bin"
+    small.write_bytes(b"x" * 10)
+    code, out, err = run(["report", str(env / "run/distilled.sldp"), "--vs", str(small)], capsys)
+    assert code == 0, err
+    assert "x larger" in out
+    assert "0x smaller" not in out
+
+
+def test_one_full_checkpoint_definition(env: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    # 18. sldp report and sldp train --save give the same full-checkpoint bytes for the same network
+    code, out, err = run(["train", "--data", str(env / "toy.npz"), "--steps", "1", "--arch-option", "depth=2",
+                          "--arch-option", "width=8", "--save", str(tmp_path / "m.safetensors"), "--json",
+                          "--eval-split", "none"], capsys)
+    assert code == 0, err
+    trained = json.loads(out)
+    code, out, err = run(["report", str(env / "run/distilled.sldp"), "--json"], capsys)
+    assert code == 0, err
+    assert json.loads(out)["checkpoint"]["bytes"] == trained["checkpoint_bytes"]
+    assert trained["saved_bytes"] > trained["checkpoint_bytes"]  # the file adds its header, not counted
+
+
+def test_interrupt_prints_the_resume_command_and_resume_does_not_repeat_log_lines(
+        env: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    from sldpack.cli.common import ProgressPrinter
+
+    def ctrl_c_at_3(self: ProgressPrinter, p: object) -> None:
+        if getattr(p, "iteration", 0) == 3:
+            raise KeyboardInterrupt
+
+    out_dir = tmp_path / "r"
+    args = ["distill", "--data", str(env / "toy.npz"), "--out", str(out_dir), *TINY]
+    monkeypatch.setattr(ProgressPrinter, "from_distill", ctrl_c_at_3)
+    code, _, err = run([*args, "--iterations", "5", "--checkpoint-every", "2"], capsys)
+    assert code == 130
+    assert "Traceback" not in err and "aborted" not in err
+    assert f"--out {out_dir} --resume" in err
+    monkeypatch.undo()
+    code, _out, err = run(["distill", "--data", str(env / "toy.npz"), "--out", str(out_dir), "--resume", "-q"],
+                         capsys)
+    assert code == 0, err
+    records = [json.loads(x) for x in (out_dir / "log.jsonl").read_text().splitlines()]
+    assert [r["iteration"] for r in records if "loss" in r] == [1, 2, 3, 4, 5]
+
+
+def test_internal_error_is_one_line_unless_asked(env: Path, capsys: pytest.CaptureFixture[str],
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    import sldpack.pipelines.report as report
+
+    def boom(*a: object, **k: object) -> None:
+        raise RuntimeError("boom")
+
+    monkeypatch.setattr(report, "byte_report", boom)
+    monkeypatch.delenv("SLDP_TRACEBACK", raising=False)
+    code, _, err = run(["report", str(env / "run/distilled.sldp")], capsys)
+    assert code == 3
+    assert "Traceback" not in err
+    assert len(err.strip().splitlines()) == 1 and "SLDP_TRACEBACK=1" in err
+    monkeypatch.setenv("SLDP_TRACEBACK", "1")
+    code, _out, err = run(["report", str(env / "run/distilled.sldp")], capsys)
+    assert code == 3
+    assert "Traceback" in err
