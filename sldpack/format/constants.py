@@ -141,5 +141,6 @@ ERROR_CODES: Final[dict[str, str]] = {
     "E_DTYPE": "a tensor dtype is not allowed",
     "E_NAME": "a tensor name is empty, too long, has a control character or is duplicated",
     "E_TENSOR_DIGEST": "a tensor's bytes do not match its sha256",
+    "E_PAYLOAD_DIGEST": "a compressed payload's stored bytes do not match payload.stored_sha256",
     "E_NONFINITE": "a learning rate (or other value required finite) is NaN or infinite",
 }

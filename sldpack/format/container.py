@@ -158,7 +158,9 @@ def encode(manifest: Manifest, tensors: Mapping[str, Tensor], *, compression: st
         payload = decoded
     full = replace(manifest, tensors={n: infos[n] for n in order},
                    payload=PayloadInfo(compression=compression, stored_size=len(payload),
-                                       decoded_size=len(decoded)))
+                                       decoded_size=len(decoded),
+                                       stored_sha256=hashlib.sha256(payload).hexdigest()
+                                       if compression == "zstd" else None))
     mbytes = canonical_msgpack.encode(full.to_obj())
     if len(mbytes) > MAX_MANIFEST_BYTES:
         raise UsageError(f"manifest of {len(mbytes)} bytes exceeds the {MAX_MANIFEST_BYTES}-byte limit "
@@ -379,8 +381,13 @@ class SldpFile:
                 n = int.from_bytes(self._src.read_at(base, 8), "little") if pay.decoded_size >= 8 else 0
                 prefix = self._src.read_at(base, min(pay.decoded_size, 8 + min(n, MAX_ST_HEADER_BYTES)))
             else:
-                decoded = memoryview(_unzstd(self._src.read_at(base, self.header.payload_length),
-                                             pay.decoded_size, base))
+                stored = self._src.read_at(base, self.header.payload_length)
+                got = hashlib.sha256(stored).hexdigest()
+                if got != pay.stored_sha256:  # checked before the frame is parsed (spec section 9)
+                    raise DigestError("E_PAYLOAD_DIGEST", "compressed payload bytes do not match "
+                                      "payload.stored_sha256", offset=base, expected=pay.stored_sha256, got=got,
+                                      field="payload.stored_sha256")
+                decoded = memoryview(_unzstd(stored, pay.decoded_size, base))
                 prefix = decoded
             entries, data_start = parse_header(prefix, decoded_size=pay.decoded_size, base=base, flat=flat)
             self._check_against_manifest(prefix, entries, base if flat else base + 8)

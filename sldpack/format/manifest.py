@@ -445,25 +445,36 @@ class TensorInfo:
 
 @dataclass(frozen=True)
 class PayloadInfo:
-    """How the tensor payload is stored: compression and sizes.
+    """How the tensor payload is stored: compression, sizes, and (zstd only) the stored bytes' SHA-256.
 
-    The payload needs no digest of its own: its decoded form must be the canonical safetensors encoding
-    of the (digest-protected) tensor table, and every tensor's bytes carry a SHA-256.
+    An uncompressed payload needs no digest of its own: it must be the canonical safetensors encoding of
+    the (digest-protected) tensor table, and every tensor's bytes carry a SHA-256. A zstd frame can encode
+    the same content in many ways (and decoders ignore some of its bits), so its stored bytes are digested.
     """
 
     compression: str
     stored_size: int
     decoded_size: int
+    stored_sha256: str | None = None
 
     def to_obj(self) -> dict[str, Any]:
-        return {"compression": self.compression, "stored_size": self.stored_size,
-                "decoded_size": self.decoded_size}
+        d: dict[str, Any] = {"compression": self.compression, "stored_size": self.stored_size,
+                             "decoded_size": self.decoded_size}
+        if self.stored_sha256 is not None:
+            d["stored_sha256"] = self.stored_sha256
+        return d
 
     @classmethod
     def from_obj(cls, ctx: _Ctx, obj: Mapping[str, Any], path: str = "payload") -> PayloadInfo:
-        return cls(compression=_choice(ctx, obj, path, "compression", COMPRESSIONS),
-                   stored_size=_int(ctx, obj, path, "stored_size"),
-                   decoded_size=_int(ctx, obj, path, "decoded_size"))
+        compression = _choice(ctx, obj, path, "compression", COMPRESSIONS)
+        digest = None
+        if compression == "zstd":
+            digest = _hex(ctx, obj, path, "stored_sha256")
+        elif "stored_sha256" in obj:
+            raise ctx.fail(f"{path}.stored_sha256", "stored_sha256 is only for a compressed payload",
+                           expected="absent with compression none", got="present")
+        return cls(compression=compression, stored_size=_int(ctx, obj, path, "stored_size"),
+                   decoded_size=_int(ctx, obj, path, "decoded_size"), stored_sha256=digest)
 
 
 @dataclass(frozen=True)

@@ -415,11 +415,23 @@ def invalid_cases() -> list[tuple[str, str, bytes, str, int]]:
 
     def zfile(frame: bytes, decoded_size: int = len(decoded)) -> tuple[bytes, int]:
         o = json.loads(json.dumps(jsonable(obj)))
-        o["payload"] = {"compression": "zstd", "stored_size": len(frame), "decoded_size": decoded_size}
+        o["payload"] = {"compression": "zstd", "stored_size": len(frame), "decoded_size": decoded_size,
+                        "stored_sha256": hashlib.sha256(frame).hexdigest()}
         m = cm.encode(o)
         return assemble(m, frame), HEADER_SIZE + len(m)
 
     frame = zstandard.ZstdCompressor(level=3).compress(decoded)
+    d, at = zfile(frame)
+    flipped_frame = bytearray(d)
+    flipped_frame[-1] ^= 0x01
+    add("zstd_stored_digest_mismatch", "last bit of the zstd frame flipped, stored_sha256 not updated",
+        bytes(flipped_frame), "E_PAYLOAD_DIGEST", at)
+    o = json.loads(json.dumps(jsonable(obj)))
+    o["payload"] = {"compression": "zstd", "stored_size": len(frame), "decoded_size": len(decoded)}
+    add("schema_zstd_without_stored_sha256", "zstd payload without payload.stored_sha256",
+        assemble(cm.encode(o), frame), "E_SCHEMA", offset_of(o, "payload"))
+    schema("schema_stored_sha256_uncompressed", "payload.stored_sha256 with compression none",
+           lambda o: o["payload"].update(stored_sha256="00" * 32), "E_SCHEMA", "payload.stored_sha256")
     d, at = zfile(b"\x00" * len(frame))
     add("zstd_not_a_frame", "payload is zeros, not a zstd frame", d, "E_ZSTD", at)
     d, at = zfile(zstandard.ZstdCompressor(level=3).compress(decoded + b"\x00"))
