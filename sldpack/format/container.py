@@ -514,6 +514,14 @@ class SldpFile:
             else:
                 self._check_digest(name, self._digest(name))
 
+    def stored_manifest(self) -> Any:
+        """The manifest exactly as stored: the decoded msgpack value, without defaults or normalisation.
+
+        (``manifest`` is the typed view, which fills optional fields with their defaults.)
+        """
+        raw = self._src.read_at(HEADER_SIZE, self.header.manifest_length)
+        return canonical_msgpack.decode(raw, base=HEADER_SIZE)[0]
+
     def layout(self) -> Layout:
         """Byte accounting of the file (see :class:`Layout`)."""
         pay = self.manifest.payload
