@@ -285,21 +285,20 @@ def refingerprint(manifest: Manifest, arrays: Mapping[str, np.ndarray]) -> Repla
     """Replay ``arrays`` (the values as stored) and compute a new fingerprint like the old one.
 
     Same probe seed and count as the manifest's fingerprint, under its recorded reference thread
-    count (CPU), tolerance by the replay module's default rule.
+    count (CPU), tolerances calibrated by the replay module's rule (spec annex replay, section 6).
 
     Raises:
         UsageError: the manifest has no fingerprint or cannot be replayed.
     """
-    from sldpack.nn.replay import DEFAULT_REFERENCE_THREADS, compute_fingerprint, replay_arrays
+    from sldpack.nn.replay import DEFAULT_REFERENCE_THREADS, fingerprint_arrays
 
     old = manifest.replay
     if old is None:
         raise UsageError("the file has no replay fingerprint to recompute")
     ref = old.reference.get("threads")
     threads = int(ref) if isinstance(ref, int) and ref > 0 else DEFAULT_REFERENCE_THREADS
-    res = replay_arrays(manifest, arrays, device="cpu", threads=threads)
-    return compute_fingerprint(res.module, probe_seed=old.probe_seed, probe_count=old.probe_count,
-                               threads=threads)
+    return fingerprint_arrays(manifest, arrays, probe_seed=old.probe_seed, probe_count=old.probe_count,
+                              threads=threads)
 
 
 def accuracy(module: torch.nn.Module, images: np.ndarray, labels: np.ndarray,
