@@ -251,7 +251,7 @@ def _parse_header(src: _Source) -> Header:
                               expected=f">= {HEADER_SIZE} bytes", got=src.size)
         _check_magic(got)
     raw = bytes(src.read_at(0, HEADER_SIZE))
-    magic, major, minor, reserved, mlen, plen, mdigest = HEADER_STRUCT.unpack(raw)
+    _magic, major, minor, reserved, mlen, plen, mdigest = HEADER_STRUCT.unpack(raw)
     _check_magic(raw)
     if major != VERSION_MAJOR:
         raise VersionError("E_VERSION_MAJOR", f"file is SLDP {major}.{minor}; this reader implements SLDP "

@@ -34,13 +34,13 @@ from sldpack.nn.unroll import Schedule, apply_label_transform, scratch_buffers, 
 __all__ = [
     "DEFAULT_PROBE_COUNT",
     "DEFAULT_REFERENCE_THREADS",
+    "FingerprintComparison",
     "ReplayReport",
     "ReplayResult",
     "buffer_names",
     "build_module",
-    "canonical_state",
-    "FingerprintComparison",
     "calibration_replays",
+    "canonical_state",
     "check_fingerprint",
     "check_replayable",
     "compare_fingerprint",
@@ -223,7 +223,8 @@ def _fmix32(h: np.ndarray) -> np.ndarray:
     h = h * np.uint32(0x85EBCA6B)
     h = h ^ (h >> np.uint32(13))
     h = h * np.uint32(0xC2B2AE35)
-    return h ^ (h >> np.uint32(16))
+    out: np.ndarray = h ^ (h >> np.uint32(16))
+    return out
 
 
 def state_sketch(values: Tensor | np.ndarray, k: int = SKETCH_SIZE) -> tuple[float, ...]:

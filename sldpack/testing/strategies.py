@@ -10,8 +10,8 @@ from typing import Any
 import numpy as np
 from hypothesis import strategies as st
 
-from sldpack.format.container import Tensor, encode
 from sldpack.format.constants import role_for_name
+from sldpack.format.container import Tensor, encode
 from sldpack.format.manifest import ArchSpec, DistillSpec, InitSpec, LabelSpec, Manifest, Preprocessing, Provenance
 
 __all__ = ["manifests", "sldp_files", "tensor_sets", "user_values"]

@@ -29,7 +29,7 @@ def _regions(data: bytes) -> dict[str, range]:
     mlen = int.from_bytes(data[16:24], "little")
     p0 = HEADER_SIZE + mlen
     n = int.from_bytes(data[p0:p0 + 8], "little")
-    return {"header": range(0, HEADER_SIZE), "manifest": range(HEADER_SIZE, p0),
+    return {"header": range(HEADER_SIZE), "manifest": range(HEADER_SIZE, p0),
             "st_header": range(p0, p0 + 8 + n), "data": range(p0 + 8 + n, len(data))}
 
 
@@ -99,7 +99,7 @@ def test_cli_verify_fails_on_flipped_bits(tmp_path: Path) -> None:
     runner = CliRunner()
     # every header bit, and every 7th bit of manifest and safetensors header, and 50 data bits: the CLI
     # runs the same reader as the library test above, this checks the exit code path
-    bits = [b for b in range(HEADER_SIZE * 8)]
+    bits = list(range(HEADER_SIZE * 8))
     bits += [b for r in ("manifest", "st_header") for b in range(regions[r].start * 8, regions[r].stop * 8, 7)]
     bits += random.Random(1).sample(range(regions["data"].start * 8, regions["data"].stop * 8), 50)
     path.write_bytes(data)
@@ -108,6 +108,6 @@ def test_cli_verify_fails_on_flipped_bits(tmp_path: Path) -> None:
     for bit in bits:
         path.write_bytes(_flip(data, bit))
         r = runner.invoke(cli, ["verify", str(path)])
-        if r.exit_code == EXIT_OK or r.exception is not None and not isinstance(r.exception, SystemExit):
+        if r.exit_code == EXIT_OK or (r.exception is not None and not isinstance(r.exception, SystemExit)):
             bad.append((bit >> 3, bit & 7, r.exit_code))
     assert not bad, f"sldp verify accepted or crashed on flipped bits (byte, bit, exit): {bad[:20]}"

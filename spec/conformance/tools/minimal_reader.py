@@ -28,7 +28,7 @@ CODES = ("E_TRUNCATED", "E_MAGIC", "E_TEXT_MODE", "E_VERSION_MAJOR", "E_RESERVED
          "E_MANIFEST_DIGEST", "E_LIMIT")
 
 
-class Reject(Exception):
+class RejectError(Exception):
     def __init__(self, code: str, offset: int) -> None:
         super().__init__(code)
         self.code = code
@@ -46,26 +46,26 @@ def check(data: bytes) -> None:
     size = len(data)
     if size < 64:  # step 1
         if data[:8] == MAGIC[:min(8, size)]:
-            raise Reject("E_TRUNCATED", size)
-        raise Reject(magic_code(data), 0)
+            raise RejectError("E_TRUNCATED", size)
+        raise RejectError(magic_code(data), 0)
     if data[:8] != MAGIC:
-        raise Reject(magic_code(data), 0)
+        raise RejectError(magic_code(data), 0)
     major, _minor, reserved, mlen, plen = struct.unpack("<HHIQQ", data[8:32])
     if major != 1:
-        raise Reject("E_VERSION_MAJOR", 8)
+        raise RejectError("E_VERSION_MAJOR", 8)
     if reserved != 0:
-        raise Reject("E_RESERVED", 12)
+        raise RejectError("E_RESERVED", 12)
     if mlen > MAX_MANIFEST_BYTES:
-        raise Reject("E_LIMIT", 16)
+        raise RejectError("E_LIMIT", 16)
     if plen > MAX_DECODED_PAYLOAD:
-        raise Reject("E_LIMIT", 24)
+        raise RejectError("E_LIMIT", 24)
     end = 64 + mlen + plen
     if size < end:
-        raise Reject("E_TRUNCATED", size)
+        raise RejectError("E_TRUNCATED", size)
     if size > end:
-        raise Reject("E_TRAILING", end)
+        raise RejectError("E_TRAILING", end)
     if hashlib.sha256(data[:32] + data[64:64 + mlen]).digest() != data[32:64]:
-        raise Reject("E_MANIFEST_DIGEST", 32)
+        raise RejectError("E_MANIFEST_DIGEST", 32)
 
 
 def main(argv: list[str]) -> int:
@@ -76,7 +76,7 @@ def main(argv: list[str]) -> int:
         data = fh.read()
     try:
         check(data)
-    except Reject as r:
+    except RejectError as r:
         print(json.dumps({"valid": False, "code": r.code, "offset": r.offset}))
         return 1
     print(json.dumps({"valid": True}))
