@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Replay-tolerance benchmark (not a test): false failures across thread counts, and detection of changes.
 
-Builds >= 20 small ``.sldp`` files from the zoo (ConvNet, LeNet, AlexNet, ResNet18, with and without batch
+Builds 20 small ``.sldp`` files from the zoo (ConvNet, LeNet, AlexNet, ResNet18, with and without batch
 norm, several input sizes including ResNet18 + BN at 8 x 8, where layer4 normalises over a handful of
 values), each with a fingerprint written by sldpack's writer rule (reference: CPU, 1 thread; tolerances
 calibrated by two one-ulp perturbed replays, spec/SLDP-1-replay.md section 6). Then, in fresh
@@ -13,7 +13,8 @@ subprocesses with ``torch.set_num_threads(t)``:
    fingerprint, replays at 1 thread and counts how many are caught (``failed``).
 
 The calibration replays perturb inputs, never the thread count, so step 1 tests the tolerances on a
-perturbation they were not fitted to. Images are small (<= 64 x 64), M = 6, T = 4: a few minutes on 2 cores.
+perturbation they were not fitted to. Images are small (<= 64 x 64), M = 6, T = 4: about 10 minutes on 2
+shared cores (``--quick``: 6 ConvNet files, under a minute).
 
 Usage: python benchmarks/bench_replay_tolerance.py [--out DIR] [--threads 1,2,3] [--quick]
 """
@@ -46,14 +47,12 @@ ZOO: list[tuple[str, bool, int, dict[str, int]]] = [
     ("lenet@1", True, 28, {}),
     ("lenet@1", False, 32, {}),
     ("lenet@1", True, 32, {}),
-    ("alexnet@1", False, 64, {}),
     ("alexnet@1", True, 64, {}),
     ("resnet18@1", False, 8, {}),
     ("resnet18@1", True, 8, {}),
     ("resnet18@1", False, 16, {}),
     ("resnet18@1", True, 16, {}),
-    ("resnet18@1", False, 32, {}),
-    ("resnet18@1", True, 32, {}),
+    ("resnet18@1", True, 24, {}),
     ("resnet18@1", True, 12, {}),
     ("convnet@1", True, 12, {"depth": 2, "width": 8}),
     ("lenet@1", True, 36, {}),
@@ -136,7 +135,11 @@ def worker(threads: int, files: list[str]) -> None:
         assert manifest.replay is not None
         res = replay_arrays(manifest, arrays, threads=threads)
         cmp = compare_fingerprint(res.module, manifest.replay, threads=threads)
-        print(json.dumps({"file": path, "threads": threads, "status": cmp.status, "logit_ratio": cmp.logit_ratio,
+        ref = np.abs(np.asarray(manifest.replay.probe_logits))
+        old_tol = 1e-3 * max(1.0, float(ref.max()) if ref.size else 0.0)  # the 1.0 draft's fixed rule
+        print(json.dumps({"old_rule_failed": cmp.max_abs_deviation is None or cmp.max_abs_deviation > old_tol,
+                          "logit_scale": float(ref.max()) if ref.size else 0.0, "file": path, "threads": threads,
+                          "status": cmp.status, "logit_ratio": cmp.logit_ratio,
                           "worst_tensor": cmp.worst_tensor, "worst_ratio": cmp.worst_ratio,
                           "max_abs_deviation": cmp.max_abs_deviation, "tolerance": manifest.replay.tolerance}),
               flush=True)
@@ -190,6 +193,9 @@ def main() -> int:
     false_fail = sum(v for (_, s), v in totals.items() if s == "failed")
     n_runs = sum(totals.values())
     print(f"outcomes: {dict(sorted(totals.items()))}")
+    old = [r for rs in by_file.values() for r in rs if r["old_rule_failed"] and r["status"] != "exact"]
+    print(f"the draft's fixed rule (1e-3 x max |logit|, logits only) would have failed {len(old)} of these "
+          f"replays: {sorted({Path(r['file']).name for r in old})}")
     print(f"false failures: {false_fail} of {n_runs} replays; largest deviation/tolerance ratio {worst_ratio:.3g}")
 
     print("\n2. one flipped bit in a stored tensor (digests recomputed, old fingerprint), replayed at 1 thread")
@@ -209,6 +215,12 @@ def main() -> int:
     print(f"{'tensor':<8} " + " ".join(f"{'bit ' + str(b):>10}" for b in BITS) + "   (caught / files)")
     for kind in KINDS:
         print(f"{kind:<8} " + " ".join(f"{str(caught[(kind, b)]) + '/' + str(total[(kind, b)]):>10}" for b in BITS))
+    for _kind, bit, q in mutated:
+        r = results[str(q)]
+        if bit in (31, 22) and r["status"] != "failed":
+            print(f"  not caught: {q.name:<44} {r['status']:<17} logit tolerance {r['tolerance']:.3g} "
+                  f"(scale {r['logit_scale']:.3g}), logit ratio {r['logit_ratio']:.3g}, "
+                  f"worst tensor {r['worst_tensor']} ratio {r['worst_ratio']:.3g}")
     print(f"\ntotal time {time.perf_counter() - t0:.0f} s")
     tmp.cleanup()
     return 1 if false_fail else 0
