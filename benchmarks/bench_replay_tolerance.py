@@ -4,7 +4,7 @@
 Builds 20 small ``.sldp`` files from the zoo (ConvNet, LeNet, AlexNet, ResNet18, with and without batch
 norm, several input sizes including ResNet18 + BN at 8 x 8, where layer4 normalises over a handful of
 values), each with a fingerprint written by sldpack's writer rule (reference: CPU, 1 thread; tolerances
-calibrated by two one-ulp perturbed replays, spec/SLDP-1-replay.md section 6). Then, in fresh
+calibrated by three one-ulp perturbed replays, spec/SLDP-1-replay.md section 6). Then, in fresh
 subprocesses with ``torch.set_num_threads(t)``:
 
 1. replays every file at 1, 2 and 3 threads and counts outcomes: ``failed`` would be a false failure;
@@ -172,7 +172,7 @@ def main() -> int:
         p = out / f"{i:02d}_{arch.split('@')[0]}{'_bn' if bn else ''}_{size}.sldp"
         files.append(build(arch, bn, size, opts, 100 + i, p))
     t_build = time.perf_counter() - t0
-    print(f"built {len(files)} files in {t_build:.0f} s (fingerprint = 1 reference + 2 calibration replays each)")
+    print(f"built {len(files)} files in {t_build:.0f} s (fingerprint = 1 reference + 3 calibration replays each)")
 
     print("\n1. correct replays at other thread counts (reference: 1 thread); 'failed' = false failure")
     print(f"{'file':<28} " + " ".join(f"{'t=' + t:>34}" for t in args.threads.split(",")))
