@@ -296,19 +296,26 @@ def compute_fingerprint(module: nn.Module, *, probe_seed: int, probe_count: int 
         state_sketch=sketch, state_tolerance=state_tol)
 
 
-def _nudge(a: np.ndarray, direction: float) -> np.ndarray:
-    f = np.ascontiguousarray(a, dtype=np.float32)
-    return np.nextafter(f, np.float32(direction)).astype(np.float32)
+def _nudge(a: np.ndarray, salt: int) -> np.ndarray:
+    """Every element one ulp up or down, the direction from a hash of (index, salt): rounding-like noise.
+
+    Random signs matter: a uniform nudge (all up) is a scaling, which batch norm and softmax largely cancel,
+    so it would underestimate how far real rounding differences travel.
+    """
+    f = np.ascontiguousarray(a, dtype=np.float32).reshape(-1)
+    idx = np.arange(f.size, dtype=np.uint64)
+    h = _fmix32(((idx + np.uint64(salt * 0x9E3779B9)) & np.uint64(0xFFFFFFFF)).astype(np.uint32))
+    target = np.where(h >> np.uint32(31) == 0, np.float32(np.inf), np.float32(-np.inf)).astype(np.float32)
+    return np.nextafter(f, target).astype(np.float32).reshape(np.shape(a))
 
 
 def calibration_replays(manifest: Manifest, arrays: Mapping[str, np.ndarray], *, threads: int) -> list[nn.Module]:
-    """Three replays under one-ulp perturbations: (a) every learning rate one ulp up; (b) every image one
-    ulp down and every label parameter one ulp up; (c) every image one ulp up and every learning rate one
-    ulp down. They show how far rounding-level differences (another thread count, SIMD level or device)
-    move this file's theta_opt and logits (spec annex replay, section 6)."""
-    variants = [{**arrays, "lrs": _nudge(arrays["lrs"], np.inf)},
-                {**arrays, "images": _nudge(arrays["images"], -np.inf), "labels": _nudge(arrays["labels"], np.inf)},
-                {**arrays, "images": _nudge(arrays["images"], np.inf), "lrs": _nudge(arrays["lrs"], -np.inf)}]
+    """Three replays with every image, label parameter and learning rate moved one ulp up or down, in
+    pseudo-random directions (three different draws). They show how far rounding-level differences
+    (another thread count, SIMD level or device) move this file's theta_opt and logits (spec annex
+    replay, section 6)."""
+    variants = [{**arrays, **{k: _nudge(arrays[k], 3 * v + i) for i, k in enumerate(("images", "labels", "lrs"))}}
+                for v in range(1, 4)]
     return [replay_arrays(manifest, v, device="cpu", threads=threads).module for v in variants]
 
 
