@@ -13,7 +13,7 @@ import sldpack
 from sldpack.cli.common import format_bytes
 from sldpack.cli.exit_codes import EXIT_BAD_INPUT, EXIT_OK, EXIT_VERIFY_FAILED, exit_code_for
 from sldpack.errors import FormatError, SldpError
-from sldpack.format.conformance import jsonable, run_corpus
+from sldpack.format.conformance import ReaderOptions, jsonable, run_corpus, run_external
 
 __all__ = ["conformance_cmd", "inspect_cmd", "verify_cmd"]
 
@@ -72,7 +72,7 @@ def _provenance_rows(m: sldpack.Manifest) -> list[tuple[str, str]]:
     return rows
 
 
-def _inspect_json(f: sldpack.SldpFile) -> dict[str, Any]:
+def _inspect_json(f: sldpack.SldpFile, stored: bool = False) -> dict[str, Any]:
     lay = f.layout()
     return {
         "path": f.path,
@@ -80,7 +80,8 @@ def _inspect_json(f: sldpack.SldpFile) -> dict[str, Any]:
         "header": {"version_major": f.header.version_major, "version_minor": f.header.version_minor,
                    "manifest_length": f.header.manifest_length, "payload_length": f.header.payload_length,
                    "manifest_sha256": f.header.manifest_sha256},
-        "manifest": jsonable(f.manifest.to_obj()),
+        "manifest": jsonable(f.stored_manifest() if stored else f.manifest.to_obj()),
+        "manifest_view": "stored" if stored else "typed (defaults filled in)",
         "audit_bound": None if f.manifest.provenance.audit is None
         else f.manifest.provenance.audit.binds(f.manifest.tensors),
         "layout": {"header_bytes": lay.header_bytes, "manifest_bytes": lay.manifest_bytes,
@@ -103,12 +104,21 @@ def _fail(exc: SldpError, as_json: bool, path: str) -> None:
 @click.command("inspect")
 @click.argument("file", type=click.Path(dir_okay=False))
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
-def inspect_cmd(file: str, as_json: bool) -> None:
-    """Show FILE's header, manifest and tensor table without reading the tensor payload."""
+@click.option("--stored", is_flag=True,
+              help="Show the manifest exactly as stored (decoded msgpack, no defaults filled in), as JSON.")
+def inspect_cmd(file: str, as_json: bool, stored: bool) -> None:
+    """Show FILE's header, manifest and tensor table without reading the tensor payload.
+
+    With --stored the manifest is printed exactly as the file stores it (msgpack bin as {"$bin": hex});
+    without it, the typed view shows optional fields with their defaults (e.g. empty options).
+    """
     try:
         with sldpack.open(file) as f:
             if as_json:
-                click.echo(json.dumps(_inspect_json(f), indent=2, sort_keys=True))
+                click.echo(json.dumps(_inspect_json(f, stored), indent=2, sort_keys=True, ensure_ascii=False))
+                return
+            if stored:
+                click.echo(json.dumps(jsonable(f.stored_manifest()), indent=2, sort_keys=True, ensure_ascii=False))
                 return
             width = max(len(k) for k, _ in _summary_rows(f))
             for key, value in _summary_rows(f):
@@ -205,23 +215,54 @@ def _check_signature(file: str, signature: str | None, public_key: str | None, t
 @click.command("conformance")
 @click.argument("corpus", type=click.Path(file_okay=False), default="spec/conformance")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
-def conformance_cmd(corpus: str, as_json: bool) -> None:
-    """Run this reader over a conformance CORPUS (a folder with index.json) and print a pass/fail table."""
+@click.option("--reader", metavar="'CMD {file}'",
+              help="Judge an external reader instead of this one: run CMD per case with {file} replaced by the "
+                   "case's path; it prints one JSON verdict line (protocol: spec/conformance/README.md).")
+@click.option("--timeout", type=click.FloatRange(min=0.1), default=10.0, show_default=True,
+              help="Seconds per case for --reader; a reader still running has failed the case.")
+@click.option("--jobs", type=click.IntRange(min=1), default=1, show_default=True,
+              help="With --reader: cases run at the same time.")
+@click.option("--codes-only", is_flag=True, help="With --reader: compare verdict and code, not the byte offset.")
+@click.option("--select", "select", multiple=True, metavar="GLOB",
+              help="With --reader: only the cases whose file matches GLOB (repeatable), e.g. 'invalid/zstd_*'.")
+@click.option("--codes", metavar="E_A,E_B", default="",
+              help="With --reader: only the invalid cases expecting one of these codes (plus every valid case), "
+                   "for a reader that implements part of the spec.")
+def conformance_cmd(corpus: str, as_json: bool, reader: str | None, timeout: float, jobs: int, codes_only: bool,
+                    select: tuple[str, ...], codes: str) -> None:
+    """Run a reader over a conformance CORPUS (a folder with index.json) and print a pass/fail table.
+
+    Without --reader: this package's reader, exact code and offset required. Exit code 0: every case
+    passed; 1: a case failed; 2: not a corpus, or a bad --reader command.
+    """
     if not (Path(corpus) / "index.json").is_file():
         click.echo(f"sldp: error: {corpus}/index.json not found (is this a conformance corpus?)", err=True)
         sys.exit(EXIT_BAD_INPUT)
+    if reader is None and (codes_only or select or codes or jobs != 1):
+        click.echo("sldp: error: --codes-only, --select, --codes and --jobs need --reader", err=True)
+        sys.exit(EXIT_BAD_INPUT)
     try:
-        results = run_corpus(Path(corpus))
+        if reader is None:
+            results = run_corpus(Path(corpus))
+        else:
+            code_list = tuple(c.strip() for c in codes.split(",") if c.strip())
+            results = run_external(Path(corpus), ReaderOptions(command=reader, timeout=timeout, codes_only=codes_only,
+                                                               select=select, codes=code_list, jobs=jobs))
     except SldpError as exc:
         click.echo(f"sldp: error: {exc}", err=True)
         sys.exit(exit_code_for(exc))
+    if not results:
+        click.echo("sldp: error: --select/--codes selected no case", err=True)
+        sys.exit(EXIT_BAD_INPUT)
     failed = [r for r in results if not r.passed]
+    mode = {"reader": reader or "sldpack", "offsets": "ignored" if codes_only else "compared"}
     if as_json:
-        click.echo(json.dumps({"passed": len(results) - len(failed), "failed": len(failed),
+        click.echo(json.dumps({**mode, "passed": len(results) - len(failed), "failed": len(failed),
                                "cases": [r.to_dict() for r in results]}, indent=2))
     else:
         click.echo(f"{'result':<6} {'case':<44} {'expected':<26} got")
         for r in results:
             click.echo(f"{'pass' if r.passed else 'FAIL':<6} {r.file:<44} {r.expected:<26} {r.got}")
-        click.echo(f"{len(results) - len(failed)} passed, {len(failed)} failed")
+        click.echo(f"{len(results) - len(failed)} passed, {len(failed)} failed"
+                   + (f" (reader: {reader}; offsets {mode['offsets']})" if reader else ""))
     sys.exit(EXIT_OK if not failed else EXIT_VERIFY_FAILED)

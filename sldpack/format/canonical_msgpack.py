@@ -126,11 +126,12 @@ def _enc_int(n: int, out: bytearray) -> None:
 # --- decoder -----------------------------------------------------------------------------------
 
 class _Decoder:
-    def __init__(self, data: bytes | memoryview, base: int) -> None:
+    def __init__(self, data: bytes | memoryview, base: int, key_offsets: dict[str, int] | None = None) -> None:
         self.data = memoryview(data).cast("B")
         self.pos = 0
         self.base = base  # absolute file offset of data[0], for error messages
         self.offsets: dict[str, int] = {}
+        self.key_offsets = key_offsets
 
     def fail(self, code: str, msg: str, at: int, expected: Any = None, got: Any = None) -> FormatError:
         return FormatError(code, msg, offset=self.base + at, expected=expected, got=got)
@@ -232,7 +233,8 @@ class _Decoder:
         try:
             return bytes(raw).decode("utf-8")
         except UnicodeDecodeError as exc:
-            raise self.fail("E_MSGPACK", "string is not valid UTF-8", at + 1 + exc.start,
+            # offsets convention: a manifest error points at the first byte of the offending value
+            raise self.fail("E_MSGPACK", f"string is not valid UTF-8 (byte {exc.start} of the string)", at,
                             expected="UTF-8", got=f"byte 0x{raw[exc.start]:02x}") from None
 
     def _bound(self, n: int, per_item: int, at: int, what: str) -> None:
@@ -267,16 +269,22 @@ class _Decoder:
                     raise self.fail("E_MSGPACK_NONCANONICAL", "map keys are not sorted by UTF-8 bytes", kat,
                                     expected=f"a key after {prev.decode('utf-8', 'replace')!r}", got=key)
             prev = kraw
-            out[key] = self.value(f"{path}.{key}" if path else key, depth + 1)
+            child = f"{path}.{key}" if path else key
+            if self.key_offsets is not None:
+                self.key_offsets[child] = kat
+            out[key] = self.value(child, depth + 1)
         return out
 
 
-def decode(data: bytes | memoryview, *, base: int = 0) -> tuple[Any, dict[str, int]]:
+def decode(data: bytes | memoryview, *, base: int = 0,
+           key_offsets: dict[str, int] | None = None) -> tuple[Any, dict[str, int]]:
     """Decode one canonical msgpack value that spans all of ``data``.
 
     Args:
         data: the bytes.
         base: absolute file offset of ``data[0]``; error offsets are reported relative to the file.
+        key_offsets: if given, filled with dotted path -> offset (inside ``data``) of the map *key* whose
+            value sits at that path (errors about a key, such as a bad tensor name, point at the key).
 
     Returns:
         ``(value, offsets)`` where ``offsets`` maps each dotted path (``arch.id``, ``tensors.x.shape.0``)
@@ -286,7 +294,7 @@ def decode(data: bytes | memoryview, *, base: int = 0) -> tuple[Any, dict[str, i
         FormatError: ``E_MSGPACK`` (malformed), ``E_MSGPACK_TYPE``, ``E_MSGPACK_NONCANONICAL``,
             ``E_MSGPACK_DUPLICATE_KEY``, ``E_MSGPACK_DEPTH`` or ``E_NONFINITE``, with the byte offset.
     """
-    dec = _Decoder(data, base)
+    dec = _Decoder(data, base, key_offsets)
     value = dec.value("", 0)
     if dec.pos != len(dec.data):
         raise dec.fail("E_MSGPACK", "bytes follow the manifest's msgpack value", dec.pos,

@@ -12,14 +12,18 @@ from typing import Final
 
 __all__ = [
     "ALLOWED_DTYPES",
+    "ARCH_ID_PATTERN",
     "BYTE_ORDER",
     "COMPRESSIONS",
     "DTYPE_FOR_NUMPY_NAME",
     "DTYPE_ITEMSIZE",
     "DTYPE_NUMPY",
     "ERROR_CODES",
+    "HEADER_DIGEST_PREFIX",
     "HEADER_SIZE",
     "HEADER_STRUCT",
+    "INIT_RNG",
+    "INIT_SCHEMES",
     "LABEL_TRANSFORMS",
     "MAGIC",
     "MAX_DECODED_PAYLOAD",
@@ -30,15 +34,21 @@ __all__ = [
     "MAX_TENSORS",
     "MAX_TENSOR_NAME_BYTES",
     "ROLES",
+    "TEXT_MODE_MAGICS",
     "VERSION_MAJOR",
     "VERSION_MINOR",
     "ZSTD_LEVEL_DEFAULT",
+    "ZSTD_MAGIC",
+    "role_for_name",
 ]
 
 # --- fixed header -----------------------------------------------------------------------------
 # PNG-style magic (8 bytes): the high-bit byte catches 7-bit channels, "\r\n" catches CRLF->LF
 # translation, the lone final "\n" catches LF->CRLF translation.
 MAGIC: Final = b"\x89SLDP\r\n\n"
+# What a text-mode transfer makes of the magic's bytes 5..: CRLF->LF, LF->CRLF on every LF, LF->CRLF on
+# lone LFs only. A file starting with b"\x89SLDP" + one of these is E_TEXT_MODE (spec section 3).
+TEXT_MODE_MAGICS: Final = (b"\n\n", b"\r\r\n", b"\r\n\r")
 BYTE_ORDER: Final = "little"
 VERSION_MAJOR: Final = 1
 VERSION_MINOR: Final = 0
@@ -47,6 +57,9 @@ VERSION_MINOR: Final = 0
 # manifest_sha256 (32 bytes)
 HEADER_STRUCT: Final = struct.Struct("<8sHHIQQ32s")
 HEADER_SIZE: Final = HEADER_STRUCT.size  # 64
+# manifest_sha256 covers the header bytes before it (magic .. payload_length) and then the manifest, so
+# that every header bit is covered by some check (version_minor has no other one).
+HEADER_DIGEST_PREFIX: Final = 32
 
 # Field offsets inside the fixed header (used in error messages and the spec's layout table).
 OFF_MAGIC: Final = 0
@@ -102,8 +115,28 @@ DTYPE_FOR_NUMPY_NAME: Final[dict[str, str]] = {
 """numpy (and torch, without the ``torch.`` prefix) dtype name -> storage dtype."""
 
 ROLES: Final = ("images", "labels", "lrs", "bn_stats", "theta0_check", "extra")
+_ROLE_BY_NAME: Final = {"images": "images", "labels": "labels", "lrs": "lrs"}
+_ROLE_BY_PREFIX: Final = (("bn.", "bn_stats"), ("theta0.", "theta0_check"))
+
+
+def role_for_name(name: str) -> str:
+    """The one role a tensor name implies (spec section 6.2): names and roles must agree."""
+    if name in _ROLE_BY_NAME:
+        return _ROLE_BY_NAME[name]
+    for prefix, role in _ROLE_BY_PREFIX:
+        if name.startswith(prefix) and len(name) > len(prefix):
+            return role
+    return "extra"
+
+
+# arch.id grammar: name@version, name a lowercase identifier, version a decimal without leading zeros
+ARCH_ID_PATTERN: Final = r"^[a-z][a-z0-9_]{0,62}@(0|[1-9][0-9]{0,8})$"
+INIT_RNG: Final = "philox4x32-10"
+# init schemes a 1.0 manifest may name ("constant" exists in the init annex but has no field for its value)
+INIT_SCHEMES: Final = ("xavier_normal", "xavier_uniform", "kaiming_uniform", "kaiming_normal", "zeros", "ones")
 COMPRESSIONS: Final = ("none", "zstd")
 ZSTD_LEVEL_DEFAULT: Final = 19
+ZSTD_MAGIC: Final = b"\x28\xb5\x2f\xfd"  # 0xFD2FB528 little-endian; skippable frames are 0x184D2A5? (rejected)
 LABEL_TRANSFORMS: Final = ("softmax", "identity")
 
 # --- error codes ------------------------------------------------------------------------------
@@ -117,7 +150,7 @@ ERROR_CODES: Final[dict[str, str]] = {
     "E_RESERVED": "a reserved header field is not zero",
     "E_TRAILING": "bytes follow the declared end of the file",
     "E_LIMIT": "a declared size or count exceeds a hard limit of the spec",
-    "E_MANIFEST_DIGEST": "the manifest bytes do not match the header's manifest_sha256",
+    "E_MANIFEST_DIGEST": "header bytes 0-31 and the manifest do not match the header's manifest_sha256",
     "E_MSGPACK": "the manifest is not well-formed msgpack",
     "E_MSGPACK_TYPE": "the manifest uses a msgpack type the spec forbids (ext, float32, non-string key)",
     "E_MSGPACK_NONCANONICAL": "the manifest is valid msgpack but not in canonical form",
@@ -130,7 +163,8 @@ ERROR_CODES: Final[dict[str, str]] = {
     "E_ST_OFFSETS": "tensor data offsets overlap, leave holes or fall outside the data section",
     "E_ST_MISMATCH": "the safetensors header disagrees with the manifest's tensor table",
     "E_DTYPE": "a tensor dtype is not allowed",
-    "E_NAME": "a tensor name is empty, too long, duplicated or not valid UTF-8",
+    "E_NAME": "a tensor name is empty, too long, has a control character or is duplicated",
     "E_TENSOR_DIGEST": "a tensor's bytes do not match its sha256",
+    "E_PAYLOAD_DIGEST": "a compressed payload's stored bytes do not match payload.stored_sha256",
     "E_NONFINITE": "a learning rate (or other value required finite) is NaN or infinite",
 }

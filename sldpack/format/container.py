@@ -25,6 +25,7 @@ from sldpack.format.constants import (
     COMPRESSIONS,
     DTYPE_FOR_NUMPY_NAME,
     DTYPE_ITEMSIZE,
+    HEADER_DIGEST_PREFIX,
     HEADER_SIZE,
     HEADER_STRUCT,
     MAGIC,
@@ -39,14 +40,17 @@ from sldpack.format.constants import (
     OFF_RESERVED,
     OFF_VERSION_MAJOR,
     ROLES,
+    TEXT_MODE_MAGICS,
     VERSION_MAJOR,
     VERSION_MINOR,
     ZSTD_LEVEL_DEFAULT,
+    ZSTD_MAGIC,
+    role_for_name,
 )
 from sldpack.format.manifest import Manifest, PayloadInfo, TensorInfo, check_tensor_name
 from sldpack.format.safetensors_codec import StEntry, encode_header, from_storage, parse_header, to_storage
 
-__all__ = ["Header", "Layout", "SldpFile", "Tensor", "encode", "open", "read", "write"]
+__all__ = ["Header", "Layout", "SldpFile", "Tensor", "encode", "header_digest", "open", "read", "write"]
 
 _ZSTD_FEED = 1024  # input bytes per decompress call: bounds output overshoot to ~32 MiB (128 KiB/block)
 _ZSTD_MAX_WINDOW = 1 << 27
@@ -128,6 +132,9 @@ def encode(manifest: Manifest, tensors: Mapping[str, Tensor], *, compression: st
             raise UsageError(str(exc)) from None
         if t.role not in ROLES:
             raise UsageError(f"tensor {name!r}: role {t.role!r} not in {ROLES}")
+        if t.role != role_for_name(name):
+            raise UsageError(f"tensor {name!r} must have role {role_for_name(name)!r} (spec 6.2: names and roles "
+                             f"agree), got {t.role!r}")
         if t.array.ndim > MAX_RANK:
             raise UsageError(f"tensor {name!r}: rank {t.array.ndim} exceeds {MAX_RANK}")
         dtype = _storage_dtype(t, name)
@@ -151,14 +158,27 @@ def encode(manifest: Manifest, tensors: Mapping[str, Tensor], *, compression: st
         payload = decoded
     full = replace(manifest, tensors={n: infos[n] for n in order},
                    payload=PayloadInfo(compression=compression, stored_size=len(payload),
-                                       decoded_size=len(decoded)))
+                                       decoded_size=len(decoded),
+                                       stored_sha256=hashlib.sha256(payload).hexdigest()
+                                       if compression == "zstd" else None))
     mbytes = canonical_msgpack.encode(full.to_obj())
     if len(mbytes) > MAX_MANIFEST_BYTES:
         raise UsageError(f"manifest of {len(mbytes)} bytes exceeds the {MAX_MANIFEST_BYTES}-byte limit "
                          "(move bulk data into tensors)")
-    header = HEADER_STRUCT.pack(MAGIC, VERSION_MAJOR, VERSION_MINOR, 0, len(mbytes), len(payload),
-                                hashlib.sha256(mbytes).digest())
-    return b"".join([header, mbytes, payload])
+    prefix = HEADER_STRUCT.pack(MAGIC, VERSION_MAJOR, VERSION_MINOR, 0, len(mbytes), len(payload),
+                                bytes(32))[:HEADER_DIGEST_PREFIX]
+    return b"".join([prefix, header_digest(prefix, mbytes), mbytes, payload])
+
+
+def header_digest(prefix: bytes | memoryview, manifest: bytes | memoryview) -> bytes:
+    """The header's ``manifest_sha256``: SHA-256 of header bytes 0..31 followed by the manifest bytes.
+
+    Covering the header too means a flipped bit anywhere in it is caught: ``version_minor`` has no other
+    check (any minor is accepted), the other fields also have their own.
+    """
+    h = hashlib.sha256(prefix[:HEADER_DIGEST_PREFIX])
+    h.update(manifest)
+    return h.digest()
 
 
 def write(path: str | os.PathLike[str], manifest: Manifest, tensors: Mapping[str, Tensor], *,
@@ -225,13 +245,14 @@ class _Source:
 
 def _parse_header(src: _Source) -> Header:
     if src.size < HEADER_SIZE:
-        got = bytes(src.read_at(0, min(8, src.size)))
-        if MAGIC.startswith(got):  # includes the empty file
+        got = bytes(src.read_at(0, min(10, src.size)))
+        if MAGIC.startswith(got[:8]):  # a prefix of the magic or the whole magic; includes the empty file
             raise FormatError("E_TRUNCATED", "file ends inside the 64-byte header", offset=src.size,
                               expected=f">= {HEADER_SIZE} bytes", got=src.size)
         _check_magic(got)
-    magic, major, minor, reserved, mlen, plen, mdigest = HEADER_STRUCT.unpack(src.read_at(0, HEADER_SIZE))
-    _check_magic(magic)
+    raw = bytes(src.read_at(0, HEADER_SIZE))
+    _magic, major, minor, reserved, mlen, plen, mdigest = HEADER_STRUCT.unpack(raw)
+    _check_magic(raw)
     if major != VERSION_MAJOR:
         raise VersionError("E_VERSION_MAJOR", f"file is SLDP {major}.{minor}; this reader implements SLDP "
                            f"{VERSION_MAJOR}.x (up to {VERSION_MAJOR}.{VERSION_MINOR})", offset=OFF_VERSION_MAJOR,
@@ -256,10 +277,12 @@ def _parse_header(src: _Source) -> Header:
 
 
 def _check_magic(got: bytes) -> None:
-    if got == MAGIC:
+    """``got``: the file's first bytes (at least 10 when the file has them)."""
+    if got[:8] == MAGIC:
         return
-    # text-mode transfers: CRLF->LF drops the \r, LF->CRLF adds one before each \n
-    if got[:7] in (b"\x89SLDP\n\n", b"\x89SLDP\r\r", b"\x89SLDP\r\n") or got[:6] == b"\x89SLDP\n":
+    # text-mode transfers (spec section 3): CRLF->LF drops the \r, LF->CRLF adds one before each (or each
+    # lone) \n; the translated sequence must be there in full
+    if got[:5] == MAGIC[:5] and any(got[5:].startswith(t) for t in TEXT_MODE_MAGICS):
         raise FormatError("E_TEXT_MODE", "magic damaged by a text-mode (CRLF/LF) transfer; copy the file "
                           "in binary mode", offset=0, expected=MAGIC.hex(), got=bytes(got[:8]).hex())
     raise FormatError("E_MAGIC", "not an SLDP file", offset=0, expected=MAGIC.hex(), got=bytes(got[:8]).hex())
@@ -268,15 +291,16 @@ def _check_magic(got: bytes) -> None:
 def _parse_manifest(src: _Source, header: Header) -> tuple[Manifest, bytes]:
     """The checked manifest and the canonical safetensors header its tensor table implies."""
     mbytes = src.read_at(HEADER_SIZE, header.manifest_length)
-    digest = hashlib.sha256(mbytes).hexdigest()
+    digest = header_digest(src.read_at(0, HEADER_DIGEST_PREFIX), mbytes).hex()
     if digest != header.manifest_sha256:
-        raise DigestError("E_MANIFEST_DIGEST", "manifest bytes do not match manifest_sha256 (corrupted)",
-                          offset=OFF_MANIFEST_SHA256, expected=header.manifest_sha256, got=digest)
-    obj, offsets = canonical_msgpack.decode(mbytes, base=HEADER_SIZE)
-    manifest = Manifest.from_obj(obj, offsets=offsets, base=HEADER_SIZE)
+        raise DigestError("E_MANIFEST_DIGEST", "header bytes 0-31 and manifest do not match manifest_sha256 "
+                          "(corrupted)", offset=OFF_MANIFEST_SHA256, expected=header.manifest_sha256, got=digest)
+    keys: dict[str, int] = {}
+    obj, offsets = canonical_msgpack.decode(mbytes, base=HEADER_SIZE, key_offsets=keys)
+    manifest = Manifest.from_obj(obj, offsets=offsets, base=HEADER_SIZE, key_offsets=keys)
     pay = manifest.payload
     assert pay is not None
-    where = HEADER_SIZE + offsets.get("payload", 0)
+    where = HEADER_SIZE + offsets.get("payload.decoded_size", 0)
     if pay.stored_size != header.payload_length:
         raise FormatError("E_SCHEMA", "payload.stored_size differs from the header's payload_length",
                           offset=HEADER_SIZE + offsets.get("payload.stored_size", 0),
@@ -346,19 +370,27 @@ class SldpFile:
             return self._decoded, self._entries, self._data_start
         pay = self.manifest.payload
         assert pay is not None
-        # errors inside a compressed payload point at the payload's first byte
+        # offsets convention (spec section 11): errors in the safetensors length field point at the payload's
+        # first byte, errors in its JSON at the JSON's first byte; every error inside a compressed payload at
+        # the payload's first byte (decoded bytes have no position in the file)
         base = self.payload_offset
+        flat = pay.compression != "none"
         try:
             if pay.compression == "none":
                 decoded = None
                 n = int.from_bytes(self._src.read_at(base, 8), "little") if pay.decoded_size >= 8 else 0
                 prefix = self._src.read_at(base, min(pay.decoded_size, 8 + min(n, MAX_ST_HEADER_BYTES)))
             else:
-                decoded = memoryview(_unzstd(self._src.read_at(base, self.header.payload_length),
-                                             pay.decoded_size, base))
+                stored = self._src.read_at(base, self.header.payload_length)
+                got = hashlib.sha256(stored).hexdigest()
+                if got != pay.stored_sha256:  # checked before the frame is parsed (spec section 9)
+                    raise DigestError("E_PAYLOAD_DIGEST", "compressed payload bytes do not match "
+                                      "payload.stored_sha256", offset=base, expected=pay.stored_sha256, got=got,
+                                      field="payload.stored_sha256")
+                decoded = memoryview(_unzstd(stored, pay.decoded_size, base))
                 prefix = decoded
-            entries, data_start = parse_header(prefix, decoded_size=pay.decoded_size, base=base)
-            self._check_against_manifest(prefix, entries, base)
+            entries, data_start = parse_header(prefix, decoded_size=pay.decoded_size, base=base, flat=flat)
+            self._check_against_manifest(prefix, entries, base if flat else base + 8)
         except FormatError as exc:
             raise self._fail(exc) from None
         self._decoded = decoded
@@ -366,7 +398,9 @@ class SldpFile:
         self._data_start = data_start
         return decoded, self._entries, data_start
 
-    def _check_against_manifest(self, decoded: bytes | memoryview, entries: list[StEntry], base: int) -> None:
+    def _check_against_manifest(self, decoded: bytes | memoryview, entries: list[StEntry], at: int) -> None:
+        """E_ST_MISMATCH at ``at`` (the JSON's first byte, or the payload's for a compressed payload)."""
+        base = at
         table = self.manifest.tensors
         names = {e.name for e in entries}
         if names != set(table):
@@ -413,6 +447,12 @@ class SldpFile:
                 h.update(chunk)
         return h.hexdigest()
 
+    def _flat_offsets(self) -> bool:
+        """True when errors inside the payload all point at its first byte (compressed payload)."""
+        pay = self.manifest.payload
+        assert pay is not None
+        return pay.compression != "none"
+
     def _tensor_offset(self, name: str) -> int:
         _, entries, start = self._payload()
         pay = self.manifest.payload
@@ -438,7 +478,8 @@ class SldpFile:
         if info.role == "lrs" and arr.dtype.kind == "f" and not np.isfinite(arr).all():
             bad = int(np.flatnonzero(~np.isfinite(arr.reshape(-1)))[0])
             raise self._fail(FormatError("E_NONFINITE", f"learning rate {bad} of {name!r} is not finite",
-                                         offset=self._tensor_offset(name) + bad * DTYPE_ITEMSIZE[info.dtype],
+                                         offset=self._tensor_offset(name) + (
+                                             0 if self._flat_offsets() else bad * DTYPE_ITEMSIZE[info.dtype]),
                                          expected="finite", got=float(arr.reshape(-1)[bad]),
                                          field=f"tensors.{name}"))
         return arr
@@ -473,6 +514,14 @@ class SldpFile:
             else:
                 self._check_digest(name, self._digest(name))
 
+    def stored_manifest(self) -> Any:
+        """The manifest exactly as stored: the decoded msgpack value, without defaults or normalisation.
+
+        (``manifest`` is the typed view, which fills optional fields with their defaults.)
+        """
+        raw = self._src.read_at(HEADER_SIZE, self.header.manifest_length)
+        return canonical_msgpack.decode(raw, base=HEADER_SIZE)[0]
+
     def layout(self) -> Layout:
         """Byte accounting of the file (see :class:`Layout`)."""
         pay = self.manifest.payload
@@ -484,9 +533,31 @@ class SldpFile:
                       compression=pay.compression)
 
 
+def _check_zstd_frame_header(stored: bytes | memoryview, base: int) -> None:
+    """Spec 6.1: exactly one Zstandard frame, not skippable, no dictionary, unused/reserved bits zero."""
+    head = bytes(stored[:5])
+    if len(head) >= 4 and (int.from_bytes(head[:4], "little") & 0xFFFFFFF0) == 0x184D2A50:
+        raise FormatError("E_ZSTD", "a skippable zstd frame is not allowed in the payload", offset=base,
+                          expected="one Zstandard frame (magic 28 b5 2f fd)", got=head[:4].hex())
+    if head[:4] != ZSTD_MAGIC:
+        raise FormatError("E_ZSTD", "payload is not a zstd frame", offset=base, expected=ZSTD_MAGIC.hex(),
+                          got=head[:4].hex())
+    if len(head) < 5:
+        raise FormatError("E_ZSTD", "zstd frame is truncated", offset=base, expected="a frame header",
+                          got="end of payload")
+    fhd = head[4]
+    if fhd & 0x18:  # bit 4 unused, bit 3 reserved: a decoder may ignore bit 4, SLDP does not (no free bits)
+        raise FormatError("E_ZSTD", "zstd frame header descriptor has its unused or reserved bit set", offset=base,
+                          expected="bits 3 and 4 zero", got=f"0x{fhd:02x}")
+    if fhd & 0x03:
+        raise FormatError("E_ZSTD", "zstd frame names a dictionary; SLDP payloads are compressed without one",
+                          offset=base, expected="Dictionary_ID_flag 0", got=f"0x{fhd:02x}")
+
+
 def _unzstd(stored: bytes | memoryview, decoded_size: int, base: int) -> bytes:
     import zstandard
 
+    _check_zstd_frame_header(stored, base)
     try:
         params = zstandard.get_frame_parameters(stored)
     except zstandard.ZstdError as exc:
@@ -513,7 +584,7 @@ def _unzstd(stored: bytes | memoryview, decoded_size: int, base: int) -> bytes:
         raise FormatError("E_ZSTD", f"corrupt zstd frame ({exc})", offset=base, expected="valid zstd frame",
                           got="decoder error") from None
     if not dobj.eof:
-        raise FormatError("E_ZSTD", "zstd frame is truncated", offset=base + len(stored),
+        raise FormatError("E_ZSTD", "zstd frame is truncated", offset=base,
                           expected="complete frame", got="end of payload")
     if len(out) != decoded_size:
         raise FormatError("E_ZSTD_SIZE", "zstd frame decodes to a size other than payload.decoded_size",

@@ -16,12 +16,16 @@ from typing import Any, TypeVar
 from sldpack.errors import FormatError
 from sldpack.format.constants import (
     ALLOWED_DTYPES,
+    ARCH_ID_PATTERN,
     COMPRESSIONS,
+    INIT_RNG,
+    INIT_SCHEMES,
     LABEL_TRANSFORMS,
     MAX_RANK,
     MAX_TENSOR_NAME_BYTES,
     MAX_TENSORS,
     ROLES,
+    role_for_name,
 )
 
 __all__ = [
@@ -45,9 +49,10 @@ _T = TypeVar("_T")
 class _Ctx:
     """Where a value sits: dotted field path plus a path->byte-offset map from the decoder."""
 
-    def __init__(self, offsets: Mapping[str, int], base: int) -> None:
+    def __init__(self, offsets: Mapping[str, int], base: int, key_offsets: Mapping[str, int] | None = None) -> None:
         self.offsets = offsets
         self.base = base
+        self.key_offsets = key_offsets or {}
 
     def fail(self, path: str, message: str, expected: Any = None, got: Any = None) -> FormatError:
         off = self.offsets.get(path)
@@ -174,9 +179,9 @@ class ArchSpec:
     @classmethod
     def from_obj(cls, ctx: _Ctx, obj: Mapping[str, Any], path: str = "arch") -> ArchSpec:
         aid = _get(ctx, obj, path, "id", str)
-        if not re.match(r"^[a-z0-9_]+@[0-9]+$", aid):
+        if not re.match(ARCH_ID_PATTERN, aid):
             raise ctx.fail(f"{path}.id", "architecture id must look like name@version",
-                           expected="e.g. convnet@1", got=aid)
+                           expected="name@version, e.g. convnet@1", got=aid[:80])
         size = _ints(ctx, _get(ctx, obj, path, "image_size", list), f"{path}.image_size", lo=1, hi=1 << 16)
         if len(size) != 2:
             raise ctx.fail(f"{path}.image_size", "image_size must be [height, width]", expected=2, got=len(size))
@@ -213,8 +218,8 @@ class InitSpec:
             digests = {k: _hex(ctx, raw, f"{path}.theta0_sha256", k) for k in raw}
         return cls(
             seed=_int(ctx, obj, path, "seed"),
-            scheme=_get(ctx, obj, path, "scheme", str),
-            rng=_get(ctx, obj, path, "rng", str),
+            scheme=_choice(ctx, obj, path, "scheme", INIT_SCHEMES),
+            rng=_choice(ctx, obj, path, "rng", (INIT_RNG,)),
             theta0_sha256=digests,
         )
 
@@ -309,14 +314,24 @@ class Preprocessing:
         for i, s in enumerate(std):
             if s <= 0:
                 raise ctx.fail(f"{path}.std.{i}", "std must be positive", expected="> 0", got=s)
-        return cls(mean=_floats(ctx, obj, path, "mean"), std=std, image_size=(size[0], size[1]),
-                   channels=_int(ctx, obj, path, "channels", lo=1, hi=1 << 16),
+        mean = _floats(ctx, obj, path, "mean")
+        channels = _int(ctx, obj, path, "channels", lo=1, hi=1 << 16)
+        for key, vals in (("mean", mean), ("std", std)):
+            if len(vals) != channels:
+                raise ctx.fail(f"{path}.{key}", f"{key} needs one value per channel", expected=channels,
+                               got=len(vals))
+        return cls(mean=mean, std=std, image_size=(size[0], size[1]), channels=channels,
                    options=_map(ctx, obj, path, "options"))
 
 
 @dataclass(frozen=True)
 class ReplayFingerprint:
-    """What replay must reproduce (spec section "Replay fingerprint")."""
+    """What replay must reproduce (spec annex SLDP-1-replay.md, section 6).
+
+    ``state_sketch``/``state_tolerance`` (optional in 1.0, written by sldpack): per canonical-state tensor,
+    a short projection of its values and the largest accepted deviation of that projection, so that a
+    replay on other hardware is judged tensor by tensor against a tolerance calibrated for that tensor.
+    """
 
     theta_opt_sha256: str
     probe_seed: int
@@ -324,20 +339,48 @@ class ReplayFingerprint:
     probe_logits: tuple[float, ...]
     tolerance: float
     reference: Mapping[str, Any] = field(default_factory=dict)
+    state_sketch: Mapping[str, tuple[float, ...]] | None = None
+    state_tolerance: Mapping[str, float] | None = None
 
     def to_obj(self) -> dict[str, Any]:
-        return {"theta_opt_sha256": self.theta_opt_sha256, "probe_seed": self.probe_seed,
-                "probe_count": self.probe_count, "probe_logits": [float(v) for v in self.probe_logits],
-                "tolerance": float(self.tolerance), "reference": dict(self.reference)}
+        d: dict[str, Any] = {"theta_opt_sha256": self.theta_opt_sha256, "probe_seed": self.probe_seed,
+                             "probe_count": self.probe_count,
+                             "probe_logits": [float(v) for v in self.probe_logits],
+                             "tolerance": float(self.tolerance), "reference": dict(self.reference)}
+        if self.state_sketch is not None:
+            d["state_sketch"] = {k: [float(x) for x in v] for k, v in self.state_sketch.items()}
+        if self.state_tolerance is not None:
+            d["state_tolerance"] = {k: float(v) for k, v in self.state_tolerance.items()}
+        return d
 
     @classmethod
     def from_obj(cls, ctx: _Ctx, obj: Mapping[str, Any], path: str = "replay") -> ReplayFingerprint:
+        tol = _float(ctx, obj, path, "tolerance")
+        if tol < 0:
+            raise ctx.fail(f"{path}.tolerance", "tolerance must not be negative", expected=">= 0", got=tol)
+        sketch: dict[str, tuple[float, ...]] | None = None
+        stol: dict[str, float] | None = None
+        if "state_sketch" in obj or "state_tolerance" in obj:
+            raw_s = _get(ctx, obj, path, "state_sketch", dict)
+            raw_t = _get(ctx, obj, path, "state_tolerance", dict)
+            sketch = {k: _floats(ctx, raw_s, f"{path}.state_sketch", k) for k in raw_s}
+            stol = {}
+            for k in raw_t:
+                v = _float(ctx, raw_t, f"{path}.state_tolerance", k)
+                if v < 0:
+                    raise ctx.fail(f"{path}.state_tolerance.{k}", "tolerance must not be negative",
+                                   expected=">= 0", got=v)
+                stol[k] = v
+            if set(sketch) != set(stol):
+                raise ctx.fail(f"{path}.state_tolerance", "state_tolerance must have the keys of state_sketch",
+                               expected=len(sketch), got=len(stol))
         return cls(theta_opt_sha256=_hex(ctx, obj, path, "theta_opt_sha256"),
                    probe_seed=_int(ctx, obj, path, "probe_seed"),
                    probe_count=_int(ctx, obj, path, "probe_count", hi=1 << 16),
                    probe_logits=_floats(ctx, obj, path, "probe_logits"),
-                   tolerance=_float(ctx, obj, path, "tolerance"),
-                   reference=_map(ctx, obj, path, "reference"))
+                   tolerance=tol,
+                   reference=_map(ctx, obj, path, "reference"),
+                   state_sketch=sketch, state_tolerance=stol)
 
 
 @dataclass(frozen=True)
@@ -474,25 +517,36 @@ class TensorInfo:
 
 @dataclass(frozen=True)
 class PayloadInfo:
-    """How the tensor payload is stored: compression and sizes.
+    """How the tensor payload is stored: compression, sizes, and (zstd only) the stored bytes' SHA-256.
 
-    The payload needs no digest of its own: its decoded form must be the canonical safetensors encoding
-    of the (digest-protected) tensor table, and every tensor's bytes carry a SHA-256.
+    An uncompressed payload needs no digest of its own: it must be the canonical safetensors encoding of
+    the (digest-protected) tensor table, and every tensor's bytes carry a SHA-256. A zstd frame can encode
+    the same content in many ways (and decoders ignore some of its bits), so its stored bytes are digested.
     """
 
     compression: str
     stored_size: int
     decoded_size: int
+    stored_sha256: str | None = None
 
     def to_obj(self) -> dict[str, Any]:
-        return {"compression": self.compression, "stored_size": self.stored_size,
-                "decoded_size": self.decoded_size}
+        d: dict[str, Any] = {"compression": self.compression, "stored_size": self.stored_size,
+                             "decoded_size": self.decoded_size}
+        if self.stored_sha256 is not None:
+            d["stored_sha256"] = self.stored_sha256
+        return d
 
     @classmethod
     def from_obj(cls, ctx: _Ctx, obj: Mapping[str, Any], path: str = "payload") -> PayloadInfo:
-        return cls(compression=_choice(ctx, obj, path, "compression", COMPRESSIONS),
-                   stored_size=_int(ctx, obj, path, "stored_size"),
-                   decoded_size=_int(ctx, obj, path, "decoded_size"))
+        compression = _choice(ctx, obj, path, "compression", COMPRESSIONS)
+        digest = None
+        if compression == "zstd":
+            digest = _hex(ctx, obj, path, "stored_sha256")
+        elif "stored_sha256" in obj:
+            raise ctx.fail(f"{path}.stored_sha256", "stored_sha256 is only for a compressed payload",
+                           expected="absent with compression none", got="present")
+        return cls(compression=compression, stored_size=_int(ctx, obj, path, "stored_size"),
+                   decoded_size=_int(ctx, obj, path, "decoded_size"), stored_sha256=digest)
 
 
 @dataclass(frozen=True)
@@ -532,18 +586,20 @@ class Manifest:
         return d
 
     @classmethod
-    def from_obj(cls, obj: Any, *, offsets: Mapping[str, int] | None = None, base: int = 0) -> Manifest:
+    def from_obj(cls, obj: Any, *, offsets: Mapping[str, int] | None = None, base: int = 0,
+                 key_offsets: Mapping[str, int] | None = None) -> Manifest:
         """Narrow a decoded manifest map into a ``Manifest``.
 
         Args:
             obj: the decoded msgpack value.
             offsets: dotted path -> offset of that value inside the manifest bytes (from the decoder).
             base: absolute file offset of the manifest's first byte.
+            key_offsets: dotted path -> offset of the map key of that path (errors about a key point there).
 
         Raises:
             FormatError: ``E_SCHEMA`` (or ``E_DTYPE``/``E_LIMIT``/``E_NAME``) naming field and offset.
         """
-        ctx = _Ctx(offsets or {}, base)
+        ctx = _Ctx(offsets or {}, base, key_offsets)
         if not isinstance(obj, dict):
             raise ctx.fail("", "the manifest must be a map", expected="map", got=_tname(obj))
         tensors_raw = _get(ctx, obj, "", "tensors", dict)
@@ -552,15 +608,20 @@ class Manifest:
                               expected=f"<= {MAX_TENSORS}", got=len(tensors_raw), field="tensors")
         tensors = {}
         for name in tensors_raw:
-            check_tensor_name(name, offset=base + ctx.offsets.get(f"tensors.{name}", 0))
-            tensors[name] = TensorInfo.from_obj(ctx, _get(ctx, tensors_raw, "tensors", name, dict),
-                                                f"tensors.{name}")
+            # a name error is about the map key: it points at the key (offsets convention, spec section 11)
+            check_tensor_name(name, offset=base + ctx.key_offsets.get(f"tensors.{name}",
+                                                                     ctx.offsets.get(f"tensors.{name}", 0)))
+            info = TensorInfo.from_obj(ctx, _get(ctx, tensors_raw, "tensors", name, dict), f"tensors.{name}")
+            if info.role != role_for_name(name):
+                raise ctx.fail(f"tensors.{name}.role", "tensor name and role disagree (spec 6.2)",
+                               expected=role_for_name(name), got=info.role)
+            tensors[name] = info
         opt: dict[str, Any] = {}
         for key, klass in (("distill", DistillSpec), ("labels", LabelSpec),
                            ("preprocessing", Preprocessing), ("replay", ReplayFingerprint)):
             if key in obj:
                 opt[key] = klass.from_obj(ctx, _get(ctx, obj, "", key, dict), key)
-        return cls(
+        out = cls(
             arch=ArchSpec.from_obj(ctx, _get(ctx, obj, "", "arch", dict)),
             init=InitSpec.from_obj(ctx, _get(ctx, obj, "", "init", dict)),
             provenance=Provenance.from_obj(ctx, _get(ctx, obj, "", "provenance", dict)),
@@ -569,10 +630,16 @@ class Manifest:
             payload=PayloadInfo.from_obj(ctx, _get(ctx, obj, "", "payload", dict)),
             **opt,
         )
+        # rules across sections, checked after every section on its own (spec section 12, step 4)
+        rp = out.replay
+        if rp is not None and len(rp.probe_logits) != rp.probe_count * out.arch.num_classes:
+            raise ctx.fail("replay.probe_logits", "probe_logits needs probe_count x arch.num_classes values",
+                           expected=rp.probe_count * out.arch.num_classes, got=len(rp.probe_logits))
+        return out
 
 
 def check_tensor_name(name: str, *, offset: int | None = None) -> None:
-    """Reject names the spec forbids: empty, longer than the limit, or with control characters."""
+    """Reject names the spec forbids (all ``E_NAME``): empty, over 256 bytes, or a control character U+0000-U+001F."""
     raw = name.encode("utf-8", "surrogatepass")
     if not raw or len(raw) > MAX_TENSOR_NAME_BYTES or any(ord(c) < 0x20 for c in name):
         raise FormatError("E_NAME", "tensor name is empty, too long or has control characters", offset=offset,

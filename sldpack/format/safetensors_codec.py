@@ -86,27 +86,23 @@ def encode_header(entries: Mapping[str, tuple[str, tuple[int, ...]]]) -> tuple[b
     return len(text).to_bytes(8, "little") + text, offsets
 
 
-def _reject_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for k, v in pairs:
-        if k in out:
-            raise _DupKeyError(k)
-        out[k] = v
-    return out
+class _Pairs(list[tuple[str, Any]]):
+    """A JSON object as its (key, value) pairs in document order, so duplicates stay visible."""
 
 
-class _DupKeyError(Exception):
-    def __init__(self, key: str) -> None:
-        self.key = key
+def parse_header(prefix: bytes | memoryview, *, decoded_size: int, base: int,
+                 flat: bool = False) -> tuple[list[StEntry], int]:
+    """Parse and validate a safetensors header (strict: an SLDP payload, spec section 6.1).
 
-
-def parse_header(prefix: bytes | memoryview, *, decoded_size: int, base: int) -> tuple[list[StEntry], int]:
-    """Parse and validate a safetensors header.
+    Offsets (spec section 11): errors in the 8-byte length field point at ``base`` (the payload's first
+    byte); every error found in the JSON (syntax, names, entries, dtypes, shapes, offsets, tiling) points
+    at the JSON's first byte ``base + 8``. With ``flat`` (a compressed payload) every error points at ``base``.
 
     Args:
         prefix: at least the first ``8 + N`` bytes of the decoded payload (more is fine).
         decoded_size: total decoded payload length, which bounds every offset.
         base: offset reported in errors for byte 0 of the decoded payload.
+        flat: report every error at ``base``.
 
     Returns:
         ``(entries in data order, data_start)``.
@@ -114,6 +110,7 @@ def parse_header(prefix: bytes | memoryview, *, decoded_size: int, base: int) ->
     Raises:
         FormatError: ``E_TRUNCATED``, ``E_LIMIT``, ``E_ST_HEADER``, ``E_ST_OFFSETS``, ``E_DTYPE``, ``E_NAME``.
     """
+    at_json = base if flat else base + 8
     if decoded_size < 8 or len(prefix) < 8:
         raise FormatError("E_TRUNCATED", "payload too short for a safetensors header", offset=base,
                           expected=">= 8 bytes", got=decoded_size)
@@ -129,45 +126,50 @@ def parse_header(prefix: bytes | memoryview, *, decoded_size: int, base: int) ->
                           expected=8 + n, got=len(prefix))
     raw = bytes(prefix[8:8 + n])
     try:
-        obj = json.loads(raw.decode("utf-8"), object_pairs_hook=_reject_duplicates)
-    except _DupKeyError as exc:
-        raise FormatError("E_NAME", "safetensors header repeats a tensor name (or entry key)", offset=base + 8,
-                          expected="distinct names", got=exc.key) from None
+        obj = json.loads(raw.decode("utf-8"), object_pairs_hook=_Pairs)
     except (UnicodeDecodeError, ValueError, RecursionError) as exc:
-        raise FormatError("E_ST_HEADER", f"safetensors header is not valid UTF-8 JSON ({exc})", offset=base + 8,
+        raise FormatError("E_ST_HEADER", f"safetensors header is not valid UTF-8 JSON ({exc})", offset=at_json,
                           expected="a JSON object", got=raw[:40]) from None
-    if not isinstance(obj, dict):
-        raise FormatError("E_ST_HEADER", "safetensors header is not a JSON object", offset=base + 8,
+    if not isinstance(obj, _Pairs):
+        raise FormatError("E_ST_HEADER", "safetensors header is not a JSON object", offset=at_json,
                           expected="object", got=type(obj).__name__)
     if len(obj) > MAX_TENSORS + 1:
-        raise FormatError("E_LIMIT", "too many tensors in the safetensors header", offset=base + 8,
+        raise FormatError("E_LIMIT", "too many tensors in the safetensors header", offset=at_json,
                           expected=f"<= {MAX_TENSORS}", got=len(obj))
+    seen: set[str] = set()
+    for name, _ in obj:  # a repeated tensor name is E_NAME, whatever else is wrong (spec 6.1 check order)
+        if name in seen:
+            raise FormatError("E_NAME", "safetensors header repeats a tensor name", offset=at_json,
+                              expected="distinct names", got=name)
+        seen.add(name)
     data_start = 8 + n
     data_len = decoded_size - data_start
     entries = []
-    for name, ent in obj.items():
+    for name, ent in obj:
         if name == "__metadata__":
             raise FormatError("E_ST_HEADER", "__metadata__ is not allowed in an SLDP payload (metadata lives in "
-                              "the manifest)", offset=base + 8, expected="no __metadata__", got="__metadata__")
-        if not isinstance(ent, dict) or set(ent) != {"dtype", "shape", "data_offsets"}:
-            raise FormatError("E_ST_HEADER", f"tensor entry {name!r} must have exactly dtype, shape, data_offsets",
-                              offset=base + 8, expected="{dtype, shape, data_offsets}", got=ent)
-        dtype, shape, offs = ent["dtype"], ent["shape"], ent["data_offsets"]
+                              "the manifest)", offset=at_json, expected="no __metadata__", got="__metadata__")
+        keys = [k for k, _ in ent] if isinstance(ent, _Pairs) else None
+        if keys is None or sorted(keys) != ["data_offsets", "dtype", "shape"]:
+            raise FormatError("E_ST_HEADER", f"tensor entry {name!r} must have exactly dtype, shape, data_offsets "
+                              "(once each)", offset=at_json, expected="{dtype, shape, data_offsets}", got=keys)
+        fields = dict(ent)
+        dtype, shape, offs = fields["dtype"], fields["shape"], fields["data_offsets"]
         if not isinstance(dtype, str) or dtype not in ALLOWED_DTYPES:
-            raise FormatError("E_DTYPE", f"tensor {name!r} has a dtype SLDP does not allow", offset=base + 8,
+            raise FormatError("E_DTYPE", f"tensor {name!r} has a dtype SLDP does not allow", offset=at_json,
                               expected=" | ".join(sorted(ALLOWED_DTYPES)), got=dtype)
         if (not isinstance(shape, list) or len(shape) > MAX_RANK
                 or not all(type(d) is int and 0 <= d < 1 << 53 for d in shape)):
-            raise FormatError("E_ST_HEADER", f"tensor {name!r} has an invalid shape", offset=base + 8,
+            raise FormatError("E_ST_HEADER", f"tensor {name!r} has an invalid shape", offset=at_json,
                               expected=f"list of <= {MAX_RANK} non-negative ints", got=shape)
         if (not isinstance(offs, list) or len(offs) != 2
                 or not all(type(o) is int and o >= 0 for o in offs) or offs[0] > offs[1]):
-            raise FormatError("E_ST_OFFSETS", f"tensor {name!r} has invalid data_offsets", offset=base + 8,
+            raise FormatError("E_ST_OFFSETS", f"tensor {name!r} has invalid data_offsets", offset=at_json,
                               expected="[begin, end] with 0 <= begin <= end", got=offs)
         tshape = tuple(shape)
         if offs[1] - offs[0] != _nbytes(dtype, tshape):
             raise FormatError("E_ST_OFFSETS", f"tensor {name!r}: data_offsets span differs from dtype x shape",
-                              offset=base + 8, expected=_nbytes(dtype, tshape), got=offs[1] - offs[0])
+                              offset=at_json, expected=_nbytes(dtype, tshape), got=offs[1] - offs[0])
         entries.append(StEntry(name, dtype, tshape, offs[0], offs[1]))
     # offsets must tile [0, data_len) exactly: no overlap, no hole, nothing out of range
     entries.sort(key=lambda e: (e.begin, e.end))
@@ -175,12 +177,12 @@ def parse_header(prefix: bytes | memoryview, *, decoded_size: int, base: int) ->
     for e in entries:
         if e.begin != pos:
             kind = "overlaps the previous tensor" if e.begin < pos else "leaves a hole before it"
-            raise FormatError("E_ST_OFFSETS", f"tensor {e.name!r} {kind}", offset=base + data_start + min(e.begin, pos),
-                              expected=f"begin {pos}", got=e.begin)
+            raise FormatError("E_ST_OFFSETS", f"tensor {e.name!r} {kind} (data byte {min(e.begin, pos)})",
+                              offset=at_json, expected=f"begin {pos}", got=e.begin)
         pos = e.end
     if pos != data_len:
-        raise FormatError("E_ST_OFFSETS", "tensor data does not end where the payload ends",
-                          offset=base + data_start + min(pos, data_len), expected=f"data length {pos}", got=data_len)
+        raise FormatError("E_ST_OFFSETS", "tensor data does not end where the payload ends", offset=at_json,
+                          expected=f"data length {pos}", got=data_len)
     return entries, data_start
 
 

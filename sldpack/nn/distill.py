@@ -52,8 +52,8 @@ from sldpack.nn.replay import (
     buffer_names,
     build_module,
     check_replayable,
-    compute_fingerprint,
     deterministic,
+    fingerprint_arrays,
     replay_arrays,
     resolve_device,
 )
@@ -845,8 +845,7 @@ def fingerprint_for(manifest: Manifest, arrays: Mapping[str, np.ndarray], *, pro
                     threads: int = DEFAULT_REFERENCE_THREADS) -> ReplayFingerprint:
     """The replay fingerprint of a manifest + tensors: replay on the CPU under ``threads`` threads, then
     hash theta_opt and compute the probe logits. Always the replay path, never the distiller's own theta."""
-    res = replay_arrays(manifest, arrays, device="cpu", threads=threads)
-    return compute_fingerprint(res.module, probe_seed=probe_seed, probe_count=probe_count, threads=threads)
+    return fingerprint_arrays(manifest, arrays, probe_seed=probe_seed, probe_count=probe_count, threads=threads)
 
 
 def _write_outputs(rd: Path, result: DistillResult, source: RealSource) -> None:

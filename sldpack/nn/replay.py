@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import math
 import os
 import platform
 import time
@@ -33,17 +34,21 @@ from sldpack.nn.unroll import Schedule, apply_label_transform, scratch_buffers, 
 __all__ = [
     "DEFAULT_PROBE_COUNT",
     "DEFAULT_REFERENCE_THREADS",
+    "FingerprintComparison",
     "ReplayReport",
     "ReplayResult",
     "ReplayStatus",
     "buffer_names",
     "build_module",
+    "calibration_replays",
     "canonical_state",
     "check_fingerprint",
     "check_replayable",
+    "compare_fingerprint",
     "compute_fingerprint",
     "default_tolerance",
     "deterministic",
+    "fingerprint_arrays",
     "load_model",
     "probe_inputs",
     "probe_logits",
@@ -54,6 +59,7 @@ __all__ = [
     "replay_arrays",
     "resolve_device",
     "save_safetensors",
+    "state_sketch",
     "theta_digest",
     "thread_count",
     "verify_replay",
@@ -64,6 +70,12 @@ DEFAULT_REFERENCE_THREADS = 1
 """Thread count of the reference configuration: 1 can be reproduced on every machine."""
 PROBE_STREAM = "sldp.replay.probe"
 """Tensor name fed to the portable Philox generator to derive the probe inputs' stream."""
+SKETCH_SIZE = 3
+"""Values per tensor in ``replay.state_sketch`` (random-sign projections, spec annex replay section 6)."""
+CALIBRATION_FACTOR = 64.0
+"""Tolerance = this factor x the largest deviation seen under one-ulp input perturbations (writer rule)."""
+STATE_FLOOR_REL = 1e-5
+"""Per-tensor tolerance floor, relative to the tensor's RMS (a tensor no perturbation moved, e.g. theta_bn)."""
 
 SourceLike = str | os.PathLike[str] | bytes
 
@@ -212,18 +224,117 @@ def reference_config(threads: int) -> dict[str, Any]:
             "cpu_capability": cap, "machine": platform.machine(), "system": platform.system()}
 
 
+def _fmix32(h: np.ndarray) -> np.ndarray:
+    """MurmurHash3's 32-bit finaliser, elementwise on uint32 (wrapping arithmetic)."""
+    h = h ^ (h >> np.uint32(16))
+    h = h * np.uint32(0x85EBCA6B)
+    h = h ^ (h >> np.uint32(13))
+    h = h * np.uint32(0xC2B2AE35)
+    out: np.ndarray = h ^ (h >> np.uint32(16))
+    return out
+
+
+def state_sketch(values: Tensor | np.ndarray, k: int = SKETCH_SIZE) -> tuple[float, ...]:
+    """``k`` random-sign projections of a tensor, scaled to its RMS (spec annex replay, section 6).
+
+    ``s_j = (sum_i r_ji * v_i) / sqrt(n)`` in binary64 over the C-order binary32 values ``v``, with
+    ``r_ji = +1`` if bit 31 of ``fmix32((i + j * 0x9E3779B9) mod 2^32)`` is 0, else ``-1``. Each ``s_j`` has
+    the tensor's RMS as its typical size, and a change ``d`` of the values moves it by about ``rms(d)``.
+    """
+    a = values.detach().to("cpu", torch.float32).contiguous().numpy() if isinstance(values, Tensor) else values
+    v = np.asarray(a, dtype=np.float64).reshape(-1)
+    n = v.size
+    if n == 0:
+        return (0.0,) * k
+    idx = np.arange(n, dtype=np.uint64)
+    out = []
+    for j in range(k):
+        h = _fmix32(((idx + np.uint64(j * 0x9E3779B9)) & np.uint64(0xFFFFFFFF)).astype(np.uint32))
+        signs = 1.0 - 2.0 * (h >> np.uint32(31)).astype(np.float64)
+        out.append(float(np.dot(signs, v)) / math.sqrt(n))
+    return tuple(out)
+
+
+def _sketches(module: nn.Module) -> dict[str, tuple[float, ...]]:
+    return {n: state_sketch(t) for n, t in canonical_state(module)}
+
+
+def _rms(t: Tensor) -> float:
+    v = t.detach().to("cpu", torch.float64)
+    return float(v.pow(2).mean().sqrt()) if v.numel() else 0.0
+
+
 def compute_fingerprint(module: nn.Module, *, probe_seed: int, probe_count: int = DEFAULT_PROBE_COUNT,
-                        threads: int, tolerance: float | None = None) -> ReplayFingerprint:
-    """Fingerprint of a replayed module (eval mode, on CPU, computed under ``threads`` threads)."""
+                        threads: int, tolerance: float | None = None,
+                        calibration: Sequence[nn.Module] = ()) -> ReplayFingerprint:
+    """Fingerprint of a replayed module (eval mode, on CPU, computed under ``threads`` threads).
+
+    Args:
+        module: the replayed network.
+        probe_seed, probe_count: the probe inputs.
+        threads: the CPU thread count of the reference configuration.
+        tolerance: the probe-logit tolerance to store (``None``: by the rule below).
+        calibration: replays of the same file under one-ulp input perturbations
+            (:func:`calibration_replays`). Tolerances are ``CALIBRATION_FACTOR`` x the largest deviation
+            they show, floored at ``1e-3 * max(1, max |logit|)`` for the logits and ``STATE_FLOOR_REL`` x
+            RMS per tensor. Without calibration only the floors apply, which fits well-conditioned files only.
+    """
     c, h, w = _input_shape(module)
+    probes = probe_inputs(probe_seed, probe_count, c, (h, w))
     with thread_count(threads):
-        digest = theta_digest(canonical_state(module))
-        logits = probe_logits(module, probe_inputs(probe_seed, probe_count, c, (h, w)))
+        state = canonical_state(module)
+        digest = theta_digest(state)
+        logits = probe_logits(module, probes)
+        sketch = _sketches(module)
+        cal_logits = [probe_logits(m, probes) for m in calibration]
+        cal_sketch = [_sketches(m) for m in calibration]
+    logit_dev = max((float(np.max(np.abs(cl.astype(np.float64) - logits))) if logits.size else 0.0
+                     for cl in cal_logits), default=0.0)
+    tol = max(default_tolerance(logits), CALIBRATION_FACTOR * logit_dev) if tolerance is None else float(tolerance)
+    state_tol = {}
+    for name, t in state:
+        dev = max((max((abs(a - b) for a, b in zip(cs[name], sketch[name], strict=True)), default=0.0)
+                   for cs in cal_sketch), default=0.0)
+        state_tol[name] = max(CALIBRATION_FACTOR * dev, STATE_FLOOR_REL * _rms(t))
     return ReplayFingerprint(
         theta_opt_sha256=digest, probe_seed=probe_seed, probe_count=probe_count,
-        probe_logits=tuple(float(v) for v in logits.reshape(-1)),
-        tolerance=default_tolerance(logits) if tolerance is None else float(tolerance),
-        reference=reference_config(threads))
+        probe_logits=tuple(float(v) for v in logits.reshape(-1)), tolerance=tol,
+        reference={**reference_config(threads), "calibration": len(calibration)},
+        state_sketch=sketch, state_tolerance=state_tol)
+
+
+def _nudge(a: np.ndarray, salt: int) -> np.ndarray:
+    """Every element one ulp up or down, the direction from a hash of (index, salt): rounding-like noise.
+
+    Random signs matter: a uniform nudge (all up) is a scaling, which batch norm and softmax largely cancel,
+    so it would underestimate how far real rounding differences travel.
+    """
+    f = np.ascontiguousarray(a, dtype=np.float32).reshape(-1)
+    idx = np.arange(f.size, dtype=np.uint64)
+    h = _fmix32(((idx + np.uint64(salt * 0x9E3779B9)) & np.uint64(0xFFFFFFFF)).astype(np.uint32))
+    target = np.where(h >> np.uint32(31) == 0, np.float32(np.inf), np.float32(-np.inf)).astype(np.float32)
+    return np.nextafter(f, target).astype(np.float32).reshape(np.shape(a))
+
+
+def calibration_replays(manifest: Manifest, arrays: Mapping[str, np.ndarray], *, threads: int) -> list[nn.Module]:
+    """Three replays with every image, label parameter and learning rate moved one ulp up or down, in
+    pseudo-random directions (three different draws). They show how far rounding-level differences
+    (another thread count, SIMD level or device) move this file's theta_opt and logits (spec annex
+    replay, section 6)."""
+    variants = [{**arrays, **{k: _nudge(arrays[k], 3 * v + i) for i, k in enumerate(("images", "labels", "lrs"))}}
+                for v in range(1, 4)]
+    return [replay_arrays(manifest, v, device="cpu", threads=threads).module for v in variants]
+
+
+def fingerprint_arrays(manifest: Manifest, arrays: Mapping[str, np.ndarray], *, probe_seed: int,
+                       probe_count: int = DEFAULT_PROBE_COUNT, threads: int = DEFAULT_REFERENCE_THREADS,
+                       calibrate: bool = True) -> ReplayFingerprint:
+    """The writer's fingerprint of a manifest + stored tensor values: replay on the CPU under ``threads``
+    threads (never the distiller's own theta), plus the calibration replays (unless ``calibrate=False``)."""
+    res = replay_arrays(manifest, arrays, device="cpu", threads=threads)
+    cal = calibration_replays(manifest, arrays, threads=threads) if calibrate else []
+    return compute_fingerprint(res.module, probe_seed=probe_seed, probe_count=probe_count, threads=threads,
+                               calibration=cal)
 
 
 def _input_shape(module: nn.Module) -> tuple[int, int, int]:
@@ -475,25 +586,86 @@ class ReplayReport:
             raise ReplayMismatchError(self.summary())
 
 
-def check_fingerprint(module: nn.Module, fp: ReplayFingerprint, *, threads: int) -> tuple[str, str, float | None]:
-    """Compare a replayed module with a recorded fingerprint.
+@dataclass(frozen=True)
+class FingerprintComparison:
+    """A replayed module against a recorded fingerprint (spec annex replay, section 7).
 
-    Returns:
-        ``(status, actual_sha256, max_abs_deviation)``; status is exact / within_tolerance / failed.
+    Attributes:
+        status: ``exact``, ``within_tolerance`` or ``failed``.
+        actual_sha256: theta_opt digest of the replay.
+        max_abs_deviation: largest probe-logit deviation (``None``: logit count differs).
+        logit_ratio: ``max_abs_deviation / tolerance`` (> 1 fails).
+        worst_tensor: the canonical-state tensor with the largest sketch deviation / its tolerance.
+        worst_ratio: that ratio (> 1 fails); 0 when the fingerprint has no state sketch.
+        reason: why it failed, empty otherwise.
+    """
+
+    status: str
+    actual_sha256: str
+    max_abs_deviation: float | None
+    logit_ratio: float
+    worst_tensor: str | None
+    worst_ratio: float
+    reason: str = ""
+
+
+def _ratio(dev: float, tol: float) -> float:
+    if dev <= tol:
+        return dev / tol if tol > 0 else 0.0
+    return dev / tol if tol > 0 else math.inf
+
+
+def compare_fingerprint(module: nn.Module, fp: ReplayFingerprint, *, threads: int) -> FingerprintComparison:
+    """Compare a replayed module with a recorded fingerprint, tensor by tensor where the file allows.
+
+    ``exact``: the theta_opt digest is the recorded one. ``within_tolerance``: it is not, but every probe
+    logit is finite and within ``tolerance``, and (when the fingerprint has ``state_sketch``) every
+    canonical-state tensor's sketch is within its ``state_tolerance``. ``failed`` otherwise.
     """
     c, h, w = _input_shape(module)
     with thread_count(threads if next(module.parameters()).device.type == "cpu" else None):
         digest = theta_digest(canonical_state(module))
         got = probe_logits(module, probe_inputs(fp.probe_seed, fp.probe_count, c, (h, w))).reshape(-1)
+        sketch = _sketches(module) if fp.state_sketch is not None else {}
     want = np.asarray(fp.probe_logits, dtype=np.float64)
     if got.shape != want.shape:
-        return "failed", digest, None
-    dev = float(np.max(np.abs(got.astype(np.float64) - want))) if want.size else 0.0
+        return FingerprintComparison("failed", digest, None, math.inf, None, 0.0,
+                                     f"{got.size} probe logits, the file records {want.size}")
     if not np.isfinite(got).all():
-        return "failed", digest, float("inf")
+        return FingerprintComparison("failed", digest, math.inf, math.inf, None, 0.0, "a probe logit is not finite")
+    dev = float(np.max(np.abs(got.astype(np.float64) - want))) if want.size else 0.0
+    lratio = _ratio(dev, fp.tolerance)
+    worst, wratio, reason = None, 0.0, ""
+    if fp.state_sketch is not None and fp.state_tolerance is not None:
+        if set(sketch) != set(fp.state_sketch):
+            reason = "the network's canonical state names differ from the recorded sketch's"
+            wratio = math.inf
+        else:
+            for name, rec in fp.state_sketch.items():
+                mine = sketch[name]
+                d = math.inf if len(mine) != len(rec) else max((abs(a - b) for a, b in zip(mine, rec, strict=True)),
+                                                               default=0.0)
+                r = _ratio(d, fp.state_tolerance[name])
+                if r > wratio or worst is None:
+                    worst, wratio = name, r
     if digest == fp.theta_opt_sha256:
-        return "exact", digest, dev
-    return ("within_tolerance" if dev <= fp.tolerance else "failed"), digest, dev
+        return FingerprintComparison("exact", digest, dev, lratio, worst, wratio)
+    if lratio > 1:
+        reason = reason or f"probe logits deviate by {dev:.3g} > tolerance {fp.tolerance:.3g}"
+    elif wratio > 1:
+        reason = reason or f"tensor {worst} deviates {wratio:.3g} x its tolerance"
+    status = "failed" if reason else "within_tolerance"
+    return FingerprintComparison(status, digest, dev, lratio, worst, wratio, reason)
+
+
+def check_fingerprint(module: nn.Module, fp: ReplayFingerprint, *, threads: int) -> tuple[str, str, float | None]:
+    """Compare a replayed module with a recorded fingerprint (see :func:`compare_fingerprint`).
+
+    Returns:
+        ``(status, actual_sha256, max_abs_deviation)``; status is exact / within_tolerance / failed.
+    """
+    cmp = compare_fingerprint(module, fp, threads=threads)
+    return cmp.status, cmp.actual_sha256, cmp.max_abs_deviation
 
 
 def verify_replay(source: SourceLike | Any, *, device: str | torch.device = "cpu",
@@ -599,7 +771,7 @@ def refingerprint(manifest: Manifest, arrays: Mapping[str, np.ndarray]) -> Repla
     """Replay ``arrays`` (the values as stored) and compute a new fingerprint like the old one.
 
     Same probe seed and count as the manifest's fingerprint, under its recorded reference thread
-    count (CPU), tolerance by the replay module's default rule.
+    count (CPU), tolerances calibrated by the replay module's rule (spec annex replay, section 6).
 
     Raises:
         UsageError: the manifest has no fingerprint or cannot be replayed.
@@ -609,6 +781,5 @@ def refingerprint(manifest: Manifest, arrays: Mapping[str, np.ndarray]) -> Repla
         raise UsageError("the file has no replay fingerprint to recompute")
     ref = old.reference.get("threads")
     threads = int(ref) if isinstance(ref, int) and ref > 0 else DEFAULT_REFERENCE_THREADS
-    res = replay_arrays(manifest, arrays, device="cpu", threads=threads)
-    return compute_fingerprint(res.module, probe_seed=old.probe_seed, probe_count=old.probe_count,
-                               threads=threads)
+    return fingerprint_arrays(manifest, arrays, probe_seed=old.probe_seed, probe_count=old.probe_count,
+                              threads=threads)

@@ -10,13 +10,14 @@ from typing import Any
 import numpy as np
 from hypothesis import strategies as st
 
-from sldpack.format.constants import DTYPE_FOR_NUMPY_NAME
+from sldpack.format.constants import DTYPE_FOR_NUMPY_NAME, role_for_name
 from sldpack.format.container import Tensor, encode
 from sldpack.format.manifest import ArchSpec, DistillSpec, InitSpec, LabelSpec, Manifest, Preprocessing, Provenance
 
 __all__ = ["manifests", "sldp_files", "tensor_sets", "user_values"]
 
-_names = st.text(st.characters(min_codepoint=0x20, max_codepoint=0x2FF), min_size=1, max_size=12)
+_names = st.one_of(st.sampled_from(["images", "labels", "lrs", "bn.f.1.running_var", "theta0.w"]),
+                   st.text(st.characters(min_codepoint=0x20, max_codepoint=0x2FF), min_size=1, max_size=12))
 _finite = st.floats(allow_nan=False, allow_infinity=False, width=64)
 
 
@@ -61,7 +62,7 @@ _DTYPES: dict[str, Any] = {code: np.float32 if code == "BF16" else np.dtype(name
 
 @st.composite
 def tensor_sets(draw: st.DrawFn) -> dict[str, Tensor]:
-    """1-5 tensors of random role, dtype and small shape (including empty and rank-0)."""
+    """1-5 tensors of random name, dtype and small shape (including empty and rank-0); roles follow names."""
     out: dict[str, Tensor] = {}
     for name in draw(st.lists(_names, min_size=1, max_size=5, unique=True)):
         dtype = draw(st.sampled_from(sorted(_DTYPES)))
@@ -74,8 +75,7 @@ def tensor_sets(draw: st.DrawFn) -> dict[str, Tensor]:
             arr = rng.integers(info.min, info.max, size=n, endpoint=True, dtype=_DTYPES[dtype]).reshape(shape)
         else:
             arr = (rng.standard_normal(n) * 10).astype(_DTYPES[dtype]).reshape(shape)
-        role = draw(st.sampled_from(["images", "labels", "lrs", "bn_stats", "extra"]))
-        out[name] = Tensor(role, arr, dtype)
+        out[name] = Tensor(role_for_name(name), arr, dtype)  # the name decides the role (spec 6.2)
     return out
 
 

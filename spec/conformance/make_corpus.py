@@ -25,7 +25,7 @@ import numpy as np
 import sldpack
 from sldpack.format import canonical_msgpack as cm
 from sldpack.format.conformance import jsonable
-from sldpack.format.constants import HEADER_SIZE, HEADER_STRUCT, MAGIC, MAX_TENSORS
+from sldpack.format.constants import HEADER_DIGEST_PREFIX, HEADER_SIZE, HEADER_STRUCT, MAGIC, MAX_TENSORS
 
 ROOT = Path(__file__).resolve().parent
 CREATED = "2026-11-27T00:00:00Z"
@@ -64,9 +64,17 @@ def assemble(mbytes: bytes, payload: bytes, *, magic: bytes = MAGIC, major: int 
              reserved: int = 0, mlen: int | None = None, plen: int | None = None,
              digest: bytes | None = None) -> bytes:
     header = HEADER_STRUCT.pack(magic, major, minor, reserved, len(mbytes) if mlen is None else mlen,
-                                len(payload) if plen is None else plen,
-                                hashlib.sha256(mbytes).digest() if digest is None else digest)
+                                len(payload) if plen is None else plen, bytes(32))[:HEADER_DIGEST_PREFIX]
+    # manifest_sha256 covers header bytes 0..31, then the manifest (spec section 9)
+    header += hashlib.sha256(header + mbytes).digest() if digest is None else digest
     return header + mbytes + payload
+
+
+def key_offset_of(obj: dict[str, Any], path: str) -> int:
+    """Absolute file offset of the map *key* whose value is at ``path`` in the canonical encoding of ``obj``."""
+    keys: dict[str, int] = {}
+    cm.decode(cm.encode(obj), key_offsets=keys)
+    return HEADER_SIZE + keys[path]
 
 
 def offset_of(obj: dict[str, Any], path: str) -> int:
@@ -147,6 +155,16 @@ def invalid_cases() -> list[tuple[str, str, bytes, str, int]]:
     # header
     add("empty_file", "zero bytes", b"", "E_TRUNCATED", 0)
     add("header_truncated", "file cut inside the fixed header", good[:30], "E_TRUNCATED", 30)
+    add("header_truncated_magic_prefix", "5-byte file: the start of the magic", good[:5], "E_TRUNCATED", 5)
+    add("short_file_not_magic", "10-byte file that does not start like the magic", b"SLDP file\n", "E_MAGIC", 0)
+    add("text_mode_short_file", "20-byte file whose magic went through CRLF->LF", good[:5] + good[6:21],
+        "E_TEXT_MODE", 0)
+    add("text_mode_lone_lf_to_crlf", "only the lone final LF of the magic turned into CRLF",
+        good[:7] + b"\r\n" + good[8:], "E_TEXT_MODE", 0)
+    add("magic_near_text_mode", "magic bytes 5-7 are CR CR X: not a text-mode pattern",
+        good[:5] + b"\r\rX" + good[8:], "E_MAGIC", 0)
+    add("version_minor_flipped", "version_minor 0 -> 255 (one byte flipped), digest not updated",
+        good[:10] + b"\xff" + good[11:], "E_MANIFEST_DIGEST", 32)
     add("bad_magic", "a PNG signature instead of the SLDP magic", b"\x89PNG\r\n\x1a\n" + good[8:], "E_MAGIC", 0)
     add("text_mode_crlf_to_lf", "CRLF in the magic turned into LF by a text-mode copy",
         good[:5] + good[6:], "E_TEXT_MODE", 0)
@@ -196,7 +214,10 @@ def invalid_cases() -> list[tuple[str, str, bytes, str, int]]:
     m, at = with_user_raw(obj, b"\x81\x01\xc0")
     add("msgpack_int_key", "a map with an integer key", assemble(m, payload), "E_MSGPACK_TYPE", at + 1)
     m, at = with_user_raw(obj, b"\x81\xa1x\xa2\xff\xfe")
-    add("msgpack_invalid_utf8", "a string that is not UTF-8", assemble(m, payload), "E_MSGPACK", at + 4)
+    add("msgpack_invalid_utf8", "a string that is not UTF-8", assemble(m, payload), "E_MSGPACK", at + 3)
+    m, at = with_user_raw(obj, b"\x83\xa1a\xc0\xa1b\xc0\xa1a\xc0")
+    add("msgpack_repeated_key_not_adjacent", "keys a, b, a: compared with the previous key only, 'a' < 'b'",
+        assemble(m, payload), "E_MSGPACK_NONCANONICAL", at + 7)
     m, at = with_user_raw(obj, b"\x81\xa1x\xc1")
     add("msgpack_reserved_byte", "the never-used type byte 0xc1", assemble(m, payload), "E_MSGPACK", at + 3)
     m, at = with_user_raw(obj, b"\x81\xa1x\xcb" + struct.pack(">d", math.nan))
@@ -248,11 +269,48 @@ def invalid_cases() -> list[tuple[str, str, bytes, str, int]]:
            lambda o: o["payload"].update(decoded_size=o["payload"]["decoded_size"] + 8), "E_SCHEMA",
            "payload.decoded_size")
     schema("schema_decoded_size_over_limit", "decoded_size of 8 GiB",
-           lambda o: o["payload"].update(decoded_size=1 << 33), "E_LIMIT", "payload")
+           lambda o: o["payload"].update(decoded_size=1 << 33), "E_LIMIT", "payload.decoded_size")
     schema("schema_unknown_compression", "compression 'gzip'",
            lambda o: o["payload"].update(compression="gzip"), "E_SCHEMA", "payload.compression")
-    schema("schema_empty_tensor_name", "a tensor named ''",
-           lambda o: o["tensors"].update({"": o["tensors"].pop("lrs")}), "E_NAME", "tensors.")
+    def keyed(name: str, desc: str, mutate: Callable[[dict[str, Any]], None], code: str, path: str) -> None:
+        o = json.loads(json.dumps(jsonable(obj)))
+        mutate(o)
+        add(name, desc, assemble(cm.encode(o), payload), code, key_offset_of(o, path))
+
+    def renamed(new: str) -> Callable[[dict[str, Any]], None]:
+        return lambda o: o["tensors"].update({new: o["tensors"].pop("lrs")})
+
+    keyed("schema_empty_tensor_name", "a tensor named ''", renamed(""), "E_NAME", "tensors.")
+    keyed("schema_name_too_long", "a 257-byte tensor name (E_NAME, not E_LIMIT)", renamed("extra." + "n" * 251),
+          "E_NAME", "tensors.extra." + "n" * 251)
+    keyed("schema_name_control_char", "a tensor name with a TAB", renamed("extra.a\tb"), "E_NAME", "tensors.extra.a\tb")
+    add("schema_root_not_map", "the manifest is an array, not a map", assemble(cm.encode([1, 2]), payload),
+        "E_SCHEMA", HEADER_SIZE)
+    schema("schema_role_name_disagree", "tensor 'images' with role extra",
+           lambda o: o["tensors"]["images"].update(role="extra"), "E_SCHEMA", "tensors.images.role")
+    schema("schema_role_bn_prefix", "tensor 'bn.x' with role extra", lambda o: o["tensors"].update(
+        {"bn.x": {**o["tensors"]["lrs"], "role": "extra"}}), "E_SCHEMA", "tensors.bn.x.role")
+    schema("schema_arch_id_leading_zero", "arch.id version with a leading zero",
+           lambda o: o["arch"].update(id="convnet@01"), "E_SCHEMA", "arch.id")
+    schema("schema_arch_id_uppercase", "arch.id with an uppercase name",
+           lambda o: o["arch"].update(id="ConvNet@1"), "E_SCHEMA", "arch.id")
+    schema("schema_init_rng_unknown", "init.rng is not philox4x32-10",
+           lambda o: o["init"].update(rng="mt19937"), "E_SCHEMA", "init.rng")
+    schema("schema_init_scheme_unknown", "init.scheme not in the init annex",
+           lambda o: o["init"].update(scheme="orthogonal"), "E_SCHEMA", "init.scheme")
+    schema("schema_init_scheme_constant", "init.scheme 'constant' (1.0 has no field for its value)",
+           lambda o: o["init"].update(scheme="constant"), "E_SCHEMA", "init.scheme")
+    prep = {"mean": [0.5], "std": [0.25], "image_size": [2, 2], "channels": 1, "options": {}}
+    schema("schema_mean_length", "preprocessing.mean has 2 values for 1 channel",
+           lambda o: o.update(preprocessing={**prep, "mean": [0.5, 0.5]}), "E_SCHEMA", "preprocessing.mean")
+    schema("schema_std_length", "preprocessing.std has 0 values for 1 channel",
+           lambda o: o.update(preprocessing={**prep, "std": []}), "E_SCHEMA", "preprocessing.std")
+    fp = {"theta_opt_sha256": "ab" * 32, "probe_seed": 1, "probe_count": 2, "probe_logits": [0.0] * 6,
+          "tolerance": 1e-3, "reference": {}}
+    schema("schema_probe_logits_length", "5 probe logits for 2 probes x 3 classes",
+           lambda o: o.update(replay={**fp, "probe_logits": [0.0] * 5}), "E_SCHEMA", "replay.probe_logits")
+    schema("schema_tolerance_negative", "replay.tolerance is negative",
+           lambda o: o.update(replay={**fp, "tolerance": -1e-3}), "E_SCHEMA", "replay.tolerance")
     schema("schema_shape_mismatch_size", "manifest shape implies a different payload size",
            lambda o: o["tensors"]["images"].update(shape=[1, 1, 2, 3]), "E_SCHEMA", "payload.decoded_size")
     schema("schema_schedule_length", "distill.schedule shorter than distill.steps",
@@ -289,16 +347,39 @@ def invalid_cases() -> list[tuple[str, str, bytes, str, int]]:
     st("st_span_mismatch", "data_offsets span differs from dtype x shape", hdr.replace(b"[16,28]", b"[16,29]"),
        "E_ST_OFFSETS", 8)
     st("st_overlap", "two tensors' data overlap",
-       hdr.replace(b"[16,28]", b"[12,24]"), "E_ST_OFFSETS", data_start + 12)
+       hdr.replace(b"[16,28]", b"[12,24]"), "E_ST_OFFSETS", 8)
     st("st_hole", "a gap between two tensors' data",
-       hdr.replace(b"[16,28]", b"[20,32]").replace(b"[28,36]", b"[32,40]"), "E_ST_OFFSETS", data_start + 16)
+       hdr.replace(b"[16,28]", b"[20,32]").replace(b"[28,36]", b"[32,40]"), "E_ST_OFFSETS", 8)
     st("st_out_of_range", "last tensor runs past the payload",
        hdr.replace(b'"shape":[2],"data_offsets":[28,36]', b'"shape":[3],"data_offsets":[28,40]'),
-       "E_ST_OFFSETS", data_start + 40 - 4)
+       "E_ST_OFFSETS", 8)
     st("st_shape_differs", "payload shape differs from the manifest's",
-       hdr.replace(b"[1,1,2,2]", b"[1,2,1,2]"), "E_ST_MISMATCH", 0)
+       hdr.replace(b"[1,1,2,2]", b"[1,2,1,2]"), "E_ST_MISMATCH", 8)
+    st("st_dtype_differs", "payload dtype I32 where the manifest says F32 (same size)",
+       hdr.replace(b'"F32"', b'"I32"', 1), "E_ST_MISMATCH", 8)
     st("st_noncanonical_key_order", "entry keys in another order (valid safetensors, not canonical)",
-       hdr.replace(b'"dtype":"F32","shape":[1,1,2,2]', b'"shape":[1,1,2,2],"dtype":"F32"'), "E_ST_MISMATCH", 0)
+       hdr.replace(b'"dtype":"F32","shape":[1,1,2,2]', b'"shape":[1,1,2,2],"dtype":"F32"'), "E_ST_MISMATCH", 8)
+    # JSON string escaping (spec 6.1): names are raw UTF-8, only '"' and '\\' escaped. The same header with
+    # an escaped '/' or a \\u escape, shortened by as many padding spaces, is valid JSON but not canonical.
+    for case_name, desc, raw_name, escaped in (
+            ("st_escaped_solidus", "a '/' in a name written as '\\/'", "extra/a", b"extra\\/a"),
+            ("st_escaped_non_ascii", "a 'ü' in a name written as '\\u00fc' (json.dumps default)", "extra.ü",
+             b"extra.\\u00fc")):
+        grow = len(escaped) - len(raw_name.encode("utf-8"))
+        for fill in range(8):  # pick a name length whose padding can absorb the longer escape
+            name_ = raw_name + "x" * fill
+            et = {**small_tensors(), name_: sldpack.Tensor("extra", np.array([1.0], dtype=np.float32))}
+            eg = sldpack.encode(base_manifest(), et)
+            em, ep, _ = split(eg)
+            en = int.from_bytes(ep[:8], "little")
+            ehdr = ep[8:8 + en]
+            if len(ehdr) - len(ehdr.rstrip(b" ")) >= grow:
+                break
+        raw = ehdr.rstrip(b" ").replace(json.dumps(name_, ensure_ascii=False).encode("utf-8"),
+                                        b'"' + escaped + b"x" * fill + b'"')
+        assert json.loads(raw)[name_] and len(raw) <= len(ehdr), case_name
+        add(case_name, desc, assemble(em, ep[:8] + raw.ljust(len(ehdr)) + ep[8 + en:]), "E_ST_MISMATCH",
+            HEADER_SIZE + len(em) + 8)
     add("st_header_length_over_limit", "safetensors header length of 2 MiB",
         assemble(pm, (1 << 21).to_bytes(8, "little") + pp[8:]), "E_LIMIT", p_off)
     add("st_header_length_past_payload", "safetensors header length past the payload's end",
@@ -334,11 +415,23 @@ def invalid_cases() -> list[tuple[str, str, bytes, str, int]]:
 
     def zfile(frame: bytes, decoded_size: int = len(decoded)) -> tuple[bytes, int]:
         o = json.loads(json.dumps(jsonable(obj)))
-        o["payload"] = {"compression": "zstd", "stored_size": len(frame), "decoded_size": decoded_size}
+        o["payload"] = {"compression": "zstd", "stored_size": len(frame), "decoded_size": decoded_size,
+                        "stored_sha256": hashlib.sha256(frame).hexdigest()}
         m = cm.encode(o)
         return assemble(m, frame), HEADER_SIZE + len(m)
 
     frame = zstandard.ZstdCompressor(level=3).compress(decoded)
+    d, at = zfile(frame)
+    flipped_frame = bytearray(d)
+    flipped_frame[-1] ^= 0x01
+    add("zstd_stored_digest_mismatch", "last bit of the zstd frame flipped, stored_sha256 not updated",
+        bytes(flipped_frame), "E_PAYLOAD_DIGEST", at)
+    o = json.loads(json.dumps(jsonable(obj)))
+    o["payload"] = {"compression": "zstd", "stored_size": len(frame), "decoded_size": len(decoded)}
+    add("schema_zstd_without_stored_sha256", "zstd payload without payload.stored_sha256",
+        assemble(cm.encode(o), frame), "E_SCHEMA", offset_of(o, "payload"))
+    schema("schema_stored_sha256_uncompressed", "payload.stored_sha256 with compression none",
+           lambda o: o["payload"].update(stored_sha256="00" * 32), "E_SCHEMA", "payload.stored_sha256")
     d, at = zfile(b"\x00" * len(frame))
     add("zstd_not_a_frame", "payload is zeros, not a zstd frame", d, "E_ZSTD", at)
     d, at = zfile(zstandard.ZstdCompressor(level=3).compress(decoded + b"\x00"))
@@ -349,7 +442,17 @@ def invalid_cases() -> list[tuple[str, str, bytes, str, int]]:
     d, at = zfile(zstandard.ZstdCompressor(level=3, write_content_size=False).compress(decoded[:-4]))
     add("zstd_short", "frame decodes to 4 bytes less than decoded_size", d, "E_ZSTD_SIZE", at)
     d, at = zfile(frame[:-3])
-    add("zstd_truncated", "frame cut short", d, "E_ZSTD", at + len(frame) - 3)
+    add("zstd_truncated", "frame cut short", d, "E_ZSTD", at)
+    d, at = zfile(b"\x50\x2a\x4d\x18" + (4).to_bytes(4, "little") + b"skip" + frame)
+    add("zstd_skippable_frame", "a skippable frame before the zstd frame", d, "E_ZSTD", at)
+    d, at = zfile(frame + b"\x50\x2a\x4d\x18" + (0).to_bytes(4, "little"))
+    add("zstd_skippable_frame_after", "an empty skippable frame after the zstd frame", d, "E_ZSTD", at)
+    fhd = frame[4]
+    did_at = 5 + (0 if fhd & 0x20 else 1)  # the Dictionary_ID field follows the Window_Descriptor, if any
+    d, at = zfile(frame[:4] + bytes([fhd | 0x01]) + frame[5:did_at] + b"\x07" + frame[did_at:])
+    add("zstd_dictionary", "frame header names dictionary 7", d, "E_ZSTD", at)
+    d, at = zfile(frame[:4] + bytes([fhd | 0x10]) + frame[5:])
+    add("zstd_unused_bit", "frame header descriptor's unused bit set (zstd decoders ignore it)", d, "E_ZSTD", at)
     d, at = zfile(frame + frame)
     add("zstd_two_frames", "a second frame after the first", d, "E_ZSTD", at)
     return cases

@@ -59,7 +59,7 @@ def _lists(v: Any) -> Any:
         (b"\xa3ab", "E_MSGPACK", 0),
         (b"\xc0\xc0", "E_MSGPACK", 1),
         (b"\xdd\xff\xff\xff\xff", "E_MSGPACK", 0),
-        (b"\xa1\xff", "E_MSGPACK", 1),
+        (b"\xa1\xff", "E_MSGPACK", 0),  # the value's first byte, not the bad byte
         (b"\x91" * 40 + b"\xc0", "E_MSGPACK_DEPTH", 33),
         (b"\xcb\x7f\xf8\x00\x00\x00\x00\x00\x00", "E_NONFINITE", 0),
         (b"", "E_MSGPACK", 0),

@@ -11,6 +11,7 @@ import pytest
 
 import sldpack
 from sldpack.format.constants import HEADER_SIZE, MAGIC
+from sldpack.format.container import header_digest
 
 
 def _manifest(**kw: object) -> sldpack.Manifest:
@@ -149,7 +150,12 @@ def test_missing_file_and_directory_are_io_errors(tmp_path: Path) -> None:
 def test_newer_minor_is_accepted_newer_major_names_both_versions() -> None:
     data = bytearray(sldpack.encode(_manifest(), _tensors()))
     data[10:12] = (9).to_bytes(2, "little")
-    assert sldpack.read(bytes(data)).header.version_minor == 9
+    with pytest.raises(sldpack.FormatError) as dig:  # the digest covers the header: no silent change
+        sldpack.read(bytes(data))
+    assert (dig.value.code, dig.value.offset) == ("E_MANIFEST_DIGEST", 32)
+    mlen = int.from_bytes(data[16:24], "little")
+    data[32:64] = header_digest(bytes(data[:32]), bytes(data[HEADER_SIZE:HEADER_SIZE + mlen]))
+    assert sldpack.read(bytes(data)).header.version_minor == 9  # a writer of 1.9 is read by this 1.0 reader
     data[8:10] = (2).to_bytes(2, "little")
     with pytest.raises(sldpack.VersionError) as exc:
         sldpack.read(bytes(data))

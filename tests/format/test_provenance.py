@@ -157,10 +157,12 @@ def test_provenance_schema_errors(tmp_path: Path, key: str, value: object, field
     m["provenance"][key] = value
     mbytes = canonical_msgpack.encode(m)
     from sldpack.format.constants import HEADER_STRUCT, MAGIC
+    from sldpack.format.container import header_digest
 
     f = sldpack.read(good)
     payload = good[f.payload_offset:]
-    data = HEADER_STRUCT.pack(MAGIC, 1, 0, 0, len(mbytes), len(payload), hashlib.sha256(mbytes).digest())
+    fields = (MAGIC, 1, 0, 0, len(mbytes), len(payload))
+    data = HEADER_STRUCT.pack(*fields, header_digest(HEADER_STRUCT.pack(*fields, bytes(32)), mbytes))
     with pytest.raises(FormatError) as exc:
         sldpack.read(data + mbytes + payload)
     assert exc.value.code == "E_SCHEMA"

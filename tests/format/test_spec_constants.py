@@ -86,3 +86,18 @@ def test_compressions_and_transforms_named_in_spec() -> None:
         assert f"`{c}`" in SPEC
     for t in C.LABEL_TRANSFORMS:
         assert f"`{t}`" in SPEC
+
+
+def test_init_schemes_arch_id_and_roles() -> None:
+    from sldpack.init import SCHEMES
+
+    assert tuple(s for s in SCHEMES if s != "constant") == C.INIT_SCHEMES
+    assert all(f"`{s}`" in SPEC for s in C.INIT_SCHEMES)
+    assert f"`{C.ARCH_ID_PATTERN}`" in SPEC
+    for good in ("convnet@1", "resnet18@1", "vgg16@12", "a@0"):
+        assert re.match(C.ARCH_ID_PATTERN, good)
+    for bad in ("convnet", "ConvNet@1", "convnet@01", "1net@1", "convnet@1 ", "conv-net@1"):
+        assert not re.match(C.ARCH_ID_PATTERN, bad)
+    assert [C.role_for_name(n) for n in ("images", "labels", "lrs", "bn.x.running_var", "bn.", "theta0.w",
+                                         "imagesx", "extra.u")] == [
+        "images", "labels", "lrs", "bn_stats", "extra", "theta0_check", "extra", "extra"]

@@ -222,3 +222,47 @@ def test_probe_inputs_are_portable_values() -> None:
     assert np.array_equal(k, np.round(k))
     np.testing.assert_array_equal(p, probe_inputs(0, 2, 1, (4, 4)))
     assert not np.array_equal(p, probe_inputs(1, 2, 1, (4, 4)))
+
+
+def test_state_sketch_catches_one_tensor_and_names_it(sldp_file: Path, tmp_path: Path) -> None:
+    from sldpack.nn.replay import compare_fingerprint, state_sketch
+
+    with sldpack.open(sldp_file) as f:
+        fp = f.manifest.replay
+    assert fp is not None and fp.state_sketch is not None and fp.state_tolerance is not None
+    assert fp.reference["calibration"] == 3  # the writer calibrated the tolerances on three perturbed replays
+    module = replay(sldp_file).module
+    names = [n for n, _ in canonical_state(module)]
+    assert set(fp.state_sketch) == set(names)  # a msgpack map: stored in key order
+    assert all(len(v) == 3 for v in fp.state_sketch.values())
+    assert all(fp.state_tolerance[n] > 0 for n in names)
+    # the sketch is a fixed projection: the same values give the same sketch, a change moves it by ~rms
+    w = dict(canonical_state(module))[names[0]]
+    assert state_sketch(w) == fp.state_sketch[names[0]]
+    moved = state_sketch(w + 1e-3)
+    assert max(abs(a - b) for a, b in zip(moved, fp.state_sketch[names[0]], strict=True)) > 1e-5
+    # one tensor pushed beyond its tolerance while logits stay within theirs: failed, and it is named
+    target = names[1]
+    with torch.no_grad():
+        dict(module.named_parameters())[target].add_(100 * fp.state_tolerance[target])
+    cmp = compare_fingerprint(module, dataclasses.replace(fp, tolerance=1e9), threads=1)
+    assert cmp.status == "failed"
+    assert cmp.worst_tensor == target
+    assert cmp.worst_ratio > 1
+    assert target in cmp.reason
+
+
+def test_flipped_image_bit_fails_replay_at_other_thread_count(sldp_file: Path, tmp_path: Path) -> None:
+    """A correct replay at 2 threads passes; a stored image with its mantissa MSB flipped (digests
+    recomputed, old fingerprint) fails, at either thread count."""
+    assert verify_replay(sldp_file, threads=2).ok
+    f = sldpack.read(sldp_file)
+    arrays = f.arrays()
+    img = arrays["images"].copy().reshape(-1)
+    img.view(np.uint32)[3] ^= np.uint32(1 << 22)
+    arrays["images"] = img.reshape(arrays["images"].shape)
+    bad = tmp_path / "flipped.sldp"
+    tensors = {n: sldpack.Tensor(t.role, arrays[n], t.dtype) for n, t in f.manifest.tensors.items()}
+    sldpack.write(bad, f.manifest, tensors)
+    for threads in (1, 2):
+        assert verify_replay(bad, threads=threads).status == "failed"

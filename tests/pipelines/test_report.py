@@ -43,7 +43,7 @@ def _tensors(seed: int = 0) -> dict[str, Tensor]:
         "lrs": Tensor("lrs", np.array([0.01, 0.02], np.float32)),
         "bn.features.1.running_mean": Tensor("bn_stats", np.zeros(16, np.float32)),
         "bn.features.1.running_var": Tensor("bn_stats", np.ones(16, np.float32)),
-        "check": Tensor("theta0_check", np.zeros(3, np.float64)),
+        "theta0.check": Tensor("theta0_check", np.zeros(3, np.float64)),
         "note": Tensor("extra", np.arange(5, dtype=np.uint8)),
     }
 
