@@ -27,7 +27,7 @@ _OPT_FIELDS = {
     "batch_real": "batch_real", "lr": "lr", "label_lr": "lr_labels", "lrs_lr": "lr_lrs", "inner_lr": "inner_lr",
     "label_init": "label_init", "image_init": "image_init", "balanced": "balanced", "seed": "seed",
     "checkpoint_every": "checkpoint_every", "device": "device", "compression": "compression",
-    "bn_batches": "bn_batches", "select": "select",
+    "bn_batches": "bn_batches", "select": "select", "select_every": "select_every",
 }
 
 
@@ -61,8 +61,15 @@ _OPT_FIELDS = {
 @runtime_options
 @click.option("--bn-batches", type=int, default=16, show_default=True,
               help="Real batches forwarded to measure theta_bn (batch-norm archs).")
-@click.option("--select", type=click.Choice(["best", "last"]), default="best", show_default=True,
-              help="Write the iterate with the lowest moving-average training loss, or the last one.")
+@click.option("--select", type=click.Choice(["best", "last", "val-hm", "val-acc"]), default="best",
+              show_default=True,
+              help="Which iterate is written: best (lowest moving-average training loss), last, or the best on "
+                   "held-out training images by image-level HM (val-hm) or patch accuracy (val-acc).")
+@click.option("--select-every", type=click.IntRange(min=1), default=25, show_default=True,
+              help="val-*: iterations between scored candidates.")
+@click.option("--val-fraction", type=click.FloatRange(0.0, 1.0, min_open=True, max_open=True), default=0.2,
+              show_default=True, help="val-*: share of the training images held out (stratified, by image = "
+                                      "patient); a MedMNIST file's own val split is used instead.")
 @click.option("--out", "out", type=click.Path(file_okay=False), required=True, help="Run directory.")
 @click.option("--checkpoint-every", type=int, default=50, show_default=True,
               help="Iterations between crash-safe checkpoints.")
@@ -71,7 +78,7 @@ _OPT_FIELDS = {
 @click.option("--quiet", "-q", is_flag=True, help="No progress output.")
 @click.pass_context
 def distill_cmd(ctx: click.Context, /, class_names: str | None, arch_option: tuple[str, ...], out: str,
-                resume: bool, quiet: bool, **kwargs: Any) -> None:
+                resume: bool, quiet: bool, val_fraction: float, **kwargs: Any) -> None:
     """Learn a distilled set from real data and write OUT/distilled.sldp.
 
     Data: --data PATH (or --phantom N, or --source NAME[:ARG]). Data with organ masks (an .npz with
@@ -91,7 +98,18 @@ def distill_cmd(ctx: click.Context, /, class_names: str | None, arch_option: tup
     assert set(kwargs) == set(opts) | set(DATA_OPTION_NAMES) | set(RUNTIME_OPTION_NAMES), sorted(kwargs)
     apply_runtime(rt)
     names = tuple(n.strip() for n in class_names.split(",")) if class_names else ()
-    opened = open_source(spec, spec.split_or("train"), class_names=names, medmnist_as_stored=True)
+    scorer = None
+    if str(opts["select"]).startswith("val"):
+        from sldpack.pipelines.selection import make_val_scorer, open_train_val
+
+        tv = open_train_val(spec, val_fraction=val_fraction, seed=spec.split_seed, class_names=names)
+        opened = tv.opened
+        scorer = make_val_scorer(tv.val, opened.source, str(opts["select"]), settings=opened.settings,
+                                 description=tv.rule)
+        if not quiet:
+            click.echo(f"selection: {scorer.description}", err=True)  # type: ignore[attr-defined]
+    else:
+        opened = open_source(spec, spec.split_or("train"), class_names=names, medmnist_as_stored=True)
     source = opened.source
     if not quiet:
         for line in describe_data(spec, opened):
@@ -123,7 +141,8 @@ def distill_cmd(ctx: click.Context, /, class_names: str | None, arch_option: tup
         m = cfg.images_per_class * source.num_classes * (cfg.steps if cfg.schedule == "per-step" else 1)
         click.echo(f"distilling {m} images ({cfg.mode}, {cfg.arch}, T={cfg.steps * cfg.epochs}) from "
                    f"{source.num_classes} classes {list(source.class_names)}; run dir {run_dir}", err=True)
-    res = distill(source, cfg, run_dir=run_dir, resume=resume, progress=ProgressPrinter("iter", quiet).from_distill)
+    res = distill(source, cfg, run_dir=run_dir, resume=resume, progress=ProgressPrinter("iter", quiet).from_distill,
+                  scorer=scorer)
     fp = res.manifest.replay
     if not quiet:
         click.echo(f"final loss {res.losses[-1]:.4f}" if res.losses else "no iteration left to run", err=True)

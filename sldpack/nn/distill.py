@@ -15,6 +15,7 @@ result on the CPU under the reference configuration, and everything is written t
 
 from __future__ import annotations
 
+import copy
 import datetime as _dt
 import io
 import json
@@ -82,7 +83,13 @@ __all__ = [
 CHECKPOINT_FORMAT = "sldpack-distill-checkpoint/1"
 
 # config fields that may change on --resume without changing the trajectory so far
-_RESUMABLE_CHANGES = frozenset({"iterations", "checkpoint_every", "device", "log_every", "select"})
+_RESUMABLE_CHANGES = frozenset({"iterations", "checkpoint_every", "device", "log_every", "select", "select_every"})
+
+SELECT_RULES: tuple[str, ...] = ("best", "last", "val-hm", "val-acc")
+"""``select`` values; ``val-*`` need a ``scorer`` passed to :func:`distill` (held-out data lives above the engine)."""
+
+Scorer = Callable[[nn.Module], float]
+"""Scores a candidate network (theta_opt + theta_bn of one iterate, eval mode) on held-out data; higher wins."""
 
 
 @dataclass(frozen=True)
@@ -115,6 +122,10 @@ class DistillConfig:
             loss, a guard against the late collapses unrolled optimisation is prone to) or ``"last"``.
         ema: weight of the newest loss in that moving average (a plain mean over the first 1/ema
             losses; iterates are candidates from the ceil(1/ema)-th loss on).
+            ``"val-hm"``/``"val-acc"``: every ``select_every`` iterations (and at the last) the iterate's
+            network is scored by the ``scorer`` given to :func:`distill` (image-level HM or patch accuracy
+            on held-out images); the best-scoring iterate is written.
+        select_every: iterations between validation candidates (``val-*`` only).
         checkpoint_every: iterations between checkpoints (0: only at the end).
         log_every: iterations between log lines.
         device: ``"auto"``, ``"cpu"`` or ``"cuda"``.
@@ -146,6 +157,7 @@ class DistillConfig:
     fingerprint_threads: int = DEFAULT_REFERENCE_THREADS
     select: str = "best"
     ema: float = 0.1
+    select_every: int = 25
     checkpoint_every: int = 50
     log_every: int = 1
     device: str = "auto"
@@ -161,14 +173,14 @@ class DistillConfig:
             raise UsageError(f"mode must be 'sldd' or 'dd', got {self.mode!r}")
         if self.schedule not in ("all", "per-step"):
             raise UsageError(f"schedule must be 'all' or 'per-step', got {self.schedule!r}")
-        if self.select not in ("best", "last"):
-            raise UsageError(f"select must be 'best' or 'last', got {self.select!r}")
+        if self.select not in SELECT_RULES:
+            raise UsageError(f"select must be one of {', '.join(SELECT_RULES)}, got {self.select!r}")
         if not 0.0 < self.ema <= 1.0:
             raise UsageError(f"ema must lie in (0, 1], got {self.ema}")
         if self.image_init not in ("real", "noise"):
             raise UsageError(f"image_init must be 'real' or 'noise', got {self.image_init!r}")
         for name in ("images_per_class", "steps", "epochs", "batch_real", "bn_batches", "bn_batch_size",
-                     "probe_count", "fingerprint_threads", "log_every"):
+                     "probe_count", "fingerprint_threads", "log_every", "select_every"):
             if int(getattr(self, name)) < 1:
                 raise UsageError(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.iterations < 0 or self.checkpoint_every < 0:
@@ -363,6 +375,18 @@ class _Best:
     images: Tensor | None = None
     labels: Tensor | None = None
     lrs: Tensor | None = None
+    # validation selection (select="val-*"): the best held-out score and its iterate
+    val_score: float = -math.inf
+    val_iteration: int = 0
+    val_state: tuple[Tensor, Tensor, Tensor] | None = None
+
+    def offer(self, done: int, score: float, images: Tensor, labels: Tensor, lrs: Tensor) -> bool:
+        """Keep this iterate when its held-out score beats every earlier one (ties keep the earlier)."""
+        if not score > self.val_score:
+            return False
+        self.val_score, self.val_iteration = score, done
+        self.val_state = (images.detach().cpu().clone(), labels.detach().cpu().clone(), lrs.detach().cpu().clone())
+        return True
 
     def update(self, done: int, loss: float, alpha: float, images: Tensor, labels: Tensor, lrs: Tensor) -> None:
         self.count += 1
@@ -377,15 +401,18 @@ class _Best:
 
     def state(self) -> dict[str, Any]:
         return {"ema": self.ema, "best_ema": self.best_ema, "iteration": self.iteration, "count": self.count,
-                "images": self.images, "labels": self.labels, "lrs": self.lrs}
+                "images": self.images, "labels": self.labels, "lrs": self.lrs,
+                "val_score": self.val_score, "val_iteration": self.val_iteration, "val_state": self.val_state}
 
     @classmethod
     def from_state(cls, st: Mapping[str, Any]) -> _Best:
         ema = st.get("ema")
+        vs = st.get("val_state")
         return cls(ema=None if ema is None else float(ema), best_ema=float(st["best_ema"]),
                    iteration=int(st["iteration"]), count=int(st["count"]), images=st.get("images"),
                    labels=st.get("labels"),
-                   lrs=st.get("lrs"))
+                   lrs=st.get("lrs"), val_score=float(st.get("val_score", -math.inf)),
+                   val_iteration=int(st.get("val_iteration", 0)), val_state=None if vs is None else tuple(vs))
 
 
 def _save_checkpoint(path: Path, *, cfg: DistillConfig, iteration: int, images: Tensor, labels: Tensor,
@@ -446,7 +473,8 @@ class _Log:
 
 def distill(source: RealSource, config: DistillConfig, *, run_dir: str | Path | None = None, resume: bool = False,
             progress: Callable[[Progress], None] | None = None,
-            on_iteration: Callable[[int, float], None] | None = None) -> DistillResult:
+            on_iteration: Callable[[int, float], None] | None = None,
+            scorer: Scorer | None = None) -> DistillResult:
     """Learn a distilled set from ``source`` and (with ``run_dir``) write the run's files and ``.sldp``.
 
     Args:
@@ -459,6 +487,8 @@ def distill(source: RealSource, config: DistillConfig, *, run_dir: str | Path | 
         progress: called after every iteration.
         on_iteration: called with (iterations done, loss) after every iteration and its checkpoint;
             an exception raised here stops the run (the last checkpoint stays valid).
+        scorer: with ``select="val-*"``, scores a candidate iterate's network on held-out data (higher is
+            better; e.g. :func:`sldpack.pipelines.selection.make_val_scorer`).
 
     Returns:
         The result; ``result.sldp_path`` is set when a run directory was given.
@@ -469,6 +499,9 @@ def distill(source: RealSource, config: DistillConfig, *, run_dir: str | Path | 
     """
     cfg = config
     cfg.validate()
+    if cfg.select.startswith("val") and scorer is None:
+        raise UsageError(f"select={cfg.select!r} needs held-out data: pass a scorer (sldp distill --select "
+                         f"{cfg.select} builds one from a validation part of the training images)")
     dev = resolve_device(cfg.device)
     rd = Path(run_dir) if run_dir is not None else None
     ckpt_path = rd / "checkpoint.pt" if rd is not None else None
@@ -572,18 +605,34 @@ def distill(source: RealSource, config: DistillConfig, *, run_dir: str | Path | 
                 if progress is not None:
                     rate = (time.perf_counter() - t_start) / (done - start)
                     progress(Progress(done, cfg.iterations, lv, elapsed, rate * (cfg.iterations - done)))
+                if scorer is not None and cfg.select.startswith("val") and (
+                        done % cfg.select_every == 0 or done == cfg.iterations):
+                    cand = _materialize(cfg, source, copy.deepcopy(module), theta0, sched, images, labels, lrs,
+                                        transform)
+                    score = float(scorer(cand))
+                    kept = best.offer(done, score if math.isfinite(score) else -math.inf, images, labels, lrs)
+                    set_inner_mode(module)
+                    log.write(event="candidate", iteration=done, score=score if math.isfinite(score) else None,
+                              kept=kept)
                 if on_iteration is not None:
                     on_iteration(done, lv)
 
             chosen = cfg.iterations
+            selection: dict[str, Any] = {"rule": cfg.select}
             if cfg.select == "best" and best.images is not None and best.labels is not None \
                     and best.lrs is not None:
                 chosen = best.iteration
                 images, labels, lrs = (best.images.to(dev), best.labels.to(dev), best.lrs.to(dev))
+            elif cfg.select.startswith("val") and best.val_state is not None:
+                chosen = best.val_iteration
+                images, labels, lrs = (t.to(dev) for t in best.val_state)
+                selection.update(score=best.val_score, every=cfg.select_every,
+                                 held_out=getattr(scorer, "description", "held-out images"))
             log.write(event="select", rule=cfg.select, iteration=chosen,
-                      ema=None if cfg.select == "last" else best.best_ema)
+                      ema=best.best_ema if cfg.select == "best" else None, score=selection.get("score"))
             result = _finish(cfg, source, module, theta0, theta0_digests, arch, init, sched, images, labels,
-                             lrs, transform, rng_seed=cfg.seed, dev=dev, selected_iteration=chosen)
+                             lrs, transform, rng_seed=cfg.seed, dev=dev, selected_iteration=chosen,
+                             selection=selection)
             result.losses = losses
             result.resumed_from = start
             if rd is not None:
@@ -599,20 +648,13 @@ def distill(source: RealSource, config: DistillConfig, *, run_dir: str | Path | 
 def _finish(cfg: DistillConfig, source: RealSource, module: nn.Module, theta0: Mapping[str, Tensor],
             theta0_digests: Mapping[str, str], arch: ArchSpec, init: InitSpec, sched: Schedule,
             images: Tensor, labels: Tensor, lrs: Tensor, transform: str, *, rng_seed: int,
-            dev: torch.device, selected_iteration: int) -> DistillResult:
+            dev: torch.device, selected_iteration: int, selection: Mapping[str, Any] | None = None
+            ) -> DistillResult:
     """theta_opt via the replay path, theta_bn on real data, manifest, fingerprint on the CPU."""
     x = images.detach().to(torch.float32)
     y = labels.detach().to(torch.float32)
     a = lrs.detach().to(torch.float32)
-    set_inner_mode(module)
-    theta = unroll(module, theta0, scratch_buffers(module), x, apply_label_transform(y, transform), a, sched,
-                   differentiable=False)
-    with torch.no_grad():
-        for n, p in module.named_parameters():
-            p.copy_(theta[n])
-    measure_bn_stats(module, source, batches=cfg.bn_batches, batch_size=cfg.bn_batch_size,
-                     rng=np.random.default_rng([rng_seed, 3]))
-    module.eval()
+    _materialize(cfg, source, module, theta0, sched, x, y, a, transform)
     tensors: dict[str, sldpack.Tensor] = {
         "images": sldpack.Tensor("images", x.cpu().numpy().copy()),
         "labels": sldpack.Tensor("labels", y.cpu().numpy().copy()),
@@ -628,6 +670,8 @@ def _finish(cfg: DistillConfig, source: RealSource, module: nn.Module, theta0: M
                         "batches": cfg.bn_batches, "batch_size": cfg.bn_batch_size, "class_mix": "natural"},
                     "image_classes": [int(c) for c in _layout(cfg, source.num_classes)[1]],
                     "selected_iteration": selected_iteration})
+    if selection is not None and len(selection) > 1:
+        options["selection"] = {k: v for k, v in selection.items() if v is not None}
     options = {k: v for k, v in options.items() if v is not None}
     manifest = Manifest(
         arch=arch,
@@ -646,6 +690,22 @@ def _finish(cfg: DistillConfig, source: RealSource, module: nn.Module, theta0: M
                                                         probe_seed=cfg.seed, probe_count=cfg.probe_count,
                                                         threads=cfg.fingerprint_threads))
     return DistillResult(manifest=manifest, tensors=tensors, module=module, losses=[])
+
+
+def _materialize(cfg: DistillConfig, source: RealSource, module: nn.Module, theta0: Mapping[str, Tensor],
+                 sched: Schedule, images: Tensor, labels: Tensor, lrs: Tensor, transform: str) -> nn.Module:
+    """Load theta_opt of (images, labels, lrs) (the replay path, no graph) and theta_bn into ``module``."""
+    x, y, a = (t.detach().to(torch.float32) for t in (images, labels, lrs))
+    set_inner_mode(module)
+    theta = unroll(module, theta0, scratch_buffers(module), x, apply_label_transform(y, transform), a, sched,
+                   differentiable=False)
+    with torch.no_grad():
+        for n, p in module.named_parameters():
+            p.copy_(theta[n])
+    measure_bn_stats(module, source, batches=cfg.bn_batches, batch_size=cfg.bn_batch_size,
+                     rng=np.random.default_rng([cfg.seed, 3]))
+    module.eval()
+    return module
 
 
 def fingerprint_for(manifest: Manifest, arrays: Mapping[str, np.ndarray], *, probe_seed: int,
