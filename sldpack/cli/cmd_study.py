@@ -119,9 +119,8 @@ def study_cmd(out: str, grid_file: str | None, kind: str | None, seeds: str | No
     if bootstrap is not None:
         over["bootstrap"] = bootstrap
     dist = dict(grid.distill)
-    for name, value in (("iterations", iterations), ("steps", steps), ("select", select)):
-        if value is not None:
-            dist[name] = value
+    given: dict[str, Any] = {"iterations": iterations, "steps": steps, "select": select}
+    dist.update({k: v for k, v in given.items() if v is not None})
     train = dict(grid.train)
     if train_steps is not None:
         train["steps"] = train_steps

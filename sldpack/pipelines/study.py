@@ -30,17 +30,20 @@ import os
 import subprocess
 import sys
 import time
-import tomllib
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence, Sized
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import numpy as np
+import tomllib
 
 from sldpack.atomic import atomic_write_bytes
 from sldpack.errors import DataError, UsageError
 from sldpack.pipelines.inputs import DataSpec, RuntimeSpec
+from sldpack.pipelines.study_report import row_label, write_report
+
+if TYPE_CHECKING:
+    from sldpack.format.manifest import Preprocessing
 
 __all__ = [
     "STUDY_KINDS",
@@ -225,17 +228,8 @@ class Row:
     batchnorm: bool
 
     def label(self, *, show_arch: bool = False, show_bn: bool = False) -> str:
-        """``SLDD(2/class)``, ``DD(1/class)``, ``normal(all)``, ``normal(50/class)``, plus ``BN``/arch when they
-        vary (k is per class: SLDD(1/class) on a 2-class set is the "SLDD(2)" of two images)."""
-        if self.method == "normal":
-            base = "normal(" + ("all" if self.k is None else f"{self.k}/class") + ")"
-        else:
-            base = f"{self.method.upper()}({self.k}/class)"
-        if show_bn:
-            base += " BN" if self.batchnorm else " no-BN"
-        if show_arch:
-            base += f" {self.arch}"
-        return base
+        """The row's name in the tables (:func:`~sldpack.pipelines.study_report.row_label`)."""
+        return row_label(self.method, self.k, self.arch, self.batchnorm, show_arch=show_arch, show_bn=show_bn)
 
     @property
     def slug(self) -> str:
@@ -298,7 +292,7 @@ def _per_image(ev: Any) -> dict[str, list[Any]]:
     """Per test image: true label, decision, score (what the paired bootstrap resamples)."""
     if ev.detection is not None:
         det = ev.detection
-        return {"names": list(ev.per_image[i]["name"] for i in range(len(ev.per_image))),
+        return {"names": [str(row["name"]) for row in ev.per_image],
                 "true": [int(v) for v in det.true_labels], "pred": [int(v) for v in det.decisions],
                 "score": [float(v) if math.isfinite(v) else None for v in det.scores]}
     names = [str(r["name"]) for r in ev.per_image]
@@ -331,6 +325,7 @@ def run_cell(cfg: Mapping[str, Any], cell_dir: str | Path) -> dict[str, Any]:
     t0 = time.perf_counter()
     method, k, seed = str(cfg["method"]), cfg["k"], int(cfg["seed"])
     info: dict[str, Any] = {}
+    pre: Preprocessing | None
     if method == "normal":
         from sldpack.pipelines.models import save_trained_model, train_model
 
@@ -339,7 +334,7 @@ def run_cell(cfg: Mapping[str, Any], cell_dir: str | Path) -> dict[str, Any]:
                             batchnorm=bool(cfg["batchnorm"]), seed=seed, device=str(dev), **cfg["train"])
         nbytes = save_trained_model(d / "model.safetensors", model)
         module, pre, names, base = model.module, model.preprocessing, model.class_names, opened.settings
-        info["train_inputs"] = len(opened.source) if hasattr(opened.source, "__len__") else None
+        info["train_inputs"] = len(opened.source) if isinstance(opened.source, Sized) else None
         info["stored"] = "model.safetensors"
     else:
         from sldpack.nn.distill import DistillConfig, distill
@@ -461,8 +456,6 @@ def run_study(out: str | Path, grid: StudyGrid, spec: DataSpec, runtime: Runtime
     Raises:
         UsageError: a bad grid, ``jobs`` < 1, a finished cell whose settings differ from this grid's.
     """
-    from sldpack.pipelines.study_report import write_report
-
     grid.validate()
     if jobs < 1:
         raise UsageError(f"--jobs must be >= 1, got {jobs}")
@@ -553,9 +546,9 @@ def run_study(out: str | Path, grid: StudyGrid, spec: DataSpec, runtime: Runtime
             if running:
                 time.sleep(0.2)
     except BaseException:
-        for c, h, _rp, _lp, _st in running.values():  # our own children only
+        for _c, h, _rp, _lp, _st in running.values():  # our own children only
             h.terminate()
-        for c, h, _rp, _lp, _st in running.values():
+        for _c, h, _rp, _lp, _st in running.values():
             try:
                 h.wait(timeout=30)
             except subprocess.TimeoutExpired:

@@ -37,6 +37,7 @@ __all__ = [
     "min_images",
     "paired_bootstrap_hm",
     "render_markdown",
+    "row_label",
     "summarise",
     "write_report",
 ]
@@ -129,10 +130,23 @@ def _row_key(cfg: Mapping[str, Any]) -> tuple[str, int | None, str, bool]:
     return (str(cfg["method"]), cfg["k"], str(cfg["arch"]), bool(cfg["batchnorm"]))
 
 
-def _label(key: tuple[str, int | None, str, bool], *, show_arch: bool, show_bn: bool) -> str:
-    from sldpack.pipelines.study import Row
+def row_label(method: str, k: int | None, arch: str, batchnorm: bool, *, show_arch: bool = False,
+              show_bn: bool = False) -> str:
+    """``SLDD(2/class)``, ``DD(1/class)``, ``normal(all)``, ``normal(50/class)``, plus ``BN``/arch when they
+    vary (k is per class: SLDD(1/class) on a 2-class set is the "SLDD(2)" of two images)."""
+    if method == "normal":
+        base = "normal(" + ("all" if k is None else f"{k}/class") + ")"
+    else:
+        base = f"{method.upper()}({k}/class)"
+    if show_bn:
+        base += " BN" if batchnorm else " no-BN"
+    if show_arch:
+        base += f" {arch}"
+    return base
 
-    return Row(*key).label(show_arch=show_arch, show_bn=show_bn)
+
+def _label(key: tuple[str, int | None, str, bool], *, show_arch: bool, show_bn: bool) -> str:
+    return row_label(*key, show_arch=show_arch, show_bn=show_bn)
 
 
 @dataclass
@@ -193,8 +207,9 @@ class Comparison:
         """JSON-ready."""
         def f(v: float) -> float | None:
             return None if math.isnan(v) else round(v, 6)
-        return {"a": self.a, "b": self.b, "seeds": self.seeds, "hm_diff": f(self.diff), "ci95": [f(self.lo), f(self.hi)],
-                "per_seed_diff": [f(v) for v in self.per_seed], "verdict": self.verdict}
+        return {"a": self.a, "b": self.b, "seeds": self.seeds, "hm_diff": f(self.diff),
+                "ci95": [f(self.lo), f(self.hi)], "per_seed_diff": [f(v) for v in self.per_seed],
+                "verdict": self.verdict}
 
 
 def _compare(ra: RowSummary, rb: RowSummary, *, resamples: int, seed: int) -> Comparison | None:
@@ -320,7 +335,7 @@ def render_markdown(study: Mapping[str, Any], doc: Mapping[str, Any]) -> str:
     lines += ["", "| row | runs | Sen | Spe | **HM** | AUC | patch acc | bytes | wall s |",
               "|---|---|---|---|---|---|---|---|---|"]
     for r in doc["rows"]:
-        def v(m: str) -> str:
+        def v(m: str, r: Mapping[str, Any] = r) -> str:
             return _pm(r[m]["mean"], r[m]["std"])
         nbytes = r["bytes"]["mean"]
         wall = r["wall_seconds"]["mean"]

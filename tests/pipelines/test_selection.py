@@ -81,14 +81,14 @@ def test_val_selection_survives_a_resume(tmp_path: Path) -> None:
         calls.append(len(calls))
         return table[2 * len(calls)]
 
-    class Killed(Exception):
+    class KilledError(Exception):
         pass
 
     def stop(done: int, _loss: float) -> None:
         if done == 4:
-            raise Killed
+            raise KilledError
 
-    with pytest.raises(Killed):
+    with pytest.raises(KilledError):
         distill(src, tiny(select="val-acc", select_every=2), run_dir=tmp_path / "r", scorer=by_iteration,
                 on_iteration=stop)
     res = distill(src, tiny(select="val-acc", select_every=2), run_dir=tmp_path / "r", resume=True,

@@ -197,16 +197,16 @@ def test_a_killed_distillation_cell_resumes_its_run_directory(tmp_path: Path) ->
     from sldpack.nn.distill import DistillConfig, distill
     from sldpack.pipelines.inputs import open_source
 
-    class Killed(Exception):
+    class KilledError(Exception):
         pass
 
     def stop(done: int, _loss: float) -> None:
         if done == 2:
-            raise Killed
+            raise KilledError
 
     dcfg = DistillConfig(arch_options={"depth": 2, "width": 8}, mode="sldd", images_per_class=1, seed=0,
                          device="cpu", **grid.distill)
-    with pytest.raises(Killed):
+    with pytest.raises(KilledError):
         distill(open_source(SPEC, "train", medmnist_as_stored=True).source, dcfg, run_dir=d / "run",
                 on_iteration=stop)
     execute_cell(d / "cell.json", tmp_path / "res.json")
