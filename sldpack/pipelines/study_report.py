@@ -330,6 +330,14 @@ def render_markdown(study: Mapping[str, Any], doc: Mapping[str, Any]) -> str:
                                f"seed={data.get('phantom_seed')})")
     lines.append(f"Data: `{src}`; seeds {g['seeds']}; test split of the data's rule (MedMNIST: its own test "
                  "split). Mean ± sample std over seeds; HM = 2·Sen·Spe/(Sen+Spe) at image level.")
+    arch_opts = g.get("arch_options") or {}
+    lines.append("")
+    lines.append(f"Settings: architectures {g['archs']}" + (f" {json.dumps(arch_opts, sort_keys=True)}" if arch_opts
+                                                             else "") + f"; batch norm {g.get('batchnorm')}; "
+                 f"distillation {json.dumps(dict(g.get('distill') or {}), sort_keys=True)} (other settings: the "
+                 f"`sldp distill` defaults); normal training {json.dumps(dict(g.get('train') or {}), sort_keys=True)}"
+                 " (else steps 500, batch 64, lr 1e-3). Bytes: the `.sldp` file, or the trained network's "
+                 "`.safetensors`; wall s: train/distil + evaluate, one cell.")
     if study.get("command"):
         lines += ["", "Command:", "", "```", " ".join(study["command"]), "```"]
     lines += ["", "| row | runs | Sen | Spe | **HM** | AUC | patch acc | bytes | wall s |",
