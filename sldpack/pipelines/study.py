@@ -27,8 +27,10 @@ from __future__ import annotations
 import json
 import math
 import os
+import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable, Mapping, Sequence, Sized
 from dataclasses import asdict, dataclass, field, fields
@@ -526,6 +528,11 @@ def run_study(out: str | Path, grid: StudyGrid, spec: DataSpec, runtime: Runtime
         eta = (sum(durations) / len(durations)) * left / max(1, min(jobs, left)) if durations and left else 0.0
         say(f"[{finished}/{total}] {name(c)}: {status}; elapsed {_hms(el)}, ETA {_hms(eta)}")
 
+    def on_term(_sig: int, _frame: Any) -> None:
+        raise KeyboardInterrupt  # `kill` the study: stop its cells too, never leave orphans writing
+
+    old_term = signal.signal(signal.SIGTERM, on_term) if threading.current_thread() is threading.main_thread() \
+        else None
     try:
         while queue or running:
             while queue and len(running) < jobs:
@@ -554,6 +561,9 @@ def run_study(out: str | Path, grid: StudyGrid, spec: DataSpec, runtime: Runtime
             except subprocess.TimeoutExpired:
                 h.kill()
         raise
+    finally:
+        if old_term is not None:
+            signal.signal(signal.SIGTERM, old_term)
     outcome.seconds = time.monotonic() - t0
     write_report(root)
     return outcome
