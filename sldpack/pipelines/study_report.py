@@ -336,11 +336,12 @@ def render_markdown(study: Mapping[str, Any], doc: Mapping[str, Any]) -> str:
                                                              else "") + f"; batch norm {g.get('batchnorm')}; "
                  f"distillation {json.dumps(dict(g.get('distill') or {}), sort_keys=True)} (other settings: the "
                  f"`sldp distill` defaults); normal training {json.dumps(dict(g.get('train') or {}), sort_keys=True)}"
-                 " (else steps 500, batch 64, lr 1e-3). Bytes: the `.sldp` file, or the trained network's "
+                 " (else steps 500, batch 64, lr 1e-3). patch/class acc: I/N/P patch accuracy (whole-image "
+                 "models: class accuracy over test images). Bytes: the `.sldp` file, or the trained network's "
                  "`.safetensors`; wall s: train/distil + evaluate, one cell.")
     if study.get("command"):
         lines += ["", "Command:", "", "```", " ".join(study["command"]), "```"]
-    lines += ["", "| row | runs | Sen | Spe | **HM** | AUC | patch acc | bytes | wall s |",
+    lines += ["", "| row | runs | Sen | Spe | **HM** | AUC | patch/class acc | bytes | wall s |",
               "|---|---|---|---|---|---|---|---|---|"]
     for r in doc["rows"]:
         def v(m: str, r: Mapping[str, Any] = r) -> str:
