@@ -228,3 +228,21 @@ def test_study_refuses_bad_options(tmp_path: Path) -> None:
         run_study(tmp_path / "s", TINY, SPEC, RT, jobs=0, launcher=in_process([]))
     with pytest.raises(UsageError, match="exactly one data source"):
         run_study(tmp_path / "s", TINY, DataSpec(), RT, launcher=in_process([]))
+
+
+def test_a_cell_with_validation_selection_records_the_rule(tmp_path: Path) -> None:
+    from sldpack.pipelines.study import cell_config
+
+    grid = StudyGrid(**{**TINY.__dict__, "seeds": (0,), "normal": (),
+                        "distill": {**TINY.distill, "select": "val-acc", "select_every": 1, "val_fraction": 0.25}})
+    grid.validate()
+    cell = plan_cells(grid)[0]
+    d = tmp_path / cell.id
+    d.mkdir()
+    (d / "cell.json").write_text(json.dumps(cell_config(grid, cell, SPEC, RT)))
+    execute_cell(d / "cell.json", tmp_path / "r.json")
+    res = json.loads((tmp_path / "r.json").read_text())
+    assert res["selection"]["rule"] == "val-acc" and "held out by image" in res["selection"]["held_out"]
+    assert 1 <= res["selected_iteration"] <= 3
+    # the test images are the test split, never the held-out part of the training images
+    assert res["test"]["split"] == "test" and res["test"]["images"] == len(SPEC.select("test").data)
