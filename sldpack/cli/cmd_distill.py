@@ -37,8 +37,8 @@ _OPT_FIELDS = {
     "batch_real": "batch_real", "lr": "lr", "label_lr": "lr_labels", "lrs_lr": "lr_lrs", "inner_lr": "inner_lr",
     "label_init": "label_init", "image_init": "image_init", "balanced": "balanced", "seed": "seed",
     "checkpoint_every": "checkpoint_every", "device": "device", "compression": "compression",
-    "bn_batches": "bn_batches", "select": "select", "unroll": "unroll", "unroll_checkpoint": "unroll_checkpoint",
-    "shard_images": "shard_images",
+    "bn_batches": "bn_batches", "select": "select", "select_every": "select_every", "unroll": "unroll",
+    "unroll_checkpoint": "unroll_checkpoint", "shard_images": "shard_images",
 }
 
 
@@ -72,8 +72,15 @@ _OPT_FIELDS = {
 @runtime_options
 @click.option("--bn-batches", type=COUNT, default=16, show_default=True,
               help="Real batches forwarded to measure theta_bn (batch-norm archs).")
-@click.option("--select", type=click.Choice(["best", "last"]), default="best", show_default=True,
-              help="Write the iterate with the lowest moving-average training loss, or the last one.")
+@click.option("--select", type=click.Choice(["best", "last", "val-hm", "val-acc"]), default="best",
+              show_default=True,
+              help="Which iterate is written: best (lowest moving-average training loss), last, or the best on "
+                   "held-out training images by image-level HM (val-hm) or patch accuracy (val-acc).")
+@click.option("--select-every", type=click.IntRange(min=1), default=25, show_default=True,
+              help="val-*: iterations between scored candidates.")
+@click.option("--val-fraction", type=click.FloatRange(0.0, 1.0, min_open=True, max_open=True), default=0.2,
+              show_default=True, help="val-*: share of the training images held out (stratified, by image = "
+                                      "patient); a MedMNIST file's own val split is used instead.")
 @click.option("--out", "out", type=click.Path(file_okay=False), required=True, help="Run directory.")
 @click.option("--checkpoint-every", type=NONNEGATIVE, default=50, show_default=True,
               help="Iterations between crash-safe checkpoints.")
@@ -93,7 +100,8 @@ _OPT_FIELDS = {
 @click.option("--worker-spec", hidden=True, type=click.Path(dir_okay=False), help="Internal: --nproc worker.")
 @click.pass_context
 def distill_cmd(ctx: click.Context, /, class_names: str | None, arch_option: tuple[str, ...], out: str,
-                resume: bool, quiet: bool, nproc: int, worker_spec: str | None, **kwargs: Any) -> None:
+                resume: bool, quiet: bool, nproc: int, worker_spec: str | None, val_fraction: float,
+                **kwargs: Any) -> None:
     """Learn a distilled set from real data and write OUT/distilled.sldp.
 
     Data: --data PATH (or --phantom N, or --source NAME[:ARG]). Data with organ masks (an .npz with
@@ -126,7 +134,22 @@ def distill_cmd(ctx: click.Context, /, class_names: str | None, arch_option: tup
     # under torchrun / --nproc only rank 0 talks
     quiet = quiet or os.environ.get("RANK", "0") != "0"
     names = tuple(n.strip() for n in class_names.split(",")) if class_names else ()
-    opened = open_source(spec, spec.split_or("train"), class_names=names, medmnist_as_stored=True)
+    scorer = None
+    if str(cfg.select if cfg is not None else opts["select"]).startswith("val"):
+        # held-out scoring runs in one process: the --nproc workers and torchrun ranks would each need the
+        # same held-out part and the same decision at every candidate; not supported yet
+        if nproc > 1 or os.environ.get("WORLD_SIZE", "1") not in ("", "1"):
+            raise UsageError("--select val-hm/val-acc runs in one process: drop --nproc (or torchrun)")
+        from sldpack.pipelines.selection import make_val_scorer, open_train_val
+
+        tv = open_train_val(spec, val_fraction=val_fraction, seed=spec.split_seed, class_names=names)
+        opened = tv.opened
+        scorer = make_val_scorer(tv.val, opened.source, str(opts["select"]), settings=opened.settings,
+                                 description=tv.rule)
+        if not quiet:
+            click.echo(f"selection: {scorer.description}", err=True)  # type: ignore[attr-defined]
+    else:
+        opened = open_source(spec, spec.split_or("train"), class_names=names, medmnist_as_stored=True)
     source = opened.source
     if not quiet and worker_spec is None:
         for line in describe_data(spec, opened):
@@ -150,7 +173,7 @@ def distill_cmd(ctx: click.Context, /, class_names: str | None, arch_option: tup
                 _launch_workers(nproc, cfg, dataclasses.asdict(spec), dataclasses.asdict(rt), class_names, out,
                                 resume, quiet)
                 return
-            res = _run(cfg, source, run_dir, resume, quiet)
+            res = _run(cfg, source, run_dir, resume, quiet, scorer)
         except KeyboardInterrupt:
             if not owner:
                 raise
@@ -212,7 +235,7 @@ def _resolve_config(ctx: click.Context, source: Any, fields: dict[str, Any], opt
     return DistillConfig.from_obj({**recorded.to_obj(), **explicit})
 
 
-def _run(cfg: Any, source: Any, run_dir: Path, resume: bool, quiet: bool) -> Any:
+def _run(cfg: Any, source: Any, run_dir: Path, resume: bool, quiet: bool, scorer: Any = None) -> Any:
     from sldpack.nn.distill import distill
 
     if not quiet:
@@ -220,7 +243,7 @@ def _run(cfg: Any, source: Any, run_dir: Path, resume: bool, quiet: bool) -> Any
         click.echo(f"distilling {m} images ({cfg.mode}, {cfg.arch}, T={cfg.steps * cfg.epochs}) from "
                    f"{source.num_classes} classes {list(source.class_names)}; run dir {run_dir}", err=True)
     return distill(source, cfg, run_dir=run_dir, resume=resume, progress=ProgressPrinter("iter", quiet).from_distill,
-                   on_phase=None if quiet else _print_phase)
+                   on_phase=None if quiet else _print_phase, scorer=scorer)
 
 
 def _pack_inputs(source: str, tensors: str | None) -> list[Path]:

@@ -40,6 +40,7 @@ _COMMANDS: dict[str, tuple[str, str, str]] = {
     "audit": ("sldpack.cli.cmd_report", "audit_cmd", "Privacy audit: distilled images vs nearest real images."),
     "keygen": ("sldpack.cli.cmd_sign", "keygen_cmd", "Create an ECDSA P-256 key pair for signing files."),
     "sign": ("sldpack.cli.cmd_sign", "sign_cmd", "Sign a file's exact bytes (detached signature)."),
+    "study": ("sldpack.cli.cmd_study", "study_cmd", "Seed-averaged tables: SLDD vs DD vs normal training, paired CIs."),
     "data": ("sldpack.cli.cmd_data", "data_group", "Convert a data set to an on-disk store (data bigger than memory)."),
 }
 

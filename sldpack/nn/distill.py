@@ -15,6 +15,7 @@ result on the CPU under the reference configuration, and everything is written t
 
 from __future__ import annotations
 
+import copy
 import datetime as _dt
 import io
 import json
@@ -87,9 +88,14 @@ CHECKPOINT_FORMAT = "sldpack-distill-checkpoint/1"
 
 # config fields that may change on --resume without changing the trajectory so far
 _RESUMABLE_CHANGES = frozenset({"iterations", "checkpoint_every", "device", "log_every", "select", "unroll",
-                                "unroll_checkpoint", "shard_images"})
+                                "unroll_checkpoint", "shard_images", "select_every"})
 # config fields that say how the run is computed, not what: left out of the manifest's distill.options
 _NOT_RECORDED = frozenset({"device", "unroll", "unroll_checkpoint", "shard_images"})
+SELECT_RULES: tuple[str, ...] = ("best", "last", "val-hm", "val-acc")
+"""``select`` values; ``val-*`` need a ``scorer`` passed to :func:`distill` (held-out data lives above the engine)."""
+
+Scorer = Callable[[nn.Module], float]
+"""Scores a candidate network (theta_opt + theta_bn of one iterate, eval mode) on held-out data; higher wins."""
 
 
 @dataclass(frozen=True)
@@ -122,6 +128,10 @@ class DistillConfig:
             loss, a guard against the late collapses unrolled optimisation is prone to) or ``"last"``.
         ema: weight of the newest loss in that moving average (a plain mean over the first 1/ema
             losses; iterates are candidates from the ceil(1/ema)-th loss on).
+            ``"val-hm"``/``"val-acc"``: every ``select_every`` iterations (and at the last) the iterate's
+            network is scored by the ``scorer`` given to :func:`distill` (image-level HM or patch accuracy
+            on held-out images); the best-scoring iterate is written.
+        select_every: iterations between validation candidates (``val-*`` only).
         checkpoint_every: iterations between checkpoints (0: only at the end).
         log_every: iterations between log lines.
         device: ``"auto"``, ``"cpu"`` or ``"cuda"``.
@@ -160,6 +170,7 @@ class DistillConfig:
     fingerprint_threads: int = DEFAULT_REFERENCE_THREADS
     select: Literal["best", "last"] = "best"
     ema: float = 0.1
+    select_every: int = 25
     checkpoint_every: int = 50
     log_every: int = 1
     device: str = "auto"
@@ -178,8 +189,8 @@ class DistillConfig:
             raise UsageError(f"mode must be 'sldd' or 'dd', got {self.mode!r}")
         if self.schedule not in ("all", "per-step"):
             raise UsageError(f"schedule must be 'all' or 'per-step', got {self.schedule!r}")
-        if self.select not in ("best", "last"):
-            raise UsageError(f"select must be 'best' or 'last', got {self.select!r}")
+        if self.select not in SELECT_RULES:
+            raise UsageError(f"select must be one of {', '.join(SELECT_RULES)}, got {self.select!r}")
         if self.unroll not in UNROLL_MODES:
             raise UsageError(f"unroll must be one of {UNROLL_MODES}, got {self.unroll!r}")
         if self.shard_images and (self.unroll != "recompute" or self.batchnorm):
@@ -191,7 +202,7 @@ class DistillConfig:
         if self.image_init not in ("real", "noise"):
             raise UsageError(f"image_init must be 'real' or 'noise', got {self.image_init!r}")
         for name in ("images_per_class", "steps", "epochs", "batch_real", "bn_batches", "bn_batch_size",
-                     "probe_count", "fingerprint_threads", "log_every"):
+                     "probe_count", "fingerprint_threads", "log_every", "select_every"):
             if int(getattr(self, name)) < 1:
                 raise UsageError(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.iterations < 0 or self.checkpoint_every < 0:
@@ -386,6 +397,18 @@ class _Best:
     images: Tensor | None = None
     labels: Tensor | None = None
     lrs: Tensor | None = None
+    # validation selection (select="val-*"): the best held-out score and its iterate
+    val_score: float = -math.inf
+    val_iteration: int = 0
+    val_state: tuple[Tensor, Tensor, Tensor] | None = None
+
+    def offer(self, done: int, score: float, images: Tensor, labels: Tensor, lrs: Tensor) -> bool:
+        """Keep this iterate when its held-out score beats every earlier one (ties keep the earlier)."""
+        if not score > self.val_score:
+            return False
+        self.val_score, self.val_iteration = score, done
+        self.val_state = (images.detach().cpu().clone(), labels.detach().cpu().clone(), lrs.detach().cpu().clone())
+        return True
 
     def update(self, done: int, loss: float, alpha: float, images: Tensor, labels: Tensor, lrs: Tensor) -> None:
         self.count += 1
@@ -400,15 +423,18 @@ class _Best:
 
     def state(self) -> dict[str, Any]:
         return {"ema": self.ema, "best_ema": self.best_ema, "iteration": self.iteration, "count": self.count,
-                "images": self.images, "labels": self.labels, "lrs": self.lrs}
+                "images": self.images, "labels": self.labels, "lrs": self.lrs,
+                "val_score": self.val_score, "val_iteration": self.val_iteration, "val_state": self.val_state}
 
     @classmethod
     def from_state(cls, st: Mapping[str, Any]) -> _Best:
         ema = st.get("ema")
+        vs = st.get("val_state")
         return cls(ema=None if ema is None else float(ema), best_ema=float(st["best_ema"]),
                    iteration=int(st["iteration"]), count=int(st["count"]), images=st.get("images"),
                    labels=st.get("labels"),
-                   lrs=st.get("lrs"))
+                   lrs=st.get("lrs"), val_score=float(st.get("val_score", -math.inf)),
+                   val_iteration=int(st.get("val_iteration", 0)), val_state=None if vs is None else tuple(vs))
 
 
 def _save_checkpoint(path: Path, *, cfg: DistillConfig, iteration: int, images: Tensor, labels: Tensor,
@@ -525,6 +551,8 @@ class _RunState:
     prev: tuple[Tensor, Tensor, Tensor]
     losses: list[float] = field(default_factory=list)
     t_start: float = 0.0
+    scorer: Scorer | None = None  # select="val-*": scores candidate iterates on held-out data
+    selection: dict[str, Any] = field(default_factory=dict)  # how the written iterate was chosen
 
 
 def _start_or_resume(source: RealSource, cfg: DistillConfig, rd: Path | None, resume: bool, dev: torch.device,
@@ -646,6 +674,15 @@ def _outer_step(s: _RunState, it: int, progress: Callable[[Progress], None] | No
     # the loss was measured for the iterate *before* this step; the EMA tracks the run's state
     s.best.update(done - 1, lv, cfg.ema, s.prev[0], s.prev[1], s.prev[2])
     s.prev = (s.images.detach().clone(), s.labels.detach().clone(), s.lrs.detach().clone())
+    if s.scorer is not None and cfg.select.startswith("val") and (
+            done % cfg.select_every == 0 or done == cfg.iterations):
+        # scored before the checkpoint below, so a resumed run holds the same candidates as an uninterrupted one
+        cand = _materialize(cfg, s.source, copy.deepcopy(s.module), s.theta0, s.sched, s.images, s.labels, s.lrs,
+                            s.transform)
+        score = float(s.scorer(cand))
+        kept = s.best.offer(done, score if math.isfinite(score) else -math.inf, s.images, s.labels, s.lrs)
+        set_inner_mode(s.module)
+        s.log.write(event="candidate", iteration=done, score=score if math.isfinite(score) else None, kept=kept)
     elapsed = s.elapsed0 + time.perf_counter() - s.t_start
     if s.dist.is_main:
         if s.rd is not None and (done % cfg.log_every == 0 or done == cfg.iterations):
@@ -665,7 +702,7 @@ def _outer_step(s: _RunState, it: int, progress: Callable[[Progress], None] | No
 def distill(source: RealSource, config: DistillConfig, *, run_dir: str | Path | None = None, resume: bool = False,
             progress: Callable[[Progress], None] | None = None,
             on_iteration: Callable[[int, float], None] | None = None,
-            on_phase: Callable[[Phase], None] | None = None) -> DistillResult:
+            on_phase: Callable[[Phase], None] | None = None, scorer: Scorer | None = None) -> DistillResult:
     """Learn a distilled set from ``source`` and (with ``run_dir``) write the run's files and ``.sldp``.
 
     Under ``torchrun`` (or ``sldp distill --nproc N``) every process calls this with the same arguments;
@@ -683,6 +720,8 @@ def distill(source: RealSource, config: DistillConfig, *, run_dir: str | Path | 
         on_iteration: called with (iterations done, loss) after every iteration and its checkpoint;
             an exception raised here stops the run (the last checkpoint stays valid).
         on_phase: called when each phase after the last iteration starts and ends (with its time).
+        scorer: with ``select="val-*"``, scores a candidate iterate's network on held-out data (higher is
+            better; e.g. :func:`sldpack.pipelines.selection.make_val_scorer`).
 
     Returns:
         The result; ``result.sldp_path`` is set when a run directory was given.
@@ -693,6 +732,9 @@ def distill(source: RealSource, config: DistillConfig, *, run_dir: str | Path | 
     """
     cfg = config
     cfg.validate()
+    if cfg.select.startswith("val") and scorer is None:
+        raise UsageError(f"select={cfg.select!r} needs held-out data: pass a scorer (sldp distill --select "
+                         f"{cfg.select} builds one from a validation part of the training images)")
     dev = resolve_device(cfg.device)
     rd = Path(run_dir) if run_dir is not None else None
     ckpt_path = rd / "checkpoint.pt" if rd is not None else None
@@ -713,6 +755,9 @@ def distill(source: RealSource, config: DistillConfig, *, run_dir: str | Path | 
         try:
             with deterministic(dev):
                 s = _start_or_resume(source, cfg, rd, resume, dev, dist, log)
+                if scorer is not None and dist.active:
+                    raise UsageError("select='val-*' (a scorer) runs in one process, not under torch.distributed")
+                s.scorer = scorer
                 s.t_start = time.perf_counter()
                 for it in range(s.start, cfg.iterations):
                     lv = _outer_step(s, it, progress if dist.is_main else None)
@@ -741,11 +786,17 @@ def _select(s: _RunState) -> int:
     """Apply the iterate selection rule: returns the chosen iteration and loads its data into ``s``."""
     chosen = s.cfg.iterations
     b = s.best
+    s.selection = {"rule": s.cfg.select}
     if s.cfg.select == "best" and b.images is not None and b.labels is not None and b.lrs is not None:
         chosen = b.iteration
         s.images, s.labels, s.lrs = (b.images.to(s.dev), b.labels.to(s.dev), b.lrs.to(s.dev))
+    elif s.cfg.select.startswith("val") and b.val_state is not None:
+        chosen = b.val_iteration
+        s.images, s.labels, s.lrs = (t.to(s.dev) for t in b.val_state)
+        s.selection.update(score=b.val_score, every=s.cfg.select_every,
+                           held_out=getattr(s.scorer, "description", "held-out images"))
     s.log.write(event="select", rule=s.cfg.select, iteration=chosen,
-                ema=None if s.cfg.select == "last" else b.best_ema)
+                ema=b.best_ema if s.cfg.select == "best" else None, score=s.selection.get("score"))
     return chosen
 
 
@@ -781,6 +832,7 @@ def _finish(s: _RunState, *, selected_iteration: int, on_phase: Callable[[Phase]
     cfg, source, module, sched = s.cfg, s.source, s.module, s.sched
     dev = torch.device(s.dev.type)  # "cuda", not the rank's "cuda:N": nothing machine-specific in the file
     arch, init, theta0_digests, transform = s.arch, s.init, s.theta0_digests, s.transform
+    selection = s.selection
     x = s.images.detach().to(torch.float32)
     y = s.labels.detach().to(torch.float32)
     a = s.lrs.detach().to(torch.float32)
@@ -817,6 +869,8 @@ def _finish(s: _RunState, *, selected_iteration: int, on_phase: Callable[[Phase]
                         "batches": cfg.bn_batches, "batch_size": cfg.bn_batch_size, "class_mix": "natural"},
                     "image_classes": [int(c) for c in _layout(cfg, source.num_classes)[1]],
                     "selected_iteration": selected_iteration})
+    if selection is not None and len(selection) > 1:
+        options["selection"] = {k: v for k, v in selection.items() if v is not None}
     options = {k: v for k, v in options.items() if v is not None}
     manifest = Manifest(
         arch=arch,
@@ -838,6 +892,22 @@ def _finish(s: _RunState, *, selected_iteration: int, on_phase: Callable[[Phase]
                                                                          threads=cfg.fingerprint_threads))
     manifest = replace(manifest, replay=fp)
     return DistillResult(manifest=manifest, tensors=tensors, module=module, losses=[])
+
+
+def _materialize(cfg: DistillConfig, source: RealSource, module: nn.Module, theta0: Mapping[str, Tensor],
+                 sched: Schedule, images: Tensor, labels: Tensor, lrs: Tensor, transform: str) -> nn.Module:
+    """Load theta_opt of (images, labels, lrs) (the replay path, no graph) and theta_bn into ``module``."""
+    x, y, a = (t.detach().to(torch.float32) for t in (images, labels, lrs))
+    set_inner_mode(module)
+    theta = unroll(module, theta0, scratch_buffers(module), x, apply_label_transform(y, transform), a, sched,
+                   differentiable=False)
+    with torch.no_grad():
+        for n, p in module.named_parameters():
+            p.copy_(theta[n])
+    measure_bn_stats(module, source, batches=cfg.bn_batches, batch_size=cfg.bn_batch_size,
+                     rng=np.random.default_rng([cfg.seed, 3]))
+    module.eval()
+    return module
 
 
 def fingerprint_for(manifest: Manifest, arrays: Mapping[str, np.ndarray], *, probe_seed: int,

@@ -146,9 +146,16 @@ def session(device: torch.device, *, timeout_s: float | None = None) -> Iterator
         torch.cuda.set_device(local)
     t = timeout_s if timeout_s is not None else float(os.environ.get("SLDP_DIST_TIMEOUT_S", DEFAULT_TIMEOUT_S))
     tdist.init_process_group(backend=backend, timeout=_dt.timedelta(seconds=t))
+    ok = False
     try:
         yield DistContext(tdist.get_rank(), tdist.get_world_size(), local, backend)
+        ok = True
     finally:
+        if ok:
+            # every rank leaves together: rank 0 hosts the rendezvous store, and tearing the group down while
+            # another rank still finishes its last collective aborted that rank in gloo's C++ threads
+            # ("terminate called without an active exception", exit 250) on a loaded machine
+            tdist.barrier()
         tdist.destroy_process_group()
 
 

@@ -1,0 +1,140 @@
+"""``sldp study``: seed-averaged tables (SLDD vs DD vs normal training) from one command.
+
+Torch is imported only in the cells' own processes, so ``sldp study --help`` stays fast.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import click
+
+from sldpack.cli.common import fmt_time, parse_key_values
+from sldpack.cli.options import data_options, runtime_options
+from sldpack.errors import UsageError
+
+__all__ = ["study_cmd"]
+
+_F = TypeVar("_F", bound=Callable[..., Any])
+
+
+def _csv_ints(value: str | None, option: str) -> list[int] | None:
+    if value is None:
+        return None
+    try:
+        return [int(v) for v in value.split(",") if v.strip()]
+    except ValueError as exc:
+        raise UsageError(f"{option} takes comma-separated integers, got {value!r}") from exc
+
+
+@click.command("study")
+@click.option("--out", "out", type=click.Path(file_okay=False), required=True,
+              help="Study folder (created; an existing study continues where it stopped).")
+@click.option("--grid", "grid_file", type=click.Path(dir_okay=False), default=None,
+              help="TOML grid file (kind, seeds, images_per_class, methods, normal, archs, [arch_options], "
+                   "[distill], [train], [eval]); the flags below override it.")
+@click.option("--kind", type=click.Choice(["table1", "min-images", "batchnorm"]), default=None,
+              help="table1: methods (paper Table 1); min-images: smallest k reaching --target-hm per "
+                   "architecture (Tables 5/6); batchnorm: every row with and without BN (Table 3). [table1]")
+@click.option("--seeds", default=None, metavar="0,1,2", help="Seeds of every row. [0]")
+@click.option("--images-per-class", "-M", "ks", default=None, metavar="1,2,3",
+              help="k of SLDD(k)/DD(k). [1]")
+@click.option("--methods", default=None, metavar="sldd,dd", help="Distillation rows. [sldd,dd]")
+@click.option("--normal", default=None, metavar="all,50",
+              help="Normal-training rows: 'all' and/or N per class; 'none' for no such row. [all]")
+@click.option("--arch", "archs", multiple=True, help="Architecture id (repeat for several). [convnet@1]")
+@click.option("--arch-option", multiple=True, metavar="KEY=VALUE", help="Option of every architecture.")
+@click.option("--batchnorm/--no-batchnorm", default=None, help="Batch-norm variant (not for --kind batchnorm).")
+@click.option("--target-hm", type=float, default=None, help="min-images: mean HM to reach. [0.8]")
+@click.option("--iterations", type=click.IntRange(min=0), default=None, help="Distillation: outer iterations.")
+@click.option("--steps", type=click.IntRange(min=1), default=None, help="Distillation: inner steps per epoch.")
+@click.option("--select", type=click.Choice(["best", "last", "val-hm", "val-acc"]), default=None,
+              help="Distillation: which iterate is written (see sldp distill --select).")
+@click.option("--train-steps", type=click.IntRange(min=1), default=None, help="Normal training: optimiser steps.")
+@click.option("--bootstrap", type=click.IntRange(min=100), default=None,
+              help="Bootstrap resamples of the paired CIs. [2000]")
+@click.option("--jobs", "-j", type=click.IntRange(min=1), default=1, show_default=True,
+              help="Cells run at a time, each in its own process (with --threads torch threads, default 1).")
+@click.option("--report-only", is_flag=True, help="Rebuild the tables from the finished cells; run nothing.")
+@data_options
+@runtime_options
+@click.option("--quiet", "-q", is_flag=True, help="No progress lines.")
+def study_cmd(out: str, grid_file: str | None, kind: str | None, seeds: str | None, ks: str | None,
+              methods: str | None, normal: str | None, archs: tuple[str, ...], arch_option: tuple[str, ...],
+              batchnorm: bool | None, target_hm: float | None, iterations: int | None, steps: int | None,
+              select: str | None, train_steps: int | None, bootstrap: int | None, jobs: int, report_only: bool,
+              quiet: bool, **kwargs: Any) -> None:
+    """Run a grid of trainings and distillations on one data set and write the comparison table.
+
+    Rows: SLDD(k) and DD(k) for every k, normal training on all training data and on N per class; each
+    row once per seed. Every cell (row x seed) is its own process and result file in OUT/cells/, so a
+    killed study continues where it stopped (finished cells are skipped, a distillation resumes from its
+    checkpoint). Each cell is evaluated on the test split exactly like `sldp eval` (image level: Sen, Spe,
+    HM, AUC; patch accuracy), with the stored bytes and wall time.
+
+    Writes OUT/table.md, rows.csv (mean ± std per row), runs.csv (one line per run), comparisons.csv
+    (paired: SLDD vs DD with the same seed; each distilled row vs normal training; BN vs no BN; ΔHM with a
+    95 % bootstrap CI over test images), results.json and hm_vs_bytes.png.
+
+    Data: the options every data command takes (--data / --phantom, the split rule, patch geometry).
+    """
+    import time
+    from dataclasses import replace
+
+    from sldpack.pipelines.inputs import DataSpec, RuntimeSpec
+    from sldpack.pipelines.study import StudyGrid, run_study
+    from sldpack.pipelines.study_report import render_markdown, write_report
+
+    if report_only:
+        doc = write_report(out)
+        from sldpack.pipelines.study_report import load_results
+
+        click.echo(render_markdown(load_results(out)[0], doc))
+        return
+    grid = StudyGrid.from_toml(grid_file) if grid_file else StudyGrid()
+    over: dict[str, Any] = {}
+    if kind is not None:
+        over["kind"] = kind
+    for name, value in (("seeds", _csv_ints(seeds, "--seeds")), ("images_per_class", _csv_ints(ks, "-M"))):
+        if value is not None:
+            over[name] = tuple(value)
+    if methods is not None:
+        over["methods"] = tuple(m.strip() for m in methods.split(",") if m.strip())
+    if normal is not None:
+        vals = [v.strip() for v in normal.split(",") if v.strip() and v.strip() != "none"]
+        try:
+            over["normal"] = tuple(v if v == "all" else int(v) for v in vals)
+        except ValueError as exc:
+            raise UsageError(f"--normal takes 'all', 'none' or integers, got {normal!r}") from exc
+    if archs:
+        over["archs"] = tuple(archs)
+    if arch_option:
+        over["arch_options"] = parse_key_values(arch_option, option="--arch-option")
+    if batchnorm is not None:
+        over["batchnorm"] = batchnorm
+    if target_hm is not None:
+        over["target_hm"] = target_hm
+    if bootstrap is not None:
+        over["bootstrap"] = bootstrap
+    dist = dict(grid.distill)
+    given: dict[str, Any] = {"iterations": iterations, "steps": steps, "select": select}
+    dist.update({k: v for k, v in given.items() if v is not None})
+    train = dict(grid.train)
+    if train_steps is not None:
+        train["steps"] = train_steps
+    grid = replace(grid, distill=dist, train=train, **over)
+    spec, rt = DataSpec.from_kwargs(kwargs), RuntimeSpec.from_kwargs(kwargs)
+    say: Callable[[str], None] = (lambda _m: None) if quiet else (lambda m: click.echo(m, err=True))
+    t0 = time.monotonic()
+    argv = sys.argv[1:]
+    command = ["sldp", *argv[argv.index("study"):]] if "study" in argv else ["sldp", "study"]
+    outcome = run_study(out, grid, spec, rt, jobs=jobs, log=say, command=command)
+    click.echo(f"study {out}: {len(outcome.ran)} cell(s) run, {len(outcome.skipped)} skipped, "
+               f"{len(outcome.failed)} failed in {fmt_time(time.monotonic() - t0)}; tables in {out}/table.md")
+    if outcome.failed:
+        for cid, log in outcome.failed.items():
+            click.echo(f"  failed: {cid} (log {log})", err=True)
+        raise UsageError(f"{len(outcome.failed)} cell(s) failed (logs above); fix the cause and run the same "
+                         "command again: finished cells are kept")

@@ -1,0 +1,582 @@
+"""``sldp study``: run a declared grid (methods x images per class x seeds) on one data set, one protocol.
+
+A study is a folder. ``study.json`` holds the grid and the data options; every *cell* (one row of the
+table x one seed: ``SLDD(2)`` seed 1, ``normal(all)`` seed 0, ...) is a separate job:
+
+* ``cells/<id>/cell.json``: everything the cell needs (data options, method, settings), written first;
+* the job (``python -m sldpack.pipelines.study CELL.json RESULT.json``, up to ``jobs`` at a time) trains or
+  distils in ``cells/<id>/`` (a distillation's run directory ``cells/<id>/run`` resumes from its
+  checkpoint), evaluates on the test split exactly like ``sldp eval`` and writes ``cells/<id>.json``
+  atomically, with the per-image decisions the paired bootstrap needs;
+* a cell whose result file exists with the same ``cell.json`` is skipped: a killed study started again
+  continues where it stopped; a result made with other settings is an error (use another folder).
+
+The tables (:mod:`sldpack.pipelines.study_report`) are rebuilt from the result files after every run.
+
+Kinds (what rows the grid makes, what the report adds):
+
+* ``table1`` (seed paper Table 1): SLDD(k) and DD(k) for every k, normal training on all images and on
+  N per class;
+* ``min-images`` (Table 5, with each architecture's parameter count as in Table 6): SLDD(k)/DD(k) per
+  architecture; the report names the smallest k whose mean HM reaches ``target_hm``;
+* ``batchnorm`` (Table 3): every row with and without batch norm.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Mapping, Sequence, Sized
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import tomllib
+
+from sldpack.atomic import atomic_write_bytes
+from sldpack.errors import DataError, UsageError
+from sldpack.pipelines.inputs import DataSpec, RuntimeSpec
+from sldpack.pipelines.study_report import row_label, write_report
+
+if TYPE_CHECKING:
+    from sldpack.format.manifest import Preprocessing
+
+__all__ = [
+    "STUDY_KINDS",
+    "Cell",
+    "CellLauncher",
+    "Row",
+    "StudyGrid",
+    "StudyOutcome",
+    "cell_config",
+    "execute_cell",
+    "plan_cells",
+    "run_cell",
+    "run_study",
+    "subprocess_launcher",
+]
+
+STUDY_KINDS: tuple[str, ...] = ("table1", "min-images", "batchnorm")
+METHODS: tuple[str, ...] = ("sldd", "dd")
+
+_TRAIN_KEYS = frozenset({"steps", "batch_size", "lr"})
+_EVAL_KEYS = frozenset({"delta", "windows", "chunk"})
+_DISTILL_EXTRA = frozenset({"val_fraction"})
+# set per cell or per study, never in the [distill] table
+_DISTILL_FIXED = frozenset({"arch", "arch_options", "batchnorm", "mode", "images_per_class", "seed", "device"})
+
+
+def _ints(v: Any, what: str) -> tuple[int, ...]:
+    vals = v if isinstance(v, (list, tuple)) else [v]
+    try:
+        out = tuple(int(x) for x in vals)
+    except (TypeError, ValueError) as exc:
+        raise UsageError(f"{what} must be integers, got {v!r}") from exc
+    return out
+
+
+@dataclass(frozen=True)
+class StudyGrid:
+    """What a study runs (a TOML file, ``--grid``, or the flags of ``sldp study``).
+
+    Attributes:
+        kind: one of :data:`STUDY_KINDS`.
+        seeds: seeds of every row (theta0, the run's sampling, the per-class subset of normal training).
+        images_per_class: the k of SLDD(k)/DD(k).
+        methods: distillation methods (``sldd``, ``dd``).
+        normal: normal-training rows: ``"all"`` (every training patch/image) and/or N per class.
+        archs: architecture ids (``min-images``: one group per architecture).
+        arch_options: options for every architecture, or ``{arch: {...}}`` per architecture.
+        batchnorm: batch-norm variant (``batchnorm`` kind: both).
+        target_hm: ``min-images``: the HM a row must reach (mean over seeds).
+        distill: :class:`~sldpack.nn.distill.DistillConfig` fields (iterations, steps, select, ...) plus
+            ``val_fraction`` (``select = "val-*"``).
+        train: normal training: ``steps``, ``batch_size``, ``lr``.
+        eval: ``delta`` (Eq. 9), ``windows``, ``chunk``.
+        bootstrap: bootstrap resamples of the paired CIs; ``bootstrap_seed`` their seed.
+    """
+
+    kind: str = "table1"
+    seeds: tuple[int, ...] = (0,)
+    images_per_class: tuple[int, ...] = (1,)
+    methods: tuple[str, ...] = METHODS
+    normal: tuple[str | int, ...] = ("all",)
+    archs: tuple[str, ...] = ("convnet@1",)
+    arch_options: Mapping[str, Any] = field(default_factory=dict)
+    batchnorm: bool = False
+    target_hm: float = 0.8
+    distill: Mapping[str, Any] = field(default_factory=dict)
+    train: Mapping[str, Any] = field(default_factory=dict)
+    eval: Mapping[str, Any] = field(default_factory=dict)
+    bootstrap: int = 2000
+    bootstrap_seed: int = 0
+
+    def validate(self) -> None:
+        """Reject an unusable grid.
+
+        Raises:
+            UsageError: naming the field.
+        """
+        from sldpack.nn.distill import DistillConfig  # the one list of distiller settings
+
+        if self.kind not in STUDY_KINDS:
+            raise UsageError(f"study kind must be one of {', '.join(STUDY_KINDS)}, got {self.kind!r}")
+        if not self.seeds:
+            raise UsageError("a study needs at least one seed")
+        if len(set(self.seeds)) != len(self.seeds):
+            raise UsageError(f"seeds repeat: {list(self.seeds)}")
+        if any(k < 1 for k in self.images_per_class):
+            raise UsageError(f"images per class must be >= 1, got {list(self.images_per_class)}")
+        for m in self.methods:
+            if m not in METHODS:
+                raise UsageError(f"methods must be among {', '.join(METHODS)}, got {m!r}")
+        for n in self.normal:
+            if n != "all" and (not isinstance(n, int) or n < 1):
+                raise UsageError(f"normal rows are 'all' or N per class >= 1, got {n!r}")
+        if not self.archs:
+            raise UsageError("a study needs at least one architecture")
+        known = {f.name for f in fields(DistillConfig)} | _DISTILL_EXTRA
+        bad = sorted(set(self.distill) - known)
+        if bad:
+            raise UsageError(f"[distill] has unknown settings {bad} (DistillConfig fields and val_fraction)")
+        fixed = sorted(set(self.distill) & _DISTILL_FIXED)
+        if fixed:
+            raise UsageError(f"[distill] may not set {fixed}: the grid sets them per cell")
+        for name, keys, table in (("train", _TRAIN_KEYS, self.train), ("eval", _EVAL_KEYS, self.eval)):
+            bad = sorted(set(table) - keys)
+            if bad:
+                raise UsageError(f"[{name}] has unknown settings {bad} (known: {sorted(keys)})")
+        if self.bootstrap < 100:
+            raise UsageError(f"bootstrap needs >= 100 resamples, got {self.bootstrap}")
+        rows = plan_rows(self)
+        if not rows:
+            raise UsageError("the grid makes no rows (no methods and no normal rows)")
+        DistillConfig(**{k: v for k, v in self.distill.items() if k not in _DISTILL_EXTRA}).validate()
+
+    def options_for(self, arch: str) -> dict[str, Any]:
+        """The architecture options of ``arch``."""
+        if self.arch_options and all(isinstance(v, Mapping) for v in self.arch_options.values()):
+            return dict(self.arch_options.get(arch, {}))
+        return dict(self.arch_options)
+
+    def to_obj(self) -> dict[str, Any]:
+        """JSON-ready form."""
+        d = asdict(self)
+        for k in ("seeds", "images_per_class", "methods", "normal", "archs"):
+            d[k] = list(d[k])
+        return d
+
+    @classmethod
+    def from_obj(cls, obj: Mapping[str, Any], *, where: str = "grid") -> StudyGrid:
+        """From a mapping (a parsed TOML file or :meth:`to_obj`).
+
+        Raises:
+            UsageError: unknown keys or values of the wrong type.
+        """
+        names = {f.name for f in fields(cls)}
+        bad = sorted(set(obj) - names)
+        if bad:
+            raise UsageError(f"{where}: unknown keys {bad} (known: {sorted(names)})")
+        kw: dict[str, Any] = dict(obj)
+        for k in ("seeds", "images_per_class"):
+            if k in kw:
+                kw[k] = _ints(kw[k], f"{where}: {k}")
+        for k in ("methods", "archs"):
+            if k in kw:
+                v = kw[k]
+                kw[k] = tuple(str(x) for x in (v if isinstance(v, (list, tuple)) else [v]))
+        if "normal" in kw:
+            v = kw["normal"]
+            kw["normal"] = tuple(x if x == "all" else int(x) for x in (v if isinstance(v, (list, tuple)) else [v]))
+        for k in ("distill", "train", "eval", "arch_options"):
+            if k in kw and not isinstance(kw[k], Mapping):
+                raise UsageError(f"{where}: {k} must be a table")
+        return cls(**kw)
+
+    @classmethod
+    def from_toml(cls, path: str | Path) -> StudyGrid:
+        """Read a grid file.
+
+        Raises:
+            UsageError: unreadable or malformed TOML, unknown keys.
+        """
+        p = Path(path)
+        try:
+            obj = tomllib.loads(p.read_text(encoding="utf-8"))
+        except OSError as exc:
+            raise UsageError(f"{p}: cannot read the grid file: {exc}") from exc
+        except tomllib.TOMLDecodeError as exc:
+            raise UsageError(f"{p}: not valid TOML: {exc}") from exc
+        return cls.from_obj(obj, where=str(p))
+
+
+@dataclass(frozen=True)
+class Row:
+    """One row of the table: a method with its size, on one architecture, with or without batch norm.
+
+    ``method`` is ``sldd``, ``dd`` or ``normal``; ``k`` is the images per class (distillation) or the
+    patches/images per class of normal training (``None``: all of them).
+    """
+
+    method: str
+    k: int | None
+    arch: str
+    batchnorm: bool
+
+    def label(self, *, show_arch: bool = False, show_bn: bool = False) -> str:
+        """The row's name in the tables (:func:`~sldpack.pipelines.study_report.row_label`)."""
+        return row_label(self.method, self.k, self.arch, self.batchnorm, show_arch=show_arch, show_bn=show_bn)
+
+    @property
+    def slug(self) -> str:
+        """File-name-safe id."""
+        k = "all" if self.k is None else str(self.k)
+        arch = self.arch.replace("@", "v").replace("/", "_")
+        return f"{self.method}-{k}-{arch}" + ("-bn" if self.batchnorm else "")
+
+
+@dataclass(frozen=True)
+class Cell:
+    """One job: a row and a seed."""
+
+    row: Row
+    seed: int
+
+    @property
+    def id(self) -> str:
+        """``<row slug>-s<seed>``."""
+        return f"{self.row.slug}-s{self.seed}"
+
+
+def plan_rows(grid: StudyGrid) -> list[Row]:
+    """The rows of ``grid`` in table order."""
+    bns = (False, True) if grid.kind == "batchnorm" else (grid.batchnorm,)
+    rows: list[Row] = []
+    for arch in grid.archs:
+        for bn in bns:
+            for m in grid.methods:
+                for k in sorted(grid.images_per_class):
+                    rows.append(Row(m, k, arch, bn))
+            for n in grid.normal:
+                rows.append(Row("normal", None if n == "all" else int(n), arch, bn))
+    return rows
+
+
+def plan_cells(grid: StudyGrid) -> list[Cell]:
+    """Every cell: rows x seeds (seed-major, so a partial study has whole seeds first)."""
+    return [Cell(r, s) for s in grid.seeds for r in plan_rows(grid)]
+
+
+def cell_config(grid: StudyGrid, cell: Cell, spec: DataSpec, runtime: RuntimeSpec) -> dict[str, Any]:
+    """Everything a cell's job needs, JSON-ready (also its identity: a changed config is another cell)."""
+    r = cell.row
+    cfg: dict[str, Any] = {"id": cell.id, "method": r.method, "k": r.k, "arch": r.arch,
+                           "arch_options": grid.options_for(r.arch), "batchnorm": r.batchnorm, "seed": cell.seed,
+                           "data": asdict(spec), "device": runtime.device,
+                           "threads": runtime.threads if runtime.threads is not None else 1,
+                           "eval": {"delta": 0.4, "windows": "auto", "chunk": 512, **dict(grid.eval)}}
+    if r.method == "normal":
+        cfg["train"] = {"steps": 500, "batch_size": 64, "lr": 1e-3, **dict(grid.train)}
+    else:
+        cfg["distill"] = dict(grid.distill)
+    return cfg
+
+
+# --- one cell ----------------------------------------------------------------------------------------------
+
+def _per_image(ev: Any) -> dict[str, list[Any]]:
+    """Per test image: true label, decision, score (what the paired bootstrap resamples)."""
+    if ev.detection is not None:
+        det = ev.detection
+        return {"names": [str(row["name"]) for row in ev.per_image],
+                "true": [int(v) for v in det.true_labels], "pred": [int(v) for v in det.decisions],
+                "score": [float(v) if math.isfinite(v) else None for v in det.scores]}
+    names = [str(r["name"]) for r in ev.per_image]
+    p_keys = [k for k in (ev.per_image[0].keys() if ev.per_image else ()) if k.startswith("p_")]
+    return {"names": names, "true": [int(r["true_label"]) for r in ev.per_image],
+            "pred": [int(r["predicted"]) for r in ev.per_image],
+            "score": [float(ev.per_image[i][p_keys[-1]]) for i in range(len(ev.per_image))] if p_keys else []}
+
+
+def run_cell(cfg: Mapping[str, Any], cell_dir: str | Path) -> dict[str, Any]:
+    """Train or distil one cell, evaluate it on the test split, return its result (JSON-ready).
+
+    Distillation runs in ``cell_dir/run`` and resumes from its checkpoint; normal training writes
+    ``cell_dir/model.safetensors`` (it has no checkpoint: a killed normal-training cell starts over).
+
+    Raises:
+        UsageError / DataError: bad settings or data.
+    """
+    import torch
+
+    from sldpack.nn.replay import resolve_device
+    from sldpack.pipelines.evaluate import evaluate
+    from sldpack.pipelines.inputs import open_source
+
+    torch.set_num_threads(int(cfg.get("threads", 1)))
+    dev = resolve_device(str(cfg.get("device", "cpu")))
+    spec = DataSpec(**cfg["data"])
+    d = Path(cell_dir)
+    d.mkdir(parents=True, exist_ok=True)
+    t0 = time.perf_counter()
+    method, k, seed = str(cfg["method"]), cfg["k"], int(cfg["seed"])
+    info: dict[str, Any] = {}
+    pre: Preprocessing | None
+    if method == "normal":
+        from sldpack.pipelines.models import save_trained_model, train_model
+
+        opened = open_source(spec, spec.split_or("train"), per_class=k, subset_seed=seed)
+        model = train_model(opened.source, arch=str(cfg["arch"]), arch_options=cfg["arch_options"],
+                            batchnorm=bool(cfg["batchnorm"]), seed=seed, device=str(dev), **cfg["train"])
+        nbytes = save_trained_model(d / "model.safetensors", model)
+        module, pre, names, base = model.module, model.preprocessing, model.class_names, opened.settings
+        info["train_inputs"] = len(opened.source) if isinstance(opened.source, Sized) else None
+        info["stored"] = "model.safetensors"
+    else:
+        from sldpack.nn.distill import DistillConfig, distill
+        from sldpack.nn.replay import replay
+        from sldpack.pipelines.patch_source import patch_settings_from_manifest
+
+        dset = dict(cfg["distill"])
+        val_fraction = float(dset.pop("val_fraction", 0.2))
+        dcfg = DistillConfig(arch=str(cfg["arch"]), arch_options=dict(cfg["arch_options"]),
+                             batchnorm=bool(cfg["batchnorm"]), mode="dd" if method == "dd" else "sldd",
+                             images_per_class=int(k), seed=seed,
+                             device=str(dev), **dset)
+        scorer = None
+        if dcfg.select.startswith("val"):
+            from sldpack.pipelines.selection import make_val_scorer, open_train_val
+
+            tv = open_train_val(spec, val_fraction=val_fraction, seed=spec.split_seed)
+            opened = tv.opened
+            scorer = make_val_scorer(tv.val, opened.source, dcfg.select, settings=opened.settings,
+                                     delta=float(cfg["eval"]["delta"]), description=tv.rule)
+        else:
+            opened = open_source(spec, spec.split_or("train"), medmnist_as_stored=True)
+        run_dir = d / "run"
+        resume = (run_dir / "checkpoint.pt").is_file()
+        res = distill(opened.source, dcfg, run_dir=run_dir, resume=resume, scorer=scorer)
+        assert res.sldp_path is not None
+        rep = replay(res.sldp_path, device=dev)  # evaluate what the file re-derives, not the in-memory copy
+        module, manifest = rep.module, rep.manifest
+        pre = manifest.preprocessing
+        names = tuple(manifest.labels.names) if manifest.labels is not None else ()
+        base = patch_settings_from_manifest(manifest)
+        nbytes = res.sldp_path.stat().st_size
+        opts = manifest.distill.options if manifest.distill is not None else {}
+        info.update(stored="run/distilled.sldp", resumed_from=res.resumed_from,
+                    selected_iteration=opts.get("selected_iteration"), selection=opts.get("selection"),
+                    theta_opt_sha256=manifest.replay.theta_opt_sha256 if manifest.replay else None)
+    train_s = time.perf_counter() - t0
+    if pre is None:
+        raise DataError("the trained network records no preprocessing")
+    test = spec.select("test")
+    settings = spec.patch_settings(base, default_size=None)
+    ev = evaluate(module, pre, test.data, class_names=names, settings=settings, delta=float(cfg["eval"]["delta"]),
+                  windows=str(cfg["eval"]["windows"]), chunk=int(cfg["eval"]["chunk"]))
+    img = ev.image
+    n_params = int(sum(p.numel() for p in module.parameters()))
+
+    def num(v: float | None) -> float | None:
+        return None if v is None or not math.isfinite(v) else float(v)
+
+    return {"id": cfg["id"], "config": dict(cfg), "metrics": {
+                "sen": num(img.sensitivity) if img else None, "spe": num(img.specificity) if img else None,
+                "hm": num(img.hm) if img else None, "auc": num(img.auc) if img else None,
+                "acc": num(img.accuracy) if img else None,
+                "patch_acc": num(ev.patch.accuracy) if ev.patch is not None else None},
+            "bytes": int(nbytes), "n_params": n_params, "train_seconds": round(train_s, 2),
+            "eval_seconds": round(ev.seconds, 2), "wall_seconds": round(time.perf_counter() - t0, 2),
+            "test": {"split": test.split, "images": len(test.data), "rule": test.split_rule},
+            "per_image": _per_image(ev), **info}
+
+
+def execute_cell(config_path: str | Path, result_path: str | Path) -> None:
+    """Run the cell of ``config_path`` and write its result to ``result_path`` atomically."""
+    cp = Path(config_path)
+    cfg = json.loads(cp.read_text(encoding="utf-8"))
+    result = run_cell(cfg, cp.parent)
+    atomic_write_bytes(result_path, (json.dumps(result, indent=1, allow_nan=False) + "\n").encode())
+
+
+# --- the scheduler -----------------------------------------------------------------------------------------
+
+CellLauncher = Callable[[Path, Path, Path], "subprocess.Popen[bytes] | int"]
+"""Start a cell: (cell.json, result.json, log file) -> a running process, or the exit status when the
+launcher ran it to the end itself (tests run cells in-process)."""
+
+
+def subprocess_launcher(config_path: Path, result_path: Path, log_path: Path) -> subprocess.Popen[bytes]:
+    """Run a cell as ``python -m sldpack.pipelines.study CELL RESULT`` (output to ``log_path``)."""
+    import sldpack
+
+    env = dict(os.environ)
+    root = str(Path(sldpack.__file__).resolve().parents[1])
+    env["PYTHONPATH"] = root + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+    with log_path.open("ab") as log:
+        return subprocess.Popen([sys.executable, "-m", "sldpack.pipelines.study", str(config_path),
+                                 str(result_path)], stdout=log, stderr=subprocess.STDOUT, env=env)
+
+
+@dataclass
+class StudyOutcome:
+    """What :func:`run_study` did: cells run now, skipped (finished before), failed (id -> log path)."""
+
+    ran: list[str] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)
+    failed: dict[str, str] = field(default_factory=dict)
+    seconds: float = 0.0
+
+
+def _hms(sec: float) -> str:
+    sec = max(0, int(sec + 0.5))
+    return f"{sec // 3600}:{sec % 3600 // 60:02d}:{sec % 60:02d}"
+
+
+def _write_json(path: Path, obj: Any) -> None:
+    atomic_write_bytes(path, (json.dumps(obj, indent=1, sort_keys=True, allow_nan=False) + "\n").encode())
+
+
+def run_study(out: str | Path, grid: StudyGrid, spec: DataSpec, runtime: RuntimeSpec, *, jobs: int = 1,
+              log: Callable[[str], None] | None = None, launcher: CellLauncher | None = None,
+              command: Sequence[str] = ()) -> StudyOutcome:
+    """Run every unfinished cell of ``grid`` (up to ``jobs`` at a time) and write the tables into ``out``.
+
+    Args:
+        out: the study folder (created; an existing study continues).
+        grid, spec, runtime: what to run, on which data, where (``runtime.threads`` per cell, default 1).
+        jobs: cells at a time (each its own process).
+        log: progress lines (one when a cell starts, one with its result, elapsed time and ETA).
+        launcher: how a cell is started (default :func:`subprocess_launcher`).
+        command: the command line, recorded in ``study.json``.
+
+    Raises:
+        UsageError: a bad grid, ``jobs`` < 1, a finished cell whose settings differ from this grid's.
+    """
+    grid.validate()
+    if jobs < 1:
+        raise UsageError(f"--jobs must be >= 1, got {jobs}")
+    spec.check_one_source(allow_source=False)
+    if spec.split is not None:
+        raise UsageError("sldp study trains on the train split and evaluates on the test split: drop --split")
+    spec.select("test")  # bad data fails here, once, before any cell starts
+    say = log or (lambda _m: None)
+    root = Path(out)
+    (root / "cells").mkdir(parents=True, exist_ok=True)
+    _write_json(root / "study.json", {"grid": grid.to_obj(), "data": asdict(spec), "runtime": asdict(runtime),
+                                      "command": list(command), "cells": [c.id for c in plan_cells(grid)]})
+    cells = plan_cells(grid)
+    todo: list[tuple[Cell, Path, Path, Path]] = []
+    outcome = StudyOutcome()
+    for c in cells:
+        cfg = cell_config(grid, c, spec, runtime)
+        cdir = root / "cells" / c.id
+        res_path = root / "cells" / f"{c.id}.json"
+        if res_path.is_file():
+            try:
+                done = json.loads(res_path.read_text(encoding="utf-8"))
+            except (OSError, ValueError) as exc:
+                raise DataError(f"{res_path}: unreadable cell result ({exc}); delete it to run the cell again") \
+                    from exc
+            if done.get("config") != json.loads(json.dumps(cfg)):
+                raise UsageError(f"{res_path} was made with other settings than this grid's; use another --out "
+                                 "(or delete that cell to run it again)")
+            outcome.skipped.append(c.id)
+            continue
+        cdir.mkdir(parents=True, exist_ok=True)
+        _write_json(cdir / "cell.json", cfg)
+        todo.append((c, cdir / "cell.json", res_path, cdir / "job.log"))
+    show_bn = grid.kind == "batchnorm"
+    show_arch = len(grid.archs) > 1
+
+    def name(c: Cell) -> str:
+        return f"{c.row.label(show_arch=show_arch, show_bn=show_bn)} seed {c.seed}"
+
+    total = len(cells)
+    if outcome.skipped:
+        say(f"study {root}: {len(outcome.skipped)} of {total} cells already done (skipped), {len(todo)} to run")
+    else:
+        say(f"study {root}: {total} cells ({len(plan_rows(grid))} rows x {len(grid.seeds)} seeds), jobs {jobs}")
+    launch = launcher or subprocess_launcher
+    t0 = time.monotonic()
+    running: dict[str, tuple[Cell, Any, Path, Path, float]] = {}
+    queue = list(todo)
+    durations: list[float] = []
+    finished = len(outcome.skipped)
+
+    def finish(c: Cell, rc: int, res_path: Path, log_path: Path, started: float) -> None:
+        nonlocal finished
+        finished += 1
+        dt = time.monotonic() - started
+        el = time.monotonic() - t0
+        if rc == 0 and res_path.is_file():
+            durations.append(dt)
+            outcome.ran.append(c.id)
+            r = json.loads(res_path.read_text(encoding="utf-8"))
+            m = r["metrics"]
+            hm = "n/a" if m.get("hm") is None else f"{m['hm']:.3f}"
+            status = f"HM {hm}, {r['bytes']} B, {dt:.0f}s"
+        else:
+            outcome.failed[c.id] = str(log_path)
+            status = f"FAILED (exit {rc}; see {log_path})"
+        left = total - finished
+        eta = (sum(durations) / len(durations)) * left / max(1, min(jobs, left)) if durations and left else 0.0
+        say(f"[{finished}/{total}] {name(c)}: {status}; elapsed {_hms(el)}, ETA {_hms(eta)}")
+
+    def on_term(_sig: int, _frame: Any) -> None:
+        raise KeyboardInterrupt  # `kill` the study: stop its cells too, never leave orphans writing
+
+    old_term = signal.signal(signal.SIGTERM, on_term) if threading.current_thread() is threading.main_thread() \
+        else None
+    try:
+        while queue or running:
+            while queue and len(running) < jobs:
+                c, cp, rp, lp = queue.pop(0)
+                say(f"  start {name(c)} ({c.id})")
+                started = time.monotonic()
+                h = launch(cp, rp, lp)
+                if isinstance(h, int):
+                    finish(c, h, rp, lp, started)
+                else:
+                    running[c.id] = (c, h, rp, lp, started)
+            for cid in list(running):
+                c, h, rp, lp, started = running[cid]
+                rc = h.poll()
+                if rc is not None:
+                    del running[cid]
+                    finish(c, int(rc), rp, lp, started)
+            if running:
+                time.sleep(0.2)
+    except BaseException:
+        for _c, h, _rp, _lp, _st in running.values():  # our own children only
+            h.terminate()
+        for _c, h, _rp, _lp, _st in running.values():
+            try:
+                h.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                h.kill()
+        raise
+    finally:
+        if old_term is not None:
+            signal.signal(signal.SIGTERM, old_term)
+    outcome.seconds = time.monotonic() - t0
+    write_report(root)
+    return outcome
+
+
+def _main(argv: Sequence[str]) -> int:
+    if len(argv) != 2:
+        print("usage: python -m sldpack.pipelines.study CELL.json RESULT.json", file=sys.stderr)
+        return 2
+    execute_cell(argv[0], argv[1])
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(_main(sys.argv[1:]))

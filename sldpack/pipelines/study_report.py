@@ -1,0 +1,482 @@
+"""The tables of a ``sldp study`` folder: mean ± std per row, paired bootstrap comparisons, HM-vs-bytes plot.
+
+Built only from ``study.json`` and the cell result files (numpy + Pillow; no torch), so a report can be
+rebuilt at any time, also from a study that is still running (unfinished cells are listed as missing).
+
+Paired comparison of rows A and B (same test images, same seeds): for every seed both rows ran, the HM
+difference HM(A) − HM(B) on the test images; the bootstrap resamples the **test images** (with replacement,
+the same resample for every seed and both rows, ``bootstrap`` times, seeded) and recomputes the mean over
+seeds of that difference; the 95 % CI is the 2.5–97.5 percentile range. Resamples missing a class (HM
+undefined) are dropped. It measures how much the conclusion depends on which test images were drawn, with
+the seeds held fixed; the seed spread is reported beside it (per-seed differences).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+
+from sldpack.atomic import atomic_write_bytes
+from sldpack.errors import DataError
+
+__all__ = [
+    "METRICS",
+    "Comparison",
+    "RowSummary",
+    "hm_of",
+    "load_results",
+    "min_images",
+    "paired_bootstrap_hm",
+    "render_markdown",
+    "row_label",
+    "summarise",
+    "write_report",
+]
+
+METRICS: tuple[tuple[str, str], ...] = (("sen", "Sen"), ("spe", "Spe"), ("hm", "HM"), ("auc", "AUC"),
+                                        ("patch_acc", "patch acc"))
+
+
+def hm_of(true: NDArray[Any], pred: NDArray[Any]) -> NDArray[np.float64]:
+    """Image-level HM of Sen and Spe along the last axis (positive = 1); NaN where a class is absent.
+
+    Works on one vector or a batch of resamples ``[..., n]``.
+    """
+    t = np.asarray(true).astype(bool)
+    p = np.asarray(pred).astype(bool)
+    npos = t.sum(-1)
+    nneg = (~t).sum(-1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        sen = (t & p).sum(-1) / npos
+        spe = (~t & ~p).sum(-1) / nneg
+        hm = np.where(sen + spe > 0, 2 * sen * spe / (sen + spe), 0.0)
+    out: NDArray[np.float64] = np.where((npos == 0) | (nneg == 0), np.nan, hm).astype(np.float64)
+    return out
+
+
+def paired_bootstrap_hm(true: NDArray[Any], pred_a: NDArray[Any], pred_b: NDArray[Any], *, resamples: int = 2000,
+                        seed: int = 0) -> tuple[float, float, float]:
+    """Mean over seeds of HM(A) − HM(B), and its bootstrap 95 % CI over test images.
+
+    Args:
+        true: ``[n]`` 0/1 labels of the test images.
+        pred_a, pred_b: ``[seeds, n]`` 0/1 decisions of rows A and B (seed s of A paired with seed s of B).
+        resamples: bootstrap resamples.
+        seed: their seed.
+
+    Returns:
+        ``(difference on the test set, CI low, CI high)``.
+
+    Raises:
+        DataError: shapes that do not pair up.
+    """
+    t = np.asarray(true)
+    a = np.atleast_2d(np.asarray(pred_a))
+    b = np.atleast_2d(np.asarray(pred_b))
+    if a.shape != b.shape or a.shape[1] != t.shape[0]:
+        raise DataError(f"paired predictions need equal shapes [seeds, {t.shape[0]}], got {a.shape} and {b.shape}")
+    point = float(np.mean(hm_of(t, a) - hm_of(t, b)))
+    rng = np.random.default_rng(seed)
+    diffs = np.empty(resamples, dtype=np.float64)
+    step = max(1, 2_000_000 // max(1, t.size * a.shape[0]))  # bound the temporary arrays
+    for s in range(0, resamples, step):
+        m = min(step, resamples - s)
+        idx = rng.integers(0, t.size, size=(m, t.size))
+        tt = t[idx]                         # [m, n]
+        da = hm_of(tt[:, None, :], a[:, idx].transpose(1, 0, 2))  # [m, seeds]
+        db = hm_of(tt[:, None, :], b[:, idx].transpose(1, 0, 2))
+        diffs[s:s + m] = np.mean(da - db, axis=1)
+    ok = diffs[np.isfinite(diffs)]
+    if ok.size == 0:
+        return point, math.nan, math.nan
+    lo, hi = np.percentile(ok, [2.5, 97.5])
+    return point, float(lo), float(hi)
+
+
+# --- loading ----------------------------------------------------------------------------------------------
+
+def load_results(root: str | Path) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """``study.json`` and the finished cells' results (in the study's cell order).
+
+    Raises:
+        DataError: no study here, or an unreadable file.
+    """
+    r = Path(root)
+    try:
+        study = json.loads((r / "study.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise DataError(f"{r}: not a study folder (study.json: {exc})") from exc
+    out = []
+    for cid in study.get("cells", []):
+        p = r / "cells" / f"{cid}.json"
+        if p.is_file():
+            try:
+                out.append(json.loads(p.read_text(encoding="utf-8")))
+            except (OSError, ValueError) as exc:
+                raise DataError(f"{p}: unreadable cell result ({exc})") from exc
+    return study, out
+
+
+def _row_key(cfg: Mapping[str, Any]) -> tuple[str, int | None, str, bool]:
+    return (str(cfg["method"]), cfg["k"], str(cfg["arch"]), bool(cfg["batchnorm"]))
+
+
+def row_label(method: str, k: int | None, arch: str, batchnorm: bool, *, show_arch: bool = False,
+              show_bn: bool = False) -> str:
+    """``SLDD(2/class)``, ``DD(1/class)``, ``normal(all)``, ``normal(50/class)``, plus ``BN``/arch when they
+    vary (k is per class: SLDD(1/class) on a 2-class set is the "SLDD(2)" of two images)."""
+    if method == "normal":
+        base = "normal(" + ("all" if k is None else f"{k}/class") + ")"
+    else:
+        base = f"{method.upper()}({k}/class)"
+    if show_bn:
+        base += " BN" if batchnorm else " no-BN"
+    if show_arch:
+        base += f" {arch}"
+    return base
+
+
+def _label(key: tuple[str, int | None, str, bool], *, show_arch: bool, show_bn: bool) -> str:
+    return row_label(*key, show_arch=show_arch, show_bn=show_bn)
+
+
+@dataclass
+class RowSummary:
+    """One row: its runs (one per seed) and mean ± sample std of each metric."""
+
+    key: tuple[str, int | None, str, bool]
+    label: str
+    runs: list[dict[str, Any]]
+
+    def values(self, metric: str) -> list[float]:
+        """The finite values of ``metric`` over the runs (``bytes``, ``wall_seconds`` or a metric name)."""
+        vals = [r.get(metric) if metric in ("bytes", "wall_seconds", "n_params") else r["metrics"].get(metric)
+                for r in self.runs]
+        return [float(v) for v in vals if v is not None and math.isfinite(float(v))]
+
+    def mean_std(self, metric: str) -> tuple[float, float]:
+        """Mean and sample std (0 for one run; NaN for none)."""
+        v = self.values(metric)
+        if not v:
+            return math.nan, math.nan
+        return float(np.mean(v)), float(np.std(v, ddof=1)) if len(v) > 1 else 0.0
+
+    def to_obj(self) -> dict[str, Any]:
+        """JSON-ready: label, seeds, mean/std per metric, bytes, params."""
+        d: dict[str, Any] = {"row": self.label, "method": self.key[0], "k": self.key[1], "arch": self.key[2],
+                             "batchnorm": self.key[3], "seeds": [r["config"]["seed"] for r in self.runs]}
+        for m in [m for m, _ in METRICS] + ["bytes", "wall_seconds", "n_params"]:
+            mu, sd = self.mean_std(m)
+            d[m] = {"mean": None if math.isnan(mu) else mu, "std": None if math.isnan(sd) else sd}
+        return d
+
+
+@dataclass
+class Comparison:
+    """Paired comparison of two rows (see the module docs)."""
+
+    a: str
+    b: str
+    seeds: list[int]
+    diff: float
+    lo: float
+    hi: float
+    per_seed: list[float]
+
+    @property
+    def verdict(self) -> str:
+        """``A > B``, ``A < B`` (CI excludes 0) or ``no clear difference``."""
+        if math.isnan(self.lo):
+            return "n/a"
+        if self.lo > 0:
+            return f"{self.a} > {self.b}"
+        if self.hi < 0:
+            return f"{self.a} < {self.b}"
+        return "no clear difference"
+
+    def to_obj(self) -> dict[str, Any]:
+        """JSON-ready."""
+        def f(v: float) -> float | None:
+            return None if math.isnan(v) else round(v, 6)
+        return {"a": self.a, "b": self.b, "seeds": self.seeds, "hm_diff": f(self.diff),
+                "ci95": [f(self.lo), f(self.hi)], "per_seed_diff": [f(v) for v in self.per_seed],
+                "verdict": self.verdict}
+
+
+def _compare(ra: RowSummary, rb: RowSummary, *, resamples: int, seed: int) -> Comparison | None:
+    by_a = {r["config"]["seed"]: r for r in ra.runs}
+    by_b = {r["config"]["seed"]: r for r in rb.runs}
+    seeds = sorted(set(by_a) & set(by_b))
+    if not seeds:
+        return None
+    true = np.asarray(by_a[seeds[0]]["per_image"]["true"])
+    if true.size == 0 or not bool(np.isin(true, [0, 1]).all()):
+        return None
+    for s in seeds:  # the same test images in the same order, or the pairing is meaningless
+        for r in (by_a[s], by_b[s]):
+            if r["per_image"]["true"] != by_a[seeds[0]]["per_image"]["true"] or \
+                    r["per_image"]["names"] != by_a[seeds[0]]["per_image"]["names"]:
+                raise DataError(f"rows {ra.label} and {rb.label} were evaluated on different test images")
+    pa = np.array([by_a[s]["per_image"]["pred"] for s in seeds])
+    pb = np.array([by_b[s]["per_image"]["pred"] for s in seeds])
+    diff, lo, hi = paired_bootstrap_hm(true, pa, pb, resamples=resamples, seed=seed)
+    per_seed = [float(v) for v in hm_of(true, pa) - hm_of(true, pb)]
+    return Comparison(ra.label, rb.label, seeds, diff, lo, hi, per_seed)
+
+
+def summarise(study: Mapping[str, Any], results: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    """Rows, comparisons and the kind's extra table, as one JSON-ready document."""
+    grid = study["grid"]
+    kind = str(grid["kind"])
+    show_bn = kind == "batchnorm"
+    show_arch = len(grid["archs"]) > 1
+    rows: dict[tuple[str, int | None, str, bool], RowSummary] = {}
+    for r in results:
+        key = _row_key(r["config"])
+        if key not in rows:
+            rows[key] = RowSummary(key, _label(key, show_arch=show_arch, show_bn=show_bn), [])
+        rows[key].runs.append(dict(r))
+    ordered = list(rows.values())
+    comps: list[Comparison] = []
+    boot, bseed = int(grid.get("bootstrap", 2000)), int(grid.get("bootstrap_seed", 0))
+
+    def add(a: RowSummary, b: RowSummary) -> None:
+        c = _compare(a, b, resamples=boot, seed=bseed)
+        if c is not None:
+            comps.append(c)
+
+    for ra in ordered:
+        m, k, arch, bn = ra.key
+        if m == "sldd" and (("dd", k, arch, bn) in rows):
+            add(ra, rows[("dd", k, arch, bn)])
+    for ra in ordered:
+        if ra.key[0] != "normal":
+            for rb in ordered:
+                if rb.key[0] == "normal" and rb.key[2:] == ra.key[2:]:
+                    add(ra, rb)
+    if kind == "batchnorm":
+        for ra in ordered:
+            m, k, arch, bn = ra.key
+            if bn and (m, k, arch, False) in rows:
+                add(ra, rows[(m, k, arch, False)])
+    doc: dict[str, Any] = {"kind": kind, "rows": [r.to_obj() for r in ordered],
+                           "comparisons": [c.to_obj() for c in comps],
+                           "runs": [_run_obj(r) for r in results],
+                           "missing_cells": [c for c in study.get("cells", [])
+                                             if c not in {r["id"] for r in results}],
+                           "bootstrap": {"resamples": boot, "seed": bseed, "unit": "test image"}}
+    if kind == "min-images":
+        doc["min_images"] = min_images(ordered, float(grid.get("target_hm", 0.8)))
+    return doc
+
+
+def _run_obj(r: Mapping[str, Any]) -> dict[str, Any]:
+    c = r["config"]
+    return {"id": r["id"], "method": c["method"], "k": c["k"], "arch": c["arch"], "batchnorm": c["batchnorm"],
+            "seed": c["seed"], **{m: r["metrics"].get(m) for m, _ in METRICS}, "bytes": r["bytes"],
+            "n_params": r.get("n_params"), "wall_seconds": r["wall_seconds"],
+            "selected_iteration": r.get("selected_iteration"), "test_images": r["test"]["images"]}
+
+
+def _finite(v: float) -> float | None:
+    return None if math.isnan(v) else v
+
+
+def min_images(rows: Sequence[RowSummary], target: float) -> list[dict[str, Any]]:
+    """Per (architecture, method, batch norm): the smallest k whose mean HM reaches ``target`` (``None``
+    when no k of the grid does), with the architecture's parameter count (the paper's Tables 5 and 6)."""
+    groups: dict[tuple[str, str, bool], list[RowSummary]] = {}
+    for r in rows:
+        m, k, arch, bn = r.key
+        if m != "normal" and k is not None:
+            groups.setdefault((arch, m, bn), []).append(r)
+    out = []
+    for (arch, m, bn), rs in groups.items():
+        rs = sorted(rs, key=lambda r: int(r.key[1] or 0))
+        hit = next((r for r in rs if not math.isnan(r.mean_std("hm")[0]) and r.mean_std("hm")[0] >= target), None)
+        params = next((int(v) for r in rs for v in r.values("n_params")), None)
+        out.append({"arch": arch, "method": m, "batchnorm": bn, "target_hm": target,
+                    "min_k": None if hit is None else hit.key[1],
+                    "hm_at_min_k": None if hit is None else hit.mean_std("hm")[0],
+                    "tried": {str(r.key[1]): _finite(r.mean_std("hm")[0]) for r in rs}, "n_params": params})
+    return out
+
+
+# --- rendering --------------------------------------------------------------------------------------------
+
+def _pm(mu: float | None, sd: float | None, digits: int = 3) -> str:
+    if mu is None or (isinstance(mu, float) and math.isnan(mu)):
+        return "n/a"
+    if sd is None or (isinstance(sd, float) and math.isnan(sd)):
+        return f"{mu:.{digits}f}"
+    return f"{mu:.{digits}f} ± {sd:.{digits}f}"
+
+
+def render_markdown(study: Mapping[str, Any], doc: Mapping[str, Any]) -> str:
+    """The study's tables as Markdown."""
+    g = study["grid"]
+    lines = [f"# sldp study: {doc['kind']}", ""]
+    data = study.get("data", {})
+    src = data.get("data") or (f"phantom(n={data.get('phantom')}, size={data.get('phantom_size')}, "
+                               f"seed={data.get('phantom_seed')})")
+    lines.append(f"Data: `{src}`; seeds {g['seeds']}; test split of the data's rule (MedMNIST: its own test "
+                 "split). Mean ± sample std over seeds; HM = 2·Sen·Spe/(Sen+Spe) at image level.")
+    arch_opts = g.get("arch_options") or {}
+    lines.append("")
+    lines.append(f"Settings: architectures {g['archs']}" + (f" {json.dumps(arch_opts, sort_keys=True)}" if arch_opts
+                                                             else "") + f"; batch norm {g.get('batchnorm')}; "
+                 f"distillation {json.dumps(dict(g.get('distill') or {}), sort_keys=True)} (other settings: the "
+                 f"`sldp distill` defaults); normal training {json.dumps(dict(g.get('train') or {}), sort_keys=True)}"
+                 " (else steps 500, batch 64, lr 1e-3). patch/class acc: I/N/P patch accuracy (whole-image "
+                 "models: class accuracy over test images). Bytes: the `.sldp` file, or the trained network's "
+                 "`.safetensors`; wall s: train/distil + evaluate, one cell.")
+    if study.get("command"):
+        lines += ["", "Command:", "", "```", " ".join(study["command"]), "```"]
+    lines += ["", "| row | runs | Sen | Spe | **HM** | AUC | patch/class acc | bytes | wall s |",
+              "|---|---|---|---|---|---|---|---|---|"]
+    for r in doc["rows"]:
+        def v(m: str, r: Mapping[str, Any] = r) -> str:
+            return _pm(r[m]["mean"], r[m]["std"])
+        nbytes = r["bytes"]["mean"]
+        wall = r["wall_seconds"]["mean"]
+        lines.append(f"| {r['row']} | {len(r['seeds'])} | {v('sen')} | {v('spe')} | **{v('hm')}** | {v('auc')} | "
+                     f"{v('patch_acc')} | {'n/a' if nbytes is None else f'{nbytes:,.0f}'} | "
+                     f"{'n/a' if wall is None else f'{wall:.0f}'} |")
+    if doc["comparisons"]:
+        b = doc["bootstrap"]
+        lines += ["", f"Paired comparisons: HM(A) − HM(B), same seeds and test images; 95 % CI from "
+                      f"{b['resamples']} bootstrap resamples of the test images (seed {b['seed']}).", "",
+                  "| A | B | seeds | ΔHM | 95 % CI | per-seed ΔHM | verdict |", "|---|---|---|---|---|---|---|"]
+        for c in doc["comparisons"]:
+            ci = "n/a" if c["ci95"][0] is None else f"[{c['ci95'][0]:+.3f}, {c['ci95'][1]:+.3f}]"
+            per = ", ".join("n/a" if x is None else f"{x:+.3f}" for x in c["per_seed_diff"])
+            d = "n/a" if c["hm_diff"] is None else f"{c['hm_diff']:+.3f}"
+            lines.append(f"| {c['a']} | {c['b']} | {len(c['seeds'])} | {d} | {ci} | {per} | {c['verdict']} |")
+    if "min_images" in doc:
+        lines += ["", f"Smallest images per class reaching mean HM ≥ {g.get('target_hm')} (paper Table 5; "
+                      "parameters as in Table 6):", "",
+                  "| arch | method | BN | parameters | min k | HM at min k | HM per k tried |",
+                  "|---|---|---|---|---|---|---|"]
+        for m in doc["min_images"]:
+            tried = ", ".join(f"{k}: {'n/a' if v is None or math.isnan(v) else f'{v:.3f}'}"
+                              for k, v in m["tried"].items())
+            lines.append(f"| {m['arch']} | {m['method'].upper()} | {'yes' if m['batchnorm'] else 'no'} | "
+                         f"{m['n_params'] if m['n_params'] is not None else 'n/a'} | "
+                         f"{m['min_k'] if m['min_k'] is not None else 'not reached'} | "
+                         f"{_pm(m['hm_at_min_k'], None)} | {tried} |")
+    if doc["missing_cells"]:
+        lines += ["", f"Missing (not finished) cells: {', '.join(doc['missing_cells'])}"]
+    lines += ["", "Per run: `runs.csv`; everything: `results.json`; plot: `hm_vs_bytes.png`.", ""]
+    return "\n".join(lines)
+
+
+def _csv(rows: Sequence[Mapping[str, Any]], cols: Sequence[str]) -> str:
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(cols)
+    for r in rows:
+        w.writerow(["" if r.get(c) is None else r.get(c) for c in cols])
+    return buf.getvalue()
+
+
+def _rows_csv(doc: Mapping[str, Any]) -> str:
+    flat = []
+    for r in doc["rows"]:
+        d: dict[str, Any] = {"row": r["row"], "runs": len(r["seeds"])}
+        for m in [m for m, _ in METRICS] + ["bytes", "wall_seconds"]:
+            d[f"{m}_mean"], d[f"{m}_std"] = r[m]["mean"], r[m]["std"]
+        flat.append(d)
+    cols = ["row", "runs"] + [f"{m}_{s}" for m in [m for m, _ in METRICS] + ["bytes", "wall_seconds"]
+                              for s in ("mean", "std")]
+    return _csv(flat, cols)
+
+
+_PALETTE = [(31, 119, 180), (214, 39, 40), (44, 160, 44), (148, 103, 189), (255, 127, 14), (140, 86, 75),
+            (227, 119, 194), (127, 127, 127), (188, 189, 34), (23, 190, 207), (0, 0, 128), (255, 215, 0),
+            (0, 100, 0), (255, 0, 255), (128, 0, 0), (0, 255, 255), (70, 70, 70), (250, 160, 160),
+            (160, 250, 160), (160, 160, 250)]
+
+
+def plot_hm_vs_bytes(doc: Mapping[str, Any], path: str | Path, *, title: str = "") -> None:
+    """PNG scatter: test HM (y) against stored bytes (x, log scale), one point per run, one colour per row."""
+    from PIL import Image, ImageDraw, ImageFont
+
+    runs = [r for r in doc["runs"] if r.get("hm") is not None and r.get("bytes")]
+    w, h, ml, mr, mt, mb = 900, 560, 70, 230, 40, 60
+    img = Image.new("RGB", (w, h), "white")
+    dr = ImageDraw.Draw(img)
+    font = ImageFont.load_default(size=13)
+    pw, ph = w - ml - mr, h - mt - mb
+    dr.rectangle([ml, mt, ml + pw, mt + ph], outline=(0, 0, 0))
+    dr.text((ml, 10), title or "test HM vs stored bytes (one point per run)", fill=(0, 0, 0), font=font)
+    if runs:
+        lb = [math.log10(float(r["bytes"])) for r in runs]
+        x0, x1 = math.floor(min(lb)), math.ceil(max(lb))
+        if x1 == x0:
+            x1 = x0 + 1
+    else:
+        x0, x1 = 3, 7
+
+    def px(b: float) -> float:
+        return ml + (math.log10(b) - x0) / (x1 - x0) * pw
+
+    def py(v: float) -> float:
+        return mt + (1.0 - v) * ph
+
+    for e in range(x0, x1 + 1):
+        x = ml + (e - x0) / (x1 - x0) * pw
+        dr.line([x, mt + ph, x, mt + ph + 5], fill=(0, 0, 0))
+        dr.text((x - 12, mt + ph + 8), f"1e{e}", fill=(0, 0, 0), font=font)
+    for i in range(6):
+        v = i / 5
+        dr.line([ml - 5, py(v), ml, py(v)], fill=(0, 0, 0))
+        dr.line([ml, py(v), ml + pw, py(v)], fill=(230, 230, 230))
+        dr.text((ml - 40, py(v) - 7), f"{v:.1f}", fill=(0, 0, 0), font=font)
+    dr.text((ml + pw // 2 - 60, h - 25), "stored bytes (log scale)", fill=(0, 0, 0), font=font)
+    dr.text((8, mt + ph // 2), "HM", fill=(0, 0, 0), font=font)
+    labels = [r["row"] for r in doc["rows"]]
+    keys = [(r["method"], r["k"], r["arch"], r["batchnorm"]) for r in doc["rows"]]
+    for r in runs:
+        key = (r["method"], r["k"], r["arch"], r["batchnorm"])
+        col = _PALETTE[keys.index(key) % len(_PALETTE)] if key in keys else (0, 0, 0)
+        x, y = px(float(r["bytes"])), py(float(r["hm"]))
+        dr.ellipse([x - 5, y - 5, x + 5, y + 5], fill=col, outline=(0, 0, 0))
+    for i, lab in enumerate(labels):
+        col = _PALETTE[i % len(_PALETTE)]
+        y = mt + 10 + 20 * i
+        dr.ellipse([ml + pw + 15, y, ml + pw + 25, y + 10], fill=col, outline=(0, 0, 0))
+        dr.text((ml + pw + 32, y - 2), lab, fill=(0, 0, 0), font=font)
+    buf = io.BytesIO()
+    img.save(buf, format="PNG")
+    atomic_write_bytes(path, buf.getvalue())
+
+
+def write_report(root: str | Path) -> dict[str, Any]:
+    """Write ``table.md``, ``rows.csv``, ``runs.csv``, ``comparisons.csv``, ``results.json`` and
+    ``hm_vs_bytes.png`` into the study folder ``root``; return the JSON document."""
+    r = Path(root)
+    study, results = load_results(r)
+    doc = summarise(study, results)
+    atomic_write_bytes(r / "table.md", render_markdown(study, doc).encode("utf-8"))
+    atomic_write_bytes(r / "rows.csv", _rows_csv(doc).encode("utf-8"))
+    run_cols = ["id", "method", "k", "arch", "batchnorm", "seed", "sen", "spe", "hm", "auc", "patch_acc", "bytes",
+                "n_params", "wall_seconds", "selected_iteration", "test_images"]
+    atomic_write_bytes(r / "runs.csv", _csv(doc["runs"], run_cols).encode("utf-8"))
+    comp_rows = [{**c, "ci_low": c["ci95"][0], "ci_high": c["ci95"][1],
+                  "per_seed_diff": " ".join("" if x is None else f"{x:.6f}" for x in c["per_seed_diff"]),
+                  "seeds": " ".join(map(str, c["seeds"]))} for c in doc["comparisons"]]
+    atomic_write_bytes(r / "comparisons.csv", _csv(comp_rows, ["a", "b", "seeds", "hm_diff", "ci_low", "ci_high",
+                                                               "per_seed_diff", "verdict"]).encode("utf-8"))
+    atomic_write_bytes(r / "results.json", (json.dumps({"study": study, **doc}, indent=1, allow_nan=False)
+                                            + "\n").encode("utf-8"))
+    plot_hm_vs_bytes(doc, r / "hm_vs_bytes.png", title=f"sldp study {doc['kind']}: test HM vs stored bytes")
+    return doc

@@ -1,0 +1,80 @@
+"""``sldp study`` end to end (cells in their own processes) and ``sldp distill --select val-hm``."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from click.testing import CliRunner
+
+from sldpack.cli.main import cli, main
+
+DATA = ["--phantom", "12", "--phantom-size", "64", "--patch-size", "16", "--stride", "8"]
+TINY = ["--arch-option", "depth=2", "--arch-option", "width=8", "--steps", "2", "--iterations", "3",
+        "--device", "cpu", "--bootstrap", "200"]
+
+
+@pytest.fixture(autouse=True)
+def _restore_threads() -> object:
+    old = torch.get_num_threads()
+    yield
+    torch.set_num_threads(old)
+
+
+def _exit_code(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str]:
+    with pytest.raises(SystemExit) as info:
+        main(argv)
+    return int(info.value.code or 0), capsys.readouterr().err
+
+
+def test_study_runs_cells_in_parallel_processes_and_skips_them_on_rerun(tmp_path: Path) -> None:
+    out = tmp_path / "study"
+    argv = ["study", *DATA, *TINY, "--methods", "sldd", "--normal", "none", "--seeds", "0,1", "--jobs", "2",
+            "--out", str(out)]
+    r = CliRunner().invoke(cli, argv)
+    assert r.exit_code == 0, r.output
+    assert "2 cell(s) run, 0 skipped, 0 failed" in r.stdout
+    assert "[2/2] SLDD(1/class) seed" in r.stderr and "ETA" in r.stderr
+    table = (out / "table.md").read_text()
+    assert "| SLDD(1/class) | 2 |" in table
+    assert (out / "cells" / "sldd-1-convnetv1-s0" / "run" / "distilled.sldp").is_file()
+    assert json.loads((out / "study.json").read_text())["command"][:2] == ["sldp", "study"]
+    r = CliRunner().invoke(cli, argv)
+    assert r.exit_code == 0 and "0 cell(s) run, 2 skipped" in r.stdout
+    r = CliRunner().invoke(cli, ["study", "--out", str(out), "--report-only"])
+    assert r.exit_code == 0 and "| SLDD(1/class) | 2 |" in r.stdout
+
+
+def test_study_bad_input_is_exit_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    grid = tmp_path / "g.toml"
+    grid.write_text("kind = 'table1'\nsedes = [0]\n")
+    code, err = _exit_code(["study", "--grid", str(grid), *DATA, "--out", str(tmp_path / "s")], capsys)
+    assert code == 2 and "unknown keys ['sedes']" in err and str(grid) in err
+    code, err = _exit_code(["study", "--seeds", "0,x", *DATA, "--out", str(tmp_path / "s")], capsys)
+    assert code == 2 and "--seeds" in err
+    code, err = _exit_code(["study", "--data", str(tmp_path / "nope.npz"), "--out", str(tmp_path / "s")], capsys)
+    assert code == 2 and "nope.npz" in err
+    assert not (tmp_path / "s" / "cells").exists()  # nothing started on bad data
+    code, err = _exit_code(["study", "--report-only", "--out", str(tmp_path / "none")], capsys)
+    assert code == 2 and "not a study folder" in err
+
+
+def test_distill_select_val_hm_records_how_the_iterate_was_chosen(tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    r = CliRunner().invoke(cli, ["distill", *DATA, "--arch-option", "depth=2", "--arch-option", "width=8",
+                                 "--steps", "2", "--iterations", "4", "--batch-real", "12", "--device", "cpu",
+                                 "--select", "val-hm", "--select-every", "2", "--val-fraction", "0.25",
+                                 "--out", str(run)])
+    assert r.exit_code == 0, r.output
+    assert "selection: image-level HM on" in r.stderr
+    manifest = json.loads((run / "final" / "manifest.json").read_text())
+    opts = manifest["distill"]["options"]
+    assert opts["select"] == "val-hm" and opts["selection"]["rule"] == "val-hm"
+    assert opts["selected_iteration"] in (2, 4) and "held out by image" in opts["selection"]["held_out"]
+    events = [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines()]
+    cands = [e for e in events if e.get("event") == "candidate"]
+    assert [e["iteration"] for e in cands] == [2, 4]
+    best = max(cands, key=lambda e: (e["score"], -e["iteration"]))
+    assert opts["selected_iteration"] == best["iteration"]

@@ -1,0 +1,117 @@
+"""``--select val-hm|val-acc``: the held-out part, the scorer hook of the distiller, what the file records."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from sldpack.errors import UsageError
+from sldpack.nn.distill import DistillConfig, distill
+from sldpack.pipelines.inputs import DataSpec
+from sldpack.pipelines.selection import make_val_scorer, open_train_val
+
+SPEC = DataSpec(phantom=16, phantom_size=64, patch_size=16, stride=8)
+
+
+def tiny(**kw: object) -> DistillConfig:
+    base: dict[str, object] = {"arch_options": {"depth": 2, "width": 8}, "steps": 2, "iterations": 6,
+                               "batch_real": 12, "device": "cpu", "checkpoint_every": 2, "bn_batches": 2,
+                               "bn_batch_size": 32, "lr": 0.05}
+    base.update(kw)
+    return DistillConfig(**base)  # type: ignore[arg-type]
+
+
+def test_held_out_part_is_disjoint_and_stratified() -> None:
+    tv = open_train_val(SPEC, val_fraction=0.25, seed=0)
+    train_all = SPEC.select("train").data
+    assert tv.opened.selection is not None
+    tr, va = tv.opened.selection.data, tv.val.data
+    assert len(tr) + len(va) == len(train_all)
+    assert not set(tr.names) & set(va.names)
+    assert set(np.unique(va.labels)) == {0, 1}  # both classes held out
+    assert "held out by image" in tv.rule
+    # the test split is untouched by the holdout
+    assert not set(va.names) & set(SPEC.select("test").data.names)
+
+
+def test_holdout_errors() -> None:
+    with pytest.raises(UsageError, match="fraction"):
+        open_train_val(SPEC, val_fraction=1.0)
+    with pytest.raises(UsageError, match="plug-in"):
+        open_train_val(DataSpec(source="phantom:n=10"))
+
+
+def test_medmnist_uses_its_own_val_split(shared_data: Path) -> None:
+    spec = DataSpec(data=str(shared_data / "breastmnist_28.npz"))
+    tv = open_train_val(spec)
+    assert len(tv.val.data) == 78 and "own 'val' split" in tv.rule
+    assert len(tv.opened.source) == 546  # type: ignore[arg-type]
+
+
+def test_val_selection_writes_the_best_scoring_iterate_and_records_the_rule(tmp_path: Path) -> None:
+    tv = open_train_val(SPEC, val_fraction=0.25, seed=0)
+    src = tv.opened.source
+    scores = iter([0.2, 0.9, 0.5])  # candidates at iterations 2, 4, 6: iterate 4 must win
+
+    def mock(module: torch.nn.Module) -> float:
+        assert not module.training  # a finished network (eval mode) is scored
+        return next(scores)
+
+    mock.description = "mock scores"  # type: ignore[attr-defined]
+    res = distill(src, tiny(select="val-hm", select_every=2), run_dir=tmp_path / "val", scorer=mock)
+    opts = res.manifest.distill.options  # type: ignore[union-attr]
+    assert opts["select"] == "val-hm" and opts["selected_iteration"] == 4
+    assert opts["selection"] == {"rule": "val-hm", "score": 0.9, "every": 2, "held_out": "mock scores"}
+    # the written images are iterate 4 of the same trajectory (a 4-iteration run with select=last)
+    ref = distill(src, tiny(iterations=4, select="last"))
+    np.testing.assert_array_equal(res.tensors["images"].array, ref.tensors["images"].array)
+    np.testing.assert_array_equal(res.tensors["lrs"].array, ref.tensors["lrs"].array)
+
+
+def test_val_selection_survives_a_resume(tmp_path: Path) -> None:
+    tv = open_train_val(SPEC, val_fraction=0.25, seed=0)
+    src = tv.opened.source
+    table = {2: 0.7, 4: 0.1, 6: 0.3}
+    calls: list[int] = []
+
+    def by_iteration(_m: torch.nn.Module) -> float:
+        calls.append(len(calls))
+        return table[2 * len(calls)]
+
+    class KilledError(Exception):
+        pass
+
+    def stop(done: int, _loss: float) -> None:
+        if done == 4:
+            raise KilledError
+
+    with pytest.raises(KilledError):
+        distill(src, tiny(select="val-acc", select_every=2), run_dir=tmp_path / "r", scorer=by_iteration,
+                on_iteration=stop)
+    res = distill(src, tiny(select="val-acc", select_every=2), run_dir=tmp_path / "r", resume=True,
+                  scorer=by_iteration)
+    # iterate 2 (0.7) was found before the kill; the checkpoint kept it
+    assert res.manifest.distill.options["selected_iteration"] == 2  # type: ignore[union-attr]
+
+
+def test_val_rule_needs_a_scorer() -> None:
+    tv = open_train_val(SPEC, val_fraction=0.25, seed=0)
+    with pytest.raises(UsageError, match="scorer"):
+        distill(tv.opened.source, tiny(select="val-hm"))
+    with pytest.raises(UsageError, match="select"):
+        tiny(select="val-loss").validate()
+
+
+def test_real_scorer_scores_hm_and_accuracy() -> None:
+    tv = open_train_val(SPEC, val_fraction=0.25, seed=0)
+    src = tv.opened.source
+    res = distill(src, tiny(iterations=2, select="last"))
+    hm = make_val_scorer(tv.val, src, "val-hm", settings=tv.opened.settings)
+    acc = make_val_scorer(tv.val, src, "val-acc", settings=tv.opened.settings)
+    assert 0.0 <= hm(res.module) <= 1.0 and 0.0 < acc(res.module) <= 1.0
+    assert "HM" in hm.description and "accuracy" in acc.description  # type: ignore[attr-defined]
+    with pytest.raises(UsageError):
+        make_val_scorer(tv.val, src, "val-auc")

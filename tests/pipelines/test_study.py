@@ -1,0 +1,248 @@
+"""``sldpack.pipelines.study`` / ``study_report``: the grid, resumable cells, paired bootstrap, min-images."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from sldpack.errors import UsageError
+from sldpack.medical.metrics import binary_metrics
+from sldpack.pipelines.inputs import DataSpec, RuntimeSpec
+from sldpack.pipelines.study import Cell, Row, StudyGrid, execute_cell, plan_cells, plan_rows, run_study
+from sldpack.pipelines.study_report import RowSummary, hm_of, min_images, paired_bootstrap_hm
+
+SPEC = DataSpec(phantom=12, phantom_size=64, patch_size=16, stride=8)
+RT = RuntimeSpec(device="cpu", threads=1)
+TINY = StudyGrid(seeds=(0, 1), images_per_class=(1,), methods=("sldd",), normal=("all",),
+                 arch_options={"depth": 2, "width": 8},
+                 distill={"steps": 2, "iterations": 3, "batch_real": 12, "checkpoint_every": 1, "bn_batches": 2,
+                          "bn_batch_size": 32},
+                 train={"steps": 4, "batch_size": 16}, bootstrap=200)
+
+
+def in_process(calls: list[str], kill_at: int | None = None) -> Any:
+    """A launcher running cells in this process; raises KeyboardInterrupt (a kill) at call ``kill_at``."""
+    def launch(cfg: Path, res: Path, log: Path) -> int:
+        calls.append(cfg.parent.name)
+        if kill_at is not None and len(calls) == kill_at:
+            raise KeyboardInterrupt
+        execute_cell(cfg, res)
+        return 0
+    return launch
+
+
+# --- statistics ---------------------------------------------------------------------------------------
+
+def test_hm_of_matches_binary_metrics() -> None:
+    rng = np.random.default_rng(0)
+    t = rng.integers(0, 2, 50)
+    p = rng.integers(0, 2, 50)
+    assert hm_of(t, p) == pytest.approx(binary_metrics(t, p).hm, abs=1e-12)
+    assert np.isnan(hm_of(np.ones(5), np.ones(5)))  # no negatives: HM undefined
+
+
+def test_paired_bootstrap_known_answers() -> None:
+    true = np.array([0] * 20 + [1] * 20)
+    perfect = np.stack([true, true])
+    all_pos = np.ones((2, 40), dtype=np.int64)
+    # A perfect, B calls everything positive (Spe 0, HM 0): HM(A) - HM(B) = 1 in every resample
+    d, lo, hi = paired_bootstrap_hm(true, perfect, all_pos, resamples=500, seed=1)
+    assert (d, lo, hi) == (1.0, 1.0, 1.0)
+    d, lo, hi = paired_bootstrap_hm(true, perfect, perfect, resamples=500, seed=1)
+    assert (d, lo, hi) == (0.0, 0.0, 0.0)
+    # B misses half the positives: HM(B) = 2*0.5*1/1.5 = 2/3 on the full set
+    half = perfect.copy()
+    half[:, 20:30] = 0
+    d, lo, hi = paired_bootstrap_hm(true, perfect, half, resamples=2000, seed=3)
+    assert d == pytest.approx(1 / 3)
+    assert 0.0 < lo < d < hi < 1.0
+    # seeded: the same call gives the same interval
+    assert paired_bootstrap_hm(true, perfect, half, resamples=2000, seed=3) == (d, lo, hi)
+
+
+def test_paired_bootstrap_ci_narrows_with_more_images() -> None:
+    rng = np.random.default_rng(5)
+    widths = []
+    for n in (40, 400):
+        t = np.repeat([0, 1], n // 2)
+        a = np.where(rng.random(n) < 0.85, t, 1 - t)[None]
+        b = np.where(rng.random(n) < 0.75, t, 1 - t)[None]
+        _, lo, hi = paired_bootstrap_hm(t, a, b, resamples=1000, seed=0)
+        widths.append(hi - lo)
+    assert widths[1] < widths[0] / 2
+
+
+def _summary(method: str, k: int, hms: list[float], params: int = 1000) -> RowSummary:
+    runs = [{"config": {"seed": s}, "metrics": {"hm": v}, "n_params": params, "bytes": 10, "wall_seconds": 1.0}
+            for s, v in enumerate(hms)]
+    return RowSummary((method, k, "convnet@1", False), f"{method}({k})", runs)
+
+
+def test_min_images_picks_the_smallest_k_reaching_the_target() -> None:
+    rows = [_summary("sldd", 4, [0.9, 0.92]), _summary("sldd", 1, [0.6, 0.7]), _summary("sldd", 2, [0.79, 0.83]),
+            _summary("dd", 1, [0.5, 0.5]), _summary("dd", 2, [0.6, 0.7])]
+    out = {m["method"]: m for m in min_images(rows, 0.8)}
+    assert out["sldd"]["min_k"] == 2  # mean 0.81 >= 0.8; k=1 (0.65) does not reach it; k=4 is larger
+    assert out["sldd"]["hm_at_min_k"] == pytest.approx(0.81)
+    assert out["sldd"]["n_params"] == 1000
+    assert out["dd"]["min_k"] is None
+
+
+# --- the grid -----------------------------------------------------------------------------------------
+
+def test_rows_of_each_kind() -> None:
+    t1 = StudyGrid(images_per_class=(2, 1), normal=("all", 50))
+    labels = [r.label() for r in plan_rows(t1)]
+    assert labels == ["SLDD(1/class)", "SLDD(2/class)", "DD(1/class)", "DD(2/class)", "normal(all)",
+                      "normal(50/class)"]
+    bn = plan_rows(StudyGrid(kind="batchnorm", methods=("sldd",), normal=()))
+    assert [(r.method, r.batchnorm) for r in bn] == [("sldd", False), ("sldd", True)]
+    mi = plan_rows(StudyGrid(kind="min-images", archs=("convnet@1", "lenet@1"), images_per_class=(1, 2), normal=()))
+    assert len(mi) == 8 and {r.arch for r in mi} == {"convnet@1", "lenet@1"}
+    cells = plan_cells(StudyGrid(seeds=(3, 4)))
+    assert [c.seed for c in cells] == [3, 3, 3, 4, 4, 4]
+    assert Cell(Row("sldd", 2, "convnet@1", True), 1).id == "sldd-2-convnetv1-bn-s1"
+
+
+def test_grid_from_toml_and_its_errors(tmp_path: Path) -> None:
+    p = tmp_path / "g.toml"
+    p.write_text('kind = "min-images"\nseeds = [0, 1]\nimages_per_class = [1, 2]\nnormal = []\n'
+                 'target_hm = 0.7\n[distill]\niterations = 5\nselect = "val-hm"\n[arch_options."convnet@1"]\n'
+                 'width = 8\n')
+    g = StudyGrid.from_toml(p)
+    g.validate()
+    assert g.kind == "min-images" and g.seeds == (0, 1) and g.options_for("convnet@1") == {"width": 8}
+    assert g.options_for("lenet@1") == {}
+    p.write_text("kind = 'table1'\ncolour = 3\n")
+    with pytest.raises(UsageError, match="unknown keys"):
+        StudyGrid.from_toml(p)
+    p.write_text("kind = \n")
+    with pytest.raises(UsageError, match="not valid TOML"):
+        StudyGrid.from_toml(p)
+    with pytest.raises(UsageError, match="unknown settings"):
+        StudyGrid(distill={"iteratoins": 3}).validate()
+    with pytest.raises(UsageError, match="may not set"):
+        StudyGrid(distill={"mode": "dd"}).validate()
+    with pytest.raises(UsageError, match="kind"):
+        StudyGrid(kind="table9").validate()
+
+
+# --- running ------------------------------------------------------------------------------------------
+
+def _rows_without_time(root: Path) -> list[dict[str, Any]]:
+    doc = json.loads((root / "results.json").read_text())
+    for r in doc["rows"]:
+        r.pop("wall_seconds")
+    return list(doc["rows"])
+
+
+def test_tiny_phantom_study_writes_every_output_and_resumes_after_a_kill(tmp_path: Path) -> None:
+    clean = tmp_path / "clean"
+    calls: list[str] = []
+    out = run_study(clean, TINY, SPEC, RT, launcher=in_process(calls))
+    assert len(out.ran) == 4 and not out.failed and len(calls) == 4
+    for name in ("table.md", "rows.csv", "runs.csv", "comparisons.csv", "results.json", "hm_vs_bytes.png"):
+        assert (clean / name).is_file(), name
+    with Image.open(clean / "hm_vs_bytes.png") as im:
+        assert im.size == (900, 560)
+    with (clean / "rows.csv").open() as fh:
+        rows = list(csv.DictReader(fh))
+    assert [r["row"] for r in rows] == ["SLDD(1/class)", "normal(all)"]
+    assert all(r["runs"] == "2" for r in rows)
+    with (clean / "runs.csv").open() as fh:
+        runs = list(csv.DictReader(fh))
+    assert len(runs) == 4 and all(0.0 <= float(r["hm"]) <= 1.0 for r in runs)
+    sldd = [r for r in runs if r["method"] == "sldd"]
+    assert all(int(r["bytes"]) > 1000 for r in sldd)  # the .sldp file size
+    doc = json.loads((clean / "results.json").read_text())
+    assert [(c["a"], c["b"]) for c in doc["comparisons"]] == [("SLDD(1/class)", "normal(all)")]
+    assert "SLDD(1/class)" in (clean / "table.md").read_text()
+
+    # killed at the third cell: two results exist; the rerun skips them and gives the same table
+    killed = tmp_path / "killed"
+    calls = []
+    with pytest.raises(KeyboardInterrupt):
+        run_study(killed, TINY, SPEC, RT, launcher=in_process(calls, kill_at=3))
+    assert len(list((killed / "cells").glob("*.json"))) == 2
+    calls = []
+    out = run_study(killed, TINY, SPEC, RT, launcher=in_process(calls))
+    assert len(out.skipped) == 2 and len(out.ran) == 2 and len(calls) == 2
+    assert _rows_without_time(killed) == _rows_without_time(clean)
+    # nothing left to do: everything skipped
+    calls = []
+    out = run_study(killed, TINY, SPEC, RT, launcher=in_process(calls))
+    assert len(out.skipped) == 4 and calls == []
+    # other settings in the same folder are refused, not mixed into the table
+    with pytest.raises(UsageError, match="other settings"):
+        run_study(killed, StudyGrid(**{**TINY.__dict__, "train": {"steps": 5, "batch_size": 16}}), SPEC, RT,
+                  launcher=in_process([]))
+
+
+def test_a_killed_distillation_cell_resumes_its_run_directory(tmp_path: Path) -> None:
+    from sldpack.pipelines.study import cell_config
+
+    grid = StudyGrid(**{**TINY.__dict__, "seeds": (0,), "normal": ()})
+    cell = plan_cells(grid)[0]
+    cfg = cell_config(grid, cell, SPEC, RT)
+    d = tmp_path / "cells" / cell.id
+    d.mkdir(parents=True)
+    (d / "cell.json").write_text(json.dumps(cfg))
+    # a first attempt stopped after iteration 2 of 3 (checkpoint every iteration)
+    from sldpack.nn.distill import DistillConfig, distill
+    from sldpack.pipelines.inputs import open_source
+
+    class KilledError(Exception):
+        pass
+
+    def stop(done: int, _loss: float) -> None:
+        if done == 2:
+            raise KilledError
+
+    dcfg = DistillConfig(arch_options={"depth": 2, "width": 8}, mode="sldd", images_per_class=1, seed=0,
+                         device="cpu", **grid.distill)
+    with pytest.raises(KilledError):
+        distill(open_source(SPEC, "train", medmnist_as_stored=True).source, dcfg, run_dir=d / "run",
+                on_iteration=stop)
+    execute_cell(d / "cell.json", tmp_path / "res.json")
+    res = json.loads((tmp_path / "res.json").read_text())
+    assert res["resumed_from"] == 2
+    execute_cell_fresh = tmp_path / "fresh"
+    (execute_cell_fresh).mkdir()
+    (execute_cell_fresh / "cell.json").write_text(json.dumps(cfg))
+    execute_cell(execute_cell_fresh / "cell.json", tmp_path / "fresh.json")
+    fresh = json.loads((tmp_path / "fresh.json").read_text())
+    assert fresh["theta_opt_sha256"] == res["theta_opt_sha256"]  # resuming changed nothing
+    assert fresh["metrics"] == res["metrics"]
+
+
+def test_study_refuses_bad_options(tmp_path: Path) -> None:
+    with pytest.raises(UsageError, match="--split"):
+        run_study(tmp_path / "s", TINY, DataSpec(phantom=12, split="train"), RT, launcher=in_process([]))
+    with pytest.raises(UsageError, match="jobs"):
+        run_study(tmp_path / "s", TINY, SPEC, RT, jobs=0, launcher=in_process([]))
+    with pytest.raises(UsageError, match="exactly one data source"):
+        run_study(tmp_path / "s", TINY, DataSpec(), RT, launcher=in_process([]))
+
+
+def test_a_cell_with_validation_selection_records_the_rule(tmp_path: Path) -> None:
+    from sldpack.pipelines.study import cell_config
+
+    grid = StudyGrid(**{**TINY.__dict__, "seeds": (0,), "normal": (),
+                        "distill": {**TINY.distill, "select": "val-acc", "select_every": 1, "val_fraction": 0.25}})
+    grid.validate()
+    cell = plan_cells(grid)[0]
+    d = tmp_path / cell.id
+    d.mkdir()
+    (d / "cell.json").write_text(json.dumps(cell_config(grid, cell, SPEC, RT)))
+    execute_cell(d / "cell.json", tmp_path / "r.json")
+    res = json.loads((tmp_path / "r.json").read_text())
+    assert res["selection"]["rule"] == "val-acc" and "held out by image" in res["selection"]["held_out"]
+    assert 1 <= res["selected_iteration"] <= 3
+    # the test images are the test split, never the held-out part of the training images
+    assert res["test"]["split"] == "test" and res["test"]["images"] == len(SPEC.select("test").data)
