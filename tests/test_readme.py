@@ -64,7 +64,7 @@ def test_exit_codes_agree_in_readme_help_and_table() -> None:
 
 
 def test_cpu_advice_comes_before_the_first_install_command() -> None:
-    advice = README.index("download.pytorch.org/whl/cpu")
+    advice = README.index("CPU-only machine? Read this first")
     first_install = README.index('pip install -e ".[torch]"')
     assert advice < README.index("```bash") and advice < README.index(_bash_blocks()[0])
     assert first_install > 0
