@@ -7,12 +7,14 @@ Shared by the eager folder loader (:func:`sldpack.medical.loaders.load_folder`) 
 from __future__ import annotations
 
 import csv
+import os
+from dataclasses import dataclass
 from pathlib import Path
 
-from sldpack.errors import DataError
+from sldpack.errors import DataError, UsageError
 from sldpack.medical.images import IMAGE_EXTENSIONS
 
-__all__ = ["find_by_name", "index_folder", "read_labels_csv"]
+__all__ = ["FolderEntry", "FolderListing", "find_by_name", "index_folder", "list_folder", "read_labels_csv", "unlisted"]
 
 
 def read_labels_csv(path: Path) -> list[tuple[int, str, int]]:
@@ -76,3 +78,77 @@ def index_folder(folder: Path) -> dict[str, list[Path]]:
         if f.is_file() and f.suffix.lower() in IMAGE_EXTENSIONS:
             out.setdefault(f.stem, []).append(f)
     return out
+
+
+@dataclass(frozen=True)
+class FolderEntry:
+    """One CSV row resolved to files: where it was listed, the image, its mask (or ``None``) and its label."""
+
+    context: str
+    image: Path
+    mask: Path | None
+    label: int
+
+
+@dataclass(frozen=True)
+class FolderListing:
+    """A folder resolved by the one rule shared by the eager and the lazy loader (nothing decoded yet)."""
+
+    root: Path
+    csv_path: Path
+    masks_dir: Path | None
+    target: tuple[int, int] | None
+    entries: tuple[FolderEntry, ...]
+
+
+def unlisted(files: dict[str, list[Path]], seen: set[str] | frozenset[str]) -> list[str]:
+    """Image file names of an :func:`index_folder` result that are not in ``seen``, sorted."""
+    return sorted(f.name for paths in files.values() for f in paths if f.name not in seen)
+
+
+def list_folder(root: Path, *, labels_csv: str | os.PathLike[str] | None = None,
+                masks_dir: str | os.PathLike[str] | None = None,
+                size: int | tuple[int, int] | None = None, unlabelled: str = "error") -> FolderListing:
+    """Resolve a labelled image folder to files before anything is decoded.
+
+    The folder's own ``labels.csv`` must name every image file, unless ``unlabelled="skip"``; a CSV given
+    explicitly selects (and orders) a subset on purpose. Every listed image must exist once; with a masks
+    folder every image needs a mask of the same stem.
+
+    Raises:
+        DataError: a missing folder/CSV/image/mask, a file listed twice, unlisted images (``"error"``).
+        UsageError: a bad ``size`` or ``unlabelled`` value.
+    """
+    if not root.is_dir():
+        raise DataError(f"{root}: not a folder")
+    if unlabelled not in ("error", "skip"):
+        raise UsageError(f"unlabelled must be 'error' or 'skip', got {unlabelled!r}")
+    target = None if size is None else ((size, size) if isinstance(size, int) else (int(size[0]), int(size[1])))
+    if target is not None and (target[0] < 1 or target[1] < 1):
+        raise UsageError(f"size must be positive, got {size!r}")
+    csv_path = Path(labels_csv) if labels_csv is not None else root / "labels.csv"
+    rows = read_labels_csv(csv_path)
+    mdir: Path | None
+    if masks_dir is not None:
+        mdir = Path(masks_dir)
+        if not mdir.is_dir():
+            raise DataError(f"{mdir}: masks folder not found")
+    else:
+        mdir = root / "masks" if (root / "masks").is_dir() else None
+    files = index_folder(root)
+    mfiles = index_folder(mdir) if mdir is not None else {}
+    entries: list[FolderEntry] = []
+    seen: dict[str, int] = {}
+    for line, name, label in rows:
+        ctx = f"{csv_path}: line {line}"
+        f = find_by_name(root, name, files, "image", ctx)
+        if f.name in seen:
+            raise DataError(f"{ctx}: {f.name!r} is listed twice (first on line {seen[f.name]})")
+        seen[f.name] = line
+        mask = find_by_name(mdir, f.stem, mfiles, "mask", f"{ctx} ({f.name})") if mdir is not None else None
+        entries.append(FolderEntry(ctx, f, mask, label))
+    missing = unlisted(files, frozenset(seen)) if labels_csv is None else []
+    if missing and unlabelled == "error":  # no image silently dropped
+        raise DataError(f"{csv_path}: {len(missing)} image file(s) in {root} have no row (the first: "
+                        f"{missing[0]!r}); add their labels, or pass --unlabelled skip to leave them out")
+    return FolderListing(root, csv_path, mdir, target, tuple(entries))

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import zipfile
 import zlib
-from collections.abc import Container, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -32,7 +32,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from sldpack.errors import DataError, UsageError
-from sldpack.medical.folders import find_by_name, index_folder, read_labels_csv
+from sldpack.medical.folders import index_folder, list_folder, unlisted
 from sldpack.medical.images import IMAGE_EXTENSIONS, PathLike, apply_window, read_dicom, read_image_file, resize_u8
 from sldpack.medical.imageset import ImageSet
 
@@ -366,39 +366,20 @@ def load_folder(
             raise UsageError(f"{root}: the store holds {store.shape[0]}x{store.shape[1]} px images; "
                              "convert it again with --size to resize")
         return store
-    csv_path = Path(labels_csv) if labels_csv is not None else root / "labels.csv"
-    rows = read_labels_csv(csv_path)
-    mdir: Path | None
-    if masks_dir is not None:
-        mdir = Path(masks_dir)
-        if not mdir.is_dir():
-            raise DataError(f"{mdir}: masks folder not found")
-    else:
-        mdir = root / "masks" if (root / "masks").is_dir() else None
-    target = None if size is None else ((size, size) if isinstance(size, int) else (int(size[0]), int(size[1])))
-    if target is not None and (target[0] < 1 or target[1] < 1):
-        raise UsageError(f"size must be positive, got {size!r}")
-
-    files = index_folder(root)
-    mfiles = index_folder(mdir) if mdir is not None else {}
+    listing = list_folder(root, labels_csv=labels_csv, masks_dir=masks_dir, size=size, unlabelled=unlabelled)
+    target, n = listing.target, len(listing.entries)
     # filled once the first image fixes the shape: no list + np.stack copy (peak memory = the data set)
     images: NDArray[np.uint8] | None = None
     masks: NDArray[np.uint8] | None = None
     labels: list[int] = []
     names: list[str] = []
-    seen: dict[str, int] = {}
-    for line, name, label in rows:
-        ctx = f"{csv_path}: line {line}"
-        f = find_by_name(root, name, files, "image", ctx)
-        if f.name in seen:
-            raise DataError(f"{ctx}: {f.name!r} is listed twice (first on line {seen[f.name]})")
-        seen[f.name] = line
+    for e in listing.entries:
+        f = e.image
         img = read_image_file(f, window=window)
-        if mdir is not None:
-            mf = find_by_name(mdir, f.stem, mfiles, "mask", f"{ctx} ({f.name})")
-            raw = read_image_file(mf)
+        if e.mask is not None:
+            raw = read_image_file(e.mask)
             if raw.shape != img.shape:
-                raise DataError(f"{mf}: mask shape {raw.shape} differs from image {f.name} shape {img.shape}")
+                raise DataError(f"{e.mask}: mask shape {raw.shape} differs from image {f.name} shape {img.shape}")
             m = (raw == 1) if int(raw.max()) == 1 else (raw > 127)
             mu8 = m.astype(np.uint8)
             if target is not None:
@@ -406,8 +387,8 @@ def load_folder(
         if target is not None:
             img = resize_u8(img, target, nearest=False)
         if images is None:
-            images = np.empty((len(rows), *img.shape), dtype=np.uint8)
-            masks = np.empty((len(rows), *img.shape), dtype=np.uint8) if mdir is not None else None
+            images = np.empty((n, *img.shape), dtype=np.uint8)
+            masks = np.empty((n, *img.shape), dtype=np.uint8) if listing.masks_dir is not None else None
         elif img.shape != images.shape[1:]:
             raise DataError(
                 f"{f}: shape {img.shape} differs from {names[0]} {images.shape[1:]}; pass size= to resize"
@@ -416,29 +397,18 @@ def load_folder(
         images[k] = img
         if masks is not None:
             masks[k] = mu8
-        labels.append(label)
+        labels.append(e.label)
         names.append(f.name)
     assert images is not None  # rows is never empty (checked by read_labels_csv)
-    if unlabelled not in ("error", "skip"):
-        raise UsageError(f"unlabelled must be 'error' or 'skip', got {unlabelled!r}")
-    # the folder's own labels.csv must cover every image; a CSV passed explicitly selects a subset on purpose
-    missing = _unlisted(files, seen) if labels_csv is None else []
-    if missing and unlabelled == "error":
-        raise DataError(f"{csv_path}: {len(missing)} image file(s) in {root} have no row (the first: "
-                        f"{missing[0]!r}); add their labels, or pass --unlabelled skip to leave them out")
     return ImageSet(images=images, masks=masks, labels=np.asarray(labels, dtype=np.int64), names=tuple(names))
 
 
 # --- dispatch -------------------------------------------------------------------------------------------
 
 
-def _unlisted(files: dict[str, list[Path]], seen: Container[str]) -> list[str]:
-    return sorted(f.name for paths in files.values() for f in paths if f.name not in seen)
-
-
 def count_unlabelled(folder: PathLike, loaded: ImageSet) -> int:
     """How many image files of ``folder`` are not in ``loaded`` (left out by ``unlabelled="skip"``)."""
-    return len(_unlisted(index_folder(Path(folder)), set(loaded.names)))
+    return len(unlisted(index_folder(Path(folder)), set(loaded.names)))
 
 
 def load_images(path: PathLike, *, split: str | None = None, size: int | tuple[int, int] | None = None) -> ImageSet:

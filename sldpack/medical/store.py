@@ -417,46 +417,16 @@ def open_folder_lazy(
         DataError: as ``load_folder`` for the folder, CSV and names (every listed file must exist).
         UsageError: bad ``size`` or ``cache_bytes``.
     """
-    from sldpack.medical.folders import find_by_name, index_folder, read_labels_csv
+    from sldpack.medical.folders import list_folder
 
     root = Path(folder)
-    if not root.is_dir():
-        raise DataError(f"{root}: not a folder")
     if isinstance(cache_bytes, bool) or not isinstance(cache_bytes, int) or cache_bytes < 0:
         raise UsageError(f"cache_bytes must be a non-negative integer, got {cache_bytes!r}")
-    csv_path = Path(labels_csv) if labels_csv is not None else root / "labels.csv"
-    rows = read_labels_csv(csv_path)
-    mdir: Path | None
-    if masks_dir is not None:
-        mdir = Path(masks_dir)
-        if not mdir.is_dir():
-            raise DataError(f"{mdir}: masks folder not found")
-    else:
-        mdir = root / "masks" if (root / "masks").is_dir() else None
-    target = None if size is None else ((size, size) if isinstance(size, int) else (int(size[0]), int(size[1])))
-    if target is not None and (target[0] < 1 or target[1] < 1):
-        raise UsageError(f"size must be positive, got {size!r}")
-    files = index_folder(root)
-    mfiles = index_folder(mdir) if mdir is not None else {}
-    images: list[Path] = []
-    masks: list[Path] = []
-    labels: list[int] = []
-    seen: dict[str, int] = {}
-    for line, name, label in rows:
-        ctx = f"{csv_path}: line {line}"
-        f = find_by_name(root, name, files, "image", ctx)
-        if f.name in seen:
-            raise DataError(f"{ctx}: {f.name!r} is listed twice (first on line {seen[f.name]})")
-        seen[f.name] = line
-        images.append(f)
-        if mdir is not None:
-            masks.append(find_by_name(mdir, f.stem, mfiles, "mask", f"{ctx} ({f.name})"))
-        labels.append(label)
-    missing = sorted(f.name for paths in files.values() for f in paths if f.name not in seen) \
-        if labels_csv is None else []
-    if missing and unlabelled != "skip":  # the load_folder rule: no image silently dropped
-        raise DataError(f"{csv_path}: {len(missing)} image file(s) in {root} have no row (the first: "
-                        f"{missing[0]!r}); add their labels, or pass --unlabelled skip to leave them out")
+    listing = list_folder(root, labels_csv=labels_csv, masks_dir=masks_dir, size=size, unlabelled=unlabelled)
+    target, mdir = listing.target, listing.masks_dir
+    images = [e.image for e in listing.entries]
+    masks = [e.mask for e in listing.entries if e.mask is not None]
+    labels = [e.label for e in listing.entries]
 
     read_image = _FileReader(mask=False, target=target, window=window)
     read_mask = _FileReader(mask=True, target=target, window=None)
