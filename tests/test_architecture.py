@@ -169,11 +169,8 @@ _FORBIDDEN: dict[str, tuple[str, ...]] = {
     "sldpack.pipelines": ("sldpack.cli",),
 }
 
-# Known, owned elsewhere: nn/distill.py takes its data through the RealSource protocol of
-# pipelines/sources.py; it moves with the split of distill.py (issue 12).
-_ALLOWED_EDGES = {("sldpack.nn.distill", "sldpack.pipelines.sources"),
-                  # the error codes' descriptions are format constants (a leaf module, no imports of its own)
-                  ("sldpack.errors", "sldpack.format.constants")}
+# the error codes' descriptions are format constants (a leaf module, no imports of its own)
+_ALLOWED_EDGES = {("sldpack.errors", "sldpack.format.constants")}
 
 
 @pytest.mark.parametrize("layer", sorted(_FORBIDDEN))

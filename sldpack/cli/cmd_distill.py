@@ -5,6 +5,7 @@ Torch is imported only inside the commands, so ``sldp --help`` stays fast.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import sys
 from pathlib import Path
@@ -26,71 +27,72 @@ from sldpack.cli.options import (
     runtime_options,
 )
 from sldpack.errors import UsageError
+from sldpack.format.constants import COMPRESSIONS
+from sldpack.nn.config import SELECT_RULES, UNROLL_MODES, DistillConfig
 
 __all__ = ["distill_cmd", "pack_cmd", "replay_cmd"]
 
 
-# command-line option -> DistillConfig field (DistillConfig is owned by the distiller; its names stay)
-_OPT_FIELDS = {
-    "arch": "arch", "batchnorm": "batchnorm", "mode": "mode", "images_per_class": "images_per_class",
-    "schedule": "schedule", "steps": "steps", "epochs": "epochs", "iterations": "iterations",
-    "batch_real": "batch_real", "lr": "lr", "label_lr": "lr_labels", "lrs_lr": "lr_lrs", "inner_lr": "inner_lr",
-    "label_init": "label_init", "image_init": "image_init", "balanced": "balanced", "seed": "seed",
-    "checkpoint_every": "checkpoint_every", "device": "device", "compression": "compression",
-    "bn_batches": "bn_batches", "select": "select", "select_every": "select_every", "unroll": "unroll",
-    "unroll_checkpoint": "unroll_checkpoint", "shard_images": "shard_images",
-}
+# The distiller's settings are defined once (sldpack.nn.config, torch-free): every option below that sets one
+# has the field's name as its parameter name and the field's default as its default.
+_D = DistillConfig()
+_CONFIG_FIELDS = frozenset(f.name for f in dataclasses.fields(DistillConfig))
 
 
 @click.command("distill")
 @data_options
 @click.option("--class-names", metavar="A,B,...", help="Class names in label order (default: from the data).")
-@click.option("--arch", default="convnet@1", show_default=True, help="Architecture id from the zoo.")
+@click.option("--arch", default=_D.arch, show_default=True, help="Architecture id from the zoo.")
 @click.option("--arch-option", multiple=True, metavar="KEY=VALUE", help="Architecture option, e.g. width=64.")
-@click.option("--batchnorm/--no-batchnorm", default=False, show_default=True, help="Batch-norm variant.")
-@click.option("--mode", type=click.Choice(["sldd", "dd"]), default="sldd", show_default=True,
+@click.option("--batchnorm/--no-batchnorm", default=_D.batchnorm, show_default=True, help="Batch-norm variant.")
+@click.option("--mode", type=click.Choice(["sldd", "dd"]), default=_D.mode, show_default=True,
               help="sldd: learn soft labels; dd: fixed one-hot labels.")
-@click.option("--images-per-class", "-M", "images_per_class", type=COUNT, default=1, show_default=True,
+@click.option("--images-per-class", "-M", "images_per_class", type=COUNT, default=_D.images_per_class,
+              show_default=True,
               help="Distilled images per class (per step with --schedule per-step).")
-@click.option("--schedule", type=click.Choice(["all", "per-step"]), default="all", show_default=True,
+@click.option("--schedule", type=click.Choice(["all", "per-step"]), default=_D.schedule, show_default=True,
               help="all: every step sees all images; per-step: each step its own images.")
-@click.option("--steps", type=COUNT, default=10, show_default=True, help="Inner steps per epoch.")
-@click.option("--epochs", type=COUNT, default=1, show_default=True, help="Passes over the steps (T = steps x epochs).")
-@click.option("--iterations", type=COUNT, default=300, show_default=True, help="Outer iterations (Adam steps).")
-@click.option("--batch-real", "-K", "batch_real", type=COUNT, default=32, show_default=True,
+@click.option("--steps", type=COUNT, default=_D.steps, show_default=True, help="Inner steps per epoch.")
+@click.option("--epochs", type=COUNT, default=_D.epochs, show_default=True,
+              help="Passes over the steps (T = steps x epochs).")
+@click.option("--iterations", type=COUNT, default=_D.iterations, show_default=True,
+              help="Outer iterations (Adam steps).")
+@click.option("--batch-real", "-K", "batch_real", type=COUNT, default=_D.batch_real, show_default=True,
               help="Real images per outer iteration.")
-@click.option("--lr", type=RATE, default=0.01, show_default=True, help="Adam learning rate of the images.")
-@click.option("--label-lr", type=RATE, default=None, help="Adam learning rate of the labels [default: --lr].")
-@click.option("--lrs-lr", type=RATE, default=None, help="Adam learning rate of the step sizes [default: --lr/10].")
-@click.option("--inner-lr", type=RATE, default=0.1, show_default=True, help="Initial per-step learning rate.")
-@click.option("--label-init", type=number(), default=2.0, show_default=True,
+@click.option("--lr", type=RATE, default=_D.lr, show_default=True, help="Adam learning rate of the images.")
+@click.option("--label-lr", "lr_labels", type=RATE, default=_D.lr_labels,
+              help="Adam learning rate of the labels [default: --lr].")
+@click.option("--lrs-lr", "lr_lrs", type=RATE, default=_D.lr_lrs,
+              help="Adam learning rate of the step sizes [default: --lr/10].")
+@click.option("--inner-lr", type=RATE, default=_D.inner_lr, show_default=True, help="Initial per-step learning rate.")
+@click.option("--label-init", type=number(), default=_D.label_init, show_default=True,
               help="Initial label logit of the true class (sldd).")
-@click.option("--image-init", type=click.Choice(["real", "noise"]), default="real", show_default=True,
+@click.option("--image-init", type=click.Choice(["real", "noise"]), default=_D.image_init, show_default=True,
               help="Start from real images or from noise.")
-@click.option("--balanced/--no-balanced", default=True, show_default=True, help="Class-balanced real batches.")
-@click.option("--seed", type=SEED, default=0, show_default=True, help="Seed of theta0 and of the run.")
+@click.option("--balanced/--no-balanced", default=_D.balanced, show_default=True, help="Class-balanced real batches.")
+@click.option("--seed", type=SEED, default=_D.seed, show_default=True, help="Seed of theta0 and of the run.")
 @runtime_options
-@click.option("--bn-batches", type=COUNT, default=16, show_default=True,
+@click.option("--bn-batches", type=COUNT, default=_D.bn_batches, show_default=True,
               help="Real batches forwarded to measure theta_bn (batch-norm archs).")
-@click.option("--select", type=click.Choice(["best", "last", "val-hm", "val-acc"]), default="best",
+@click.option("--select", type=click.Choice(list(SELECT_RULES)), default=_D.select,
               show_default=True,
               help="Which iterate is written: best (lowest moving-average training loss), last, or the best on "
                    "held-out training images by image-level HM (val-hm) or patch accuracy (val-acc).")
-@click.option("--select-every", type=click.IntRange(min=1), default=25, show_default=True,
+@click.option("--select-every", type=click.IntRange(min=1), default=_D.select_every, show_default=True,
               help="val-*: iterations between scored candidates.")
 @click.option("--val-fraction", type=click.FloatRange(0.0, 1.0, min_open=True, max_open=True), default=0.2,
               show_default=True, help="val-*: share of the training images held out (stratified, by image = "
                                       "patient); a MedMNIST file's own val split is used instead.")
 @click.option("--out", "out", type=click.Path(file_okay=False), required=True, help="Run directory.")
-@click.option("--checkpoint-every", type=NONNEGATIVE, default=50, show_default=True,
+@click.option("--checkpoint-every", type=NONNEGATIVE, default=_D.checkpoint_every, show_default=True,
               help="Iterations between crash-safe checkpoints.")
 @click.option("--resume", is_flag=True, help="Continue the run in --out from its last checkpoint.")
-@click.option("--compression", type=click.Choice(["none", "zstd"]), default="none", show_default=True)
+@click.option("--compression", type=click.Choice(list(COMPRESSIONS)), default=_D.compression, show_default=True)
 @click.option("--quiet", "-q", is_flag=True, help="No progress output.")
-@click.option("--unroll", type=click.Choice(["graph", "recompute"]), default="graph", show_default=True,
+@click.option("--unroll", type=click.Choice(list(UNROLL_MODES)), default=_D.unroll, show_default=True,
               help="graph: keep the whole unrolled graph (fastest); recompute: keep theta per step and rebuild "
               "one step's graph at a time (far less memory at large images). Same file either way.")
-@click.option("--unroll-checkpoint", type=COUNT, default=1, show_default=True, metavar="K",
+@click.option("--unroll-checkpoint", type=COUNT, default=_D.unroll_checkpoint, show_default=True, metavar="K",
               help="With --unroll recompute: keep only every K-th theta (memory T/K + K thetas).")
 @click.option("--nproc", type=COUNT, default=1, show_default=True,
               help="Data-parallel processes on this machine (gloo on CPU, NCCL on CUDA); for several machines "
@@ -120,12 +122,10 @@ def distill_cmd(ctx: click.Context, /, class_names: str | None, arch_option: tup
     from sldpack.pipelines.inputs import DataSpec, RuntimeSpec, describe_data, open_source
 
     spec, rt = DataSpec.from_kwargs(kwargs), RuntimeSpec.from_kwargs(kwargs)
-    opts = {k: v for k, v in kwargs.items() if k in _OPT_FIELDS}
+    opts = {k: v for k, v in kwargs.items() if k in _CONFIG_FIELDS}
     assert set(kwargs) == set(opts) | set(DATA_OPTION_NAMES) | set(RUNTIME_OPTION_NAMES), sorted(kwargs)
     cfg: Any = None
     if worker_spec is not None:  # one of the --nproc processes: the parent resolved everything
-        from sldpack.nn.distill import DistillConfig
-
         wspec = json.loads(Path(worker_spec).read_text())
         cfg = DistillConfig.from_obj(wspec["config"])
         spec, rt = DataSpec(**wspec["data"]), RuntimeSpec(**wspec["runtime"])
@@ -156,7 +156,7 @@ def distill_cmd(ctx: click.Context, /, class_names: str | None, arch_option: tup
             click.echo(line, err=True)
     run_dir = Path(out)
     check_outputs([spec.data], {"--out": out})
-    fields: dict[str, Any] = {_OPT_FIELDS[k]: v for k, v in opts.items()}
+    fields: dict[str, Any] = dict(opts)
     fields["arch_options"] = parse_key_values(arch_option, option="--arch-option")
     # one process (group) per run directory: a second one exits 2 naming the holder; the kernel releases
     # the lock when the holder dies, however it dies. The --nproc parent (or torchrun's rank 0) holds it
@@ -212,8 +212,6 @@ def _resume_command(ctx: click.Context, out: str) -> str:
 def _resolve_config(ctx: click.Context, source: Any, fields: dict[str, Any], opts: dict[str, Any],
                     arch_option: tuple[str, ...], run_dir: Path, resume: bool) -> Any:
     """The run's DistillConfig: the options typed, or (--resume) run.json's with the typed ones on top."""
-    from sldpack.nn.distill import DistillConfig
-
     if not resume:
         return DistillConfig(**fields)
     run_json = run_dir / "run.json"
@@ -227,7 +225,7 @@ def _resolve_config(ctx: click.Context, source: Any, fields: dict[str, Any], opt
     # options typed on this command line override the recorded ones; distill() rejects the changes
     # that would alter the trajectory so far
     explicit = {
-        _OPT_FIELDS[k]: v for k, v in opts.items()
+        k: v for k, v in opts.items()
         if ctx.get_parameter_source(k) not in (click.core.ParameterSource.DEFAULT, None)
     }
     if arch_option:

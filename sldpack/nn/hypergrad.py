@@ -30,19 +30,17 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Literal
 
 import torch
 from torch import Tensor, nn
 
 from sldpack.errors import UsageError
+from sldpack.nn.config import UNROLL_MODES, UnrollMode
 from sldpack.nn.distributed import shard_bounds
 from sldpack.nn.unroll import Schedule, inner_grad, inner_step, step_index, unroll
 
 __all__ = ["UNROLL_MODES", "Hypergrad", "ImageShard", "UnrollMode", "hypergradient"]
 
-UnrollMode = Literal["graph", "recompute"]
-UNROLL_MODES: tuple[UnrollMode, ...] = ("graph", "recompute")
 
 #: the outer objective: theta_T (by name) -> scalar loss, differentiable w.r.t. theta_T
 OuterLoss = Callable[[Mapping[str, Tensor]], Tensor]

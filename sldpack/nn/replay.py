@@ -29,6 +29,7 @@ from torch import Tensor, nn
 
 from sldpack.errors import ReplayMismatchError, UsageError
 from sldpack.format.manifest import ArchSpec, InitSpec, Manifest, ReplayFingerprint
+from sldpack.nn.config import DEFAULT_PROBE_COUNT, DEFAULT_REFERENCE_THREADS
 from sldpack.nn.unroll import Schedule, apply_label_transform, scratch_buffers, set_inner_mode, unroll
 
 __all__ = [
@@ -65,8 +66,6 @@ __all__ = [
     "verify_replay",
 ]
 
-DEFAULT_PROBE_COUNT = 4
-DEFAULT_REFERENCE_THREADS = 1
 """Thread count of the reference configuration: 1 can be reproduced on every machine."""
 PROBE_STREAM = "sldp.replay.probe"
 """Tensor name fed to the portable Philox generator to derive the probe inputs' stream."""

@@ -13,7 +13,6 @@ import importlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol, runtime_checkable
 
 import numpy as np
 
@@ -21,6 +20,7 @@ from sldpack.errors import DataError, UsageError
 from sldpack.format.manifest import Preprocessing
 from sldpack.medical.loaders import check_pixels, read_npz_split
 from sldpack.medical.patches import balanced_counts
+from sldpack.nn.source import RealSource
 
 __all__ = [
     "ArraySource",
@@ -31,46 +31,6 @@ __all__ = [
     "register_source",
     "resolve_source",
 ]
-
-
-@runtime_checkable
-class RealSource(Protocol):
-    """What the distiller and the baseline trainer need from real data.
-
-    Attributes:
-        num_classes: K, size of the label space.
-        class_names: K names in logit order (go into the manifest's ``labels.names``).
-        channels: C of every batch.
-        image_size: (H, W) of every batch.
-        preprocessing: how raw images became network inputs (goes into the manifest).
-        fingerprint: SHA-256 hex of the underlying data (provenance), or ``None``.
-    """
-
-    @property
-    def num_classes(self) -> int: ...
-
-    @property
-    def class_names(self) -> tuple[str, ...]: ...
-
-    @property
-    def channels(self) -> int: ...
-
-    @property
-    def image_size(self) -> tuple[int, int]: ...
-
-    @property
-    def preprocessing(self) -> Preprocessing: ...
-
-    @property
-    def fingerprint(self) -> str | None: ...
-
-    def sample(self, k: int, rng: np.random.Generator, *, balanced: bool = True) -> tuple[np.ndarray, np.ndarray]:
-        """Draw ``k`` preprocessed images ``float32 [k,C,H,W]`` and their labels ``int64 [k]``.
-
-        With ``balanced`` every class contributes ``balanced_counts(k, K)`` images; otherwise images are
-        drawn uniformly from the whole set (the natural class mix).
-        """
-        ...
 
 
 @dataclass

@@ -1,0 +1,165 @@
+"""The distiller's settings: one torch-free definition that the CLI reads its option defaults from.
+
+Torch-free on purpose: ``sldp distill --help`` and the option table are built from these defaults without
+importing torch (the engine modules that use them do).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any, Literal
+
+from sldpack.errors import UsageError
+from sldpack.format.constants import COMPRESSIONS
+
+__all__ = [
+    "DEFAULT_PROBE_COUNT",
+    "DEFAULT_REFERENCE_THREADS",
+    "SELECT_RULES",
+    "UNROLL_MODES",
+    "DistillConfig",
+    "SelectRule",
+    "UnrollMode",
+]
+
+DEFAULT_PROBE_COUNT = 4
+DEFAULT_REFERENCE_THREADS = 1
+
+UnrollMode = Literal["graph", "recompute"]
+UNROLL_MODES: tuple[UnrollMode, ...] = ("graph", "recompute")
+
+SelectRule = Literal["best", "last", "val-hm", "val-acc"]
+SELECT_RULES: tuple[SelectRule, ...] = ("best", "last", "val-hm", "val-acc")
+"""``select`` values; ``val-*`` need a ``scorer`` passed to ``distill`` (held-out data lives above the engine)."""
+
+
+@dataclass(frozen=True)
+class DistillConfig:
+    """Every knob of a distillation run (recorded in ``run.json`` and the manifest's ``distill.options``).
+
+    Attributes:
+        arch: architecture id (``convnet@1``, ``resnet18@1``, ...).
+        arch_options: construction options (e.g. ``{"depth": 3, "width": 128}`` for ConvNet).
+        batchnorm: build the batch-norm variant.
+        mode: ``"sldd"`` (learned soft labels, softmax transform) or ``"dd"`` (fixed one-hot labels).
+        images_per_class: distilled images per class (per step with ``schedule="per-step"``).
+        schedule: ``"all"`` (every step sees all M images) or ``"per-step"`` (each step its own images).
+        steps, epochs: inner steps per epoch and passes; T = steps * epochs learning rates.
+        iterations: outer iterations (Adam steps).
+        batch_real: K, real images per outer iteration.
+        lr: Adam learning rate of the images.
+        lr_labels: Adam learning rate of the label parameters (default: ``lr``).
+        lr_lrs: Adam learning rate of the per-step learning rates (default: ``lr / 10``).
+        inner_lr: initial value of every per-step learning rate.
+        label_init: initial label logit of the true class (SLDD; others start at 0).
+        image_init: ``"real"`` (class-balanced real images) or ``"noise"`` (standard normal).
+        balanced: class-balanced real batches.
+        seed: seed of theta_0 (portable init) and of every other random choice of the run.
+        init_scheme: theta_0 scheme of the portable init.
+        bn_batches, bn_batch_size: real data forwarded to measure theta_bn (batch-norm archs).
+        probe_count: probe inputs of the replay fingerprint.
+        fingerprint_threads: CPU thread count of the fingerprint's reference configuration.
+        select: which iterate becomes the file: ``"best"`` (lowest moving average of the outer training
+            loss, a guard against the late collapses unrolled optimisation is prone to) or ``"last"``.
+        ema: weight of the newest loss in that moving average (a plain mean over the first 1/ema
+            losses; iterates are candidates from the ceil(1/ema)-th loss on).
+            ``"val-hm"``/``"val-acc"``: every ``select_every`` iterations (and at the last) the iterate's
+            network is scored by the ``scorer`` given to :func:`distill` (image-level HM or patch accuracy
+            on held-out images); the best-scoring iterate is written.
+        select_every: iterations between validation candidates (``val-*`` only).
+        checkpoint_every: iterations between checkpoints (0: only at the end).
+        log_every: iterations between log lines.
+        device: ``"auto"``, ``"cpu"`` or ``"cuda"``.
+        compression: payload compression of the ``.sldp`` (``"none"``, ``"zstd"``).
+        unroll: how the hypergradient is computed (:mod:`sldpack.nn.hypergrad`): ``"graph"`` keeps the
+            whole unrolled graph (fastest), ``"recompute"`` keeps only theta_t per step and rebuilds one
+            step's graph at a time walking backwards (far less memory). Same file either way (to float
+            rounding); not recorded in the manifest.
+        unroll_checkpoint: recompute mode: keep every k-th theta_t only (memory T/k + k thetas instead of T).
+        shard_images: with several processes and the recompute unroll, split every inner step's images
+            across them too (architectures without batch norm; each step needs >= one image per process).
+    """
+
+    arch: str = "convnet@1"
+    arch_options: Mapping[str, Any] = field(default_factory=dict)
+    batchnorm: bool = False
+    mode: Literal["sldd", "dd"] = "sldd"
+    images_per_class: int = 1
+    schedule: Literal["all", "per-step"] = "all"
+    steps: int = 10
+    epochs: int = 1
+    iterations: int = 300
+    batch_real: int = 32
+    lr: float = 0.01
+    lr_labels: float | None = None
+    lr_lrs: float | None = None
+    inner_lr: float = 0.1
+    label_init: float = 2.0
+    image_init: str = "real"
+    balanced: bool = True
+    seed: int = 0
+    init_scheme: str = "xavier_normal"
+    bn_batches: int = 16
+    bn_batch_size: int = 128
+    probe_count: int = DEFAULT_PROBE_COUNT
+    fingerprint_threads: int = DEFAULT_REFERENCE_THREADS
+    select: SelectRule = "best"
+    ema: float = 0.1
+    select_every: int = 25
+    checkpoint_every: int = 50
+    log_every: int = 1
+    device: str = "auto"
+    compression: str = "none"
+    unroll: Literal["graph", "recompute"] = "graph"
+    unroll_checkpoint: int = 1
+    shard_images: bool = False
+
+    def validate(self) -> None:
+        """Reject contradictory or out-of-range settings.
+
+        Raises:
+            UsageError: naming the offending setting.
+        """
+        if self.mode not in ("sldd", "dd"):
+            raise UsageError(f"mode must be 'sldd' or 'dd', got {self.mode!r}")
+        if self.schedule not in ("all", "per-step"):
+            raise UsageError(f"schedule must be 'all' or 'per-step', got {self.schedule!r}")
+        if self.select not in SELECT_RULES:
+            raise UsageError(f"select must be one of {', '.join(SELECT_RULES)}, got {self.select!r}")
+        if self.unroll not in UNROLL_MODES:
+            raise UsageError(f"unroll must be one of {UNROLL_MODES}, got {self.unroll!r}")
+        if self.shard_images and (self.unroll != "recompute" or self.batchnorm):
+            raise UsageError("shard_images needs unroll='recompute' and an architecture without batch norm")
+        if self.unroll_checkpoint < 1:
+            raise UsageError(f"unroll_checkpoint must be >= 1, got {self.unroll_checkpoint}")
+        if not 0.0 < self.ema <= 1.0:
+            raise UsageError(f"ema must lie in (0, 1], got {self.ema}")
+        if self.image_init not in ("real", "noise"):
+            raise UsageError(f"image_init must be 'real' or 'noise', got {self.image_init!r}")
+        for name in ("images_per_class", "steps", "epochs", "batch_real", "bn_batches", "bn_batch_size",
+                     "probe_count", "fingerprint_threads", "log_every", "select_every"):
+            if int(getattr(self, name)) < 1:
+                raise UsageError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.iterations < 0 or self.checkpoint_every < 0:
+            raise UsageError("iterations and checkpoint_every must be >= 0")
+        for name in ("lr", "inner_lr", "label_init"):
+            if not math.isfinite(float(getattr(self, name))):
+                raise UsageError(f"{name} must be finite")
+        if self.lr <= 0:
+            raise UsageError(f"lr must be > 0, got {self.lr}")
+        if self.compression not in COMPRESSIONS:
+            raise UsageError(f"compression must be one of {COMPRESSIONS}")
+
+    def to_obj(self) -> dict[str, Any]:
+        """JSON/msgpack-ready form."""
+        d = asdict(self)
+        d["arch_options"] = dict(self.arch_options)
+        return d
+
+    @classmethod
+    def from_obj(cls, obj: Mapping[str, Any]) -> DistillConfig:
+        """Inverse of :meth:`to_obj`; unknown keys are ignored."""
+        names = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in obj.items() if k in names})
