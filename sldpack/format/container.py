@@ -50,7 +50,7 @@ from sldpack.format.constants import (
 from sldpack.format.manifest import Manifest, PayloadInfo, TensorInfo, check_tensor_name
 from sldpack.format.safetensors_codec import StEntry, encode_header, from_storage, parse_header, to_storage
 
-__all__ = ["Header", "Layout", "SldpFile", "Tensor", "encode", "header_digest", "open", "read", "write"]
+__all__ = ["Header", "Layout", "SldpFile", "Tensor", "assemble", "encode", "header_digest", "open", "read", "write"]
 
 _ZSTD_FEED = 1024  # input bytes per decompress call: bounds output overshoot to ~32 MiB (128 KiB/block)
 _ZSTD_MAX_WINDOW = 1 << 27
@@ -161,11 +161,24 @@ def encode(manifest: Manifest, tensors: Mapping[str, Tensor], *, compression: st
                                        decoded_size=len(decoded),
                                        stored_sha256=hashlib.sha256(payload).hexdigest()
                                        if compression == "zstd" else None))
-    mbytes = canonical_msgpack.encode(full.to_obj())
+    return assemble(full, payload)
+
+
+def assemble(manifest: Manifest, payload: bytes, *, version: tuple[int, int] = (VERSION_MAJOR, VERSION_MINOR)
+             ) -> bytes:
+    """Header + canonical manifest + ``payload`` (already stored: raw or one zstd frame), as file bytes.
+
+    The manifest must already describe ``payload`` (tensor table, payload info). ``version`` lets a re-pack
+    keep the file's own version.
+
+    Raises:
+        UsageError: the encoded manifest exceeds the manifest limit.
+    """
+    mbytes = canonical_msgpack.encode(manifest.to_obj())
     if len(mbytes) > MAX_MANIFEST_BYTES:
         raise UsageError(f"manifest of {len(mbytes)} bytes exceeds the {MAX_MANIFEST_BYTES}-byte limit "
                          "(move bulk data into tensors)")
-    prefix = HEADER_STRUCT.pack(MAGIC, VERSION_MAJOR, VERSION_MINOR, 0, len(mbytes), len(payload),
+    prefix = HEADER_STRUCT.pack(MAGIC, version[0], version[1], 0, len(mbytes), len(payload),
                                 bytes(32))[:HEADER_DIGEST_PREFIX]
     return b"".join([prefix, header_digest(prefix, mbytes), mbytes, payload])
 

@@ -220,9 +220,7 @@ def record_audit(path: str | os.PathLike[str], report: Mapping[str, Any], *, ima
     """
     from sldpack import __version__
     from sldpack.atomic import atomic_write_bytes
-    from sldpack.format import canonical_msgpack
-    from sldpack.format.constants import HEADER_STRUCT, MAGIC, MAX_MANIFEST_BYTES
-    from sldpack.format.container import header_digest
+    from sldpack.format.container import assemble
     from sldpack.format.container import open as open_sldp
     from sldpack.format.container import read as read_sldp
 
@@ -249,13 +247,7 @@ def record_audit(path: str | os.PathLike[str], report: Mapping[str, Any], *, ima
     rec = AuditRecord(verdict=str(verdict), report_sha256=hashlib.sha256(body).hexdigest(),
                       images_sha256=images_digest, tool=f"sldpack {__version__} audit", created=created)
     new = replace(manifest, provenance=replace(manifest.provenance, audit=rec))
-    mbytes = canonical_msgpack.encode(new.to_obj())
-    if len(mbytes) > MAX_MANIFEST_BYTES:
-        raise UsageError(f"manifest of {len(mbytes)} bytes exceeds the {MAX_MANIFEST_BYTES}-byte limit")
-    fields = (MAGIC, header.version_major, header.version_minor, 0, len(mbytes), len(payload))
-    # manifest_sha256 covers header bytes 0..31 too (spec section 4): digest the header with a zero digest first
-    digest = header_digest(HEADER_STRUCT.pack(*fields, bytes(32)), mbytes)
-    data = b"".join([HEADER_STRUCT.pack(*fields, digest), mbytes, payload])
+    data = assemble(new, payload, version=(header.version_major, header.version_minor))
     check = read_sldp(data, verify=True)  # the new bytes are a valid file before anything is replaced
     after = check.header.manifest_sha256
     check.close()
