@@ -19,7 +19,8 @@ from numpy.typing import NDArray
 
 from sldpack.errors import DataError, SldpNotice
 
-__all__ = ["IMAGE_EXTENSIONS", "PathLike", "apply_window", "read_dicom", "read_image_file", "resize_u8"]
+__all__ = ["IMAGE_EXTENSIONS", "PathLike", "apply_window", "binary_mask", "read_dicom", "read_image_file",
+           "resize_u8"]
 
 PathLike = str | os.PathLike[str]
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".dcm")
@@ -87,6 +88,12 @@ def resize_u8(arr: NDArray[np.uint8], size: tuple[int, int], *, nearest: bool) -
     # Pillow resizes with an antialiased kernel when shrinking; masks use nearest to stay binary
     resample = Image.Resampling.NEAREST if nearest else Image.Resampling.BILINEAR
     return np.asarray(Image.fromarray(arr).resize((size[1], size[0]), resample=resample), dtype=np.uint8)
+
+
+def binary_mask(raw: NDArray[np.uint8]) -> NDArray[np.uint8]:
+    """A decoded mask image as 0/1 uint8: organ where the pixel is 1 for masks whose maximum is 1, else > 127."""
+    m = (raw == 1) if int(raw.max()) == 1 else (raw > 127)
+    return m.astype(np.uint8)
 
 
 # --- DICOM ----------------------------------------------------------------------------------------------

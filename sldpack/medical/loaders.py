@@ -33,7 +33,15 @@ from numpy.typing import NDArray
 
 from sldpack.errors import DataError, UsageError
 from sldpack.medical.folders import index_folder, list_folder, unlisted
-from sldpack.medical.images import IMAGE_EXTENSIONS, PathLike, apply_window, read_dicom, read_image_file, resize_u8
+from sldpack.medical.images import (
+    IMAGE_EXTENSIONS,
+    PathLike,
+    apply_window,
+    binary_mask,
+    read_dicom,
+    read_image_file,
+    resize_u8,
+)
 from sldpack.medical.imageset import ImageSet
 
 if TYPE_CHECKING:
@@ -380,8 +388,7 @@ def load_folder(
             raw = read_image_file(e.mask)
             if raw.shape != img.shape:
                 raise DataError(f"{e.mask}: mask shape {raw.shape} differs from image {f.name} shape {img.shape}")
-            m = (raw == 1) if int(raw.max()) == 1 else (raw > 127)
-            mu8 = m.astype(np.uint8)
+            mu8 = binary_mask(raw)
             if target is not None:
                 mu8 = resize_u8(mu8, target, nearest=True)
         if target is not None:

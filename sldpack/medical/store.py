@@ -372,12 +372,6 @@ def take(a: Any, indices: NDArray[np.int64]) -> Any:
 # --- lazy folders ---------------------------------------------------------------------------------------
 
 
-def _binary_mask(raw: NDArray[np.uint8]) -> NDArray[np.uint8]:
-    # the same rule as load_folder: organ = 1 for masks whose maximum is 1, else > 127
-    m = (raw == 1) if int(raw.max()) == 1 else (raw > 127)
-    return m.astype(np.uint8)
-
-
 @dataclass(frozen=True)
 class _FileReader:
     """Decode one image (or mask) file as load_folder does; a picklable callable (DataLoader workers)."""
@@ -387,11 +381,11 @@ class _FileReader:
     window: tuple[float, float] | None
 
     def __call__(self, path: Path) -> NDArray[np.uint8]:
-        from sldpack.medical.images import read_image_file, resize_u8
+        from sldpack.medical.images import binary_mask, read_image_file, resize_u8
 
         img = read_image_file(path, window=self.window)
         if self.mask:
-            img = _binary_mask(img)
+            img = binary_mask(img)
         return img if self.target is None else resize_u8(img, self.target, nearest=self.mask)
 
 

@@ -934,7 +934,7 @@ def pack(source: str | Path, out: str | Path, *, tensors: str | Path | None = No
         manifest = replace(manifest, replay=None)
         notes.append("the recorded replay fingerprint was dropped (--fingerprint never): it was not checked "
                      "against these tensors")
-    if need_fp or (fingerprint != "never" and manifest.init.theta0_sha256 is None):
+    if need_fp:  # the replay below needs theta0; missing digests are filled from the same build
         _, digests = build_module(manifest.arch, manifest.init)
         if manifest.init.theta0_sha256 is None:
             manifest = replace(manifest, init=replace(manifest.init, theta0_sha256=digests))
