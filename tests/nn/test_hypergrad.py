@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
+from typing import Any
 
 import pytest
 import torch
@@ -28,7 +29,8 @@ def tiny_net(*, batchnorm: bool, seed: int = 0) -> nn.Module:
     return net.to(DT)
 
 
-def run(net: nn.Module, kind: str, steps: int, epochs: int, mode: str, k: int = 1) -> Hypergrad:
+def problem(net: nn.Module, kind: str, steps: int, epochs: int) -> tuple[Any, ...]:
+    """theta0, distilled x/y/a, a real batch of 10 and the schedule: the same seeded inputs for every test."""
     set_inner_mode(net)
     theta0 = {n: p.detach().clone() for n, p in net.named_parameters()}
     m = 6
@@ -38,7 +40,11 @@ def run(net: nn.Module, kind: str, steps: int, epochs: int, mode: str, k: int = 
     a = (0.02 + 0.05 * torch.rand(steps * epochs, generator=g)).to(DT)
     xr = torch.randn(10, 1, 8, 8, generator=g, dtype=DT)
     yr = torch.randint(0, 3, (10,), generator=g)
-    sched = make_schedule(kind, num_images=m, steps=steps, epochs=epochs)
+    return theta0, x, y, a, xr, yr, make_schedule(kind, num_images=m, steps=steps, epochs=epochs)
+
+
+def run(net: nn.Module, kind: str, steps: int, epochs: int, mode: str, k: int = 1) -> Hypergrad:
+    theta0, x, y, a, xr, yr, sched = problem(net, kind, steps, epochs)
     bufs = scratch_buffers(net)
 
     def outer(theta: Mapping[str, torch.Tensor]) -> torch.Tensor:
@@ -152,17 +158,8 @@ def test_sharded_images_equal_one_process_float64(kind: str, steps: int, epochs:
     world = 2
     net = tiny_net(batchnorm=False)
     ref = run(net, kind, steps, epochs, "graph")
-    # the same inputs as run(), rebuilt here so each rank gets its own share of the real batch
-    set_inner_mode(net)
-    theta0 = {n: p.detach().clone() for n, p in net.named_parameters()}
-    m = 6
-    g = torch.Generator().manual_seed(7)
-    x = torch.randn(m, 1, 8, 8, generator=g, dtype=DT)
-    y = torch.randn(m, 3, generator=g, dtype=DT)
-    a = (0.02 + 0.05 * torch.rand(steps * epochs, generator=g)).to(DT)
-    xr = torch.randn(10, 1, 8, 8, generator=g, dtype=DT)
-    yr = torch.randint(0, 3, (10,), generator=g)
-    sched = make_schedule(kind, num_images=m, steps=steps, epochs=epochs)
+    # the same inputs as run(); each rank gets its own share of the real batch
+    theta0, x, y, a, xr, yr, sched = problem(net, kind, steps, epochs)
     group = _ThreadGroup(world)
     results: list[Hypergrad | BaseException | None] = [None] * world
 
