@@ -41,7 +41,6 @@ from sldpack.format.manifest import (
     LabelSpec,
     Manifest,
     Provenance,
-    ReplayFingerprint,
 )
 from sldpack.format.provenance import run_provenance
 from sldpack.nn.config import SELECT_RULES, DistillConfig
@@ -756,7 +755,7 @@ def _finish(s: _RunState, *, selected_iteration: int, on_phase: Callable[[Phase]
     )
     arrays = {n: t.array for n, t in tensors.items()}
     fp = _timed_phase(s, on_phase, "fingerprint", f"replay fingerprint (CPU, {cfg.fingerprint_threads} thread(s), "
-                      f"{sched.total} steps)", lambda: fingerprint_for(manifest, arrays, probe_seed=cfg.seed,
+                      f"{sched.total} steps)", lambda: fingerprint_arrays(manifest, arrays, probe_seed=cfg.seed,
                                                                          probe_count=cfg.probe_count,
                                                                          threads=cfg.fingerprint_threads))
     manifest = replace(manifest, replay=fp)
@@ -779,12 +778,8 @@ def _materialize(cfg: DistillConfig, source: RealSource, module: nn.Module, thet
     return module
 
 
-def fingerprint_for(manifest: Manifest, arrays: Mapping[str, np.ndarray], *, probe_seed: int,
-                    probe_count: int = DEFAULT_PROBE_COUNT,
-                    threads: int = DEFAULT_REFERENCE_THREADS) -> ReplayFingerprint:
-    """The replay fingerprint of a manifest + tensors: replay on the CPU under ``threads`` threads, then
-    hash theta_opt and compute the probe logits. Always the replay path, never the distiller's own theta."""
-    return fingerprint_arrays(manifest, arrays, probe_seed=probe_seed, probe_count=probe_count, threads=threads)
+# kept for callers of the earlier API: the fingerprint now lives with the replay (one implementation)
+fingerprint_for = fingerprint_arrays
 
 
 def _write_outputs(rd: Path, result: DistillResult, source: RealSource) -> None:
@@ -944,7 +939,7 @@ def pack(source: str | Path, out: str | Path, *, tensors: str | Path | None = No
         threads = DEFAULT_REFERENCE_THREADS
         seed = manifest.init.seed if old is None else old.probe_seed
         count = DEFAULT_PROBE_COUNT if old is None else old.probe_count
-        fp = fingerprint_for(manifest, arrays, probe_seed=seed, probe_count=count, threads=threads)
+        fp = fingerprint_arrays(manifest, arrays, probe_seed=seed, probe_count=count, threads=threads)
         if old is not None and old.theta_opt_sha256 != fp.theta_opt_sha256:
             notes.append(f"the recorded fingerprint {old.theta_opt_sha256[:16]}.. differs from this replay's "
                          f"{fp.theta_opt_sha256[:16]}..; the new one is stored")
