@@ -74,6 +74,9 @@ _CONFIG_FIELDS = frozenset(f.name for f in dataclasses.fields(DistillConfig))
 @runtime_options
 @click.option("--bn-batches", type=COUNT, default=_D.bn_batches, show_default=True,
               help="Real batches forwarded to measure theta_bn (batch-norm archs).")
+@click.option("--bn-class-mix", type=click.Choice(["natural", "balanced"]), default=_D.bn_class_mix,
+              show_default=True, help="Class mix of those batches: the data's own, or equal counts per class "
+                                      "(the mix the inner steps see).")
 @click.option("--select", type=click.Choice(list(SELECT_RULES)), default=_D.select,
               show_default=True,
               help="Which iterate is written: best (lowest moving-average training loss), last, or the best on "

@@ -35,9 +35,10 @@ def _csv_ints(value: str | None, option: str) -> list[int] | None:
 @click.option("--grid", "grid_file", type=click.Path(dir_okay=False), default=None,
               help="TOML grid file (kind, seeds, images_per_class, methods, normal, archs, [arch_options], "
                    "[distill], [train], [eval]); the flags below override it.")
-@click.option("--kind", type=click.Choice(["table1", "min-images", "batchnorm"]), default=None,
+@click.option("--kind", type=click.Choice(["table1", "min-images", "batchnorm", "ablation"]), default=None,
               help="table1: methods (paper Table 1); min-images: smallest k reaching --target-hm per "
-                   "architecture (Tables 5/6); batchnorm: every row with and without BN (Table 3). [table1]")
+                   "architecture (Tables 5/6); batchnorm: every row with and without BN (Table 3); "
+                   "ablation: each [variants.NAME] of the grid file against the baseline. [table1]")
 @click.option("--seeds", default=None, metavar="0,1,2", help="Seeds of every row. [0]")
 @click.option("--images-per-class", "-M", "ks", default=None, metavar="1,2,3",
               help="k of SLDD(k)/DD(k). [1]")

@@ -59,6 +59,9 @@ class DistillConfig:
         seed: seed of theta_0 (portable init) and of every other random choice of the run.
         init_scheme: theta_0 scheme of the portable init.
         bn_batches, bn_batch_size: real data forwarded to measure theta_bn (batch-norm archs).
+        bn_class_mix: class mix of those batches: ``"natural"`` (the data's own) or ``"balanced"`` (equal
+            counts per class, the mix of the balanced real batches and of the distilled set). Recorded as
+            ``distill.options.theta_bn.class_mix``.
         probe_count: probe inputs of the replay fingerprint.
         fingerprint_threads: CPU thread count of the fingerprint's reference configuration.
         select: which iterate becomes the file: ``"best"`` (lowest moving average of the outer training
@@ -103,6 +106,7 @@ class DistillConfig:
     init_scheme: str = "xavier_normal"
     bn_batches: int = 16
     bn_batch_size: int = 128
+    bn_class_mix: Literal["natural", "balanced"] = "natural"
     probe_count: int = DEFAULT_PROBE_COUNT
     fingerprint_threads: int = DEFAULT_REFERENCE_THREADS
     select: SelectRule = "best"
@@ -136,6 +140,8 @@ class DistillConfig:
             raise UsageError(f"unroll_checkpoint must be >= 1, got {self.unroll_checkpoint}")
         if not 0.0 < self.ema <= 1.0:
             raise UsageError(f"ema must lie in (0, 1], got {self.ema}")
+        if self.bn_class_mix not in ("natural", "balanced"):
+            raise UsageError(f"bn_class_mix must be 'natural' or 'balanced', got {self.bn_class_mix!r}")
         if self.image_init not in ("real", "noise"):
             raise UsageError(f"image_init must be 'real' or 'noise', got {self.image_init!r}")
         for name in ("images_per_class", "steps", "epochs", "batch_real", "bn_batches", "bn_batch_size",

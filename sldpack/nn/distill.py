@@ -91,7 +91,8 @@ CHECKPOINT_FORMAT = "sldpack-distill-checkpoint/1"
 _RESUMABLE_CHANGES = frozenset({"iterations", "checkpoint_every", "device", "log_every", "select", "unroll",
                                 "unroll_checkpoint", "shard_images", "select_every"})
 # config fields that say how the run is computed, not what: left out of the manifest's distill.options
-_NOT_RECORDED = frozenset({"device", "unroll", "unroll_checkpoint", "shard_images"})
+# bn_class_mix is recorded where it belongs, as theta_bn.class_mix
+_NOT_RECORDED = frozenset({"device", "unroll", "unroll_checkpoint", "shard_images", "bn_class_mix"})
 Scorer = Callable[[nn.Module], float]
 """Scores a candidate network (theta_opt + theta_bn of one iterate, eval mode) on held-out data; higher wins."""
 
@@ -176,13 +177,13 @@ def _initial_labels(cfg: DistillConfig, classes: np.ndarray, k: int) -> np.ndarr
 
 
 def measure_bn_stats(module: nn.Module, source: RealSource, *, batches: int, batch_size: int,
-                     rng: np.random.Generator) -> None:
+                     rng: np.random.Generator, balanced: bool = False) -> None:
     """Compute theta_bn for the module's current parameters on real data, in place.
 
     Procedure (spec, "theta_bn"): reset every batch-norm layer's running statistics (mean 0, var 1,
     count 0), set its momentum to ``None`` (cumulative average), forward ``batches`` real batches of
-    ``batch_size`` images drawn with the natural class mix in inner mode (train mode, dropout off) without
-    gradients, then restore the momentum. Parameters do not change.
+    ``batch_size`` images drawn with the natural class mix (``balanced``: equal counts per class) in inner mode
+    (train mode, dropout off) without gradients, then restore the momentum. Parameters do not change.
     """
     bns = [m for m in module.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
     if not bns:
@@ -196,7 +197,7 @@ def measure_bn_stats(module: nn.Module, source: RealSource, *, batches: int, bat
     try:
         with torch.no_grad():
             for _ in range(batches):
-                x, _y = source.sample(batch_size, rng, balanced=False)
+                x, _y = source.sample(batch_size, rng, balanced=balanced)
                 module(torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32)).to(dev))
     finally:
         for m, mom in zip(bns, moms, strict=True):
@@ -719,7 +720,8 @@ def _finish(s: _RunState, *, selected_iteration: int, on_phase: Callable[[Phase]
         _timed_phase(s, on_phase, "theta_bn", f"measuring theta_bn on {cfg.bn_batches} x {cfg.bn_batch_size} "
                      "real images", lambda: measure_bn_stats(module, source, batches=cfg.bn_batches,
                                                              batch_size=cfg.bn_batch_size,
-                                                             rng=np.random.default_rng([cfg.seed, 3])))
+                                                             rng=np.random.default_rng([cfg.seed, 3]),
+                                                             balanced=cfg.bn_class_mix == "balanced"))
     module.eval()
     tensors: dict[str, sldpack.Tensor] = {
         "images": sldpack.Tensor("images", x.cpu().numpy().copy()),
@@ -734,7 +736,8 @@ def _finish(s: _RunState, *, selected_iteration: int, on_phase: Callable[[Phase]
     options.update({"update": "theta - (lr * grad)", "outer_loss": "cross_entropy(hard labels, real batch, "
                     "inner mode)", "optimizer": "adam", "theta_bn": {
                         "procedure": "reset, momentum=None (cumulative), inner mode, no grad",
-                        "batches": cfg.bn_batches, "batch_size": cfg.bn_batch_size, "class_mix": "natural"},
+                        "batches": cfg.bn_batches, "batch_size": cfg.bn_batch_size,
+                        "class_mix": cfg.bn_class_mix},
                     "image_classes": [int(c) for c in _layout(cfg, source.num_classes)[1]],
                     "selected_iteration": selected_iteration})
     if selection is not None and len(selection) > 1:
@@ -773,7 +776,7 @@ def _materialize(cfg: DistillConfig, source: RealSource, module: nn.Module, thet
         for n, p in module.named_parameters():
             p.copy_(theta[n])
     measure_bn_stats(module, source, batches=cfg.bn_batches, batch_size=cfg.bn_batch_size,
-                     rng=np.random.default_rng([cfg.seed, 3]))
+                     rng=np.random.default_rng([cfg.seed, 3]), balanced=cfg.bn_class_mix == "balanced")
     module.eval()
     return module
 

@@ -19,7 +19,10 @@ Kinds (what rows the grid makes, what the report adds):
   N per class;
 * ``min-images`` (Table 5, with each architecture's parameter count as in Table 6): SLDD(k)/DD(k) per
   architecture; the report names the smallest k whose mean HM reaches ``target_hm``;
-* ``batchnorm`` (Table 3): every row with and without batch norm.
+* ``batchnorm`` (Table 3): every row with and without batch norm;
+* ``ablation``: every distillation row once with the grid's settings (the *baseline*) and once per named
+  *variant* (``[variants.NAME]``: distiller settings and/or architecture options that replace the grid's);
+  the report compares each variant with the baseline, paired by seed.
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -62,7 +66,7 @@ __all__ = [
     "subprocess_launcher",
 ]
 
-STUDY_KINDS: tuple[str, ...] = ("table1", "min-images", "batchnorm")
+STUDY_KINDS: tuple[str, ...] = ("table1", "min-images", "batchnorm", "ablation")
 METHODS: tuple[str, ...] = ("sldd", "dd")
 
 _TRAIN_KEYS = frozenset({"steps", "batch_size", "lr"})
@@ -70,6 +74,7 @@ _EVAL_KEYS = frozenset({"delta", "windows", "chunk"})
 _DISTILL_EXTRA = frozenset({"val_fraction"})
 # set per cell or per study, never in the [distill] table
 _DISTILL_FIXED = frozenset({"arch", "arch_options", "batchnorm", "mode", "images_per_class", "seed", "device"})
+_VARIANT_NAME = re.compile(r"[a-z0-9][a-z0-9.-]{0,39}")
 
 
 def _ints(v: Any, what: str) -> tuple[int, ...]:
@@ -100,6 +105,9 @@ class StudyGrid:
         train: normal training: ``steps``, ``batch_size``, ``lr``.
         eval: ``delta`` (Eq. 9), ``windows``, ``chunk``.
         bootstrap: bootstrap resamples of the paired CIs; ``bootstrap_seed`` their seed.
+        variants: ``ablation``: ``{name: settings}``; settings are ``[distill]`` keys and optionally an
+            ``arch_options`` table, replacing the grid's for that variant's rows (name: lower-case letters,
+            digits, ``.`` and ``-``).
     """
 
     kind: str = "table1"
@@ -116,6 +124,7 @@ class StudyGrid:
     eval: Mapping[str, Any] = field(default_factory=dict)
     bootstrap: int = 2000
     bootstrap_seed: int = 0
+    variants: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
 
     def validate(self) -> None:
         """Reject an unusable grid.
@@ -158,6 +167,31 @@ class StudyGrid:
         if not rows:
             raise UsageError("the grid makes no rows (no methods and no normal rows)")
         DistillConfig(**{k: v for k, v in self.distill.items() if k not in _DISTILL_EXTRA}).validate()
+        if (self.kind == "ablation") != bool(self.variants):
+            raise UsageError("an ablation study needs [variants.NAME] tables" if self.kind == "ablation"
+                             else f"[variants] belong to kind = \"ablation\", not {self.kind!r}")
+        if self.kind == "ablation" and not self.methods:
+            raise UsageError("an ablation study needs at least one distillation method")
+        for vname, over in self.variants.items():
+            if not _VARIANT_NAME.fullmatch(vname) or vname == "baseline":
+                raise UsageError(f"variant name {vname!r}: use 1-40 lower-case letters, digits, '.' or '-' "
+                                 "(and not 'baseline')")
+            if not isinstance(over, Mapping) or not over:
+                raise UsageError(f"[variants.{vname}] must be a table with at least one setting")
+            bad = sorted(set(over) - known - {"arch_options"})
+            if bad:
+                raise UsageError(f"[variants.{vname}] has unknown settings {bad} (DistillConfig fields, "
+                                 "val_fraction, arch_options)")
+            fixed = sorted(set(over) & (_DISTILL_FIXED - {"arch_options"}))
+            if fixed:
+                raise UsageError(f"[variants.{vname}] may not set {fixed}: the grid sets them per cell")
+            if "arch_options" in over and not isinstance(over["arch_options"], Mapping):
+                raise UsageError(f"[variants.{vname}] arch_options must be a table")
+            merged = {**self.distill, **{k: v for k, v in over.items() if k != "arch_options"}}
+            try:
+                DistillConfig(**{k: v for k, v in merged.items() if k not in _DISTILL_EXTRA}).validate()
+            except UsageError as exc:
+                raise UsageError(f"[variants.{vname}]: {exc}") from exc
 
     def options_for(self, arch: str) -> dict[str, Any]:
         """The architecture options of ``arch``."""
@@ -170,6 +204,10 @@ class StudyGrid:
         d = asdict(self)
         for k in ("seeds", "images_per_class", "methods", "normal", "archs"):
             d[k] = list(d[k])
+        if not self.variants:
+            del d["variants"]  # studies made before ablations keep their study.json
+        else:
+            d["variants"] = {k: dict(v) for k, v in self.variants.items()}
         return d
 
     @classmethod
@@ -194,7 +232,7 @@ class StudyGrid:
         if "normal" in kw:
             v = kw["normal"]
             kw["normal"] = tuple(x if x == "all" else int(x) for x in (v if isinstance(v, (list, tuple)) else [v]))
-        for k in ("distill", "train", "eval", "arch_options"):
+        for k in ("distill", "train", "eval", "arch_options", "variants"):
             if k in kw and not isinstance(kw[k], Mapping):
                 raise UsageError(f"{where}: {k} must be a table")
         return cls(**kw)
@@ -221,24 +259,28 @@ class Row:
     """One row of the table: a method with its size, on one architecture, with or without batch norm.
 
     ``method`` is ``sldd``, ``dd`` or ``normal``; ``k`` is the images per class (distillation) or the
-    patches/images per class of normal training (``None``: all of them).
+    patches/images per class of normal training (``None``: all of them); ``variant`` names an ablation
+    variant (``""``: the grid's own settings).
     """
 
     method: str
     k: int | None
     arch: str
     batchnorm: bool
+    variant: str = ""
 
     def label(self, *, show_arch: bool = False, show_bn: bool = False) -> str:
         """The row's name in the tables (:func:`~sldpack.pipelines.study_report.row_label`)."""
-        return row_label(self.method, self.k, self.arch, self.batchnorm, show_arch=show_arch, show_bn=show_bn)
+        return row_label(self.method, self.k, self.arch, self.batchnorm, show_arch=show_arch, show_bn=show_bn,
+                         variant=self.variant)
 
     @property
     def slug(self) -> str:
         """File-name-safe id."""
         k = "all" if self.k is None else str(self.k)
         arch = self.arch.replace("@", "v").replace("/", "_")
-        return f"{self.method}-{k}-{arch}" + ("-bn" if self.batchnorm else "")
+        return f"{self.method}-{k}-{arch}" + ("-bn" if self.batchnorm else "") + \
+            (f"-v-{self.variant}" if self.variant else "")
 
 
 @dataclass(frozen=True)
@@ -263,6 +305,7 @@ def plan_rows(grid: StudyGrid) -> list[Row]:
             for m in grid.methods:
                 for k in sorted(grid.images_per_class):
                     rows.append(Row(m, k, arch, bn))
+                    rows.extend(Row(m, k, arch, bn, v) for v in grid.variants)
             for n in grid.normal:
                 rows.append(Row("normal", None if n == "all" else int(n), arch, bn))
     return rows
@@ -276,15 +319,19 @@ def plan_cells(grid: StudyGrid) -> list[Cell]:
 def cell_config(grid: StudyGrid, cell: Cell, spec: DataSpec, runtime: RuntimeSpec) -> dict[str, Any]:
     """Everything a cell's job needs, JSON-ready (also its identity: a changed config is another cell)."""
     r = cell.row
+    over = dict(grid.variants.get(r.variant, {})) if r.variant else {}
+    arch_options = {**grid.options_for(r.arch), **dict(over.pop("arch_options", {}))}
     cfg: dict[str, Any] = {"id": cell.id, "method": r.method, "k": r.k, "arch": r.arch,
-                           "arch_options": grid.options_for(r.arch), "batchnorm": r.batchnorm, "seed": cell.seed,
+                           "arch_options": arch_options, "batchnorm": r.batchnorm, "seed": cell.seed,
                            "data": asdict(spec), "device": runtime.device,
                            "threads": runtime.threads if runtime.threads is not None else 1,
                            "eval": {"delta": 0.4, "windows": "auto", "chunk": 512, **dict(grid.eval)}}
     if r.method == "normal":
         cfg["train"] = {"steps": 500, "batch_size": 64, "lr": 1e-3, **dict(grid.train)}
     else:
-        cfg["distill"] = dict(grid.distill)
+        cfg["distill"] = {**dict(grid.distill), **over}
+    if r.variant:  # only then: cells of studies made before ablations keep their identity
+        cfg["variant"] = r.variant
     return cfg
 
 

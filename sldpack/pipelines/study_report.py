@@ -126,14 +126,19 @@ def load_results(root: str | Path) -> tuple[dict[str, Any], list[dict[str, Any]]
     return study, out
 
 
-def _row_key(cfg: Mapping[str, Any]) -> tuple[str, int | None, str, bool]:
-    return (str(cfg["method"]), cfg["k"], str(cfg["arch"]), bool(cfg["batchnorm"]))
+RowKey = tuple[str, int | None, str, bool, str]
+"""(method, k, arch, batch norm, ablation variant or "")."""
+
+
+def _row_key(cfg: Mapping[str, Any]) -> RowKey:
+    return (str(cfg["method"]), cfg["k"], str(cfg["arch"]), bool(cfg["batchnorm"]), str(cfg.get("variant", "")))
 
 
 def row_label(method: str, k: int | None, arch: str, batchnorm: bool, *, show_arch: bool = False,
-              show_bn: bool = False) -> str:
+              show_bn: bool = False, variant: str = "") -> str:
     """``SLDD(2/class)``, ``DD(1/class)``, ``normal(all)``, ``normal(50/class)``, plus ``BN``/arch when they
-    vary (k is per class: SLDD(1/class) on a 2-class set is the "SLDD(2)" of two images)."""
+    vary and ``[variant]`` for an ablation variant (k is per class: SLDD(1/class) on a 2-class set is the
+    "SLDD(2)" of two images)."""
     if method == "normal":
         base = "normal(" + ("all" if k is None else f"{k}/class") + ")"
     else:
@@ -142,18 +147,21 @@ def row_label(method: str, k: int | None, arch: str, batchnorm: bool, *, show_ar
         base += " BN" if batchnorm else " no-BN"
     if show_arch:
         base += f" {arch}"
+    if variant:
+        base += f" [{variant}]"
     return base
 
 
-def _label(key: tuple[str, int | None, str, bool], *, show_arch: bool, show_bn: bool) -> str:
-    return row_label(*key, show_arch=show_arch, show_bn=show_bn)
+def _label(key: RowKey, *, show_arch: bool, show_bn: bool) -> str:
+    method, k, arch, bn, variant = key
+    return row_label(method, k, arch, bn, show_arch=show_arch, show_bn=show_bn, variant=variant)
 
 
 @dataclass
 class RowSummary:
     """One row: its runs (one per seed) and mean ± sample std of each metric."""
 
-    key: tuple[str, int | None, str, bool]
+    key: RowKey
     label: str
     runs: list[dict[str, Any]]
 
@@ -173,7 +181,8 @@ class RowSummary:
     def to_obj(self) -> dict[str, Any]:
         """JSON-ready: label, seeds, mean/std per metric, bytes, params."""
         d: dict[str, Any] = {"row": self.label, "method": self.key[0], "k": self.key[1], "arch": self.key[2],
-                             "batchnorm": self.key[3], "seeds": [r["config"]["seed"] for r in self.runs]}
+                             "batchnorm": self.key[3], "variant": self.key[4],
+                             "seeds": [r["config"]["seed"] for r in self.runs]}
         for m in [m for m, _ in METRICS] + ["bytes", "wall_seconds", "n_params"]:
             mu, sd = self.mean_std(m)
             d[m] = {"mean": None if math.isnan(mu) else mu, "std": None if math.isnan(sd) else sd}
@@ -239,11 +248,14 @@ def summarise(study: Mapping[str, Any], results: Sequence[Mapping[str, Any]]) ->
     kind = str(grid["kind"])
     show_bn = kind == "batchnorm"
     show_arch = len(grid["archs"]) > 1
-    rows: dict[tuple[str, int | None, str, bool], RowSummary] = {}
+    rows: dict[RowKey, RowSummary] = {}
     for r in results:
         key = _row_key(r["config"])
         if key not in rows:
-            rows[key] = RowSummary(key, _label(key, show_arch=show_arch, show_bn=show_bn), [])
+            label = _label(key, show_arch=show_arch, show_bn=show_bn)
+            if kind == "ablation" and key[0] != "normal" and not key[4]:
+                label += " [baseline]"
+            rows[key] = RowSummary(key, label, [])
         rows[key].runs.append(dict(r))
     ordered = list(rows.values())
     comps: list[Comparison] = []
@@ -254,20 +266,25 @@ def summarise(study: Mapping[str, Any], results: Sequence[Mapping[str, Any]]) ->
         if c is not None:
             comps.append(c)
 
+    if kind == "ablation":  # the question of an ablation: does the variant beat the baseline?
+        for ra in ordered:
+            m, k, arch, bn, variant = ra.key
+            if variant and (m, k, arch, bn, "") in rows:
+                add(ra, rows[(m, k, arch, bn, "")])
     for ra in ordered:
-        m, k, arch, bn = ra.key
-        if m == "sldd" and (("dd", k, arch, bn) in rows):
-            add(ra, rows[("dd", k, arch, bn)])
+        m, k, arch, bn, variant = ra.key
+        if m == "sldd" and (("dd", k, arch, bn, variant) in rows):
+            add(ra, rows[("dd", k, arch, bn, variant)])
     for ra in ordered:
         if ra.key[0] != "normal":
             for rb in ordered:
-                if rb.key[0] == "normal" and rb.key[2:] == ra.key[2:]:
+                if rb.key[0] == "normal" and rb.key[2:4] == ra.key[2:4]:
                     add(ra, rb)
     if kind == "batchnorm":
         for ra in ordered:
-            m, k, arch, bn = ra.key
-            if bn and (m, k, arch, False) in rows:
-                add(ra, rows[(m, k, arch, False)])
+            m, k, arch, bn, variant = ra.key
+            if bn and (m, k, arch, False, variant) in rows:
+                add(ra, rows[(m, k, arch, False, variant)])
     doc: dict[str, Any] = {"kind": kind, "rows": [r.to_obj() for r in ordered],
                            "comparisons": [c.to_obj() for c in comps],
                            "runs": [_run_obj(r) for r in results],
@@ -282,7 +299,8 @@ def summarise(study: Mapping[str, Any], results: Sequence[Mapping[str, Any]]) ->
 def _run_obj(r: Mapping[str, Any]) -> dict[str, Any]:
     c = r["config"]
     return {"id": r["id"], "method": c["method"], "k": c["k"], "arch": c["arch"], "batchnorm": c["batchnorm"],
-            "seed": c["seed"], **{m: r["metrics"].get(m) for m, _ in METRICS}, "bytes": r["bytes"],
+            "variant": c.get("variant", ""), "seed": c["seed"], **{m: r["metrics"].get(m) for m, _ in METRICS},
+            "bytes": r["bytes"],
             "n_params": r.get("n_params"), "wall_seconds": r["wall_seconds"],
             "selected_iteration": r.get("selected_iteration"), "test_images": r["test"]["images"]}
 
@@ -296,8 +314,8 @@ def min_images(rows: Sequence[RowSummary], target: float) -> list[dict[str, Any]
     when no k of the grid does), with the architecture's parameter count (the paper's Tables 5 and 6)."""
     groups: dict[tuple[str, str, bool], list[RowSummary]] = {}
     for r in rows:
-        m, k, arch, bn = r.key
-        if m != "normal" and k is not None:
+        m, k, arch, bn, variant = r.key
+        if m != "normal" and k is not None and not variant:
             groups.setdefault((arch, m, bn), []).append(r)
     out = []
     for (arch, m, bn), rs in groups.items():
@@ -361,6 +379,11 @@ def render_markdown(study: Mapping[str, Any], doc: Mapping[str, Any]) -> str:
             per = ", ".join("n/a" if x is None else f"{x:+.3f}" for x in c["per_seed_diff"])
             d = "n/a" if c["hm_diff"] is None else f"{c['hm_diff']:+.3f}"
             lines.append(f"| {c['a']} | {c['b']} | {len(c['seeds'])} | {d} | {ci} | {per} | {c['verdict']} |")
+    if g.get("variants"):
+        lines += ["", "Variants (settings that replace the grid's for that row; the baseline row has none):", "",
+                  "| variant | settings |", "|---|---|"]
+        for vname, over in g["variants"].items():
+            lines.append(f"| {vname} | `{json.dumps(over, sort_keys=True)}` |")
     if "min_images" in doc:
         lines += ["", f"Smallest images per class reaching mean HM ≥ {g.get('target_hm')} (paper Table 5; "
                       "parameters as in Table 6):", "",
@@ -444,9 +467,9 @@ def plot_hm_vs_bytes(doc: Mapping[str, Any], path: str | Path, *, title: str = "
     dr.text((ml + pw // 2 - 60, h - 25), "stored bytes (log scale)", fill=(0, 0, 0), font=font)
     dr.text((8, mt + ph // 2), "HM", fill=(0, 0, 0), font=font)
     labels = [r["row"] for r in doc["rows"]]
-    keys = [(r["method"], r["k"], r["arch"], r["batchnorm"]) for r in doc["rows"]]
+    keys = [(r["method"], r["k"], r["arch"], r["batchnorm"], r.get("variant", "")) for r in doc["rows"]]
     for r in runs:
-        key = (r["method"], r["k"], r["arch"], r["batchnorm"])
+        key = (r["method"], r["k"], r["arch"], r["batchnorm"], r.get("variant", ""))
         col = _PALETTE[keys.index(key) % len(_PALETTE)] if key in keys else (0, 0, 0)
         x, y = px(float(r["bytes"])), py(float(r["hm"]))
         dr.ellipse([x - 5, y - 5, x + 5, y + 5], fill=col, outline=(0, 0, 0))
@@ -468,8 +491,8 @@ def write_report(root: str | Path) -> dict[str, Any]:
     doc = summarise(study, results)
     atomic_write_bytes(r / "table.md", render_markdown(study, doc).encode("utf-8"))
     atomic_write_bytes(r / "rows.csv", _rows_csv(doc).encode("utf-8"))
-    run_cols = ["id", "method", "k", "arch", "batchnorm", "seed", "sen", "spe", "hm", "auc", "patch_acc", "bytes",
-                "n_params", "wall_seconds", "selected_iteration", "test_images"]
+    run_cols = ["id", "method", "k", "arch", "batchnorm", "variant", "seed", "sen", "spe", "hm", "auc", "patch_acc",
+                "bytes", "n_params", "wall_seconds", "selected_iteration", "test_images"]
     atomic_write_bytes(r / "runs.csv", _csv(doc["runs"], run_cols).encode("utf-8"))
     comp_rows = [{**c, "ci_low": c["ci95"][0], "ci_high": c["ci95"][1],
                   "per_seed_diff": " ".join("" if x is None else f"{x:.6f}" for x in c["per_seed_diff"]),

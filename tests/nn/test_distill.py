@@ -187,6 +187,33 @@ def test_measure_bn_stats_is_cumulative_average_of_batch_stats() -> None:
     del cfg
 
 
+def test_bn_class_mix_balanced_draws_equal_class_counts_and_is_recorded() -> None:
+    # an imbalanced source (9:1): the natural mix sees mostly class 0, the balanced one half of each
+    x = np.zeros((200, 8, 8), np.uint8)
+    y = np.array([0] * 180 + [1] * 20)
+    x[y == 1] = 200
+    src = ArraySource(x, y, class_names=("a", "b"))
+    means = {}
+    for mix in ("natural", "balanced"):
+        module, _ = build_module(sldpack.ArchSpec("convnet@1", 1, 2, (8, 8), True, {"depth": 2, "width": 8}),
+                                 sldpack.InitSpec(seed=3))
+        seen: list[torch.Tensor] = []
+        hook = module.register_forward_pre_hook(lambda m, a, seen=seen: seen.append(a[0].detach()))
+        measure_bn_stats(module, src, batches=4, batch_size=40, rng=np.random.default_rng(0),
+                         balanced=mix == "balanced")
+        hook.remove()
+        bright = torch.cat(seen).flatten(1).mean(1) > 0.5
+        means[mix] = float(bright.float().mean())
+    assert means["balanced"] == pytest.approx(0.5, abs=0.01)
+    assert means["natural"] < 0.3
+    res = distill(toy_source(), tiny_config(batchnorm=True, iterations=2, bn_class_mix="balanced"))
+    assert res.manifest.distill is not None
+    assert res.manifest.distill.options["theta_bn"]["class_mix"] == "balanced"
+    assert "bn_class_mix" not in res.manifest.distill.options  # recorded once, under theta_bn
+    with pytest.raises(UsageError, match="bn_class_mix"):
+        tiny_config(bn_class_mix="even").validate()
+
+
 def test_config_validation_and_data_errors() -> None:
     with pytest.raises(UsageError):
         tiny_config(mode="soft").validate()

@@ -81,7 +81,7 @@ def test_paired_bootstrap_ci_narrows_with_more_images() -> None:
 def _summary(method: str, k: int, hms: list[float], params: int = 1000) -> RowSummary:
     runs = [{"config": {"seed": s}, "metrics": {"hm": v}, "n_params": params, "bytes": 10, "wall_seconds": 1.0}
             for s, v in enumerate(hms)]
-    return RowSummary((method, k, "convnet@1", False), f"{method}({k})", runs)
+    return RowSummary((method, k, "convnet@1", False, ""), f"{method}({k})", runs)
 
 
 def test_min_images_picks_the_smallest_k_reaching_the_target() -> None:
@@ -131,6 +131,53 @@ def test_grid_from_toml_and_its_errors(tmp_path: Path) -> None:
         StudyGrid(distill={"mode": "dd"}).validate()
     with pytest.raises(UsageError, match="kind"):
         StudyGrid(kind="table9").validate()
+
+
+def test_ablation_rows_cells_and_validation() -> None:
+    from sldpack.pipelines.study import cell_config
+
+    g = StudyGrid(kind="ablation", methods=("sldd",), normal=("all",), arch_options={"width": 8},
+                  distill={"iterations": 5, "lr": 0.01},
+                  variants={"lr-0.03": {"lr": 0.03}, "wide": {"arch_options": {"width": 16}}})
+    g.validate()
+    rows = plan_rows(g)
+    assert [r.label() for r in rows] == ["SLDD(1/class)", "SLDD(1/class) [lr-0.03]", "SLDD(1/class) [wide]",
+                                         "normal(all)"]
+    assert [r.slug for r in rows][:3] == ["sldd-1-convnetv1", "sldd-1-convnetv1-v-lr-0.03",
+                                          "sldd-1-convnetv1-v-wide"]
+    base, lr, wide, normal = (cell_config(g, Cell(r, 0), SPEC, RT) for r in rows)
+    assert base["distill"] == {"iterations": 5, "lr": 0.01} and "variant" not in base  # identity kept
+    assert lr["distill"] == {"iterations": 5, "lr": 0.03} and lr["variant"] == "lr-0.03"
+    assert wide["arch_options"] == {"width": 16} and wide["distill"] == base["distill"]
+    assert "variant" not in normal and normal["arch_options"] == {"width": 8}
+    assert StudyGrid.from_obj(g.to_obj()) == g
+    assert "variants" not in StudyGrid().to_obj()  # older study.json files stay as they were
+    for bad, match in (({"kind": "ablation"}, "needs \\[variants"),
+                       ({"variants": {"a": {"lr": 0.1}}}, "belong to kind"),
+                       ({"kind": "ablation", "variants": {"Bad Name": {"lr": 0.1}}}, "variant name"),
+                       ({"kind": "ablation", "variants": {"baseline": {"lr": 0.1}}}, "variant name"),
+                       ({"kind": "ablation", "variants": {"a": {}}}, "at least one setting"),
+                       ({"kind": "ablation", "variants": {"a": {"lrr": 0.1}}}, "unknown settings"),
+                       ({"kind": "ablation", "variants": {"a": {"mode": "dd"}}}, "may not set"),
+                       ({"kind": "ablation", "variants": {"a": {"lr": -1.0}}}, r"variants\.a.*lr"),
+                       ({"kind": "ablation", "methods": (), "variants": {"a": {"lr": 0.1}}}, "method")):
+        with pytest.raises(UsageError, match=match):
+            StudyGrid(**bad).validate()
+
+
+def test_tiny_ablation_study_compares_each_variant_with_the_baseline(tmp_path: Path) -> None:
+    grid = StudyGrid(**{**TINY.__dict__, "kind": "ablation", "normal": (),
+                        "variants": {"noise": {"image_init": "noise"}}})
+    out = run_study(tmp_path, grid, SPEC, RT, launcher=in_process([]))
+    assert len(out.ran) == 4 and not out.failed
+    doc = json.loads((tmp_path / "results.json").read_text())
+    assert [r["row"] for r in doc["rows"]] == ["SLDD(1/class) [baseline]", "SLDD(1/class) [noise]"]
+    assert [(c["a"], c["b"]) for c in doc["comparisons"]] == [("SLDD(1/class) [noise]", "SLDD(1/class) [baseline]")]
+    assert doc["comparisons"][0]["seeds"] == [0, 1]
+    md = (tmp_path / "table.md").read_text()
+    assert '| noise | `{"image_init": "noise"}` |' in md
+    with (tmp_path / "runs.csv").open() as fh:
+        assert sorted(r["variant"] for r in csv.DictReader(fh)) == ["", "", "noise", "noise"]
 
 
 # --- running ------------------------------------------------------------------------------------------
