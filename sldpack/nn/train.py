@@ -6,16 +6,21 @@ sampler, then inference. ``sldp train`` and the examples call these functions.
 
 from __future__ import annotations
 
+import io
+import json
 import math
 import time
 from collections.abc import Callable
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from sldpack.errors import UsageError
+from sldpack.atomic import atomic_write_bytes
+from sldpack.errors import DataError, UsageError
 from sldpack.nn.replay import deterministic, resolve_device
 
 __all__ = ["BatchSampler", "TrainProgress", "predict", "timed", "train_normal"]
@@ -26,11 +31,38 @@ BatchSampler = Callable[[int, np.random.Generator], tuple[np.ndarray, np.ndarray
 TrainProgress = Callable[[int, int, float], None]
 """``progress(step_done, steps, loss)``."""
 
+TRAIN_CHECKPOINT_FORMAT = "sldpack-train-checkpoint/1"
+
+
+def _save_train_checkpoint(path: Path, settings: str, step: int, module: nn.Module, opt: torch.optim.Optimizer,
+                           sched: Any, rng: np.random.Generator) -> None:
+    state = {"format": TRAIN_CHECKPOINT_FORMAT, "settings": settings, "step": step,
+             "module": {k: v.detach().cpu().clone() for k, v in module.state_dict().items()},
+             "optimizer": opt.state_dict(), "scheduler": sched.state_dict() if sched is not None else None,
+             "rng": json.dumps(rng.bit_generator.state)}
+    buf = io.BytesIO()
+    torch.save(state, buf)
+    atomic_write_bytes(path, buf.getvalue())  # temp + fsync + rename: a kill leaves the old checkpoint or the new
+
+
+def _load_train_checkpoint(path: Path, settings: str) -> dict[str, Any]:
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # torch raises many types for a damaged pickle
+        raise DataError(f"cannot read training checkpoint {path}: {exc}") from exc
+    if not isinstance(state, dict) or state.get("format") != TRAIN_CHECKPOINT_FORMAT:
+        raise DataError(f"{path} is not a {TRAIN_CHECKPOINT_FORMAT} checkpoint")
+    if state.get("settings") != settings:
+        raise UsageError(f"{path} was written by a training run with other settings ({state.get('settings')}; "
+                         f"now {settings}); delete it to start over")
+    return state
+
 
 def train_normal(module: nn.Module, sample_batch: BatchSampler, *, steps: int, batch_size: int = 64,
                  lr: float = 1e-3, seed: int = 0, device: str | torch.device = "cpu", optimizer: str = "adam",
                  weight_decay: float = 0.0, momentum: float = 0.9, cosine: bool = True,
-                 progress: TrainProgress | None = None) -> nn.Module:
+                 progress: TrainProgress | None = None, checkpoint: str | Path | None = None,
+                 checkpoint_every: int = 100) -> nn.Module:
     """Train ``module`` normally and return it in eval mode (on ``device``).
 
     Args:
@@ -46,15 +78,23 @@ def train_normal(module: nn.Module, sample_batch: BatchSampler, *, steps: int, b
         momentum: SGD momentum.
         cosine: cosine learning-rate decay to 0 over ``steps``.
         progress: called after every step.
+        checkpoint: a file that holds the run's state (network, optimiser, schedule, sampling generator)
+            every ``checkpoint_every`` steps, written atomically; when it exists at the start, training
+            continues from it (a killed run resumes; the result equals an uninterrupted run's on the same
+            machine). The caller deletes it when the trained network is safely stored.
+        checkpoint_every: steps between checkpoints.
 
     Returns:
         The same module, trained, in eval mode (batch-norm layers use their running statistics).
 
     Raises:
-        UsageError: bad settings, or the loss became non-finite.
+        UsageError: bad settings, the loss became non-finite, or a checkpoint of other settings.
+        DataError: an unreadable checkpoint.
     """
     if steps < 0 or batch_size < 1 or not (lr > 0 and math.isfinite(lr)):
         raise UsageError(f"need steps >= 0, batch_size >= 1, lr > 0; got {steps}, {batch_size}, {lr}")
+    if checkpoint_every < 1:
+        raise UsageError(f"checkpoint_every must be >= 1, got {checkpoint_every}")
     dev = resolve_device(device)
     module.to(dev)
     params = [p for p in module.parameters() if p.requires_grad]
@@ -67,9 +107,22 @@ def train_normal(module: nn.Module, sample_batch: BatchSampler, *, steps: int, b
         raise UsageError(f"optimizer must be 'adam' or 'sgd', got {optimizer!r}")
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(steps, 1)) if cosine else None
     rng = np.random.default_rng(seed)
+    ckpt = Path(checkpoint) if checkpoint is not None else None
+    settings = json.dumps({"steps": steps, "batch_size": batch_size, "lr": lr, "seed": seed, "optimizer": optimizer,
+                           "weight_decay": weight_decay, "momentum": momentum, "cosine": cosine,
+                           "parameters": [[n, list(p.shape)] for n, p in module.named_parameters()]}, sort_keys=True)
+    start = 0
+    if ckpt is not None and ckpt.is_file():
+        state = _load_train_checkpoint(ckpt, settings)
+        module.load_state_dict(state["module"])
+        opt.load_state_dict(state["optimizer"])
+        if sched is not None and state["scheduler"] is not None:
+            sched.load_state_dict(state["scheduler"])
+        rng.bit_generator.state = json.loads(state["rng"])
+        start = int(state["step"])
     module.train()
     with deterministic(dev):
-        for step in range(steps):
+        for step in range(start, steps):
             x_np, y_np = sample_batch(batch_size, rng)
             x = torch.from_numpy(np.ascontiguousarray(x_np, dtype=np.float32)).to(dev)
             y = torch.from_numpy(np.asarray(y_np, dtype=np.int64)).to(dev)
@@ -83,6 +136,8 @@ def train_normal(module: nn.Module, sample_batch: BatchSampler, *, steps: int, b
                 sched.step()
             if progress is not None:
                 progress(step + 1, steps, float(loss.detach()))
+            if ckpt is not None and (step + 1) % checkpoint_every == 0 and step + 1 < steps:
+                _save_train_checkpoint(ckpt, settings, step + 1, module, opt, sched, rng)
     module.eval()
     return module
 

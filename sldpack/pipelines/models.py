@@ -40,11 +40,13 @@ class TrainedModel:
 
 def train_model(source: RealSource, *, arch: str = "convnet@1", arch_options: Mapping[str, Any] | None = None,
                 batchnorm: bool = False, steps: int = 500, batch_size: int = 64, lr: float = 1e-3, seed: int = 0,
-                device: str = "cpu", progress: Callable[[int, int, float], None] | None = None) -> TrainedModel:
+                device: str = "cpu", progress: Callable[[int, int, float], None] | None = None,
+                checkpoint: str | Path | None = None, checkpoint_every: int = 100) -> TrainedModel:
     """Train ``arch`` normally on class-balanced batches of ``source`` (the baselines of the paper's tables).
 
     theta_0 comes from the portable init with ``seed`` (the same start a distilled file with that seed has);
-    training is :func:`sldpack.nn.train.train_normal` (Adam, cosine decay).
+    training is :func:`sldpack.nn.train.train_normal` (Adam, cosine decay), resumable from ``checkpoint``
+    (saved every ``checkpoint_every`` steps).
 
     Returns:
         The trained model, eval mode, on ``device``.
@@ -61,7 +63,8 @@ def train_model(source: RealSource, *, arch: str = "convnet@1", arch_options: Ma
                     options=resolve_options(arch, arch_options))
     module, _ = build_module(spec, InitSpec(seed=seed))
     train_normal(module, lambda k, rng: source.sample(k, rng, balanced=True), steps=steps, batch_size=batch_size,
-                 lr=lr, seed=seed, device=device, progress=progress)
+                 lr=lr, seed=seed, device=device, progress=progress, checkpoint=checkpoint,
+                 checkpoint_every=checkpoint_every)
     meta = {"steps": steps, "batch_size": batch_size, "lr": lr, "seed": seed, "optimizer": "adam, cosine decay",
             "init": "portable xavier_normal", "sampling": "class-balanced", "dataset_sha256": source.fingerprint}
     return TrainedModel(module=module, arch=spec, preprocessing=source.preprocessing,

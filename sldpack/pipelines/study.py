@@ -351,11 +351,23 @@ def _per_image(ev: Any) -> dict[str, list[Any]]:
             "score": [float(ev.per_image[i][p_keys[-1]]) for i in range(len(ev.per_image))] if p_keys else []}
 
 
+def _checkpoint_step(path: Path) -> int | None:
+    """The step a normal-training checkpoint holds (None: no checkpoint)."""
+    if not path.is_file():
+        return None
+    import torch
+
+    try:
+        return int(torch.load(path, map_location="cpu", weights_only=True)["step"])
+    except Exception:  # a damaged file: train_normal reports it with its path
+        return None
+
+
 def run_cell(cfg: Mapping[str, Any], cell_dir: str | Path) -> dict[str, Any]:
     """Train or distil one cell, evaluate it on the test split, return its result (JSON-ready).
 
     Distillation runs in ``cell_dir/run`` and resumes from its checkpoint; normal training writes
-    ``cell_dir/model.safetensors`` (it has no checkpoint: a killed normal-training cell starts over).
+    ``cell_dir/model.safetensors`` and resumes from ``cell_dir/train_checkpoint.pt`` (every 100 steps).
 
     Raises:
         UsageError / DataError: bad settings or data.
@@ -379,9 +391,13 @@ def run_cell(cfg: Mapping[str, Any], cell_dir: str | Path) -> dict[str, Any]:
         from sldpack.pipelines.models import save_trained_model, train_model
 
         opened = open_source(spec, spec.split_or("train"), per_class=k, subset_seed=seed)
+        ckpt = d / "train_checkpoint.pt"
+        info["resumed_from_step"] = _checkpoint_step(ckpt)
         model = train_model(opened.source, arch=str(cfg["arch"]), arch_options=cfg["arch_options"],
-                            batchnorm=bool(cfg["batchnorm"]), seed=seed, device=str(dev), **cfg["train"])
+                            batchnorm=bool(cfg["batchnorm"]), seed=seed, device=str(dev), checkpoint=ckpt,
+                            checkpoint_every=100, **cfg["train"])
         nbytes = save_trained_model(d / "model.safetensors", model)
+        ckpt.unlink(missing_ok=True)  # the network is stored: the checkpoint has done its job
         module, pre, names, base = model.module, model.preprocessing, model.class_names, opened.settings
         info["train_inputs"] = len(opened.source) if isinstance(opened.source, Sized) else None
         info["stored"] = "model.safetensors"

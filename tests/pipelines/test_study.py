@@ -210,6 +210,9 @@ def test_tiny_phantom_study_writes_every_output_and_resumes_after_a_kill(tmp_pat
     doc = json.loads((clean / "results.json").read_text())
     assert [(c["a"], c["b"]) for c in doc["comparisons"]] == [("SLDD(1/class)", "normal(all)")]
     assert "SLDD(1/class)" in (clean / "table.md").read_text()
+    normal = json.loads((clean / "cells" / "normal-all-convnetv1-s0.json").read_text())
+    assert normal["resumed_from_step"] is None  # trained from the start ...
+    assert not (clean / "cells" / "normal-all-convnetv1-s0" / "train_checkpoint.pt").exists()  # ... and tidied
 
     # killed at the third cell: two results exist; the rerun skips them and gives the same table
     killed = tmp_path / "killed"
