@@ -178,6 +178,10 @@ class StudyGrid:
                                  "(and not 'baseline')")
             if not isinstance(over, Mapping) or not over:
                 raise UsageError(f"[variants.{vname}] must be a table with at least one setting")
+            nested = sorted(k for k, v in over.items() if k != "arch_options" and isinstance(v, Mapping))
+            if nested:
+                raise UsageError(f"[variants.{vname}] holds tables {nested}: a variant name with a '.' must be "
+                                 f"quoted in TOML ([variants.\"{vname}.{nested[0]}\"])")
             bad = sorted(set(over) - known - {"arch_options"})
             if bad:
                 raise UsageError(f"[variants.{vname}] has unknown settings {bad} (DistillConfig fields, "

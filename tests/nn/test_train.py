@@ -14,7 +14,7 @@ from sldpack.nn.replay import build_module
 from sldpack.nn.train import train_normal
 
 
-class Killed(Exception):
+class KilledError(Exception):
     pass
 
 
@@ -36,9 +36,9 @@ def test_a_killed_training_resumes_from_its_checkpoint_to_the_same_network(tmp_p
 
     def kill_at_17(step: int, _steps: int, _loss: float) -> None:
         if step == 17:
-            raise Killed
+            raise KilledError
 
-    with pytest.raises(Killed):
+    with pytest.raises(KilledError):
         train_normal(_module(), _sampler, steps=25, batch_size=8, lr=1e-2, seed=4, checkpoint=ckpt,
                      checkpoint_every=5, progress=kill_at_17)
     assert torch.load(ckpt, weights_only=True)["step"] == 15
@@ -53,9 +53,13 @@ def test_a_killed_training_resumes_from_its_checkpoint_to_the_same_network(tmp_p
 
 def test_a_checkpoint_of_other_settings_or_a_damaged_one_is_refused(tmp_path: Path) -> None:
     ckpt = tmp_path / "train.pt"
-    with pytest.raises(Killed):
+    def kill_at_3(step: int, _steps: int, _loss: float) -> None:
+        if step == 3:
+            raise KilledError
+
+    with pytest.raises(KilledError):
         train_normal(_module(), _sampler, steps=10, batch_size=8, lr=1e-2, seed=4, checkpoint=ckpt,
-                     checkpoint_every=2, progress=lambda s, _n, _l: (_ for _ in ()).throw(Killed) if s == 3 else None)
+                     checkpoint_every=2, progress=kill_at_3)
     with pytest.raises(UsageError, match="other settings"):
         train_normal(_module(), _sampler, steps=10, batch_size=8, lr=2e-2, seed=4, checkpoint=ckpt)
     ckpt.write_bytes(b"not a checkpoint")

@@ -158,6 +158,7 @@ def test_ablation_rows_cells_and_validation() -> None:
                        ({"kind": "ablation", "variants": {"baseline": {"lr": 0.1}}}, "variant name"),
                        ({"kind": "ablation", "variants": {"a": {}}}, "at least one setting"),
                        ({"kind": "ablation", "variants": {"a": {"lrr": 0.1}}}, "unknown settings"),
+                       ({"kind": "ablation", "variants": {"lr-0": {"03": {"lr": 0.03}}}}, "must be quoted"),
                        ({"kind": "ablation", "variants": {"a": {"mode": "dd"}}}, "may not set"),
                        ({"kind": "ablation", "variants": {"a": {"lr": -1.0}}}, r"variants\.a.*lr"),
                        ({"kind": "ablation", "methods": (), "variants": {"a": {"lr": 0.1}}}, "method")):
