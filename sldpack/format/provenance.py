@@ -78,7 +78,10 @@ def training_data_sha256(images: Any, labels: Any, masks: Any | None = None) -> 
     Raises:
         DataError: the arrays disagree on N, or hold non-numeric values.
     """
-    imgs = images if isinstance(images, np.ndarray) else np.asarray(images)
+    # array-likes with shape/dtype (a memmap, an on-disk store's lazy view) are read block by block, never
+    # loaded whole
+    imgs = images if hasattr(images, "shape") and hasattr(images, "dtype") and hasattr(images, "ndim") \
+        else np.asarray(images)
     lab = np.asarray(labels)
     if lab.ndim == 2 and lab.shape[1] == 1:
         lab = lab[:, 0]
@@ -90,7 +93,8 @@ def training_data_sha256(images: Any, labels: Any, masks: Any | None = None) -> 
     _update(h, "images", imgs)
     _update(h, "labels", lab.astype(np.int64))
     if masks is not None:
-        m = masks if isinstance(masks, np.ndarray) else np.asarray(masks)
+        m = masks if hasattr(masks, "shape") and hasattr(masks, "dtype") and hasattr(masks, "ndim") \
+            else np.asarray(masks)
         if m.shape[:1] != imgs.shape[:1]:
             raise DataError(f"training data: masks {m.shape} do not match images {imgs.shape}")
         _update(h, "masks", m)
@@ -102,11 +106,14 @@ def source_data_sha256(source: Any) -> str | None:
 
     Used, in order: a ``training_data_sha256`` attribute the source provides itself; the
     ``images``/``labels``/``masks`` arrays of an :class:`~sldpack.pipelines.sources.ArraySource`-like
-    source, or those of its ``data`` (an :class:`~sldpack.medical.loaders.ImageSet`). Sources that keep
-    neither (e.g. a patch source, which keeps its images and patch index but not the masks) give
-    ``None`` and the field is left out rather than filled with a digest of something else.
+    source, or those of its ``data`` (an :class:`~sldpack.medical.loaders.ImageSet`). The attribute may
+    be a method (computed when asked: a patch source hashes its training images, labels and masks then).
+    Sources that know neither give ``None`` and the field is left out rather than filled with a digest of
+    something else.
     """
     own = getattr(source, "training_data_sha256", None)
+    if callable(own):
+        own = own()
     if isinstance(own, str):
         return own
     for holder in (source, getattr(source, "data", None)):

@@ -20,6 +20,7 @@ from numpy.typing import NDArray
 
 from sldpack.errors import DataError, UsageError
 from sldpack.format.manifest import Manifest, Preprocessing
+from sldpack.format.provenance import training_data_sha256
 from sldpack.medical.loaders import ImageSet
 from sldpack.medical.patches import (
     PATCH_CLASS_NAMES,
@@ -158,6 +159,7 @@ class PatchSource:
         self.mean = float(mean)
         self.std = float(std)
         self._fingerprint = fingerprint
+        self._data: ImageSet | None = None
 
     @classmethod
     def from_image_set(cls, data: ImageSet, settings: PatchSettings, *,
@@ -175,7 +177,18 @@ class PatchSource:
             index = index.for_images(image_ids)
         if per_class is not None:
             index = index.subsample_per_class(per_class, seed=subset_seed)
-        return cls(data.images, index, settings, **kwargs)
+        src = cls(data.images, index, settings, **kwargs)
+        if image_ids is None:  # the patches come from every image of ``data``: it is the training data read
+            src._data = data
+        return src
+
+    def training_data_sha256(self) -> str | None:
+        """Spec 5.3.1 digest of the training images, labels and masks the patches are cut from (``None``
+        when the source was built from a part of a set's images or from bare arrays)."""
+        if self._data is None:
+            return None
+        d = self._data
+        return training_data_sha256(d.images, d.labels, d.masks)
 
     # RealSource protocol ------------------------------------------------------------------------------
     @property
