@@ -16,6 +16,7 @@ __all__ = [
     "DigestError",
     "FormatError",
     "ReplayMismatchError",
+    "SignatureError",
     "SldpError",
     "SldpNotice",
     "UsageError",
@@ -106,6 +107,25 @@ class DigestError(FormatError):
 
 class ReplayMismatchError(SldpError):
     """Re-deriving theta_opt from the file did not reproduce its recorded fingerprint."""
+
+
+class SignatureError(SldpError):
+    """A signature is missing, malformed, made by another or an untrusted key, or the file changed.
+
+    ``sldp verify`` exits with 1 ("verification failed") on it. ``reason`` is one stable word:
+    ``missing``, ``malformed``, ``wrong-key``, ``untrusted-key``, ``bad-signature``, ``statement`` or
+    ``file-changed``; ``path`` is the file the reason is about (the signature, or the signed file).
+    """
+
+    def __init__(self, reason: str, message: str, *, path: str | None = None) -> None:
+        self.reason = reason
+        self.message = message
+        self.path = path
+        super().__init__(f"signature {reason}: {message}" + (f" ({path})" if path else ""))
+
+    def to_dict(self) -> dict[str, Any]:
+        """Machine-readable form for ``--json`` outputs."""
+        return {"code": "E_SIGNATURE", "reason": self.reason, "message": self.message, "path": self.path}
 
 
 class DataError(SldpError, ValueError):

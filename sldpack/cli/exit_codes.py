@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from typing import Final
 
-from sldpack.errors import DigestError, ReplayMismatchError, SldpError
+from sldpack.errors import DigestError, ReplayMismatchError, SignatureError, SldpError
 
 __all__ = ["EXIT_BAD_INPUT", "EXIT_CODES", "EXIT_INTERNAL", "EXIT_INTERRUPTED", "EXIT_OK", "EXIT_VERIFY_FAILED",
            "describe_os_error", "exit_code_for"]
@@ -37,7 +37,7 @@ EXIT_CODES: Final[dict[int, str]] = {
 
 def exit_code_for(err: BaseException) -> int:
     """Map an exception to the documented exit code."""
-    if isinstance(err, (DigestError, ReplayMismatchError)):
+    if isinstance(err, (DigestError, ReplayMismatchError, SignatureError)):
         return EXIT_VERIFY_FAILED
     if isinstance(err, SldpError):
         return EXIT_BAD_INPUT

@@ -31,7 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from sldpack.errors import SldpError, UsageError
+from sldpack.errors import SignatureError, UsageError  # SignatureError: re-exported here too
 
 if TYPE_CHECKING:  # cryptography is imported lazily: it is an optional dependency (the `sign` extra)
     from cryptography.hazmat.primitives.asymmetric.ec import EllipticCurvePrivateKey, EllipticCurvePublicKey
@@ -62,25 +62,6 @@ PREDICATE_TYPE = "https://model_signing/signature/v1.0"
 MAX_SIGNATURE_BYTES = 1 << 20
 _CURVE = "secp256r1"
 _KEY_SUFFIXES = (".pub", ".pem")
-
-
-class SignatureError(SldpError):
-    """A signature is missing, malformed, made by another or an untrusted key, or the file changed.
-
-    ``sldp verify`` exits with 1 ("verification failed") on it. ``reason`` is one stable word:
-    ``missing``, ``malformed``, ``wrong-key``, ``untrusted-key``, ``bad-signature``, ``statement`` or
-    ``file-changed``; ``path`` is the file the reason is about (the signature, or the signed file).
-    """
-
-    def __init__(self, reason: str, message: str, *, path: str | None = None) -> None:
-        self.reason = reason
-        self.message = message
-        self.path = path
-        super().__init__(f"signature {reason}: {message}" + (f" ({path})" if path else ""))
-
-    def to_dict(self) -> dict[str, Any]:
-        """Machine-readable form for ``--json`` outputs."""
-        return {"code": "E_SIGNATURE", "reason": self.reason, "message": self.message, "path": self.path}
 
 
 @dataclass(frozen=True)
