@@ -3,13 +3,42 @@
 from __future__ import annotations
 
 import contextlib
+import glob
+import hashlib
 import os
 import secrets
+import socket
 from collections.abc import Iterator
 from pathlib import Path
 from typing import IO
 
 __all__ = ["atomic_write_bytes", "atomic_writer"]
+
+# temporary names carry the writer's host and pid, so a later writer can tell a leftover of a killed
+# process (SIGKILL runs no cleanup) from the temporary file of one still writing
+_HOST = hashlib.sha256(socket.gethostname().encode("utf-8", "replace")).hexdigest()[:8]
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # exists, owned by someone else
+        return True
+    return True
+
+
+def _remove_stale_temporaries(target: Path) -> None:
+    """Delete ``.NAME.<host>.<pid>.<token>.tmp`` files beside ``target`` left by dead processes of this host."""
+    for p in glob.glob(glob.escape(str(target.parent / f".{target.name}.")) + "*.tmp"):
+        parts = Path(p).name[len(target.name) + 2:-len(".tmp")].split(".")
+        if len(parts) != 3 or parts[0] != _HOST or not parts[1].isdigit():
+            continue  # another host's, or not ours at all: leave it
+        pid = int(parts[1])
+        if pid != os.getpid() and not _pid_alive(pid):
+            with contextlib.suppress(OSError):
+                os.unlink(p)
 
 
 @contextlib.contextmanager
@@ -19,10 +48,12 @@ def atomic_writer(path: str | os.PathLike[str]) -> Iterator[IO[bytes]]:
     On any exception the temporary file is removed and ``path`` is left untouched (old content or
     absent). Missing parent folders are created. The file gets the usual permissions (0666 minus the
     umask), not the 0600 of ``tempfile.mkstemp``, so a shared ``.sldp`` is readable as users expect.
+    Temporary files of the same target left by killed processes of this host are removed first.
     """
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.with_name(f".{target.name}.{secrets.token_hex(6)}.tmp")
+    _remove_stale_temporaries(target)
+    tmp = target.with_name(f".{target.name}.{_HOST}.{os.getpid()}.{secrets.token_hex(6)}.tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o666)
     try:
         with os.fdopen(fd, "wb") as fh:

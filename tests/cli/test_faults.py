@@ -108,8 +108,11 @@ def test_pack_keeps_the_old_file(run_dir: Path, tmp_path: Path, fault: str) -> N
     assert digest(out) == old  # the old file, whole
     if fault == "enospc":
         assert no_temp_files(tmp_path)
+    if fault == "sigkill":
+        assert not no_temp_files(tmp_path)  # SIGKILL runs no cleanup: the temporary file stays ...
     r = sldp(["pack", str(run_dir / "run"), "-o", str(out)])
     assert r.returncode == 0, r.stderr
+    assert no_temp_files(tmp_path)  # ... until the next write of the same file removes it
     with sldpack.open(out) as f:  # the new file, whole
         f.verify()
 
