@@ -43,6 +43,7 @@ from sldpack.format.manifest import (
     Provenance,
 )
 from sldpack.format.provenance import run_provenance
+from sldpack.nn.checkpoint import load_state, save_state
 from sldpack.nn.config import SELECT_RULES, DistillConfig
 from sldpack.nn.distributed import DistContext, shard_bounds
 from sldpack.nn.distributed import session as distributed_session
@@ -310,7 +311,6 @@ def _save_checkpoint(path: Path, *, cfg: DistillConfig, iteration: int, images: 
                      lrs: Tensor, opt: torch.optim.Optimizer, rng: np.random.Generator, elapsed: float,
                      best: _Best) -> None:
     state = {
-        "format": CHECKPOINT_FORMAT,
         "config": json.dumps(cfg.to_obj(), sort_keys=True),
         "iteration": iteration,
         "images": images.detach().cpu().clone(),
@@ -321,19 +321,11 @@ def _save_checkpoint(path: Path, *, cfg: DistillConfig, iteration: int, images: 
         "elapsed": elapsed,
         "best": best.state(),
     }
-    buf = io.BytesIO()
-    torch.save(state, buf)
-    atomic_write_bytes(path, buf.getvalue())  # temp + fsync + rename: a kill never leaves half a checkpoint
+    save_state(path, CHECKPOINT_FORMAT, state)
 
 
 def _load_checkpoint(path: Path) -> dict[str, Any]:
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # torch raises many types for a damaged pickle
-        raise DataError(f"cannot read checkpoint {path}: {exc}") from exc
-    if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
-        raise DataError(f"{path} is not a {CHECKPOINT_FORMAT} checkpoint")
-    return state
+    return load_state(path, CHECKPOINT_FORMAT)
 
 
 def _check_resume_config(old: DistillConfig, new: DistillConfig) -> None:

@@ -6,7 +6,6 @@ sampler, then inference. ``sldp train`` and the examples call these functions.
 
 from __future__ import annotations
 
-import io
 import json
 import math
 import time
@@ -19,8 +18,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from sldpack.atomic import atomic_write_bytes
-from sldpack.errors import DataError, UsageError
+from sldpack.errors import UsageError
+from sldpack.nn.checkpoint import load_state, save_state
 from sldpack.nn.replay import deterministic, resolve_device
 
 __all__ = ["BatchSampler", "TrainProgress", "predict", "timed", "train_normal"]
@@ -36,22 +35,15 @@ TRAIN_CHECKPOINT_FORMAT = "sldpack-train-checkpoint/1"
 
 def _save_train_checkpoint(path: Path, settings: str, step: int, module: nn.Module, opt: torch.optim.Optimizer,
                            sched: Any, rng: np.random.Generator) -> None:
-    state = {"format": TRAIN_CHECKPOINT_FORMAT, "settings": settings, "step": step,
+    state = {"settings": settings, "step": step,
              "module": {k: v.detach().cpu().clone() for k, v in module.state_dict().items()},
              "optimizer": opt.state_dict(), "scheduler": sched.state_dict() if sched is not None else None,
              "rng": json.dumps(rng.bit_generator.state)}
-    buf = io.BytesIO()
-    torch.save(state, buf)
-    atomic_write_bytes(path, buf.getvalue())  # temp + fsync + rename: a kill leaves the old checkpoint or the new
+    save_state(path, TRAIN_CHECKPOINT_FORMAT, state)
 
 
 def _load_train_checkpoint(path: Path, settings: str) -> dict[str, Any]:
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # torch raises many types for a damaged pickle
-        raise DataError(f"cannot read training checkpoint {path}: {exc}") from exc
-    if not isinstance(state, dict) or state.get("format") != TRAIN_CHECKPOINT_FORMAT:
-        raise DataError(f"{path} is not a {TRAIN_CHECKPOINT_FORMAT} checkpoint")
+    state = load_state(path, TRAIN_CHECKPOINT_FORMAT)
     if state.get("settings") != settings:
         raise UsageError(f"{path} was written by a training run with other settings ({state.get('settings')}; "
                          f"now {settings}); delete it to start over")
