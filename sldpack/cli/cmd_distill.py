@@ -79,8 +79,10 @@ _CONFIG_FIELDS = frozenset(f.name for f in dataclasses.fields(DistillConfig))
                                       "(the mix the inner steps see).")
 @click.option("--select", type=click.Choice(list(SELECT_RULES)), default=_D.select,
               show_default=True,
-              help="Which iterate is written: best (lowest moving-average training loss), last, or the best on "
-                   "held-out training images by image-level HM (val-hm) or patch accuracy (val-acc).")
+              help="Which iterate is written: the best on held-out training images by image-level HM (val-hm) "
+                   "or patch/class accuracy (val-acc); best (lowest moving-average training loss); last; auto: "
+                   "val-hm (val-acc for more than two image classes), or best where nothing can be held out "
+                   "(--nproc, --source).")
 @click.option("--select-every", type=click.IntRange(min=1), default=_D.select_every, show_default=True,
               help="val-*: iterations between scored candidates.")
 @click.option("--val-fraction", type=click.FloatRange(0.0, 1.0, min_open=True, max_open=True), default=0.2,
@@ -122,7 +124,7 @@ def distill_cmd(ctx: click.Context, /, class_names: str | None, arch_option: tup
     import dataclasses
     import os
 
-    from sldpack.pipelines.inputs import DataSpec, RuntimeSpec, describe_data, open_source
+    from sldpack.pipelines.inputs import DataSpec, RuntimeSpec, describe_data
 
     spec, rt = DataSpec.from_kwargs(kwargs), RuntimeSpec.from_kwargs(kwargs)
     opts = {k: v for k, v in kwargs.items() if k in _CONFIG_FIELDS}
@@ -137,22 +139,16 @@ def distill_cmd(ctx: click.Context, /, class_names: str | None, arch_option: tup
     # under torchrun / --nproc only rank 0 talks
     quiet = quiet or os.environ.get("RANK", "0") != "0"
     names = tuple(n.strip() for n in class_names.split(",")) if class_names else ()
-    scorer = None
-    if str(cfg.select if cfg is not None else opts["select"]).startswith("val"):
-        # held-out scoring runs in one process: the --nproc workers and torchrun ranks would each need the
-        # same held-out part and the same decision at every candidate; not supported yet
-        if nproc > 1 or os.environ.get("WORLD_SIZE", "1") not in ("", "1"):
-            raise UsageError("--select val-hm/val-acc runs in one process: drop --nproc (or torchrun)")
-        from sldpack.pipelines.selection import make_val_scorer, open_train_val
+    from sldpack.pipelines.selection import open_for_selection
 
-        tv = open_train_val(spec, val_fraction=val_fraction, seed=spec.split_seed, class_names=names)
-        opened = tv.opened
-        scorer = make_val_scorer(tv.val, opened.source, str(opts["select"]), settings=opened.settings,
-                                 description=tv.rule)
-        if not quiet:
-            click.echo(f"selection: {scorer.description}", err=True)  # type: ignore[attr-defined]
-    else:
-        opened = open_source(spec, spec.split_or("train"), class_names=names, medmnist_as_stored=True)
+    # held-out scoring runs in one process: the --nproc workers and torchrun ranks would each need the same
+    # held-out part and the same decision at every candidate (auto falls back to best there)
+    processes = max(nproc, int(os.environ.get("WORLD_SIZE", "1") or "1"))
+    chosen = open_for_selection(spec, str(cfg.select if cfg is not None else opts["select"]),
+                                val_fraction=val_fraction, class_names=names, processes=processes)
+    opened, scorer = chosen.opened, chosen.scorer
+    if not quiet and worker_spec is None:
+        click.echo(chosen.note, err=True)
     source = opened.source
     if not quiet and worker_spec is None:
         for line in describe_data(spec, opened):

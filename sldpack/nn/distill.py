@@ -24,7 +24,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 import numpy as np
 import torch
@@ -44,7 +44,7 @@ from sldpack.format.manifest import (
 )
 from sldpack.format.provenance import run_provenance
 from sldpack.nn.checkpoint import load_state, save_state
-from sldpack.nn.config import SELECT_RULES, DistillConfig
+from sldpack.nn.config import SELECT_RULES, DistillConfig, SelectRule
 from sldpack.nn.distributed import DistContext, shard_bounds
 from sldpack.nn.distributed import session as distributed_session
 from sldpack.nn.hypergrad import ImageShard, hypergradient
@@ -450,8 +450,7 @@ def _start_or_resume(source: RealSource, cfg: DistillConfig, rd: Path | None, re
     labels = y0.to(dev, torch.float32).clone().requires_grad_(cfg.mode == "sldd")
     lrs = a0.to(dev, torch.float32).clone().requires_grad_(True)
     groups: list[dict[str, Any]] = [{"params": [images], "lr": cfg.lr},
-                                    {"params": [lrs], "lr": cfg.lr_lrs if cfg.lr_lrs is not None
-                                     else cfg.lr / 10}]
+                                    {"params": [lrs], "lr": cfg.lr_lrs if cfg.lr_lrs is not None else cfg.lr}]
     if cfg.mode == "sldd":
         groups.append({"params": [labels], "lr": cfg.lr_labels if cfg.lr_labels is not None else cfg.lr})
     opt = torch.optim.Adam(groups)
@@ -593,6 +592,11 @@ def distill(source: RealSource, config: DistillConfig, *, run_dir: str | Path | 
     """
     cfg = config
     cfg.validate()
+    if cfg.select == "auto":  # the file, the checkpoint and the log name the rule that is applied
+        rule = str(getattr(scorer, "rule", "val-hm")) if scorer is not None else "best"
+        if rule not in SELECT_RULES or rule == "auto":
+            raise UsageError(f"the scorer's rule must be one of val-hm, val-acc, got {rule!r}")
+        cfg = replace(cfg, select=cast(SelectRule, rule))
     if cfg.select.startswith("val") and scorer is None:
         raise UsageError(f"select={cfg.select!r} needs held-out data: pass a scorer (sldp distill --select "
                          f"{cfg.select} builds one from a validation part of the training images)")

@@ -32,7 +32,8 @@ from sldpack.pipelines.sources import ArraySource, RealSource
 if TYPE_CHECKING:
     from torch import nn
 
-__all__ = ["DEFAULT_VAL_FRACTION", "VAL_METRICS", "TrainVal", "make_val_scorer", "open_train_val"]
+__all__ = ["DEFAULT_VAL_FRACTION", "VAL_METRICS", "Selection", "TrainVal", "make_val_scorer", "open_for_selection",
+           "open_train_val"]
 
 DEFAULT_VAL_FRACTION = 0.2
 """Share of the training images held out for selection when the data has no validation split."""
@@ -107,7 +108,7 @@ def make_val_scorer(val: DataSelection, source: RealSource, rule: str, *, settin
     """A scorer for :func:`sldpack.nn.distill.distill`: evaluate a candidate on ``val`` and return the
     metric of ``rule`` (``val-hm``: image-level HM; ``val-acc``: patch/class accuracy; NaN -> 0).
 
-    The returned callable has a ``description`` attribute (recorded in the file).
+    The returned callable has a ``description`` attribute (recorded in the file) and a ``rule`` one.
 
     Raises:
         UsageError: an unknown rule.
@@ -132,4 +133,55 @@ def make_val_scorer(val: DataSelection, source: RealSource, rule: str, *, settin
     desc = f"{what} on {description or val.split_rule}"
     fn: Any = score
     fn.description = desc
+    fn.rule = rule
     return score
+
+
+@dataclass(frozen=True)
+class Selection:
+    """What :func:`open_for_selection` resolved: the training source, the scorer (``None``: the engine
+    applies ``best``/``last``) and, for ``auto``, why a rule was taken (one line to show the user)."""
+
+    opened: OpenedSource
+    scorer: Callable[[nn.Module], float] | None
+    note: str
+
+
+def open_for_selection(spec: DataSpec, select: str, *, val_fraction: float = DEFAULT_VAL_FRACTION,
+                       class_names: Sequence[str] = (), processes: int = 1, delta: float = 0.4) -> Selection:
+    """Open the training data for a distillation whose iterate rule is ``select`` (the one place
+    ``sldp distill`` and ``sldp study`` resolve it).
+
+    * ``val-hm``/``val-acc``: hold out validation images (:func:`open_train_val`) and score on them;
+    * ``auto``: the same with ``val-hm`` for two-class image labels (``val-acc`` otherwise), or, when no
+      validation part can be had (a ``--source`` plug-in, several processes, too few images), the whole
+      training split with ``best``, saying why;
+    * ``best``/``last``: the whole training split, no scorer.
+
+    Raises:
+        UsageError: ``val-*`` that cannot be had (the reason named). DataError: as :func:`open_source`.
+    """
+    if select == "auto" or select in VAL_METRICS:
+        why = ("several processes (held-out scoring runs in one)" if processes > 1 else
+               "a --source plug-in has no images to hold out" if spec.source is not None else "")
+        if why and select != "auto":
+            raise UsageError(f"--select {select} cannot be used here: {why}")
+        if not why:
+            try:
+                tv = open_train_val(spec, val_fraction=val_fraction, seed=spec.split_seed, class_names=class_names)
+            except UsageError as exc:
+                if select != "auto":
+                    raise
+                why = str(exc)
+            else:
+                rule = select
+                if select == "auto":
+                    binary = bool(np.isin(np.asarray(tv.val.data.labels), [0, 1]).all())
+                    rule = "val-hm" if binary else "val-acc"
+                scorer = make_val_scorer(tv.val, tv.opened.source, rule, settings=tv.opened.settings, delta=delta,
+                                         description=tv.rule)
+                return Selection(tv.opened, scorer, f"selection: {rule}, {scorer.description}")  # type: ignore[attr-defined]
+        opened = open_source(spec, spec.split_or("train"), class_names=class_names, medmnist_as_stored=True)
+        return Selection(opened, None, f"selection: best (training-loss average; no held-out part: {why})")
+    opened = open_source(spec, spec.split_or("train"), class_names=class_names, medmnist_as_stored=True)
+    return Selection(opened, None, f"selection: {select}")

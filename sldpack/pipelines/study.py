@@ -416,16 +416,10 @@ def run_cell(cfg: Mapping[str, Any], cell_dir: str | Path) -> dict[str, Any]:
                              batchnorm=bool(cfg["batchnorm"]), mode="dd" if method == "dd" else "sldd",
                              images_per_class=int(k), seed=seed,
                              device=str(dev), **dset)
-        scorer = None
-        if dcfg.select.startswith("val"):
-            from sldpack.pipelines.selection import make_val_scorer, open_train_val
+        from sldpack.pipelines.selection import open_for_selection
 
-            tv = open_train_val(spec, val_fraction=val_fraction, seed=spec.split_seed)
-            opened = tv.opened
-            scorer = make_val_scorer(tv.val, opened.source, dcfg.select, settings=opened.settings,
-                                     delta=float(cfg["eval"]["delta"]), description=tv.rule)
-        else:
-            opened = open_source(spec, spec.split_or("train"), medmnist_as_stored=True)
+        chosen = open_for_selection(spec, dcfg.select, val_fraction=val_fraction, delta=float(cfg["eval"]["delta"]))
+        opened, scorer = chosen.opened, chosen.scorer
         run_dir = d / "run"
         resume = (run_dir / "checkpoint.pt").is_file()
         res = distill(opened.source, dcfg, run_dir=run_dir, resume=resume, scorer=scorer)

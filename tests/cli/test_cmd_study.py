@@ -68,7 +68,7 @@ def test_distill_select_val_hm_records_how_the_iterate_was_chosen(tmp_path: Path
                                  "--select", "val-hm", "--select-every", "2", "--val-fraction", "0.25",
                                  "--out", str(run)])
     assert r.exit_code == 0, r.output
-    assert "selection: image-level HM on" in r.stderr
+    assert "selection: val-hm, image-level HM on" in r.stderr
     manifest = json.loads((run / "final" / "manifest.json").read_text())
     opts = manifest["distill"]["options"]
     assert opts["select"] == "val-hm" and opts["selection"]["rule"] == "val-hm"

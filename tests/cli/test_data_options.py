@@ -159,12 +159,12 @@ def test_threads_below_one_is_rejected_everywhere(name: str, npz: Path, tmp_path
 
 def test_an_internal_error_exits_3_with_one_line(monkeypatch: pytest.MonkeyPatch,
                                                  capsys: pytest.CaptureFixture[str]) -> None:
-    import sldpack.pipelines.inputs as inputs
+    import sldpack.pipelines.selection as selection
 
     def boom(*_a: Any, **_k: Any) -> None:
         raise ZeroDivisionError("a bug")
 
-    monkeypatch.setattr(inputs, "open_source", boom)
+    monkeypatch.setattr(selection, "open_for_selection", boom)  # distill opens its data through it
     monkeypatch.delenv("SLDP_TRACEBACK", raising=False)
     code, err = _exit(["distill", "--phantom", "4", "--out", "unused"], capsys)
     assert code == 3

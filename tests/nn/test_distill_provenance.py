@@ -23,7 +23,8 @@ def test_distill_records_data_digest_config_and_command_line(tmp_path: Path) -> 
     p = res.manifest.provenance
     assert p.training_data_sha256 == training_data_sha256(x, y)
     assert p.sldpack_version == sldpack.__version__
-    assert p.distill_config == canonical_value(cfg.to_obj())
+    # the configuration as applied: select "auto" without held-out data is "best"
+    assert p.distill_config == canonical_value({**cfg.to_obj(), "select": "best"})
     assert p.command_line is not None and list(p.command_line[1:]) == sys.argv[1:]
     with sldpack.open(tmp_path / "distilled.sldp") as f:
         assert f.manifest.provenance == p

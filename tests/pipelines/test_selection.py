@@ -115,3 +115,38 @@ def test_real_scorer_scores_hm_and_accuracy() -> None:
     assert "HM" in hm.description and "accuracy" in acc.description  # type: ignore[attr-defined]
     with pytest.raises(UsageError):
         make_val_scorer(tv.val, src, "val-auc")
+
+
+def test_auto_resolves_to_a_held_out_rule_or_to_best_and_says_why(tmp_path: Path) -> None:
+    from sldpack.pipelines.selection import open_for_selection
+
+    auto = open_for_selection(SPEC, "auto")
+    assert auto.scorer is not None and getattr(auto.scorer, "rule", None) == "val-hm"  # two image classes
+    assert auto.note.startswith("selection: val-hm, image-level HM on")
+    res = distill(auto.opened.source, tiny(iterations=4, select_every=2), scorer=auto.scorer)
+    assert res.manifest.distill is not None
+    opts = res.manifest.distill.options
+    assert opts["select"] == "val-hm" and opts["selection"]["rule"] == "val-hm"  # the rule applied, never auto
+    # nothing can be held out: best, with the reason
+    many = open_for_selection(SPEC, "auto", processes=2)
+    assert many.scorer is None and "several processes" in many.note and "best" in many.note
+    few = open_for_selection(DataSpec(phantom=4, phantom_size=64, patch_size=16, stride=8), "auto", val_fraction=0.1)
+    assert few.scorer is None and "empty part" in few.note
+    # an explicit val rule that cannot be had is an error, not a silent fallback
+    with pytest.raises(UsageError, match="several processes"):
+        open_for_selection(SPEC, "val-hm", processes=2)
+    assert open_for_selection(SPEC, "best").scorer is None
+    # the engine alone: auto without a scorer is best
+    plain = distill(auto.opened.source, tiny(iterations=3))
+    assert plain.manifest.distill is not None and plain.manifest.distill.options["select"] == "best"
+
+
+def test_auto_uses_class_accuracy_for_more_than_two_image_classes(tmp_path: Path) -> None:
+    from sldpack.pipelines.selection import open_for_selection
+
+    rng = np.random.default_rng(0)
+    labels = np.arange(60) % 3
+    images = (rng.integers(0, 60, (60, 12, 12)) + 60 * labels[:, None, None]).astype(np.uint8)
+    np.savez(tmp_path / "three.npz", images=images, labels=labels)
+    chosen = open_for_selection(DataSpec(data=str(tmp_path / "three.npz")), "auto")
+    assert getattr(chosen.scorer, "rule", None) == "val-acc"

@@ -246,7 +246,7 @@ def test_a_killed_distillation_cell_resumes_its_run_directory(tmp_path: Path) ->
     (d / "cell.json").write_text(json.dumps(cfg))
     # a first attempt stopped after iteration 2 of 3 (checkpoint every iteration)
     from sldpack.nn.distill import DistillConfig, distill
-    from sldpack.pipelines.inputs import open_source
+    from sldpack.pipelines.selection import open_for_selection
 
     class KilledError(Exception):
         pass
@@ -257,9 +257,10 @@ def test_a_killed_distillation_cell_resumes_its_run_directory(tmp_path: Path) ->
 
     dcfg = DistillConfig(arch_options={"depth": 2, "width": 8}, mode="sldd", images_per_class=1, seed=0,
                          device="cpu", **grid.distill)
+    chosen = open_for_selection(SPEC, dcfg.select)  # as the cell does: the default auto holds out images
+    assert chosen.scorer is not None
     with pytest.raises(KilledError):
-        distill(open_source(SPEC, "train", medmnist_as_stored=True).source, dcfg, run_dir=d / "run",
-                on_iteration=stop)
+        distill(chosen.opened.source, dcfg, run_dir=d / "run", on_iteration=stop, scorer=chosen.scorer)
     execute_cell(d / "cell.json", tmp_path / "res.json")
     res = json.loads((tmp_path / "res.json").read_text())
     assert res["resumed_from"] == 2
