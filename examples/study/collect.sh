@@ -3,4 +3,4 @@
 set -e
 src=$1; dst=$2
 mkdir -p "$dst"
-for f in table.md rows.csv runs.csv comparisons.csv results.json hm_vs_bytes.png; do cp "$src/$f" "$dst/"; done
+for f in table.md rows.csv runs.csv comparisons.csv results.json hm_vs_bytes.png comparisons.png; do cp "$src/$f" "$dst/"; done

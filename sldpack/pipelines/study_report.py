@@ -36,6 +36,7 @@ __all__ = [
     "load_results",
     "min_images",
     "paired_bootstrap_hm",
+    "plot_comparisons",
     "render_markdown",
     "row_label",
     "summarise",
@@ -398,7 +399,7 @@ def render_markdown(study: Mapping[str, Any], doc: Mapping[str, Any]) -> str:
                          f"{_pm(m['hm_at_min_k'], None)} | {tried} |")
     if doc["missing_cells"]:
         lines += ["", f"Missing (not finished) cells: {', '.join(doc['missing_cells'])}"]
-    lines += ["", "Per run: `runs.csv`; everything: `results.json`; plot: `hm_vs_bytes.png`.", ""]
+    lines += ["", "Per run: `runs.csv`; everything: `results.json`; plots: `hm_vs_bytes.png`, `comparisons.png`.", ""]
     return "\n".join(lines)
 
 
@@ -483,9 +484,59 @@ def plot_hm_vs_bytes(doc: Mapping[str, Any], path: str | Path, *, title: str = "
     atomic_write_bytes(path, buf.getvalue())
 
 
+def plot_comparisons(doc: Mapping[str, Any], path: str | Path, *, title: str = "") -> None:
+    """PNG forest plot: one line per paired comparison, ΔHM (dot) with its 95 % CI (bar) and the per-seed
+    differences (small ticks), a vertical line at 0; green when the CI is above 0, red below, grey across."""
+    from PIL import Image, ImageDraw, ImageFont
+
+    comps = [c for c in doc["comparisons"] if c["hm_diff"] is not None]
+    font = ImageFont.load_default(size=13)
+    labels = [f"{c['a']} vs {c['b']}" for c in comps]  # ASCII: Pillow's built-in font has no minus or delta
+    probe = ImageDraw.Draw(Image.new("RGB", (1, 1)))
+    ml = 20 + max([int(probe.textlength(t, font=font)) for t in labels] + [100])
+    w, row_h, mt, mb, mr = ml + 520, 26, 40, 50, 30
+    h = mt + mb + row_h * max(1, len(comps))
+    img = Image.new("RGB", (w, h), "white")
+    dr = ImageDraw.Draw(img)
+    dr.text((10, 10), title or "paired HM(A) - HM(B) with 95 % bootstrap CI (ticks: per seed)", fill=(0, 0, 0),
+            font=font)
+    vals = [v for c in comps for v in [c["hm_diff"], *(c["ci95"] or []), *c["per_seed_diff"]] if v is not None]
+    span = max([0.02] + [abs(float(v)) for v in vals])
+    step = next(s for s in (0.01, 0.02, 0.05, 0.1, 0.2, 0.25, 0.5) if span / s <= 4)  # round tick values
+    n_ticks = math.ceil(span / step - 1e-9)
+    span = n_ticks * step
+    pw = w - ml - mr
+
+    def px(v: float) -> float:
+        return float(ml + (v + span) / (2 * span) * pw)
+
+    top, bottom = mt, mt + row_h * max(1, len(comps))
+    for i in range(-n_ticks, n_ticks + 1):
+        v = step * i
+        dr.line([px(v), top, px(v), bottom], fill=(225, 225, 225) if i else (0, 0, 0))
+        dr.text((px(v) - 16, bottom + 6), f"{v:+.2f}" if i else "0", fill=(0, 0, 0), font=font)
+    dr.text((ml + pw // 2 - 60, h - 22), "HM(A) - HM(B)", fill=(0, 0, 0), font=font)
+    for i, (c, lab) in enumerate(zip(comps, labels, strict=True)):
+        y = mt + row_h * i + row_h // 2
+        lo, hi = c["ci95"] if c["ci95"] and c["ci95"][0] is not None else (None, None)
+        col = (128, 128, 128)
+        if lo is not None and hi is not None:
+            col = (44, 160, 44) if lo > 0 else (214, 39, 40) if hi < 0 else (128, 128, 128)
+            dr.line([px(lo), y, px(hi), y], fill=col, width=3)
+        for v in c["per_seed_diff"]:
+            if v is not None:
+                dr.line([px(v), y - 6, px(v), y + 6], fill=(90, 90, 90))
+        x = px(c["hm_diff"])
+        dr.ellipse([x - 5, y - 5, x + 5, y + 5], fill=col, outline=(0, 0, 0))
+        dr.text((10, y - 8), lab, fill=(0, 0, 0), font=font)
+    buf = io.BytesIO()
+    img.save(buf, format="PNG")
+    atomic_write_bytes(path, buf.getvalue())
+
+
 def write_report(root: str | Path) -> dict[str, Any]:
-    """Write ``table.md``, ``rows.csv``, ``runs.csv``, ``comparisons.csv``, ``results.json`` and
-    ``hm_vs_bytes.png`` into the study folder ``root``; return the JSON document."""
+    """Write ``table.md``, ``rows.csv``, ``runs.csv``, ``comparisons.csv``, ``results.json``,
+    ``hm_vs_bytes.png`` and ``comparisons.png`` into the study folder ``root``; return the JSON document."""
     r = Path(root)
     study, results = load_results(r)
     doc = summarise(study, results)
@@ -502,4 +553,6 @@ def write_report(root: str | Path) -> dict[str, Any]:
     atomic_write_bytes(r / "results.json", (json.dumps({"study": study, **doc}, indent=1, allow_nan=False)
                                             + "\n").encode("utf-8"))
     plot_hm_vs_bytes(doc, r / "hm_vs_bytes.png", title=f"sldp study {doc['kind']}: test HM vs stored bytes")
+    plot_comparisons(doc, r / "comparisons.png", title=f"sldp study {doc['kind']}: paired HM(A) - HM(B), 95 % "
+                     "bootstrap CI over test images (ticks: seeds)")
     return doc

@@ -133,6 +133,23 @@ def test_grid_from_toml_and_its_errors(tmp_path: Path) -> None:
         StudyGrid(kind="table9").validate()
 
 
+def test_comparison_plot_colours_each_verdict(tmp_path: Path) -> None:
+    from sldpack.pipelines.study_report import plot_comparisons
+
+    def comp(lo: float, hi: float) -> dict[str, Any]:
+        return {"a": "A", "b": "B", "hm_diff": (lo + hi) / 2, "ci95": [lo, hi], "per_seed_diff": [lo, hi]}
+
+    green, red = (44, 160, 44), (214, 39, 40)
+    for cis, want, absent in (([(0.1, 0.2)], green, red), ([(-0.3, -0.1)], red, green),
+                              ([(-0.1, 0.1)], None, green)):
+        plot_comparisons({"comparisons": [comp(*c) for c in cis]}, tmp_path / "c.png")
+        with Image.open(tmp_path / "c.png") as im:
+            colours = {c for _n, c in im.convert("RGB").getcolors(1 << 20)}
+        assert absent not in colours and (want is None or want in colours)
+    plot_comparisons({"comparisons": []}, tmp_path / "empty.png")  # a study without pairs still gets a picture
+    assert (tmp_path / "empty.png").stat().st_size > 0
+
+
 def test_ablation_rows_cells_and_validation() -> None:
     from sldpack.pipelines.study import cell_config
 
@@ -195,7 +212,8 @@ def test_tiny_phantom_study_writes_every_output_and_resumes_after_a_kill(tmp_pat
     calls: list[str] = []
     out = run_study(clean, TINY, SPEC, RT, launcher=in_process(calls))
     assert len(out.ran) == 4 and not out.failed and len(calls) == 4
-    for name in ("table.md", "rows.csv", "runs.csv", "comparisons.csv", "results.json", "hm_vs_bytes.png"):
+    for name in ("table.md", "rows.csv", "runs.csv", "comparisons.csv", "results.json", "hm_vs_bytes.png",
+                 "comparisons.png"):
         assert (clean / name).is_file(), name
     with Image.open(clean / "hm_vs_bytes.png") as im:
         assert im.size == (900, 560)
