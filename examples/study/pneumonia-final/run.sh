@@ -9,3 +9,7 @@ mkdir -p runs/study-pneumonia-final-defaults/cells
 cp runs/study-pneumonia-final/cells/sldd-1-convnetv1-s*.json runs/study-pneumonia-final-defaults/cells/
 /usr/bin/time -f "study wall %e s" sldp study --grid examples/study/pneumonia-final/ablation-defaults.toml $D \
   --out runs/study-pneumonia-final-defaults
+mkdir -p runs/study-pneumonia-final-budget/cells
+cp runs/study-pneumonia-final/cells/sldd-1-convnetv1-s*.json runs/study-pneumonia-final-budget/cells/
+/usr/bin/time -f "study wall %e s" sldp study --grid examples/study/pneumonia-final/ablation-budget.toml $D \
+  --out runs/study-pneumonia-final-budget
