@@ -102,9 +102,9 @@ def main() -> None:
                             images_per_class=1, steps=args.steps, epochs=args.epochs, iterations=args.iterations,
                             batch_real=args.batch_real, lr=args.lr, inner_lr=args.inner_lr,
                             label_init=args.label_init, seed=args.seed, device="cpu", checkpoint_every=25,
-                            # the table's settings: the distiller's defaults when it was made (the defaults
-                            # have changed since: step-size lr = lr, select auto)
-                            lr_lrs=args.lr / 10, select="best")
+                            # the table's selection rule: the distiller's default when it was made (the default
+                            # is select auto since)
+                            select="best")
         if not args.out:
             ap.error(f"{args.mode} needs --out")
         out = Path(args.out)

@@ -52,8 +52,8 @@ class DistillConfig:
         batch_real: K, real images per outer iteration.
         lr: Adam learning rate of the images.
         lr_labels: Adam learning rate of the label parameters (default: ``lr``).
-        lr_lrs: Adam learning rate of the per-step learning rates (default: ``lr``; ``lr / 10`` before the
-            PneumoniaMNIST ablation of ``examples/study/pneumonia-ablation`` measured +0.030 HM for ``lr``).
+        lr_lrs: Adam learning rate of the per-step learning rates (default: ``lr / 10``; ``lr`` won on the
+            ablation's seeds and lost on three fresh ones, ``examples/study/README.md``).
         inner_lr: initial value of every per-step learning rate.
         label_init: initial label logit of the true class (SLDD; others start at 0).
         image_init: ``"real"`` (class-balanced real images) or ``"noise"`` (standard normal).

@@ -450,7 +450,8 @@ def _start_or_resume(source: RealSource, cfg: DistillConfig, rd: Path | None, re
     labels = y0.to(dev, torch.float32).clone().requires_grad_(cfg.mode == "sldd")
     lrs = a0.to(dev, torch.float32).clone().requires_grad_(True)
     groups: list[dict[str, Any]] = [{"params": [images], "lr": cfg.lr},
-                                    {"params": [lrs], "lr": cfg.lr_lrs if cfg.lr_lrs is not None else cfg.lr}]
+                                    {"params": [lrs], "lr": cfg.lr_lrs if cfg.lr_lrs is not None
+                                     else cfg.lr / 10}]
     if cfg.mode == "sldd":
         groups.append({"params": [labels], "lr": cfg.lr_labels if cfg.lr_labels is not None else cfg.lr})
     opt = torch.optim.Adam(groups)

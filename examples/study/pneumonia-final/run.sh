@@ -13,3 +13,8 @@ mkdir -p runs/study-pneumonia-final-budget/cells
 cp runs/study-pneumonia-final/cells/sldd-1-convnetv1-s*.json runs/study-pneumonia-final-budget/cells/
 /usr/bin/time -f "study wall %e s" sldp study --grid examples/study/pneumonia-final/ablation-budget.toml $D \
   --out runs/study-pneumonia-final-budget
+# the shipped defaults (table1-defaults.toml); normal(all) cells are table1's
+mkdir -p runs/study-pneumonia-final-defaults2/cells
+cp runs/study-pneumonia-final/cells/normal-all-*.json runs/study-pneumonia-final-defaults2/cells/
+/usr/bin/time -f "study wall %e s" sldp study --grid examples/study/pneumonia-final/table1-defaults.toml $D \
+  --out runs/study-pneumonia-final-defaults2
