@@ -9,7 +9,9 @@ table x one seed: ``SLDD(2)`` seed 1, ``normal(all)`` seed 0, ...) is a separate
   checkpoint), evaluates on the test split exactly like ``sldp eval`` and writes ``cells/<id>.json``
   atomically, with the per-image decisions the paired bootstrap needs;
 * a cell whose result file exists with the same ``cell.json`` is skipped: a killed study started again
-  continues where it stopped; a result made with other settings is an error (use another folder).
+  continues where it stopped; a result made with other settings is an error (use another folder). A
+  distillation cell's settings include the distiller's defaults, so a result made by a version with other
+  defaults counts as other settings.
 
 The tables (:mod:`sldpack.pipelines.study_report`) are rebuilt from the result files after every run.
 
@@ -333,7 +335,12 @@ def cell_config(grid: StudyGrid, cell: Cell, spec: DataSpec, runtime: RuntimeSpe
     if r.method == "normal":
         cfg["train"] = {"steps": 500, "batch_size": 64, "lr": 1e-3, **dict(grid.train)}
     else:
+        from sldpack.nn.config import DistillConfig  # torch-free
+
         cfg["distill"] = {**dict(grid.distill), **over}
+        # the distiller's defaults are part of a cell's identity: a finished cell made when they differed
+        # (another sldpack version) is refused, not silently mixed into a table of other settings
+        cfg["distill_defaults"] = {k: v for k, v in DistillConfig().to_obj().items() if k not in cfg["distill"]}
     if r.variant:  # only then: cells of studies made before ablations keep their identity
         cfg["variant"] = r.variant
     return cfg

@@ -247,6 +247,13 @@ def test_tiny_phantom_study_writes_every_output_and_resumes_after_a_kill(tmp_pat
     calls = []
     out = run_study(killed, TINY, SPEC, RT, launcher=in_process(calls))
     assert len(out.skipped) == 4 and calls == []
+    # a finished cell made with other distiller defaults (another version) is refused too
+    cell = killed / "cells" / "sldd-1-convnetv1-s0.json"
+    doc = json.loads(cell.read_text())
+    doc["config"]["distill_defaults"]["lr_lrs"] = 0.001
+    cell.write_text(json.dumps(doc))
+    with pytest.raises(UsageError, match="other settings"):
+        run_study(killed, TINY, SPEC, RT, launcher=in_process([]))
     # other settings in the same folder are refused, not mixed into the table
     with pytest.raises(UsageError, match="other settings"):
         run_study(killed, StudyGrid(**{**TINY.__dict__, "train": {"steps": 5, "batch_size": 16}}), SPEC, RT,
