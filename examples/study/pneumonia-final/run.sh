@@ -18,3 +18,5 @@ mkdir -p runs/study-pneumonia-final-defaults2/cells
 cp runs/study-pneumonia-final/cells/normal-all-*.json runs/study-pneumonia-final-defaults2/cells/
 /usr/bin/time -f "study wall %e s" sldp study --grid examples/study/pneumonia-final/table1-defaults.toml $D \
   --out runs/study-pneumonia-final-defaults2
+/usr/bin/time -f "study wall %e s" sldp study --grid examples/study/pneumonia-final/ablation-k64.toml $D \
+  --out runs/study-pneumonia-k64
