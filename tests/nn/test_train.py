@@ -30,17 +30,21 @@ def _module() -> torch.nn.Module:
     return module
 
 
-def test_a_killed_training_resumes_from_its_checkpoint_to_the_same_network(tmp_path: Path) -> None:
-    whole = train_normal(_module(), _sampler, steps=25, batch_size=8, lr=1e-2, seed=4)
-    ckpt = tmp_path / "train.pt"
-
-    def kill_at_17(step: int, _steps: int, _loss: float) -> None:
-        if step == 17:
+def _killed_run(ckpt: Path, *, steps: int, every: int, kill_at: int) -> None:
+    """Train with a checkpoint and stop (an exception: what a kill leaves behind) after step ``kill_at``."""
+    def kill(step: int, _steps: int, _loss: float) -> None:
+        if step == kill_at:
             raise KilledError
 
     with pytest.raises(KilledError):
-        train_normal(_module(), _sampler, steps=25, batch_size=8, lr=1e-2, seed=4, checkpoint=ckpt,
-                     checkpoint_every=5, progress=kill_at_17)
+        train_normal(_module(), _sampler, steps=steps, batch_size=8, lr=1e-2, seed=4, checkpoint=ckpt,
+                     checkpoint_every=every, progress=kill)
+
+
+def test_a_killed_training_resumes_from_its_checkpoint_to_the_same_network(tmp_path: Path) -> None:
+    whole = train_normal(_module(), _sampler, steps=25, batch_size=8, lr=1e-2, seed=4)
+    ckpt = tmp_path / "train.pt"
+    _killed_run(ckpt, steps=25, every=5, kill_at=17)
     assert torch.load(ckpt, weights_only=True)["step"] == 15
     steps_run: list[int] = []
     resumed = train_normal(_module(), _sampler, steps=25, batch_size=8, lr=1e-2, seed=4, checkpoint=ckpt,
@@ -53,13 +57,7 @@ def test_a_killed_training_resumes_from_its_checkpoint_to_the_same_network(tmp_p
 
 def test_a_checkpoint_of_other_settings_or_a_damaged_one_is_refused(tmp_path: Path) -> None:
     ckpt = tmp_path / "train.pt"
-    def kill_at_3(step: int, _steps: int, _loss: float) -> None:
-        if step == 3:
-            raise KilledError
-
-    with pytest.raises(KilledError):
-        train_normal(_module(), _sampler, steps=10, batch_size=8, lr=1e-2, seed=4, checkpoint=ckpt,
-                     checkpoint_every=2, progress=kill_at_3)
+    _killed_run(ckpt, steps=10, every=2, kill_at=3)
     with pytest.raises(UsageError, match="other settings"):
         train_normal(_module(), _sampler, steps=10, batch_size=8, lr=2e-2, seed=4, checkpoint=ckpt)
     ckpt.write_bytes(b"not a checkpoint")
