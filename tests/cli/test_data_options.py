@@ -157,7 +157,7 @@ def test_threads_below_one_is_rejected_everywhere(name: str, npz: Path, tmp_path
     assert "--threads" in err
 
 
-def test_an_internal_error_exits_3_with_one_line(monkeypatch: pytest.MonkeyPatch,
+def test_an_internal_error_exits_3_with_one_line(monkeypatch: pytest.MonkeyPatch, tmp_path: Path,
                                                  capsys: pytest.CaptureFixture[str]) -> None:
     import sldpack.pipelines.selection as selection
 
@@ -166,10 +166,11 @@ def test_an_internal_error_exits_3_with_one_line(monkeypatch: pytest.MonkeyPatch
 
     monkeypatch.setattr(selection, "open_for_selection", boom)  # distill opens its data through it
     monkeypatch.delenv("SLDP_TRACEBACK", raising=False)
-    code, err = _exit(["distill", "--phantom", "4", "--out", "unused"], capsys)
+    code, err = _exit(["distill", "--phantom", "4", "--out", str(tmp_path / "unused")], capsys)
     assert code == 3
     assert err.strip().splitlines() == [err.strip()] and "SLDP_TRACEBACK=1" in err and "ZeroDivisionError" in err
     monkeypatch.setenv("SLDP_TRACEBACK", "1")
-    code, err = _exit(["distill", "--phantom", "4", "--out", "unused"], capsys)
+    code, err = _exit(["distill", "--phantom", "4", "--out", str(tmp_path / "unused")], capsys)
     assert code == 3
+    assert not (tmp_path / "unused").exists()  # the error came before anything was written
     assert "Traceback (most recent call last)" in err
