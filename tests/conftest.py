@@ -7,6 +7,7 @@ import sys
 from collections.abc import Iterator
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
@@ -25,6 +26,19 @@ def shared_data() -> Path:
     if not d.is_dir():
         pytest.skip(f"real data folder {d} is absent (set SLDP_SHARED_DATA)")
     return d
+
+
+@pytest.fixture(scope="session")
+def toy_images() -> tuple[np.ndarray, np.ndarray]:
+    """The CLI tests' toy MedMNIST-shaped set: 60 uint8 8x8 images, labels ``[60, 1]``; class 1 has a bright
+    left half. Read-only: a test that needs other pixels copies them."""
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 2, (60, 1)).astype(np.uint8)
+    x = rng.integers(0, 100, (60, 8, 8)).astype(np.uint8)
+    x[y[:, 0] == 1, :, :4] += 120
+    x.flags.writeable = False
+    y.flags.writeable = False
+    return x, y
 
 
 @pytest.fixture(autouse=True)

@@ -51,13 +51,10 @@ def _medmnist(path: Path, x: np.ndarray, y: np.ndarray, **extra: np.ndarray) -> 
 
 
 @pytest.fixture(scope="module")
-def env(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def env(tmp_path_factory: pytest.TempPathFactory, toy_images: tuple[np.ndarray, np.ndarray]) -> Path:
     """Inputs and earlier outputs every row must leave untouched."""
     d = tmp_path_factory.mktemp("env")
-    rng = np.random.default_rng(0)
-    y = rng.integers(0, 2, (60, 1)).astype(np.uint8)
-    x = rng.integers(0, 100, (60, 8, 8)).astype(np.uint8)
-    x[y[:, 0] == 1, :, :4] += 120
+    x, y = toy_images
     _medmnist(d / "toy.npz", x, y)
     _medmnist(d / "channels_last.npz", x[..., None], y)
     _medmnist(d / "one_class.npz", x, np.zeros_like(y))

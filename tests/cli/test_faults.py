@@ -75,12 +75,9 @@ def no_temp_files(root: Path) -> bool:
 
 
 @pytest.fixture(scope="module")
-def run_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def run_dir(tmp_path_factory: pytest.TempPathFactory, toy_images: tuple[np.ndarray, np.ndarray]) -> Path:
     d = tmp_path_factory.mktemp("faults")
-    rng = np.random.default_rng(0)
-    y = rng.integers(0, 2, (60, 1)).astype(np.uint8)
-    x = rng.integers(0, 100, (60, 8, 8)).astype(np.uint8)
-    x[y[:, 0] == 1, :, :4] += 120
+    x, y = toy_images
     np.savez(d / "toy.npz", train_images=x, train_labels=y, test_images=x[:10], test_labels=y[:10])
     r = sldp(["distill", "--data", str(d / "toy.npz"), "--iterations", "2", "--out", str(d / "run"), *TINY])
     assert r.returncode == 0, r.stderr

@@ -36,11 +36,8 @@ def sldp(*args: str) -> subprocess.CompletedProcess[str]:
 
 
 @pytest.fixture(scope="module")
-def npz(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    rng = np.random.default_rng(0)
-    y = rng.integers(0, 2, (60, 1)).astype(np.uint8)
-    x = rng.integers(0, 100, (60, 8, 8)).astype(np.uint8)
-    x[y[:, 0] == 1, :, :4] += 120
+def npz(tmp_path_factory: pytest.TempPathFactory, toy_images: tuple[np.ndarray, np.ndarray]) -> Path:
+    x, y = toy_images
     p = tmp_path_factory.mktemp("data") / "toy.npz"
     np.savez(p, train_images=x, train_labels=y)
     return p
