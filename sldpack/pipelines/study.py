@@ -362,18 +362,6 @@ def _per_image(ev: Any) -> dict[str, list[Any]]:
             "score": [float(ev.per_image[i][p_keys[-1]]) for i in range(len(ev.per_image))] if p_keys else []}
 
 
-def _checkpoint_step(path: Path) -> int | None:
-    """The step a normal-training checkpoint holds (None: no checkpoint)."""
-    if not path.is_file():
-        return None
-    import torch
-
-    try:
-        return int(torch.load(path, map_location="cpu", weights_only=True)["step"])
-    except Exception:  # a damaged file: train_normal reports it with its path
-        return None
-
-
 def run_cell(cfg: Mapping[str, Any], cell_dir: str | Path) -> dict[str, Any]:
     """Train or distil one cell, evaluate it on the test split, return its result (JSON-ready).
 
@@ -403,10 +391,16 @@ def run_cell(cfg: Mapping[str, Any], cell_dir: str | Path) -> dict[str, Any]:
 
         opened = open_source(spec, spec.split_or("train"), per_class=k, subset_seed=seed)
         ckpt = d / "train_checkpoint.pt"
-        info["resumed_from_step"] = _checkpoint_step(ckpt)
+        first_step: list[int] = []  # the first step this run trains: 1, or one past the checkpoint's
+
+        def note_first(step: int, _steps: int, _loss: float) -> None:
+            if not first_step:
+                first_step.append(step)
+
         model = train_model(opened.source, arch=str(cfg["arch"]), arch_options=cfg["arch_options"],
                             batchnorm=bool(cfg["batchnorm"]), seed=seed, device=str(dev), checkpoint=ckpt,
-                            checkpoint_every=100, **cfg["train"])
+                            checkpoint_every=100, progress=note_first, **cfg["train"])
+        info["resumed_from_step"] = first_step[0] - 1 if first_step and first_step[0] > 1 else None
         nbytes = save_trained_model(d / "model.safetensors", model)
         ckpt.unlink(missing_ok=True)  # the network is stored: the checkpoint has done its job
         module, pre, names, base = model.module, model.preprocessing, model.class_names, opened.settings
