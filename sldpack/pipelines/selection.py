@@ -161,27 +161,29 @@ def open_for_selection(spec: DataSpec, select: str, *, val_fraction: float = DEF
     Raises:
         UsageError: ``val-*`` that cannot be had (the reason named). DataError: as :func:`open_source`.
     """
-    if select == "auto" or select in VAL_METRICS:
-        why = ("several processes (held-out scoring runs in one)" if processes > 1 else
-               "a --source plug-in has no images to hold out" if spec.source is not None else "")
-        if why and select != "auto":
+    def whole_split(note: str) -> Selection:
+        return Selection(open_source(spec, spec.split_or("train"), class_names=class_names, medmnist_as_stored=True),
+                         None, note)
+
+    if select != "auto" and select not in VAL_METRICS:
+        return whole_split(f"selection: {select}")
+    why = ("several processes (held-out scoring runs in one)" if processes > 1 else
+           "a --source plug-in has no images to hold out" if spec.source is not None else "")
+    tv: TrainVal | None = None
+    if not why:
+        try:
+            tv = open_train_val(spec, val_fraction=val_fraction, seed=spec.split_seed, class_names=class_names)
+        except UsageError as exc:
+            if select != "auto":
+                raise
+            why = str(exc)
+    if tv is None:
+        if select != "auto":
             raise UsageError(f"--select {select} cannot be used here: {why}")
-        if not why:
-            try:
-                tv = open_train_val(spec, val_fraction=val_fraction, seed=spec.split_seed, class_names=class_names)
-            except UsageError as exc:
-                if select != "auto":
-                    raise
-                why = str(exc)
-            else:
-                rule = select
-                if select == "auto":
-                    binary = bool(np.isin(np.asarray(tv.val.data.labels), [0, 1]).all())
-                    rule = "val-hm" if binary else "val-acc"
-                scorer = make_val_scorer(tv.val, tv.opened.source, rule, settings=tv.opened.settings, delta=delta,
-                                         description=tv.rule)
-                return Selection(tv.opened, scorer, f"selection: {rule}, {scorer.description}")  # type: ignore[attr-defined]
-        opened = open_source(spec, spec.split_or("train"), class_names=class_names, medmnist_as_stored=True)
-        return Selection(opened, None, f"selection: best (training-loss average; no held-out part: {why})")
-    opened = open_source(spec, spec.split_or("train"), class_names=class_names, medmnist_as_stored=True)
-    return Selection(opened, None, f"selection: {select}")
+        return whole_split(f"selection: best (training-loss average; no held-out part: {why})")
+    rule = select
+    if select == "auto":
+        rule = "val-hm" if bool(np.isin(np.asarray(tv.val.data.labels), [0, 1]).all()) else "val-acc"
+    scorer = make_val_scorer(tv.val, tv.opened.source, rule, settings=tv.opened.settings, delta=delta,
+                             description=tv.rule)
+    return Selection(tv.opened, scorer, f"selection: {rule}, {getattr(scorer, 'description', '')}")
