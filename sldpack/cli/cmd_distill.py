@@ -147,10 +147,9 @@ def distill_cmd(ctx: click.Context, /, class_names: str | None, arch_option: tup
     chosen = open_for_selection(spec, str(cfg.select if cfg is not None else opts["select"]),
                                 val_fraction=val_fraction, class_names=names, processes=processes)
     opened, scorer = chosen.opened, chosen.scorer
-    if not quiet and worker_spec is None:
-        click.echo(chosen.note, err=True)
     source = opened.source
     if not quiet and worker_spec is None:
+        click.echo(chosen.note, err=True)
         for line in describe_data(spec, opened):
             click.echo(line, err=True)
     run_dir = Path(out)

@@ -66,6 +66,12 @@ def _update(h: Any, name: str, arr: Any) -> None:
         h.update(np.ascontiguousarray(a[i:i + _ROWS_PER_UPDATE], dtype=le).tobytes())
 
 
+def _array_like(a: Any) -> Any:
+    """``a`` itself when it has shape/dtype/ndim (an ndarray, a memmap, an on-disk store's lazy view: read
+    block by block later, never loaded whole), else ``np.asarray(a)``."""
+    return a if hasattr(a, "shape") and hasattr(a, "dtype") and hasattr(a, "ndim") else np.asarray(a)
+
+
 def training_data_sha256(images: Any, labels: Any, masks: Any | None = None) -> str:
     """SHA-256 of the training data as read (spec section 5.3.1).
 
@@ -78,10 +84,7 @@ def training_data_sha256(images: Any, labels: Any, masks: Any | None = None) -> 
     Raises:
         DataError: the arrays disagree on N, or hold non-numeric values.
     """
-    # array-likes with shape/dtype (a memmap, an on-disk store's lazy view) are read block by block, never
-    # loaded whole
-    imgs = images if hasattr(images, "shape") and hasattr(images, "dtype") and hasattr(images, "ndim") \
-        else np.asarray(images)
+    imgs = _array_like(images)
     lab = np.asarray(labels)
     if lab.ndim == 2 and lab.shape[1] == 1:
         lab = lab[:, 0]
@@ -93,8 +96,7 @@ def training_data_sha256(images: Any, labels: Any, masks: Any | None = None) -> 
     _update(h, "images", imgs)
     _update(h, "labels", lab.astype(np.int64))
     if masks is not None:
-        m = masks if hasattr(masks, "shape") and hasattr(masks, "dtype") and hasattr(masks, "ndim") \
-            else np.asarray(masks)
+        m = _array_like(masks)
         if m.shape[:1] != imgs.shape[:1]:
             raise DataError(f"training data: masks {m.shape} do not match images {imgs.shape}")
         _update(h, "masks", m)
