@@ -47,6 +47,7 @@ import tomllib
 
 from sldpack.atomic import atomic_write_bytes
 from sldpack.errors import DataError, UsageError
+from sldpack.nn.config import DistillConfig  # torch-free: the one list of distiller settings and defaults
 from sldpack.pipelines.inputs import DataSpec, RuntimeSpec
 from sldpack.pipelines.study_report import row_label, write_report
 
@@ -77,6 +78,21 @@ _DISTILL_EXTRA = frozenset({"val_fraction"})
 # set per cell or per study, never in the [distill] table
 _DISTILL_FIXED = frozenset({"arch", "arch_options", "batchnorm", "mode", "images_per_class", "seed", "device"})
 _VARIANT_NAME = re.compile(r"[a-z0-9][a-z0-9.-]{0,39}")
+
+
+def _check_distill_keys(table: Mapping[str, Any], where: str, *, also: str = "") -> None:
+    """Distiller settings of a grid table: known names only, none of those the grid sets per cell."""
+    bad = sorted(set(table) - {f.name for f in fields(DistillConfig)} - _DISTILL_EXTRA)
+    if bad:
+        raise UsageError(f"{where} has unknown settings {bad} (DistillConfig fields and val_fraction{also})")
+    fixed = sorted(set(table) & _DISTILL_FIXED)
+    if fixed:
+        raise UsageError(f"{where} may not set {fixed}: the grid sets them per cell")
+
+
+def _distill_config(settings: Mapping[str, Any]) -> DistillConfig:
+    """The :class:`~sldpack.nn.config.DistillConfig` of grid settings (study-only keys left out)."""
+    return DistillConfig(**{k: v for k, v in settings.items() if k not in _DISTILL_EXTRA})
 
 
 def _ints(v: Any, what: str) -> tuple[int, ...]:
@@ -134,8 +150,6 @@ class StudyGrid:
         Raises:
             UsageError: naming the field.
         """
-        from sldpack.nn.distill import DistillConfig  # the one list of distiller settings
-
         if self.kind not in STUDY_KINDS:
             raise UsageError(f"study kind must be one of {', '.join(STUDY_KINDS)}, got {self.kind!r}")
         if not self.seeds:
@@ -152,13 +166,7 @@ class StudyGrid:
                 raise UsageError(f"normal rows are 'all' or N per class >= 1, got {n!r}")
         if not self.archs:
             raise UsageError("a study needs at least one architecture")
-        known = {f.name for f in fields(DistillConfig)} | _DISTILL_EXTRA
-        bad = sorted(set(self.distill) - known)
-        if bad:
-            raise UsageError(f"[distill] has unknown settings {bad} (DistillConfig fields and val_fraction)")
-        fixed = sorted(set(self.distill) & _DISTILL_FIXED)
-        if fixed:
-            raise UsageError(f"[distill] may not set {fixed}: the grid sets them per cell")
+        _check_distill_keys(self.distill, "[distill]")
         for name, keys, table in (("train", _TRAIN_KEYS, self.train), ("eval", _EVAL_KEYS, self.eval)):
             bad = sorted(set(table) - keys)
             if bad:
@@ -168,7 +176,7 @@ class StudyGrid:
         rows = plan_rows(self)
         if not rows:
             raise UsageError("the grid makes no rows (no methods and no normal rows)")
-        DistillConfig(**{k: v for k, v in self.distill.items() if k not in _DISTILL_EXTRA}).validate()
+        _distill_config(self.distill).validate()
         if (self.kind == "ablation") != bool(self.variants):
             raise UsageError("an ablation study needs [variants.NAME] tables" if self.kind == "ablation"
                              else f"[variants] belong to kind = \"ablation\", not {self.kind!r}")
@@ -184,18 +192,12 @@ class StudyGrid:
             if nested:
                 raise UsageError(f"[variants.{vname}] holds tables {nested}: a variant name with a '.' must be "
                                  f"quoted in TOML ([variants.\"{vname}.{nested[0]}\"])")
-            bad = sorted(set(over) - known - {"arch_options"})
-            if bad:
-                raise UsageError(f"[variants.{vname}] has unknown settings {bad} (DistillConfig fields, "
-                                 "val_fraction, arch_options)")
-            fixed = sorted(set(over) & (_DISTILL_FIXED - {"arch_options"}))
-            if fixed:
-                raise UsageError(f"[variants.{vname}] may not set {fixed}: the grid sets them per cell")
+            settings = {k: v for k, v in over.items() if k != "arch_options"}
+            _check_distill_keys(settings, f"[variants.{vname}]", also=" and arch_options")
             if "arch_options" in over and not isinstance(over["arch_options"], Mapping):
                 raise UsageError(f"[variants.{vname}] arch_options must be a table")
-            merged = {**self.distill, **{k: v for k, v in over.items() if k != "arch_options"}}
             try:
-                DistillConfig(**{k: v for k, v in merged.items() if k not in _DISTILL_EXTRA}).validate()
+                _distill_config({**self.distill, **settings}).validate()
             except UsageError as exc:
                 raise UsageError(f"[variants.{vname}]: {exc}") from exc
 
@@ -335,8 +337,6 @@ def cell_config(grid: StudyGrid, cell: Cell, spec: DataSpec, runtime: RuntimeSpe
     if r.method == "normal":
         cfg["train"] = {"steps": 500, "batch_size": 64, "lr": 1e-3, **dict(grid.train)}
     else:
-        from sldpack.nn.config import DistillConfig  # torch-free
-
         cfg["distill"] = {**dict(grid.distill), **over}
         # the distiller's defaults are part of a cell's identity: a finished cell made when they differed
         # (another sldpack version) is refused, not silently mixed into a table of other settings
@@ -407,7 +407,7 @@ def run_cell(cfg: Mapping[str, Any], cell_dir: str | Path) -> dict[str, Any]:
         info["train_inputs"] = len(opened.source) if isinstance(opened.source, Sized) else None
         info["stored"] = "model.safetensors"
     else:
-        from sldpack.nn.distill import DistillConfig, distill
+        from sldpack.nn.distill import distill
         from sldpack.nn.replay import replay
         from sldpack.pipelines.patch_source import patch_settings_from_manifest
 
