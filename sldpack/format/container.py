@@ -54,7 +54,6 @@ __all__ = ["Header", "Layout", "SldpFile", "Tensor", "assemble", "encode", "head
 
 _ZSTD_FEED = 1024  # input bytes per decompress call: bounds output overshoot to ~32 MiB (128 KiB/block)
 _ZSTD_MAX_WINDOW = 1 << 27
-_DTYPE_FOR_NUMPY = DTYPE_FOR_NUMPY_NAME
 
 
 @dataclass(frozen=True)
@@ -98,9 +97,9 @@ def _storage_dtype(t: Tensor, name: str) -> str:
             raise UsageError(f"tensor {name!r}: storage dtype {t.dtype!r} not in {sorted(DTYPE_ITEMSIZE)}")
         return t.dtype
     key = np.dtype(t.array.dtype).name
-    if key not in _DTYPE_FOR_NUMPY:
+    if key not in DTYPE_FOR_NUMPY_NAME:
         raise UsageError(f"tensor {name!r}: numpy dtype {key} has no SLDP storage dtype; pass dtype=")
-    return _DTYPE_FOR_NUMPY[key]
+    return DTYPE_FOR_NUMPY_NAME[key]
 
 
 def encode(manifest: Manifest, tensors: Mapping[str, Tensor], *, compression: str = "none",

@@ -69,33 +69,25 @@ _MSGPACK_TYPE_NAMES: dict[type, str] = {dict: "map", list: "array", str: "str", 
                                         bool: "bool", bytes: "bin", type(None): "nil"}
 
 
-def _tname(v: Any) -> str:
-    """The msgpack type name of a decoded value (for error messages)."""
-    return _tname_t(type(v))
-
-
 def _get(ctx: _Ctx, obj: Mapping[str, Any], path: str, key: str, typ: type[_T] | tuple[type, ...],
          *, required: bool = True, default: Any = None) -> Any:
     full = f"{path}.{key}" if path else key
     if key not in obj:
         if required:
-            raise ctx.fail(full, "required field is missing", expected=_typname(typ), got="nothing")
+            raise ctx.fail(full, "required field is missing", expected=_type_name(typ), got="nothing")
         return default
     v = obj[key]
     ok = isinstance(v, typ) and not (isinstance(v, bool) and typ in (int, float, (int, float)))
     if not ok:
-        raise ctx.fail(full, "field has the wrong type", expected=_typname(typ), got=_tname(v))
+        raise ctx.fail(full, "field has the wrong type", expected=_type_name(typ), got=_type_name(type(v)))
     return v
 
 
-def _typname(typ: type | tuple[type, ...]) -> str:
+def _type_name(typ: type | tuple[type, ...]) -> str:
+    """The msgpack name of a type, or ``"int or float"`` for a tuple of them (for error messages)."""
     if isinstance(typ, tuple):
-        return " or ".join(_tname_t(t) for t in typ)
-    return _tname_t(typ)
-
-
-def _tname_t(t: type) -> str:
-    return _MSGPACK_TYPE_NAMES.get(t, t.__name__)
+        return " or ".join(_MSGPACK_TYPE_NAMES.get(t, t.__name__) for t in typ)
+    return _MSGPACK_TYPE_NAMES.get(typ, typ.__name__)
 
 
 def _int(ctx: _Ctx, obj: Mapping[str, Any], path: str, key: str, *, lo: int = 0, hi: int = 2**64 - 1,
@@ -127,7 +119,7 @@ def _floats(ctx: _Ctx, obj: Mapping[str, Any], path: str, key: str) -> tuple[flo
 
 def _ints(ctx: _Ctx, arr: Any, path: str, *, lo: int = 0, hi: int = 2**63 - 1) -> tuple[int, ...]:
     if not isinstance(arr, list):
-        raise ctx.fail(path, "field has the wrong type", expected="array", got=_tname(arr))
+        raise ctx.fail(path, "field has the wrong type", expected="array", got=_type_name(type(arr)))
     out = []
     for i, v in enumerate(arr):
         if isinstance(v, bool) or not isinstance(v, int) or not lo <= v <= hi:
@@ -285,7 +277,8 @@ class LabelSpec:
         names = _get(ctx, obj, path, "names", list)
         for i, n in enumerate(names):
             if not isinstance(n, str):
-                raise ctx.fail(f"{path}.names.{i}", "class name must be a string", expected="str", got=_tname(n))
+                raise ctx.fail(f"{path}.names.{i}", "class name must be a string", expected="str",
+                               got=_type_name(type(n)))
         if len(set(names)) != len(names):
             raise ctx.fail(f"{path}.names", "class names must be distinct", expected="distinct", got=names)
         return cls(names=tuple(names))
@@ -464,7 +457,7 @@ class Provenance:
             for i, a in enumerate(raw):
                 if not isinstance(a, str):
                     raise ctx.fail(f"{path}.command_line.{i}", "command-line arguments must be strings",
-                                   expected="str", got=_tname(a))
+                                   expected="str", got=_type_name(type(a)))
             cmd = tuple(raw)
         audit = None
         if "audit" in obj:
@@ -601,7 +594,7 @@ class Manifest:
         """
         ctx = _Ctx(offsets or {}, base, key_offsets)
         if not isinstance(obj, dict):
-            raise ctx.fail("", "the manifest must be a map", expected="map", got=_tname(obj))
+            raise ctx.fail("", "the manifest must be a map", expected="map", got=_type_name(type(obj)))
         tensors_raw = _get(ctx, obj, "", "tensors", dict)
         if len(tensors_raw) > MAX_TENSORS:
             raise FormatError("E_LIMIT", "too many tensors", offset=base + ctx.offsets.get("tensors", 0),
