@@ -98,7 +98,8 @@ def part_replay(threads: int, repeats: int) -> None:
     from safetensors.torch import load_file
 
     import sldpack
-    from sldpack.nn.replay import build_module, replay, save_safetensors
+    from sldpack.nn.network import build_module, save_safetensors
+    from sldpack.nn.replay import replay
     from sldpack.nn.zoo import build_from_spec
 
     torch.set_num_threads(threads)

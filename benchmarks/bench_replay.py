@@ -142,7 +142,8 @@ def replay_vs_floor(args: argparse.Namespace, tmp: Path) -> None:
     import torch
 
     import sldpack
-    from sldpack.nn.replay import build_module, replay_arrays
+    from sldpack.nn.network import build_module
+    from sldpack.nn.replay import replay_arrays
     from sldpack.nn.unroll import apply_label_transform, set_inner_mode
 
     torch.set_num_threads(args.threads)

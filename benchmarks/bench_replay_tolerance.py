@@ -69,7 +69,8 @@ def build(arch: str, bn: bool, size: int, opts: dict[str, int], seed: int, out: 
 
     import sldpack
     from sldpack.format.constants import role_for_name
-    from sldpack.nn.replay import fingerprint_arrays, replay_arrays
+    from sldpack.nn.fingerprint import fingerprint_arrays
+    from sldpack.nn.replay import replay_arrays
 
     rng = np.random.default_rng(seed)
     c, k, m, steps, epochs = 1, 3, 6, 2, 2
@@ -128,7 +129,8 @@ def worker(threads: int, files: list[str]) -> None:
 
     torch.set_num_threads(threads)
     from sldpack.format.container import read
-    from sldpack.nn.replay import compare_fingerprint, replay_arrays
+    from sldpack.nn.fingerprint import compare_fingerprint
+    from sldpack.nn.replay import replay_arrays
 
     for path in files:
         with read(path) as f:

@@ -55,7 +55,7 @@ def replay_part(archs: list[str], cuda: bool, work: Path) -> list[dict[str, Any]
     import torch
 
     from sldpack.nn.distill import DistillConfig, distill
-    from sldpack.nn.replay import verify_replay
+    from sldpack.nn.verify import verify_replay
     from sldpack.nn.zoo import min_image_size
 
     rows = []

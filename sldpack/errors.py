@@ -7,6 +7,7 @@ from :data:`sldpack.format.constants.ERROR_CODES`, the absolute byte offset wher
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from sldpack.format.constants import ERROR_CODES
@@ -138,4 +139,32 @@ class SldpNotice(Warning):
 
 
 class UsageError(SldpError, ValueError):
-    """Arguments contradict each other or name something that does not exist."""
+    """Arguments contradict each other or name something that does not exist.
+
+    The library names settings by their field or parameter name (a :class:`~sldpack.nn.config.DistillConfig`
+    field such as ``inner_lr``, or a function parameter such as ``resume``), never by a command-line flag.
+    An error about settings lists them in ``field`` and writes each as ``{name}`` in ``message``;
+    ``str(err)`` shows the names, and a front end shows its own spelling with :meth:`render` (the ``sldp``
+    command line prints ``--inner-lr``).
+
+    Args:
+        message: the explanation; ``{name}`` stands for the setting ``name`` of ``field``.
+        field: the setting (or settings, the main one first) the error is about.
+    """
+
+    def __init__(self, message: str, *, field: str | tuple[str, ...] = ()) -> None:
+        self.message = message
+        self.fields: tuple[str, ...] = (field,) if isinstance(field, str) else tuple(field)
+        super().__init__(self.render())
+
+    @property
+    def field(self) -> str | None:
+        """The main setting the error is about (``None``: the error names no setting)."""
+        return self.fields[0] if self.fields else None
+
+    def render(self, spell: Callable[[str], str] = str) -> str:
+        """The message with every ``{name}`` of ``fields`` written as ``spell(name)`` (default: the name)."""
+        text = self.message
+        for name in self.fields:
+            text = text.replace("{" + name + "}", spell(name))
+        return text

@@ -208,3 +208,62 @@ def test_one_dtype_table() -> None:
     bad = [str(p.relative_to(ROOT)) for m, p in MODULES.items()
            if m != "sldpack.format.constants" and rx.search(p.read_text(encoding="utf-8"))]
     assert not bad, f"dtype tables outside sldpack/format/constants.py: {bad}"
+
+
+MAX_MODULE_LINES = 700
+
+
+def test_no_module_over_700_lines() -> None:
+    """One concern per module, and none longer than 700 lines (split by concern, not by size)."""
+    long = {str(p.relative_to(ROOT)): n for p in MODULES.values()
+            if (n := len(p.read_text(encoding="utf-8").splitlines())) > MAX_MODULE_LINES}
+    assert not long, f"modules over {MAX_MODULE_LINES} lines: {long}"
+
+
+def _role_rules(tree: ast.AST) -> list[str]:
+    """Functions that derive a tensor role from a name prefix: a ``startswith("bn.")``/``("theta0.")`` test
+    next to the role it implies (``"bn_stats"``/``"theta0_check"``)."""
+    out = []
+    for fn in ast.walk(tree):
+        if not isinstance(fn, (ast.FunctionDef, ast.AsyncFunctionDef)):
+            continue
+        tested = {a.value for c in ast.walk(fn) if isinstance(c, ast.Call) and isinstance(c.func, ast.Attribute)
+                  and c.func.attr == "startswith" for a in c.args if isinstance(a, ast.Constant)}
+        consts = {c.value for c in ast.walk(fn) if isinstance(c, ast.Constant) and isinstance(c.value, str)}
+        if ("bn." in tested and "bn_stats" in consts) or ("theta0." in tested and "theta0_check" in consts):
+            out.append(fn.name)
+    return out
+
+
+def test_role_rule_detector_finds_a_copy() -> None:
+    copy = ('def _role_for(name):\n    if name in ("images", "labels", "lrs"):\n        return name\n'
+            '    return "bn_stats" if name.startswith("bn.") else "extra"\n')
+    assert _role_rules(ast.parse(copy)) == ["_role_for"]
+
+
+def test_role_for_name_defined_once() -> None:
+    """The name -> role rule of spec 6.2 is ``format/constants.py:role_for_name``, and nothing re-derives it."""
+    defs, copies = [], []
+    for mod, path in MODULES.items():
+        tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
+        defs += [mod for n in ast.walk(tree) if isinstance(n, ast.FunctionDef) and n.name == "role_for_name"]
+        if mod != "sldpack.format.constants":
+            copies += [f"{path.relative_to(ROOT)}: {name}" for name in _role_rules(tree)]
+    assert defs == ["sldpack.format.constants"], defs
+    assert not copies, "tensor-role rules outside format/constants.py:\n" + "\n".join(copies)
+
+
+def test_engine_errors_name_fields_not_flags() -> None:
+    """``sldpack/nn`` raises errors naming settings by field (``inner_lr``); only ``cli/`` spells options
+    (``--inner-lr``) or commands (``sldp distill``)."""
+    flag = re.compile(r"(^|[\s(`'\"])--[a-z]|\bsldp [a-z]")
+    bad = []
+    for mod, path in MODULES.items():
+        if not mod.startswith("sldpack.nn."):
+            continue
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"), filename=str(path))):
+            if isinstance(node, ast.Raise) and node.exc is not None:
+                for c in ast.walk(node.exc):
+                    if isinstance(c, ast.Constant) and isinstance(c.value, str) and flag.search(c.value):
+                        bad.append(f"{path.relative_to(ROOT)}:{node.lineno}: {c.value!r}")
+    assert not bad, "engine errors naming command-line flags:\n" + "\n".join(bad)

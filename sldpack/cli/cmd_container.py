@@ -165,7 +165,7 @@ def verify_cmd(file: str, do_replay: bool, as_json: bool, signature: str | None,
                 result["checks"].append({"check": f"audit record ({audit.verdict}) bound to the images", "ok": bound})
                 result["ok"] = result["ok"] and bound
         if do_replay:
-            from sldpack.nn.replay import verify_replay  # torch only when asked for
+            from sldpack.nn.verify import verify_replay  # torch only when asked for
 
             rep = verify_replay(file)
             result["replay"] = rep.to_dict()

@@ -301,7 +301,7 @@ def pack_cmd(source: str, out: str, tensors_path: str | None, compression: str, 
     and bn.<buffer>. The replay fingerprint and theta0 digests are computed by replaying (never copied
     from manifest.json unchecked); an unknown architecture, NaN/Inf tensors or negative step sizes are refused.
     """
-    from sldpack.nn.distill import pack
+    from sldpack.nn.packing import pack
 
     check_outputs(_pack_inputs(source, tensors_path), {"--out": out})
     res = pack(source, out, tensors=tensors_path, compression=compression, fingerprint=fingerprint)
@@ -334,7 +334,10 @@ def replay_cmd(file: str, out: str, device: str, threads: int | None, check: boo
     runs under the fingerprint's reference thread count (the digest can depend on it).
     """
     import sldpack
-    from sldpack.nn.replay import replay, replay_and_verify, resolve_device, save_safetensors
+    from sldpack.nn.device import resolve_device
+    from sldpack.nn.network import save_safetensors
+    from sldpack.nn.replay import replay
+    from sldpack.nn.verify import replay_and_verify
 
     check_outputs([file], {"--out": out})
     dev = resolve_device(device)

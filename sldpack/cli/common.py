@@ -90,7 +90,7 @@ def apply_runtime(rt: RuntimeSpec) -> torch.device:
     """
     import torch
 
-    from sldpack.nn.replay import resolve_device
+    from sldpack.nn.device import resolve_device
 
     if rt.threads is not None:
         if rt.threads < 1:

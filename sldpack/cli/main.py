@@ -18,7 +18,7 @@ import click
 
 from sldpack import __version__
 from sldpack.cli.exit_codes import EXIT_BAD_INPUT, EXIT_INTERNAL, EXIT_INTERRUPTED, describe_os_error, exit_code_for
-from sldpack.errors import SldpError, SldpNotice
+from sldpack.errors import SldpError, SldpNotice, UsageError
 
 __all__ = ["TRACEBACK_ENV", "cli", "main"]
 
@@ -43,6 +43,43 @@ _COMMANDS: dict[str, tuple[str, str, str]] = {
     "study": ("sldpack.cli.cmd_study", "study_cmd", "Seed-averaged tables: SLDD vs DD vs normal training, paired CIs."),
     "data": ("sldpack.cli.cmd_data", "data_group", "Convert a data set to an on-disk store (data bigger than memory)."),
 }
+
+
+# library parameter names whose click parameter is named differently (distill(run_dir=...) is
+# `sldp distill --out`, pack(tensors=...) is `sldp pack --tensors` stored as tensors_path)
+_OPTION_FOR_PARAMETER: dict[str, str] = {"run_dir": "out", "tensors": "tensors_path"}
+
+
+def _flag_spelling(argv: list[str] | None) -> dict[str, str]:
+    """Parameter name -> its long option (``inner_lr`` -> ``--inner-lr``) for the sub-command in ``argv``."""
+    words = list(sys.argv[1:] if argv is None else argv)
+    cmd: click.Command | None = cli
+    ctx = click.Context(cli)
+    while isinstance(cmd, click.Group):  # `sldp data convert ...`: the innermost command names the options
+        name = next((w for w in words if not w.startswith("-")), None)
+        if name is None:
+            return {}
+        words = words[words.index(name) + 1:]
+        cmd = cmd.get_command(ctx, name)
+    if cmd is None:
+        return {}
+    out: dict[str, str] = {}
+    for p in cmd.params:
+        longs = [o for o in p.opts if o.startswith("--")]
+        if isinstance(p, click.Option) and p.name and longs:
+            out[p.name] = longs[0]
+    return out
+
+
+def _message(exc: SldpError, argv: list[str] | None) -> str:
+    """The library names settings by field; the command line shows each as the option that sets it."""
+    if not isinstance(exc, UsageError) or not exc.fields:
+        return str(exc)
+    try:
+        flags = _flag_spelling(argv)
+    except Exception:  # never lose the error message over its spelling
+        flags = {}
+    return exc.render(lambda name: flags.get(_OPTION_FOR_PARAMETER.get(name, name), name))
 
 
 class _LazyGroup(click.Group):
@@ -106,7 +143,7 @@ def main(argv: list[str] | None = None) -> Any:
     except click.exceptions.Exit as exc:
         sys.exit(exc.exit_code)
     except SldpError as exc:
-        click.echo(f"sldp: error: {exc}", err=True)
+        click.echo(f"sldp: error: {_message(exc, argv)}", err=True)
         sys.exit(exit_code_for(exc))
     except KeyboardInterrupt:
         click.echo("sldp: interrupted", err=True)

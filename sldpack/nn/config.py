@@ -25,7 +25,9 @@ __all__ = [
 ]
 
 DEFAULT_PROBE_COUNT = 4
+"""Probe inputs of the replay fingerprint."""
 DEFAULT_REFERENCE_THREADS = 1
+"""Thread count of the reference configuration: 1 can be reproduced on every machine."""
 
 UnrollMode = Literal["graph", "recompute"]
 UNROLL_MODES: tuple[UnrollMode, ...] = ("graph", "recompute")
@@ -71,12 +73,12 @@ class DistillConfig:
             to :func:`distill`, else ``"best"``; ``sldp distill`` and ``sldp study`` give one, ``val-hm``
             for two-class image labels, ``val-acc`` otherwise), ``"best"`` (lowest moving average of the
             outer training loss, a guard against the late collapses unrolled optimisation is prone to) or
-            ``"last"``. The file records the rule that was applied, never ``auto``.
+            ``"last"``. ``"val-hm"``/``"val-acc"``: every ``select_every`` iterations (and at the last) the
+            iterate's network is scored by the ``scorer`` given to :func:`distill` (image-level HM or patch
+            accuracy on held-out images); the best-scoring iterate is written. The file records the rule that
+            was applied, never ``auto``.
         ema: weight of the newest loss in that moving average (a plain mean over the first 1/ema
             losses; iterates are candidates from the ceil(1/ema)-th loss on).
-            ``"val-hm"``/``"val-acc"``: every ``select_every`` iterations (and at the last) the iterate's
-            network is scored by the ``scorer`` given to :func:`distill` (image-level HM or patch accuracy
-            on held-out images); the best-scoring iterate is written.
         select_every: iterations between validation candidates (``val-*`` only).
         checkpoint_every: iterations between checkpoints (0: only at the end).
         log_every: iterations between log lines.

@@ -6,23 +6,23 @@ the seed, so every iteration starts from the same theta_0); run the T inner SGD 
 theta_T on a class-balanced real batch of K images; back-propagate through the whole unroll to the images
 x~, the label parameters y~ and the learning rates a~; take one Adam step on them.
 
-After the last iteration theta_opt is re-derived without a graph (the replay path), theta_bn is
-measured on real data (:func:`measure_bn_stats`), the replay fingerprint is computed by replaying the
-result on the CPU under the reference configuration, and everything is written to the run directory:
-``checkpoint.pt`` (crash-safe, every N iterations), ``log.jsonl``, ``final/manifest.json`` +
-``final/tensors.npz`` (the documented ``sldp pack`` input), ``distilled.sldp`` and ``montage.png``.
+After the last iteration theta_opt is re-derived without a graph and theta_bn measured on real data
+(:mod:`sldpack.nn.materialize`), the replay fingerprint is computed by replaying the result on the CPU under
+the reference configuration (:mod:`sldpack.nn.fingerprint`), and everything is written to the run directory:
+``checkpoint.pt`` (crash-safe, every N iterations; :mod:`sldpack.nn.resume`), ``log.jsonl`` and
+``montage.png`` (:mod:`sldpack.nn.runlog`), ``final/manifest.json`` + ``final/tensors.npz`` (the documented
+``sldp pack`` input; :mod:`sldpack.nn.packing`) and ``distilled.sldp``. Which iterate is written is
+:mod:`sldpack.nn.iterates`.
 """
 
 from __future__ import annotations
 
 import copy
-import datetime as _dt
-import io
 import json
 import math
 import time
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field, fields, replace
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, TypeVar, cast
 
@@ -43,22 +43,19 @@ from sldpack.format.manifest import (
     Provenance,
 )
 from sldpack.format.provenance import run_provenance
-from sldpack.nn.checkpoint import load_state, save_state
 from sldpack.nn.config import SELECT_RULES, DistillConfig, SelectRule
+from sldpack.nn.device import deterministic, resolve_device
 from sldpack.nn.distributed import DistContext, shard_bounds
 from sldpack.nn.distributed import session as distributed_session
+from sldpack.nn.fingerprint import fingerprint_arrays
 from sldpack.nn.hypergrad import ImageShard, hypergradient
-from sldpack.nn.replay import (
-    DEFAULT_PROBE_COUNT,
-    DEFAULT_REFERENCE_THREADS,
-    buffer_names,
-    build_module,
-    check_replayable,
-    deterministic,
-    fingerprint_arrays,
-    replay_arrays,
-    resolve_device,
-)
+from sldpack.nn.iterates import IterateSelection
+from sldpack.nn.materialize import materialize
+from sldpack.nn.network import buffer_names, build_module
+from sldpack.nn.packing import write_pack_input
+from sldpack.nn.replay import replay_arrays
+from sldpack.nn.resume import check_resume_config, load_checkpoint, save_checkpoint
+from sldpack.nn.runlog import RunLog, save_montage, utc_now
 from sldpack.nn.source import RealSource
 from sldpack.nn.unroll import (
     Schedule,
@@ -66,31 +63,17 @@ from sldpack.nn.unroll import (
     make_schedule,
     scratch_buffers,
     set_inner_mode,
-    unroll,
 )
 
 __all__ = [
-    "CHECKPOINT_FORMAT",
-    "SELECT_RULES",
     "DistillConfig",
     "DistillResult",
-    "PackResult",
     "Phase",
     "Progress",
+    "Scorer",
     "distill",
-    "fingerprint_for",
-    "load_pack_input",
-    "measure_bn_stats",
-    "pack",
-    "save_montage",
-    "write_pack_input",
 ]
 
-CHECKPOINT_FORMAT = "sldpack-distill-checkpoint/1"
-
-# config fields that may change on --resume without changing the trajectory so far
-_RESUMABLE_CHANGES = frozenset({"iterations", "checkpoint_every", "device", "log_every", "select", "unroll",
-                                "unroll_checkpoint", "shard_images", "select_every"})
 # config fields that say how the run is computed, not what: left out of the manifest's distill.options
 # bn_class_mix is recorded where it belongs, as theta_bn.class_mix
 _NOT_RECORDED = frozenset({"device", "unroll", "unroll_checkpoint", "shard_images", "bn_class_mix"})
@@ -137,10 +120,6 @@ class DistillResult:
 
 # --- helpers --------------------------------------------------------------------------------------
 
-def _now() -> str:
-    return _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
 def _arch_spec(cfg: DistillConfig, source: RealSource) -> ArchSpec:
     return ArchSpec(id=cfg.arch, in_channels=source.channels, num_classes=source.num_classes,
                     image_size=tuple(source.image_size), batchnorm=cfg.batchnorm,  # type: ignore[arg-type]
@@ -177,199 +156,6 @@ def _initial_labels(cfg: DistillConfig, classes: np.ndarray, k: int) -> np.ndarr
     return onehot if cfg.mode == "dd" else (onehot * np.float32(cfg.label_init)).astype(np.float32)
 
 
-def measure_bn_stats(module: nn.Module, source: RealSource, *, batches: int, batch_size: int,
-                     rng: np.random.Generator, balanced: bool = False) -> None:
-    """Compute theta_bn for the module's current parameters on real data, in place.
-
-    Procedure (spec, "theta_bn"): reset every batch-norm layer's running statistics (mean 0, var 1,
-    count 0), set its momentum to ``None`` (cumulative average), forward ``batches`` real batches of
-    ``batch_size`` images drawn with the natural class mix (``balanced``: equal counts per class) in inner mode
-    (train mode, dropout off) without gradients, then restore the momentum. Parameters do not change.
-    """
-    bns = [m for m in module.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
-    if not bns:
-        return
-    dev = next(module.parameters()).device
-    moms = [m.momentum for m in bns]
-    for m in bns:
-        m.reset_running_stats()
-        m.momentum = None
-    set_inner_mode(module)
-    try:
-        with torch.no_grad():
-            for _ in range(batches):
-                x, _y = source.sample(batch_size, rng, balanced=balanced)
-                module(torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32)).to(dev))
-    finally:
-        for m, mom in zip(bns, moms, strict=True):
-            m.momentum = mom
-    module.eval()
-
-
-def save_montage(images: np.ndarray, probs: np.ndarray, class_names: Sequence[str], path: str | Path, *,
-                 mean: Sequence[float] = (0.0,), std: Sequence[float] = (1.0,), scale: int = 4) -> None:
-    """Write a PNG grid of the distilled images, each captioned with its label distribution.
-
-    Args:
-        images: ``[M, C, H, W]`` in network input space (de-normalised here with ``mean``/``std``).
-        probs: ``[M, K]`` target probabilities.
-        class_names: K names.
-        path: PNG path (written atomically).
-        mean, std: the preprocessing statistics.
-        scale: nearest-neighbour magnification.
-    """
-    from sldpack.medical.montage import save_montage as _sheet
-
-    mu = np.asarray(mean, dtype=np.float32).reshape(1, -1, 1, 1)
-    sd = np.asarray(std, dtype=np.float32).reshape(1, -1, 1, 1)
-    tiles = (np.clip(images * sd + mu, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
-    captions = []
-    for i in range(images.shape[0]):
-        order = np.argsort(-probs[i])[:4]
-        captions.append("\n".join(f"{class_names[c]} {probs[i, c]:.2f}" for c in order))
-    _sheet(list(tiles), captions, path, ncols=min(8, images.shape[0]), scale=scale,
-           title=f"{images.shape[0]} distilled images")
-
-
-def write_pack_input(directory: str | Path, manifest: Manifest, tensors: Mapping[str, sldpack.Tensor]) -> None:
-    """Write the documented ``sldp pack`` input: ``manifest.json`` + ``tensors.npz`` (+ roles in the JSON).
-
-    ``manifest.json`` is ``Manifest.to_obj()`` without ``tensors``/``payload`` plus ``"roles": {name: role}``.
-    """
-    d = Path(directory)
-    d.mkdir(parents=True, exist_ok=True)
-    obj = manifest.to_obj()
-    obj.pop("tensors", None)
-    obj.pop("payload", None)
-    obj["roles"] = {n: t.role for n, t in tensors.items()}
-    buf = io.BytesIO()
-    arrays: dict[str, Any] = {n: np.asarray(t.array) for n, t in tensors.items()}
-    np.savez(buf, **arrays)
-    atomic_write_bytes(d / "tensors.npz", buf.getvalue())
-    atomic_write_bytes(d / "manifest.json", (json.dumps(obj, indent=1, sort_keys=True) + "\n").encode())
-
-
-# --- checkpoints ----------------------------------------------------------------------------------
-
-@dataclass
-class _Best:
-    """Running state of the iterate selection: the loss average and the best iterate so far.
-
-    The average is ``ema += w * (loss - ema)`` with ``w = max(alpha, 1/n)`` for the n-th loss: a plain mean
-    until ``1/alpha`` losses have been seen, an exponential moving average after. Iterates become
-    candidates only from the ``ceil(1/alpha)``-th loss on, so one lucky early batch cannot win.
-    """
-
-    ema: float | None = None
-    best_ema: float = math.inf
-    iteration: int = 0
-    count: int = 0
-    images: Tensor | None = None
-    labels: Tensor | None = None
-    lrs: Tensor | None = None
-    # validation selection (select="val-*"): the best held-out score and its iterate
-    val_score: float = -math.inf
-    val_iteration: int = 0
-    val_state: tuple[Tensor, Tensor, Tensor] | None = None
-
-    def offer(self, done: int, score: float, images: Tensor, labels: Tensor, lrs: Tensor) -> bool:
-        """Keep this iterate when its held-out score beats every earlier one (ties keep the earlier)."""
-        if not score > self.val_score:
-            return False
-        self.val_score, self.val_iteration = score, done
-        self.val_state = (images.detach().cpu().clone(), labels.detach().cpu().clone(), lrs.detach().cpu().clone())
-        return True
-
-    def update(self, done: int, loss: float, alpha: float, images: Tensor, labels: Tensor, lrs: Tensor) -> None:
-        self.count += 1
-        w = max(alpha, 1.0 / self.count)
-        self.ema = loss if self.ema is None else self.ema + w * (loss - self.ema)
-        if self.count >= math.ceil(1.0 / alpha) and self.ema < self.best_ema:
-            self.best_ema = self.ema
-            self.iteration = done
-            self.images = images.detach().cpu().clone()
-            self.labels = labels.detach().cpu().clone()
-            self.lrs = lrs.detach().cpu().clone()
-
-    def state(self) -> dict[str, Any]:
-        return {"ema": self.ema, "best_ema": self.best_ema, "iteration": self.iteration, "count": self.count,
-                "images": self.images, "labels": self.labels, "lrs": self.lrs,
-                "val_score": self.val_score, "val_iteration": self.val_iteration, "val_state": self.val_state}
-
-    @classmethod
-    def from_state(cls, st: Mapping[str, Any]) -> _Best:
-        ema = st.get("ema")
-        vs = st.get("val_state")
-        return cls(ema=None if ema is None else float(ema), best_ema=float(st["best_ema"]),
-                   iteration=int(st["iteration"]), count=int(st["count"]), images=st.get("images"),
-                   labels=st.get("labels"),
-                   lrs=st.get("lrs"), val_score=float(st.get("val_score", -math.inf)),
-                   val_iteration=int(st.get("val_iteration", 0)), val_state=None if vs is None else tuple(vs))
-
-
-def _save_checkpoint(path: Path, *, cfg: DistillConfig, iteration: int, images: Tensor, labels: Tensor,
-                     lrs: Tensor, opt: torch.optim.Optimizer, rng: np.random.Generator, elapsed: float,
-                     best: _Best) -> None:
-    state = {
-        "config": json.dumps(cfg.to_obj(), sort_keys=True),
-        "iteration": iteration,
-        "images": images.detach().cpu().clone(),
-        "labels": labels.detach().cpu().clone(),
-        "lrs": lrs.detach().cpu().clone(),
-        "optimizer": opt.state_dict(),
-        "rng": json.dumps(rng.bit_generator.state),
-        "elapsed": elapsed,
-        "best": best.state(),
-    }
-    save_state(path, CHECKPOINT_FORMAT, state)
-
-
-def _load_checkpoint(path: Path) -> dict[str, Any]:
-    return load_state(path, CHECKPOINT_FORMAT)
-
-
-def _check_resume_config(old: DistillConfig, new: DistillConfig) -> None:
-    diffs = [f.name for f in fields(DistillConfig)
-             if f.name not in _RESUMABLE_CHANGES and getattr(old, f.name) != getattr(new, f.name)]
-    if diffs:
-        raise UsageError(f"--resume with different settings: {', '.join(diffs)} differ from the checkpoint "
-                         f"(only {', '.join(sorted(_RESUMABLE_CHANGES))} may change)")
-
-
-class _Log:
-    """Append-only JSON-lines log (one object per line, flushed per line)."""
-
-    def __init__(self, path: Path | None) -> None:
-        self.path = path
-        self.fh = path.open("a", encoding="utf-8") if path is not None else None
-
-    def drop_after(self, iteration: int) -> None:
-        """Forget the loss records after ``iteration`` (a resume repeats them from the checkpoint)."""
-        if self.fh is None or self.path is None:
-            return
-        self.fh.close()
-        keep = []
-        for line in self.path.read_text(encoding="utf-8").splitlines(keepends=True):
-            try:
-                obj = json.loads(line)
-            except ValueError:
-                continue  # a line cut by a crash
-            if "loss" in obj and int(obj.get("iteration", 0)) > iteration:
-                continue
-            keep.append(line)
-        atomic_write_bytes(self.path, "".join(keep).encode("utf-8"))
-        self.fh = self.path.open("a", encoding="utf-8")
-
-    def write(self, **obj: Any) -> None:
-        if self.fh is not None:
-            self.fh.write(json.dumps({"time": _now(), **obj}, sort_keys=True) + "\n")
-            self.fh.flush()
-
-    def close(self) -> None:
-        if self.fh is not None:
-            self.fh.close()
-
-
 # --- the outer loop -------------------------------------------------------------------------------
 
 @dataclass(frozen=True)
@@ -392,7 +178,7 @@ class _RunState:
     dist: DistContext
     rd: Path | None
     ckpt_path: Path | None
-    log: _Log
+    log: RunLog
     arch: ArchSpec
     init: InitSpec
     sched: Schedule
@@ -406,7 +192,7 @@ class _RunState:
     lrs: Tensor
     opt: torch.optim.Optimizer
     rng: np.random.Generator
-    best: _Best
+    best: IterateSelection
     start: int
     elapsed0: float
     prev: tuple[Tensor, Tensor, Tensor]
@@ -417,7 +203,7 @@ class _RunState:
 
 
 def _start_or_resume(source: RealSource, cfg: DistillConfig, rd: Path | None, resume: bool, dev: torch.device,
-                     dist: DistContext, log: _Log) -> _RunState:
+                     dist: DistContext, log: RunLog) -> _RunState:
     """Build the module and theta_0, then either fresh distilled data or the checkpoint's state."""
     k = source.num_classes
     arch = _arch_spec(cfg, source)
@@ -430,18 +216,18 @@ def _start_or_resume(source: RealSource, cfg: DistillConfig, rd: Path | None, re
     start = 0
     elapsed0 = 0.0
     rng = np.random.default_rng([cfg.seed, 1])
-    best = _Best()
+    best = IterateSelection()
     st: dict[str, Any] = {}
     if resume:
         # rank 0 reads the checkpoint and hands it to the others: no shared file system needed
-        st = dist.broadcast_object(_load_checkpoint(ckpt_path) if dist.is_main and ckpt_path is not None else None)
-        _check_resume_config(DistillConfig.from_obj(json.loads(st["config"])), cfg)
+        st = dist.broadcast_object(load_checkpoint(ckpt_path) if dist.is_main and ckpt_path is not None else None)
+        check_resume_config(DistillConfig.from_obj(json.loads(st["config"])), cfg)
         start = int(st["iteration"])
         log.drop_after(start)  # the loss lines after the checkpoint are about to be written again
         elapsed0 = float(st["elapsed"])
         x0, y0, a0 = st["images"], st["labels"], st["lrs"]
         rng.bit_generator.state = json.loads(st["rng"])
-        best = _Best.from_state(st["best"])
+        best = IterateSelection.from_state(st["best"])
     else:
         x0 = torch.from_numpy(_initial_images(cfg, source, classes))
         y0 = torch.from_numpy(_initial_labels(cfg, classes, k))
@@ -459,7 +245,7 @@ def _start_or_resume(source: RealSource, cfg: DistillConfig, rd: Path | None, re
         opt.load_state_dict(st["optimizer"])
     if rd is not None and dist.is_main:
         if not resume:
-            run_info = {"config": cfg.to_obj(), "created": _now(), "arch": arch.to_obj(),
+            run_info = {"config": cfg.to_obj(), "created": utc_now(), "arch": arch.to_obj(),
                         "source": {"classes": list(source.class_names), "channels": source.channels,
                                    "image_size": list(source.image_size),
                                    "fingerprint": source.fingerprint},
@@ -523,8 +309,8 @@ def _outer_step(s: _RunState, it: int, progress: Callable[[Progress], None] | No
     if not math.isfinite(lv) or not all(bool(torch.isfinite(g).all()) for g in grads):
         kept = s.ckpt_path is not None and s.ckpt_path.is_file()
         raise UsageError(f"distillation diverged at iteration {it + 1} (loss {lv}); start again with "
-                         "a lower --inner-lr or --lr" + (f" ({s.ckpt_path} holds the state of the last "
-                                                         "checkpoint)" if kept else ""))
+                         "a lower {inner_lr} or {lr}" + (f" ({s.ckpt_path} holds the state of the last "
+                                                         "checkpoint)" if kept else ""), field=("inner_lr", "lr"))
     learn = [s.images, s.lrs] + ([s.labels] if cfg.mode == "sldd" else [])
     for p, g in zip(learn, grads, strict=True):
         p.grad = g.detach().clone()
@@ -538,8 +324,8 @@ def _outer_step(s: _RunState, it: int, progress: Callable[[Progress], None] | No
     if s.scorer is not None and cfg.select.startswith("val") and (
             done % cfg.select_every == 0 or done == cfg.iterations):
         # scored before the checkpoint below, so a resumed run holds the same candidates as an uninterrupted one
-        cand = _materialize(cfg, s.source, copy.deepcopy(s.module), s.theta0, s.sched, s.images, s.labels, s.lrs,
-                            s.transform)
+        cand = materialize(copy.deepcopy(s.module), s.theta0, s.sched, s.images, s.labels, s.lrs, s.transform,
+                           cfg=cfg, source=s.source)
         score = float(s.scorer(cand))
         kept = s.best.offer(done, score if math.isfinite(score) else -math.inf, s.images, s.labels, s.lrs)
         set_inner_mode(s.module)
@@ -552,7 +338,7 @@ def _outer_step(s: _RunState, it: int, progress: Callable[[Progress], None] | No
                         lr_max=float(a.max()), elapsed_s=round(elapsed, 3))
         if s.ckpt_path is not None and ((cfg.checkpoint_every and done % cfg.checkpoint_every == 0)
                                         or done == cfg.iterations):
-            _save_checkpoint(s.ckpt_path, cfg=cfg, iteration=done, images=s.images, labels=s.labels, lrs=s.lrs,
+            save_checkpoint(s.ckpt_path, cfg=cfg, iteration=done, images=s.images, labels=s.labels, lrs=s.lrs,
                              opt=s.opt, rng=s.rng, elapsed=elapsed, best=s.best)
         if progress is not None:
             rate = (time.perf_counter() - s.t_start) / (done - s.start)
@@ -596,19 +382,21 @@ def distill(source: RealSource, config: DistillConfig, *, run_dir: str | Path | 
     if cfg.select == "auto":  # the file, the checkpoint and the log name the rule that is applied
         rule = str(getattr(scorer, "rule", "val-hm")) if scorer is not None else "best"
         if rule not in SELECT_RULES or rule == "auto":
-            raise UsageError(f"the scorer's rule must be one of val-hm, val-acc, got {rule!r}")
+            raise UsageError(f"the scorer's rule must be one of val-hm, val-acc, got {rule!r}", field="scorer")
         cfg = replace(cfg, select=cast(SelectRule, rule))
     if cfg.select.startswith("val") and scorer is None:
-        raise UsageError(f"select={cfg.select!r} needs held-out data: pass a scorer (sldp distill --select "
-                         f"{cfg.select} builds one from a validation part of the training images)")
+        raise UsageError(f"{{select}} {cfg.select!r} needs held-out data: pass a {{scorer}} (e.g. "
+                         "sldpack.pipelines.selection.make_val_scorer over a validation part of the training "
+                         "images)", field=("select", "scorer"))
     dev = resolve_device(cfg.device)
     rd = Path(run_dir) if run_dir is not None else None
     ckpt_path = rd / "checkpoint.pt" if rd is not None else None
     if resume and (ckpt_path is None or not ckpt_path.is_file()):
-        raise UsageError(f"--resume: no checkpoint at {ckpt_path}")
+        raise UsageError(f"{{resume}}: no checkpoint at {ckpt_path}", field="resume")
     k = source.num_classes
     if cfg.batch_real < k and cfg.balanced:
-        raise UsageError(f"a balanced real batch needs K >= number of classes ({k}), got {cfg.batch_real}")
+        raise UsageError(f"{{batch_real}} must be >= the number of classes ({k}) for {{balanced}} real batches, "
+                         f"got {cfg.batch_real}", field=("batch_real", "balanced"))
     with distributed_session(dev) as dist:
         if dist.active and dev.type == "cuda":
             dev = torch.device("cuda", dist.local_rank)
@@ -616,13 +404,15 @@ def distill(source: RealSource, config: DistillConfig, *, run_dir: str | Path | 
         if rd is not None and dist.is_main:
             rd.mkdir(parents=True, exist_ok=True)
             if not resume and ckpt_path is not None and ckpt_path.exists():
-                raise UsageError(f"{rd} already holds a run (checkpoint.pt); use --resume or another --out")
-        log = _Log(rd / "log.jsonl" if rd is not None and dist.is_main else None)
+                raise UsageError(f"{rd} already holds a run (checkpoint.pt): set {{resume}} to continue it, or "
+                                 "choose another {run_dir}", field=("run_dir", "resume"))
+        log = RunLog(rd / "log.jsonl" if rd is not None and dist.is_main else None)
         try:
             with deterministic(dev):
                 s = _start_or_resume(source, cfg, rd, resume, dev, dist, log)
                 if scorer is not None and dist.active:
-                    raise UsageError("select='val-*' (a scorer) runs in one process, not under torch.distributed")
+                    raise UsageError("{select} 'val-*' (a {scorer}) runs in one process, not under "
+                                     "torch.distributed", field=("select", "scorer"))
                 s.scorer = scorer
                 s.t_start = time.perf_counter()
                 for it in range(s.start, cfg.iterations):
@@ -702,24 +492,8 @@ def _finish(s: _RunState, *, selected_iteration: int, on_phase: Callable[[Phase]
     x = s.images.detach().to(torch.float32)
     y = s.labels.detach().to(torch.float32)
     a = s.lrs.detach().to(torch.float32)
-    set_inner_mode(module)
-
-    def theta_opt() -> None:
-        theta = unroll(module, s.theta0, scratch_buffers(module), x, apply_label_transform(y, transform), a, sched,
-                       differentiable=False)
-        with torch.no_grad():
-            for n, p in module.named_parameters():
-                p.copy_(theta[n])
-
-    _timed_phase(s, on_phase, "theta_opt", f"re-deriving theta_opt ({sched.total} inner steps, no graph)",
-                 theta_opt)
-    if any(isinstance(m_, nn.modules.batchnorm._BatchNorm) for m_ in module.modules()):
-        _timed_phase(s, on_phase, "theta_bn", f"measuring theta_bn on {cfg.bn_batches} x {cfg.bn_batch_size} "
-                     "real images", lambda: measure_bn_stats(module, source, batches=cfg.bn_batches,
-                                                             batch_size=cfg.bn_batch_size,
-                                                             rng=np.random.default_rng([cfg.seed, 3]),
-                                                             balanced=cfg.bn_class_mix == "balanced"))
-    module.eval()
+    materialize(module, s.theta0, sched, x, y, a, transform, cfg=cfg, source=source,
+                run=lambda name, detail, work: _timed_phase(s, on_phase, name, detail, work))
     tensors: dict[str, sldpack.Tensor] = {
         "images": sldpack.Tensor("images", x.cpu().numpy().copy()),
         "labels": sldpack.Tensor("labels", y.cpu().numpy().copy()),
@@ -743,7 +517,7 @@ def _finish(s: _RunState, *, selected_iteration: int, on_phase: Callable[[Phase]
     manifest = Manifest(
         arch=arch,
         init=replace(init, theta0_sha256=dict(theta0_digests)),
-        provenance=Provenance(tool=f"sldpack {sldpack.__version__}", created=_now(),
+        provenance=Provenance(tool=f"sldpack {sldpack.__version__}", created=utc_now(),
                               dataset_sha256=source.fingerprint,
                               extra={"torch": torch.__version__, "distill_device": str(dev)},
                               **run_provenance(source, cfg.to_obj())),
@@ -762,26 +536,6 @@ def _finish(s: _RunState, *, selected_iteration: int, on_phase: Callable[[Phase]
     return DistillResult(manifest=manifest, tensors=tensors, module=module, losses=[])
 
 
-def _materialize(cfg: DistillConfig, source: RealSource, module: nn.Module, theta0: Mapping[str, Tensor],
-                 sched: Schedule, images: Tensor, labels: Tensor, lrs: Tensor, transform: str) -> nn.Module:
-    """Load theta_opt of (images, labels, lrs) (the replay path, no graph) and theta_bn into ``module``."""
-    x, y, a = (t.detach().to(torch.float32) for t in (images, labels, lrs))
-    set_inner_mode(module)
-    theta = unroll(module, theta0, scratch_buffers(module), x, apply_label_transform(y, transform), a, sched,
-                   differentiable=False)
-    with torch.no_grad():
-        for n, p in module.named_parameters():
-            p.copy_(theta[n])
-    measure_bn_stats(module, source, batches=cfg.bn_batches, batch_size=cfg.bn_batch_size,
-                     rng=np.random.default_rng([cfg.seed, 3]), balanced=cfg.bn_class_mix == "balanced")
-    module.eval()
-    return module
-
-
-# kept for callers of the earlier API: the fingerprint now lives with the replay (one implementation)
-fingerprint_for = fingerprint_arrays
-
-
 def _write_outputs(rd: Path, result: DistillResult, source: RealSource) -> None:
     write_pack_input(rd / "final", result.manifest, result.tensors)
     path = rd / "distilled.sldp"
@@ -798,152 +552,3 @@ def _write_outputs(rd: Path, result: DistillResult, source: RealSource) -> None:
         (rd / "montage.error.txt").write_text(f"{exc}\n")
 
 
-# --- packing (run directory or external distiller output) ------------------------------------------
-
-@dataclass(frozen=True)
-class PackResult:
-    """What :func:`pack` wrote: the stored manifest, the file size and remarks (e.g. what was computed)."""
-
-    manifest: Manifest
-    file_size: int
-    notes: tuple[str, ...]
-
-
-def _read_safetensors(path: Path) -> dict[str, np.ndarray]:
-    from sldpack.errors import FormatError
-    from sldpack.format.safetensors_codec import read_checkpoint
-
-    try:
-        return read_checkpoint(path)[0]
-    except FormatError as exc:
-        raise DataError(f"{path}: {exc}") from exc
-
-
-def _role_for(name: str) -> str:
-    if name in ("images", "labels", "lrs"):
-        return name
-    return "bn_stats" if name.startswith("bn.") else "extra"
-
-
-def load_pack_input(source: str | Path, tensors: str | Path | None = None
-                    ) -> tuple[Manifest, dict[str, sldpack.Tensor]]:
-    """Read a pack input: run directory, folder with manifest.json + tensors, or a manifest.json.
-
-    Returns:
-        The manifest (tensor table empty; the writer fills it) and the tensors with their roles.
-
-    Raises:
-        DataError: files missing or unreadable. FormatError: the manifest JSON breaks the schema.
-    """
-    src = Path(source)
-    if src.is_dir() and (src / "final" / "manifest.json").is_file():
-        src = src / "final"
-    mpath = src / "manifest.json" if src.is_dir() else src
-    if not mpath.is_file():
-        raise DataError(f"{source}: no manifest.json (nor final/manifest.json of a run directory)")
-    if tensors is not None:
-        tpath = Path(tensors)
-    else:
-        cands = [mpath.parent / "tensors.npz", mpath.parent / "tensors.safetensors"]
-        found = [c for c in cands if c.is_file()]
-        if not found:
-            raise DataError(f"no tensors.npz or tensors.safetensors beside {mpath}; pass --tensors")
-        tpath = found[0]
-    try:
-        obj = json.loads(mpath.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
-        raise DataError(f"cannot read {mpath}: {exc}") from exc
-    if not isinstance(obj, dict):
-        raise DataError(f"{mpath}: the manifest must be a JSON object")
-    roles = obj.pop("roles", {}) or {}
-    obj.pop("tensors", None)
-    obj.pop("payload", None)
-    obj.setdefault("provenance", {"tool": f"sldpack {sldpack.__version__} pack", "created": _now()})
-    obj["tensors"] = {}
-    obj["payload"] = {"compression": "none", "stored_size": 0, "decoded_size": 0}
-    manifest = Manifest.from_obj(obj)
-    if tpath.suffix == ".npz":
-        try:
-            with np.load(tpath, allow_pickle=False) as z:
-                arrays = {k: z[k] for k in z.files}
-        except (OSError, ValueError) as exc:
-            raise DataError(f"cannot read {tpath}: {exc}") from exc
-    elif tpath.suffix == ".safetensors":
-        arrays = _read_safetensors(tpath)
-    else:
-        raise DataError(f"{tpath}: tensors must be .npz or .safetensors")
-    out = {n: sldpack.Tensor(str(roles.get(n, _role_for(n))), np.asarray(a)) for n, a in arrays.items()}
-    return manifest, out
-
-
-def _check_pack_values(manifest: Manifest, arrays: Mapping[str, np.ndarray]) -> None:
-    """Refuse what would pack into a file that cannot be replayed: an unknown architecture, non-finite
-    tensors, negative or non-finite step sizes."""
-    from sldpack.nn.zoo import resolve_options
-
-    resolve_options(manifest.arch.id, manifest.arch.options)  # UsageError naming the known ids
-    for name, arr in arrays.items():
-        a = np.asarray(arr)
-        if a.dtype.kind == "f":
-            bad = ~np.isfinite(a)
-            if bool(bad.any()):
-                first = tuple(int(i) for i in np.argwhere(bad)[0])
-                raise DataError(f"tensor {name!r}: {int(bad.sum())} value(s) are NaN or infinite, the first at "
-                                f"index {first}")
-    lrs = np.asarray(arrays["lrs"])
-    if bool((lrs < 0).any()):
-        raise DataError(f"tensor 'lrs': {int((lrs < 0).sum())} negative step size(s), the first at index "
-                        f"{int(np.flatnonzero(lrs.reshape(-1) < 0)[0])}: not a distilled set this tool replays")
-
-
-def pack(source: str | Path, out: str | Path, *, tensors: str | Path | None = None, compression: str = "none",
-         fingerprint: str = "auto") -> PackResult:
-    """Build a ``.sldp`` from a pack input (see :func:`load_pack_input`).
-
-    Args:
-        source: run directory, folder with manifest.json + tensors, or manifest.json.
-        out: the ``.sldp`` to write (atomically).
-        tensors: tensor file when ``source`` is a manifest.json elsewhere.
-        compression: ``"none"`` or ``"zstd"``.
-        fingerprint: ``"auto"``/``"always"``: replay and store a fresh fingerprint (and theta0 digests); a
-            recorded one is never copied unchecked (one that disagrees is reported in the notes).
-            ``"never"``: write the file without a fingerprint (a recorded one is dropped, and the notes say so).
-
-    Returns:
-        The stored manifest, file size and notes.
-
-    Raises:
-        UsageError / DataError / FormatError: bad input.
-    """
-    if fingerprint not in ("auto", "always", "never"):
-        raise UsageError(f"fingerprint must be auto, always or never, got {fingerprint!r}")
-    manifest, tens = load_pack_input(source, tensors)
-    arrays = {n: np.asarray(t.array) for n, t in tens.items()}
-    check_replayable(manifest, {n: tuple(a.shape) for n, a in arrays.items()})
-    _check_pack_values(manifest, arrays)
-    notes: list[str] = []
-    # the tensors may have been edited since the fingerprint was recorded: a stored fingerprint is always
-    # one this replay produced, or none at all
-    need_fp = fingerprint != "never"
-    if not need_fp and manifest.replay is not None:
-        manifest = replace(manifest, replay=None)
-        notes.append("the recorded replay fingerprint was dropped (--fingerprint never): it was not checked "
-                     "against these tensors")
-    if need_fp:  # the replay below needs theta0; missing digests are filled from the same build
-        _, digests = build_module(manifest.arch, manifest.init)
-        if manifest.init.theta0_sha256 is None:
-            manifest = replace(manifest, init=replace(manifest.init, theta0_sha256=digests))
-            notes.append("theta0 digests computed")
-    if need_fp:
-        old = manifest.replay
-        threads = DEFAULT_REFERENCE_THREADS
-        seed = manifest.init.seed if old is None else old.probe_seed
-        count = DEFAULT_PROBE_COUNT if old is None else old.probe_count
-        fp = fingerprint_arrays(manifest, arrays, probe_seed=seed, probe_count=count, threads=threads)
-        if old is not None and old.theta_opt_sha256 != fp.theta_opt_sha256:
-            notes.append(f"the recorded fingerprint {old.theta_opt_sha256[:16]}.. differs from this replay's "
-                         f"{fp.theta_opt_sha256[:16]}..; the new one is stored")
-        manifest = replace(manifest, replay=fp)
-        notes.append(f"replay fingerprint computed ({threads} thread(s))")
-    stored = sldpack.write(out, manifest, tens, compression=compression)
-    return PackResult(manifest=stored, file_size=Path(out).stat().st_size, notes=tuple(notes))

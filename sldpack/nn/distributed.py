@@ -178,7 +178,7 @@ def launch(nproc: int, argv: Sequence[str], *, env: Mapping[str, str] | None = N
         0 when every process exited 0, else the first non-zero exit code (124 on timeout).
     """
     if nproc < 1:
-        raise UsageError(f"--nproc must be >= 1, got {nproc}")
+        raise UsageError(f"{{nproc}} must be >= 1, got {nproc}", field="nproc")
     base = dict(os.environ if env is None else env)
     base.update({"MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(free_port()), "WORLD_SIZE": str(nproc),
                  "LOCAL_WORLD_SIZE": str(nproc)})

@@ -20,7 +20,7 @@ from torch import nn
 
 from sldpack.errors import UsageError
 from sldpack.nn.checkpoint import load_state, save_state
-from sldpack.nn.replay import deterministic, resolve_device
+from sldpack.nn.device import deterministic, resolve_device
 
 __all__ = ["BatchSampler", "TrainProgress", "predict", "timed", "train_normal"]
 

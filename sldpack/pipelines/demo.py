@@ -292,10 +292,13 @@ def run_demo(config: DemoConfig, out: str | Path, *, log: Log | None = None,
     """
     import torch
 
-    from sldpack.nn.distill import DistillConfig, distill, pack
-    from sldpack.nn.distill import save_montage as save_distilled
-    from sldpack.nn.replay import replay, save_safetensors, verify_replay
+    from sldpack.nn.distill import DistillConfig, distill
+    from sldpack.nn.network import save_safetensors
+    from sldpack.nn.packing import pack
+    from sldpack.nn.replay import replay
+    from sldpack.nn.runlog import save_montage as save_distilled
     from sldpack.nn.unroll import apply_label_transform
+    from sldpack.nn.verify import verify_replay
     from sldpack.nn.zoo import checkpoint_bytes
 
     cfg = config

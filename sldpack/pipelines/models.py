@@ -54,7 +54,7 @@ def train_model(source: RealSource, *, arch: str = "convnet@1", arch_options: Ma
     Raises:
         UsageError: bad architecture/options or training settings, divergence.
     """
-    from sldpack.nn.replay import build_module
+    from sldpack.nn.network import build_module
     from sldpack.nn.train import train_normal
     from sldpack.nn.zoo import resolve_options
 
@@ -74,7 +74,7 @@ def train_model(source: RealSource, *, arch: str = "convnet@1", arch_options: Ma
 def save_trained_model(path: str | Path, model: TrainedModel) -> int:
     """Write ``model`` as ``.safetensors`` (state_dict + ``sldp_*`` metadata that :func:`load_trained_model`
     reads back); atomic. Returns the bytes written."""
-    from sldpack.nn.replay import save_safetensors
+    from sldpack.nn.network import save_safetensors
 
     meta = {"format": "pt", "arch": model.arch.id,
             "sldp_arch": json.dumps(model.arch.to_obj(), sort_keys=True),
@@ -93,7 +93,7 @@ def load_trained_model(path: str | Path, *, device: str = "cpu") -> TrainedModel
     """
     import torch
 
-    from sldpack.nn.replay import resolve_device
+    from sldpack.nn.device import resolve_device
     from sldpack.nn.zoo import build_from_spec
 
     p = Path(path)

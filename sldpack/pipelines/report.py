@@ -355,7 +355,7 @@ FingerprintFn = Callable[[Manifest, Mapping[str, np.ndarray]], ReplayFingerprint
 def _default_fingerprint_fn() -> FingerprintFn | str:
     """The torch re-fingerprinting function, or the reason it is unavailable."""
     try:
-        from sldpack.nn.replay import refingerprint
+        from sldpack.nn.fingerprint import refingerprint
     except ImportError as exc:
         return f"torch replay unavailable ({exc.name or exc})"
     return refingerprint

@@ -45,7 +45,7 @@ from sldpack.format.manifest import (
     ReplayFingerprint,
 )
 from sldpack.nn import zoo
-from sldpack.nn.replay import refingerprint
+from sldpack.nn.fingerprint import refingerprint
 from sldpack.pipelines.report import byte_report, format_bytes
 
 __all__ = [

@@ -373,7 +373,7 @@ def run_cell(cfg: Mapping[str, Any], cell_dir: str | Path) -> dict[str, Any]:
     """
     import torch
 
-    from sldpack.nn.replay import resolve_device
+    from sldpack.nn.device import resolve_device
     from sldpack.pipelines.evaluate import evaluate
     from sldpack.pipelines.inputs import open_source
 

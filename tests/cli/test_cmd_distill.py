@@ -92,7 +92,16 @@ def test_usage_errors_exit_2(npz: Path, tmp_path: Path, capsys: pytest.CaptureFi
     code, err = _exit_code(["distill", "--data", str(npz), "--iterations", "2", "--out", str(run), "--resume",
                             "--inner-lr", "0.5", "-q"], capsys)
     assert code == 2
-    assert "inner_lr" in err
+    # the library names the fields (inner_lr); the command line names the options that set them
+    assert "--inner-lr" in err and "--resume with different settings" in err
+    assert "--select-every" in err and "inner_lr" not in err
     code, err = _exit_code(["pack", str(tmp_path), "-o", str(tmp_path / "x.sldp")], capsys)
     assert code == 2
     assert "manifest.json" in err
+    # pack(tensors=...) is spelled --tensors on the command line
+    lone = tmp_path / "lone"
+    lone.mkdir()
+    (lone / "manifest.json").write_text("{}")
+    code, err = _exit_code(["pack", str(lone / "manifest.json"), "-o", str(tmp_path / "x.sldp")], capsys)
+    assert code == 2
+    assert "name the tensor file with --tensors" in err

@@ -167,7 +167,7 @@ def test_audit_default_sheet_and_errors(files: dict[str, Path], tmp_path: Path) 
 
 def test_report_eval_data_accuracy_change(tmp_path: Path) -> None:
     pytest.importorskip("torch")
-    from sldpack.nn.replay import refingerprint
+    from sldpack.nn.fingerprint import refingerprint
 
     rng = np.random.default_rng(2)
     arch = sldpack.ArchSpec("convnet@1", 1, 2, (8, 8), options={"depth": 1, "width": 4})

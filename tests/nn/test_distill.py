@@ -11,8 +11,11 @@ import torch
 
 import sldpack
 from sldpack.errors import DataError, UsageError
-from sldpack.nn.distill import DistillConfig, distill, measure_bn_stats, pack
-from sldpack.nn.replay import build_module, canonical_state, theta_digest, verify_replay
+from sldpack.nn.distill import DistillConfig, distill
+from sldpack.nn.materialize import measure_bn_stats
+from sldpack.nn.network import build_module, canonical_state, theta_digest
+from sldpack.nn.packing import pack
+from sldpack.nn.verify import verify_replay
 from sldpack.pipelines.sources import ArraySource
 
 
@@ -78,14 +81,20 @@ def test_resume_after_kill_is_bit_identical(tmp_path: Path) -> None:
 def test_resume_rejects_changed_settings(tmp_path: Path) -> None:
     src = toy_source()
     distill(src, tiny_config(iterations=2), run_dir=tmp_path)
-    with pytest.raises(UsageError, match="inner_lr"):
+    with pytest.raises(UsageError, match="inner_lr") as info:
         distill(src, tiny_config(iterations=4, inner_lr=0.5), run_dir=tmp_path, resume=True)
+    # the engine names settings by field, never by a command-line flag (the CLI spells them as options)
+    assert info.value.field == "resume" and "inner_lr" in info.value.fields
+    assert "--" not in str(info.value)
+    assert "--inner_lr" in info.value.render(lambda name: "--" + name)
     # more iterations is an allowed change: the run continues from its last checkpoint
     res = distill(src, tiny_config(iterations=4), run_dir=tmp_path, resume=True)
     assert res.resumed_from == 2
     assert len(res.losses) == 2
-    with pytest.raises(UsageError, match="no checkpoint"):
+    with pytest.raises(UsageError, match="no checkpoint") as info:
         distill(src, tiny_config(), run_dir=tmp_path / "empty", resume=True)
+    assert info.value.field == "resume"
+    assert str(info.value).startswith("resume: no checkpoint")
 
 
 def test_sldd_outputs_manifest_and_run_files(tmp_path: Path) -> None:
@@ -246,7 +255,7 @@ def test_pack_from_run_dir_and_external_input(tmp_path: Path) -> None:
     obj.pop("provenance")
     obj.pop("roles")
     (ext / "manifest.json").write_text(json.dumps(obj))
-    from sldpack.nn.replay import save_safetensors
+    from sldpack.nn.network import save_safetensors
 
     with np.load(run / "final" / "tensors.npz") as z:
         save_safetensors(ext / "tensors.safetensors", {k: torch.from_numpy(z[k]) for k in z.files})

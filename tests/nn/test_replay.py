@@ -16,19 +16,12 @@ import torch
 
 import sldpack
 from sldpack.errors import ReplayMismatchError, UsageError
+from sldpack.nn.device import deterministic, resolve_device
 from sldpack.nn.distill import DistillConfig, distill
-from sldpack.nn.replay import (
-    canonical_state,
-    deterministic,
-    load_model,
-    probe_inputs,
-    probe_logits,
-    replay,
-    resolve_device,
-    save_safetensors,
-    theta_digest,
-    verify_replay,
-)
+from sldpack.nn.fingerprint import probe_inputs, probe_logits
+from sldpack.nn.network import canonical_state, save_safetensors, theta_digest
+from sldpack.nn.replay import load_model, replay
+from sldpack.nn.verify import verify_replay
 from sldpack.pipelines.sources import ArraySource
 
 REPO = Path(__file__).resolve().parents[2]
@@ -90,7 +83,9 @@ def test_replay_twice_identical_and_exact(sldp_file: Path) -> None:
 
 _CHILD = """
 import json, sys, torch
-from sldpack.nn.replay import canonical_state, replay, theta_digest, verify_replay
+from sldpack.nn.network import canonical_state, theta_digest
+from sldpack.nn.replay import replay
+from sldpack.nn.verify import verify_replay
 out = {}
 for n in (1, 2):
     torch.set_num_threads(n)
@@ -225,7 +220,7 @@ def test_probe_inputs_are_portable_values() -> None:
 
 
 def test_state_sketch_catches_one_tensor_and_names_it(sldp_file: Path, tmp_path: Path) -> None:
-    from sldpack.nn.replay import compare_fingerprint, state_sketch
+    from sldpack.nn.fingerprint import compare_fingerprint, state_sketch
 
     with sldpack.open(sldp_file) as f:
         fp = f.manifest.replay

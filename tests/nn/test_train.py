@@ -10,7 +10,7 @@ import torch
 
 import sldpack
 from sldpack.errors import DataError, UsageError
-from sldpack.nn.replay import build_module
+from sldpack.nn.network import build_module
 from sldpack.nn.train import train_normal
 
 

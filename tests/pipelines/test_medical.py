@@ -261,7 +261,7 @@ def test_trained_model_checkpoint_round_trip(tmp_path: Path) -> None:
         b = back.module(torch.from_numpy(x))
     assert torch.equal(a, b)
     other = tmp_path / "plain.safetensors"
-    from sldpack.nn.replay import save_safetensors
+    from sldpack.nn.network import save_safetensors
 
     save_safetensors(other, model.module.state_dict())
     with pytest.raises(DataError, match="sldp train --save"):

@@ -254,7 +254,7 @@ def test_table4_rows_and_render() -> None:
 
 def _tiny_replayable(path: Path) -> None:
     """A small convnet file with a genuine replay fingerprint."""
-    from sldpack.nn.replay import refingerprint
+    from sldpack.nn.fingerprint import refingerprint
 
     rng = np.random.default_rng(5)
     arch = ArchSpec("convnet@1", 1, 2, (8, 8), options={"depth": 1, "width": 4})
@@ -273,7 +273,7 @@ def _tiny_replayable(path: Path) -> None:
 
 @pytest.mark.usefixtures("torch_zoo")
 def test_requantize_recomputes_a_fingerprint_that_verifies(tmp_path: Path) -> None:
-    from sldpack.nn.replay import verify_replay
+    from sldpack.nn.verify import verify_replay
 
     src, dst = tmp_path / "a.sldp", tmp_path / "b.sldp"
     _tiny_replayable(src)
