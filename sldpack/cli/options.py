@@ -96,7 +96,7 @@ RUNTIME_OPTION_NAMES: tuple[str, ...] = tuple(f.name for f in dataclasses.fields
 
 data_options: Callable[[_F], _F] = _decorator(DataSpec)
 """``--data``, ``--format``, ``--source``, ``--phantom*``, ``--split``, ``--train-fraction``, ``--split-seed``,
-``--resize``, ``--patch-size``, ``--stride``, ``--out-size``, ``--outside-max``, ``--inside-min``."""
+``--resize``, ``--unlabelled``, ``--patch-size``, ``--stride``, ``--out-size``, ``--outside-max``, ``--inside-min``."""
 
 runtime_options: Callable[[_F], _F] = _decorator(RuntimeSpec)
 """``--device`` (default auto) and ``--threads`` (>= 1)."""

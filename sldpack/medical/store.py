@@ -7,8 +7,9 @@ Every eager loader materialises ``[N, H, W]`` in RAM (100k images of 2048 px are
 * :func:`open_folder_lazy`: a folder of PNG/JPEG/TIFF/DICOM images read and decoded on demand, with a
   bounded LRU cache of decoded images (``cache_bytes``); same names, labels, masks, resizing and errors as
   :func:`~sldpack.medical.loaders.load_folder`.
-* :func:`convert` (``sldp data convert SRC OUT``) converts any source once to a **store**, a directory of
-  ``.npy`` files, and :func:`open_store` opens it (``load_images``/``load_folder`` open a store folder too).
+* :func:`~sldpack.medical.loaders.convert_to_store` (``sldp data convert SRC OUT``) converts any source once
+  to a **store** with :func:`write_store`, a directory of ``.npy`` files, and :func:`open_store` opens it
+  (``load_images``/``load_folder`` open a store folder too).
   A store is read with ``pread`` of exactly the bytes a window needs (no mmap, so the resident set stays
   the size of what was read, not of the file), or as ``numpy.memmap`` arrays with ``mmap=True``.
 
@@ -439,7 +440,7 @@ def open_folder_lazy(
 
 @dataclass(frozen=True)
 class StoreInfo:
-    """What :func:`convert` / :func:`write_store` wrote."""
+    """What :func:`write_store` (behind ``convert_to_store``) wrote."""
 
     path: Path
     count: int
