@@ -29,6 +29,7 @@ Kinds (what rows the grid makes, what the report adds):
 
 from __future__ import annotations
 
+import importlib
 import json
 import math
 import os
@@ -41,9 +42,8 @@ import time
 from collections.abc import Callable, Mapping, Sequence, Sized
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
+from types import ModuleType
 from typing import TYPE_CHECKING, Any
-
-import tomllib
 
 from sldpack.atomic import atomic_write_bytes
 from sldpack.errors import DataError, UsageError
@@ -67,6 +67,7 @@ __all__ = [
     "run_cell",
     "run_study",
     "subprocess_launcher",
+    "toml_reader",
 ]
 
 STUDY_KINDS: tuple[str, ...] = ("table1", "min-images", "batchnorm", "ablation")
@@ -253,13 +254,30 @@ class StudyGrid:
             UsageError: unreadable or malformed TOML, unknown keys.
         """
         p = Path(path)
+        toml = toml_reader()
         try:
-            obj = tomllib.loads(p.read_text(encoding="utf-8"))
+            obj = toml.loads(p.read_text(encoding="utf-8"))
         except OSError as exc:
             raise UsageError(f"{p}: cannot read the grid file: {exc}") from exc
-        except tomllib.TOMLDecodeError as exc:
+        except toml.TOMLDecodeError as exc:
             raise UsageError(f"{p}: not valid TOML: {exc}") from exc
         return cls.from_obj(obj, where=str(p))
+
+
+def toml_reader() -> ModuleType:
+    """The TOML parser: ``tomllib`` (Python 3.11+), else its backport ``tomli`` (same API; a dependency on 3.10).
+
+    Raises:
+        UsageError: neither is importable (Python 3.10 without ``tomli``).
+    """
+    try:
+        return importlib.import_module("tomllib")
+    except ModuleNotFoundError:
+        pass
+    try:
+        return importlib.import_module("tomli")
+    except ModuleNotFoundError:
+        raise UsageError("reading a study grid on Python < 3.11 needs tomli (pip install 'tomli>=2')") from None
 
 
 @dataclass(frozen=True)
