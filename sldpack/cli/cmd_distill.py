@@ -29,6 +29,7 @@ from sldpack.cli.options import (
 from sldpack.errors import UsageError
 from sldpack.format.constants import COMPRESSIONS
 from sldpack.nn.config import SELECT_RULES, UNROLL_MODES, DistillConfig
+from sldpack.pipelines.selection import DEFAULT_VAL_FRACTION
 
 __all__ = ["distill_cmd", "pack_cmd", "replay_cmd"]
 
@@ -85,7 +86,8 @@ _CONFIG_FIELDS = frozenset(f.name for f in dataclasses.fields(DistillConfig))
                    "(--nproc, --source).")
 @click.option("--select-every", type=click.IntRange(min=1), default=_D.select_every, show_default=True,
               help="val-*: iterations between scored candidates.")
-@click.option("--val-fraction", type=click.FloatRange(0.0, 1.0, min_open=True, max_open=True), default=0.2,
+@click.option("--val-fraction", type=click.FloatRange(0.0, 1.0, min_open=True, max_open=True),
+              default=DEFAULT_VAL_FRACTION,
               show_default=True, help="val-*: share of the training images held out (stratified, by image = "
                                       "patient); a MedMNIST file's own val split is used instead.")
 @click.option("--out", "out", type=click.Path(file_okay=False), required=True, help="Run directory.")

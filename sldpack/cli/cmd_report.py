@@ -257,10 +257,10 @@ def audit_cmd(ctx: click.Context, /, file: str, as_json: bool, sheet: str | None
     split = spec.split_or("train")
     import sldpack
     from sldpack.pipelines.audit import patches_as_distilled
-    from sldpack.pipelines.patch_source import patch_settings_from_manifest
+    from sldpack.pipelines.patch_source import patch_task_from_manifest
 
     with sldpack.open(file) as sf:
-        geometry = patch_settings_from_manifest(sf.manifest)
+        geometry = patch_task_from_manifest(sf.manifest)
         channels = sf.manifest.arch.in_channels
     items = None
     real: tuple[np.ndarray[Any, Any], np.ndarray[Any, Any] | None]

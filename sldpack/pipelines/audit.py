@@ -68,7 +68,7 @@ from sldpack.pipelines.audit_items import (
     as_nchw,
     load_real_images,
 )
-from sldpack.pipelines.patch_source import PatchSettings
+from sldpack.pipelines.patch_source import PatchTask
 
 __all__ = [
     "AuditConfig",
@@ -472,7 +472,7 @@ def audit_file(path: str | os.PathLike[str], data: str | os.PathLike[str], *, sp
     return _finish_audit(path, data, split, cfg, sheet, pix, src, labels, mode, manifest)
 
 
-def patches_as_distilled(images: ImageSet, settings: PatchSettings, channels: int,
+def patches_as_distilled(images: ImageSet, settings: PatchTask, channels: int,
                          name: str = "train") -> tuple[RealItems, str]:
     """The real side of a patch model's audit: the labelled I/N/P windows of ``images`` (which need organ
     masks) with the file's patch geometry, resized as the distiller resized them, and the line that says so.

@@ -1,7 +1,7 @@
 """The medical pipeline in one import (kept for existing code): patch task, data selection, evaluation and
 baseline models now live in their own modules:
 
-* :mod:`sldpack.pipelines.patch_source`: :class:`PatchSettings`, :class:`PatchSource` (numpy only);
+* :mod:`sldpack.pipelines.patch_source`: :class:`PatchTask`, :class:`PatchSource` (numpy only);
 * :mod:`sldpack.pipelines.datasets`: :func:`load_data`, :func:`select_split`, :class:`DataSelection`;
 * :mod:`sldpack.pipelines.inputs`: the data options of every command and the ``--source`` plug-ins;
 * :mod:`sldpack.pipelines.evaluate`: patch-level and image-level evaluation (torch);
@@ -23,10 +23,10 @@ from sldpack.pipelines.inputs import npz_patch_source, phantom_patch_source
 from sldpack.pipelines.models import TrainedModel, load_trained_model, save_trained_model, train_model
 from sldpack.pipelines.patch_source import (
     PATCH_TASK,
-    PatchSettings,
     PatchSource,
+    PatchTask,
     is_patch_model,
-    patch_settings_from_manifest,
+    patch_task_from_manifest,
 )
 
 __all__ = [
@@ -35,8 +35,8 @@ __all__ = [
     "DataSelection",
     "EvalProgress",
     "MedicalEvaluation",
-    "PatchSettings",
     "PatchSource",
+    "PatchTask",
     "TrainedModel",
     "evaluate",
     "evaluate_patches",
@@ -45,7 +45,7 @@ __all__ = [
     "load_data",
     "load_trained_model",
     "npz_patch_source",
-    "patch_settings_from_manifest",
+    "patch_task_from_manifest",
     "phantom_data",
     "phantom_patch_source",
     "save_trained_model",

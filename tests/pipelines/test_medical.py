@@ -16,8 +16,8 @@ from sldpack.medical.loaders import ImageSet
 from sldpack.medical.patches import PATCH_CLASS_NAMES
 from sldpack.pipelines.medical import (
     PATCH_TASK,
-    PatchSettings,
     PatchSource,
+    PatchTask,
     TrainedModel,
     evaluate,
     evaluate_patches,
@@ -74,20 +74,20 @@ class _Constant(nn.Module):
         return self.bias.expand(x.shape[0], -1)
 
 
-def test_patch_settings_round_trip_through_options() -> None:
-    s = PatchSettings(size=64, stride=32, out_size=32, outside_max=0.02, inside_min=0.9)
+def test_patch_task_round_trip_through_options() -> None:
+    s = PatchTask(size=64, stride=32, out_size=32, outside_max=0.02, inside_min=0.9)
     opts = s.to_options()
     assert opts["task"] == PATCH_TASK
     assert opts["patch_out_size"] == 32
-    assert PatchSettings.from_options(opts) == s
-    assert PatchSettings.from_options({"scale": 255.0}) is None
+    assert PatchTask.from_options(opts) == s
+    assert PatchTask.from_options({"scale": 255.0}) is None
     with pytest.raises(UsageError):
-        PatchSettings(size=16, stride=8, out_size=32)
+        PatchTask(size=16, stride=8, out_size=32)
 
 
 def test_patch_source_is_a_real_source_with_balanced_deterministic_batches() -> None:
     data = _toy_set()
-    src = PatchSource.from_image_set(data, PatchSettings(size=8, stride=8))
+    src = PatchSource.from_image_set(data, PatchTask(size=8, stride=8))
     assert isinstance(src, RealSource)
     # per image: 2 rows x 4 columns of windows; left 2 columns organ (N or P), right 2 outside (I)
     assert src.counts() == [16, 8, 8]
@@ -110,12 +110,12 @@ def test_patch_source_is_a_real_source_with_balanced_deterministic_batches() -> 
 def test_patch_source_needs_every_class() -> None:
     data = _toy_set().subset([0, 2])  # normal images only: no P patches
     with pytest.raises(DataError, match="no P patches"):
-        PatchSource.from_image_set(data, PatchSettings(size=8, stride=8))
+        PatchSource.from_image_set(data, PatchTask(size=8, stride=8))
 
 
 def test_patch_source_out_size_and_per_class_subset() -> None:
     data = _toy_set()
-    src = PatchSource.from_image_set(data, PatchSettings(size=8, stride=4, out_size=4), per_class=3)
+    src = PatchSource.from_image_set(data, PatchTask(size=8, stride=4, out_size=4), per_class=3)
     assert src.counts() == [3, 3, 3]
     assert src.image_size == (4, 4)
     x, _ = src.sample(6, np.random.default_rng(0))
@@ -124,7 +124,7 @@ def test_patch_source_out_size_and_per_class_subset() -> None:
 
 def test_oracle_gets_everything_right_at_patch_and_image_level() -> None:
     data = _toy_set()
-    settings = PatchSettings(size=8, stride=4)
+    settings = PatchTask(size=8, stride=4)
     src = PatchSource.from_image_set(data, settings)
     oracle = _Oracle(src.mean, src.std)
     ev = evaluate_patches(oracle, data, settings, mean=src.mean, std=src.std, windows="labelled")
@@ -146,7 +146,7 @@ def test_oracle_gets_everything_right_at_patch_and_image_level() -> None:
 
 def test_constant_model_counts_and_eq9() -> None:
     data = _toy_set()
-    settings = PatchSettings(size=8, stride=8)
+    settings = PatchTask(size=8, stride=8)
     always_p = _Constant(2)
     ev = evaluate_patches(always_p, data, settings, mean=0.5, std=0.2)
     assert ev.patch is not None
@@ -165,12 +165,12 @@ def test_constant_model_counts_and_eq9() -> None:
 def test_evaluate_without_masks_uses_the_whole_grid_and_no_patch_metrics() -> None:
     d = _toy_set()
     data = ImageSet(images=d.images, masks=None, labels=d.labels, names=d.names)
-    ev = evaluate_patches(_Constant(2), data, PatchSettings(8, 8), mean=0.5, std=0.2)
+    ev = evaluate_patches(_Constant(2), data, PatchTask(8, 8), mean=0.5, std=0.2)
     assert ev.settings["windows"] == "all"
     assert ev.patch is None
     assert ev.n_inputs == 4 * 8
     with pytest.raises(DataError, match="masks"):
-        evaluate_patches(_Constant(2), data, PatchSettings(8, 8), mean=0.5, std=0.2, windows="labelled")
+        evaluate_patches(_Constant(2), data, PatchTask(8, 8), mean=0.5, std=0.2, windows="labelled")
 
 
 def test_whole_image_task() -> None:
@@ -245,7 +245,7 @@ def test_plugin_source_for_sldp_distill() -> None:
 
 def test_trained_model_checkpoint_round_trip(tmp_path: Path) -> None:
     data = _toy_set()
-    src = PatchSource.from_image_set(data, PatchSettings(size=8, stride=8))
+    src = PatchSource.from_image_set(data, PatchTask(size=8, stride=8))
     model = train_model(src, arch_options={"depth": 1, "width": 4}, steps=3, batch_size=6, seed=0)
     assert isinstance(model, TrainedModel)
     path = tmp_path / "m.safetensors"
