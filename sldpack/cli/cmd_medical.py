@@ -59,7 +59,7 @@ def _fmt(v: Any, digits: int = 3) -> str:
 
 
 def format_evaluation(ev: MedicalEvaluation, *, title: str = "") -> str:
-    """The human table of a :class:`~sldpack.pipelines.medical.MedicalEvaluation`."""
+    """The human table of a :class:`~sldpack.pipelines.evaluate.MedicalEvaluation`."""
     lines = [title] if title else []
     s = ev.settings
     if ev.task == "patches":
