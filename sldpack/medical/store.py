@@ -5,8 +5,9 @@ Every eager loader materialises ``[N, H, W]`` in RAM (100k images of 2048 px are
 (or only the rows of it a patch needs) when indexed, so patch indexing and sampling touch only what they use:
 
 * :func:`open_folder_lazy`: a folder of PNG/JPEG/TIFF/DICOM images read and decoded on demand, with a
-  bounded LRU cache of decoded images (``cache_bytes``); same names, labels, masks, resizing and errors as
-  :func:`~sldpack.medical.loaders.load_folder`.
+  bounded LRU cache of decoded items, image + mask (``cache_bytes``); same names, labels, masks, resizing
+  and errors as :func:`~sldpack.medical.loaders.load_folder` (one per-item reader,
+  :class:`~sldpack.medical.folders.FolderReader`).
 * :func:`~sldpack.medical.loaders.convert_to_store` (``sldp data convert SRC OUT``) converts any source once
   to a **store** with :func:`write_store`, a directory of ``.npy`` files, and :func:`open_store` opens it
   (``load_images``/``load_folder`` open a store folder too).
@@ -69,7 +70,7 @@ STORE_MARKER = "sldp_store.json"
 STORE_FORMAT = "sldp-image-store"
 STORE_VERSION = 1
 DEFAULT_CACHE_BYTES = 256 << 20
-"""Decoded-image cache of a lazy folder (256 MiB: 4,096 images of 256 px, 64 of 2048 px)."""
+"""Decoded-item cache of a lazy folder (256 MiB: 4,096 images of 256 px, 64 of 2048 px; half with masks)."""
 
 PathLike = str | os.PathLike[str]
 
@@ -309,14 +310,17 @@ class _FolderItems:
         self.reader = reader
         self.cache = cache
 
+    def keep(self, row: int, item: FolderItem) -> None:
+        item.image.setflags(write=False)  # shared by the cache: callers get views they cannot corrupt
+        if item.mask is not None:
+            item.mask.setflags(write=False)
+        self.cache.put(row, item)
+
     def get(self, row: int) -> FolderItem:
         item = self.cache.get(row)
         if item is None:
             item = self.reader(self.entries[row])
-            item.image.setflags(write=False)  # shared by the cache: callers get views they cannot corrupt
-            if item.mask is not None:
-                item.mask.setflags(write=False)
-            self.cache.put(row, item)
+            self.keep(row, item)
         return item
 
 
@@ -420,6 +424,7 @@ def open_folder_lazy(
     reader = FolderReader(target=listing.target, window=window)
     first = reader(entries[0])  # fixes (H, W) and reports a defect of the first item up front
     items = _FolderItems(entries, reader.fixed_by(entries[0], first), _ByteLRU(cache_bytes))
+    items.keep(0, first)  # not decoded a second time when item 0 is read
     shape = (int(first.image.shape[0]), int(first.image.shape[1]))
     img_arr = _FolderArray(items, shape, masks=False)
     mask_arr = _FolderArray(items, shape, masks=True) if listing.masks_dir is not None else None
@@ -454,23 +459,28 @@ def is_store(path: PathLike) -> bool:
     return (Path(path) / STORE_MARKER).is_file()
 
 
-def _write_npy_stream(path: Path, shape: tuple[int, ...], dtype: np.dtype[Any],
-                      items: Iterator[NDArray[Any]]) -> None:
-    """Write an ``.npy`` of ``shape`` item by item (memory: one item), checking every item's shape."""
+def _write_npy_streams(paths: Sequence[Path], shape: tuple[int, ...], dtype: np.dtype[Any],
+                       items: Iterator[Sequence[NDArray[Any]]]) -> None:
+    """Write one ``.npy`` of ``shape`` per path, item by item in lockstep (memory: one item of each), checking
+    every item's shape. Lockstep: item ``i`` of a lazy folder (image + mask) is decoded once, not once per file."""
     header = {"descr": np.lib.format.dtype_to_descr(dtype), "fortran_order": False, "shape": shape}
-    with path.open("wb") as fh:
-        np.lib.format.write_array_header_2_0(fh, header)
+    with contextlib.ExitStack() as stack:
+        files = [stack.enter_context(p.open("wb")) for p in paths]
+        for fh in files:
+            np.lib.format.write_array_header_2_0(fh, header)
         count = 0
-        for item in items:
-            a = np.ascontiguousarray(item, dtype=dtype)
-            if a.shape != shape[1:]:
-                raise DataError(f"item {count} has shape {a.shape}, the store's items are {shape[1:]}")
-            fh.write(a.tobytes())
+        for parts in items:
+            for fh, item in zip(files, parts, strict=True):
+                a = np.ascontiguousarray(item, dtype=dtype)
+                if a.shape != shape[1:]:
+                    raise DataError(f"item {count} has shape {a.shape}, the store's items are {shape[1:]}")
+                fh.write(a.tobytes())
             count += 1
         if count != shape[0]:
             raise DataError(f"{count} items written, {shape[0]} expected")
-        fh.flush()
-        os.fsync(fh.fileno())
+        for fh in files:
+            fh.flush()
+            os.fsync(fh.fileno())
 
 
 def write_store(data: ImageSet, out: PathLike, *, source: str = "", overwrite: bool = False) -> StoreInfo:
@@ -495,11 +505,13 @@ def write_store(data: ImageSet, out: PathLike, *, source: str = "", overwrite: b
     h, w = data.shape
     tmp.mkdir()
     try:
-        _write_npy_stream(tmp / "images.npy", (n, h, w), np.dtype(np.uint8), (data.images[i] for i in range(n)))
-        if data.masks is not None:
-            masks = data.masks
-            _write_npy_stream(tmp / "masks.npy", (n, h, w), np.dtype(np.uint8),
-                              (np.asarray(masks[i] != 0, dtype=np.uint8) for i in range(n)))
+        masks = data.masks
+        if masks is None:
+            _write_npy_streams([tmp / "images.npy"], (n, h, w), np.dtype(np.uint8),
+                               ((data.images[i],) for i in range(n)))
+        else:
+            _write_npy_streams([tmp / "images.npy", tmp / "masks.npy"], (n, h, w), np.dtype(np.uint8),
+                               ((data.images[i], np.asarray(masks[i] != 0, dtype=np.uint8)) for i in range(n)))
         np.save(tmp / "labels.npy", np.asarray(data.labels, dtype=np.int64))
         np.save(tmp / "names.npy", np.asarray(data.names, dtype=np.str_), allow_pickle=False)
         meta = {"format": STORE_FORMAT, "version": STORE_VERSION, "count": n, "height": h, "width": w,

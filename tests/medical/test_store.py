@@ -146,6 +146,23 @@ def test_lazy_folder_reports_a_bad_image_when_read(folder: Path, tmp_path: Path)
         data.images[data.names.index("scan004.png")]
 
 
+def test_converting_a_lazy_folder_decodes_each_file_once(folder: Path, tmp_path: Path,
+                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    import sldpack.medical.folders as folders
+
+    seen: list[str] = []
+    real = folders.read_image_file
+
+    def counting(path: Any, **kw: Any) -> Any:
+        seen.append(str(path))
+        return real(path, **kw)
+
+    monkeypatch.setattr(folders, "read_image_file", counting)
+    info = convert(folder, tmp_path / "st")  # images.npy and masks.npy are written in lockstep
+    assert info.count == 12 and info.masks
+    assert len(seen) == 24 and len(set(seen)) == 24  # 12 images + 12 masks, none decoded twice
+
+
 def _mask_of_other_shape(root: Path, stem: str) -> None:
     Image.fromarray(np.full((40, 40), 255, np.uint8)).save(root / "masks" / f"{stem}.png")
 
