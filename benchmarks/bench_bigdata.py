@@ -158,7 +158,7 @@ def _run_child(mode: str, path: Path, args: argparse.Namespace) -> dict[str, Any
 def _distill_peak(source_path: Path, run_dir: Path, args: argparse.Namespace) -> tuple[float, float]:
     """(peak RSS MiB, seconds) of a short ``sldp distill`` over a store/npz in a fresh process (``wait4``)."""
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(REPO), *sys.path]))
-    src = (f"sldpack.pipelines.medical:npz_patch_source:{source_path},patch={args.patch},stride={args.stride},"
+    src = (f"sldpack.pipelines.inputs:npz_patch_source:{source_path},patch={args.patch},stride={args.stride},"
            f"out={args.out_size}")
     argv = [sys.executable, "-m", "sldpack.cli.main", "distill", "--source", src, "--arch-option", "depth=2",
             "--arch-option", "width=16", "--iterations", str(args.distill_iterations), "--steps", "2",

@@ -267,3 +267,150 @@ def test_engine_errors_name_fields_not_flags() -> None:
                     if isinstance(c, ast.Constant) and isinstance(c.value, str) and flag.search(c.value):
                         bad.append(f"{path.relative_to(ROOT)}:{node.lineno}: {c.value!r}")
     assert not bad, "engine errors naming command-line flags:\n" + "\n".join(bad)
+
+
+def _calls_of(tree: ast.AST, names: set[str]) -> list[tuple[str, int]]:
+    out = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Call):
+            f = node.func
+            name = f.id if isinstance(f, ast.Name) else f.attr if isinstance(f, ast.Attribute) else None
+            if name in names:
+                out.append((name, node.lineno))
+    return out
+
+
+def test_one_folder_item_reader() -> None:
+    """A folder item (image + mask: decode, shape check, binarise, resize) is read only by
+    medical/folders.py ``FolderReader``, for the eager and the lazy loader alike: no second reader that
+    could apply another rule (the lazy one used to resize a mask of another shape than its image)."""
+    bad = []
+    for mod, path in MODULES.items():
+        if mod in ("sldpack.medical.folders", "sldpack.medical.images"):  # the reader; the per-file primitives
+            continue
+        for name, line in _calls_of(ast.parse(path.read_text(encoding="utf-8")), {"binary_mask", "resize_u8"}):
+            bad.append(f"{path.relative_to(ROOT)}:{line}: {name}()")
+    assert not bad, "folder items decoded outside medical/folders.py FolderReader:\n" + "\n".join(bad)
+    tree = ast.parse(MODULES["sldpack.medical.store"].read_text(encoding="utf-8"))
+    assert _calls_of(tree, {"FolderReader"}), "the lazy folder does not read through FolderReader"
+    tree = ast.parse(MODULES["sldpack.medical.loaders"].read_text(encoding="utf-8"))
+    assert _calls_of(tree, {"FolderReader"}), "the eager folder loader does not read through FolderReader"
+
+
+# each default: (its one definition: module, constant name), the settings it is the default of, its value
+_DEFAULTS: dict[str, tuple[str, frozenset[str], float]] = {
+    "DEFAULT_DELTA": ("sldpack.medical.detection", frozenset({"delta"}), 0.4),
+    "DEFAULT_VAL_FRACTION": ("sldpack.pipelines.selection", frozenset({"val_fraction"}), 0.2),
+    "DEFAULT_OUTSIDE_MAX": ("sldpack.medical.patches", frozenset({"outside_max"}), 0.01),
+    "DEFAULT_INSIDE_MIN": ("sldpack.medical.patches", frozenset({"inside_min"}), 0.85),
+}
+
+
+def _number(node: ast.AST | None) -> float | None:
+    if isinstance(node, ast.Constant) and isinstance(node.value, (int, float)) and not isinstance(node.value, bool):
+        return float(node.value)
+    return None
+
+
+def _setting_literals(tree: ast.AST) -> list[tuple[str, float, int]]:
+    """``(setting name, number, line)`` wherever a number literal is given to a named setting: a parameter
+    default, a dataclass field (``x: float = 0.4``, ``field(default=0.4)``), a ``name = 0.4`` constant, a
+    ``{"x": 0.4}`` entry, ``.get("x", 0.4)``/``.pop``/``.setdefault``, a keyword ``x=0.4`` and a click option
+    ``option("--x", default=0.4)``."""
+    out: list[tuple[str, float, int]] = []
+
+    def add(name: str, value: ast.AST | None, line: int) -> None:
+        v = _number(value)
+        if v is not None:
+            out.append((name.lower(), v, line))
+
+    for node in ast.walk(tree):
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda)):
+            a = node.args
+            pos = [*a.posonlyargs, *a.args]
+            for arg, d in zip(pos[len(pos) - len(a.defaults):], a.defaults, strict=True):
+                add(arg.arg, d, d.lineno)
+            for arg, kd in zip(a.kwonlyargs, a.kw_defaults, strict=True):
+                if kd is not None:
+                    add(arg.arg, kd, kd.lineno)
+        elif isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name) and node.value is not None:
+            add(node.target.id, node.value, node.lineno)
+            if isinstance(node.value, ast.Call):
+                for kw in node.value.keywords:
+                    if kw.arg == "default":
+                        add(node.target.id, kw.value, node.lineno)
+        elif isinstance(node, ast.Assign):
+            for t in node.targets:
+                if isinstance(t, ast.Name):
+                    add(t.id, node.value, node.lineno)
+        elif isinstance(node, ast.Dict):
+            for k, v in zip(node.keys, node.values, strict=True):
+                if isinstance(k, ast.Constant) and isinstance(k.value, str):
+                    add(k.value, v, v.lineno)
+        elif isinstance(node, ast.Call):
+            f = node.func
+            key = node.args[0] if node.args else None
+            if (isinstance(f, ast.Attribute) and f.attr in ("get", "pop", "setdefault") and len(node.args) == 2
+                    and isinstance(key, ast.Constant) and isinstance(key.value, str)):
+                add(key.value, node.args[1], node.lineno)
+            for kw in node.keywords:
+                if kw.arg is None:
+                    continue
+                if kw.arg == "default" and isinstance(key, ast.Constant) and isinstance(key.value, str) \
+                        and key.value.startswith("--"):
+                    add(key.value[2:].replace("-", "_"), kw.value, node.lineno)
+                else:
+                    add(kw.arg, kw.value, node.lineno)
+    return out
+
+
+def _retyped_defaults(mod: str, tree: ast.AST) -> list[str]:
+    bad = []
+    for name, value, line in _setting_literals(tree):
+        for const, (owner, settings, default) in _DEFAULTS.items():
+            if mod == owner and name == const.lower():
+                continue  # the one definition
+            stem = name.removeprefix("default_").removesuffix("_default")
+            if (stem in settings or name == const.lower()) and value == default:
+                bad.append(f"line {line}: {name} = {value:g} (use {owner}.{const})")
+    return bad
+
+
+def test_each_default_is_defined_once() -> None:
+    """DEFAULT_DELTA, DEFAULT_VAL_FRACTION and the patch thresholds are each assigned once, in their module,
+    and never typed out again as the literal default of the setting they name (a parameter, a field, a
+    click option, a settings dict)."""
+    defined: dict[str, list[str]] = {c: [] for c in _DEFAULTS}
+    bad = []
+    for mod, path in MODULES.items():
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        for node in ast.walk(tree):
+            targets = node.targets if isinstance(node, ast.Assign) else [node.target] if isinstance(
+                node, ast.AnnAssign) else []
+            for t in targets:
+                if isinstance(t, ast.Name) and t.id in defined:
+                    defined[t.id].append(mod)
+        bad += [f"{path.relative_to(ROOT)}: {b}" for b in _retyped_defaults(mod, tree)]
+    for const, (owner, _, _) in _DEFAULTS.items():
+        assert defined[const] == [owner], f"{const} is assigned in {defined[const]}, not once in {owner}"
+    assert not bad, "defaults typed out again instead of imported:\n" + "\n".join(bad)
+
+
+def test_retyped_default_check_catches_each_form() -> None:
+    code = '''
+def f(x, delta=0.4, *, val_fraction: float = 0.2): ...
+class C:
+    outside_max: float = 0.01
+    inside_min: float = field(default=0.85)
+opts = {"delta": 0.4}
+v = options.get("outside_max", 0.01)
+click.option("--val-fraction", type=float, default=0.2)
+g(inside_min=0.85)
+default_delta = 0.4
+'''
+    assert len(_retyped_defaults("sldpack.x", ast.parse(code))) == 9
+    unrelated = '''
+def f(lr=0.4, delta=0.5, momentum=0.85): ...
+t = {"ema": 0.2, "threshold": 0.01}
+'''
+    assert _retyped_defaults("sldpack.x", ast.parse(unrelated)) == []

@@ -8,8 +8,9 @@ from __future__ import annotations
 import dataclasses
 import json
 import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import click
 
@@ -18,92 +19,70 @@ from sldpack.cli.exit_codes import EXIT_INTERRUPTED, EXIT_OK, EXIT_VERIFY_FAILED
 from sldpack.cli.options import (
     COUNT,
     DATA_OPTION_NAMES,
-    NONNEGATIVE,
-    RATE,
     RUNTIME_OPTION_NAMES,
-    SEED,
     data_options,
-    number,
     runtime_options,
+    spec_option,
 )
 from sldpack.errors import UsageError
-from sldpack.format.constants import COMPRESSIONS
-from sldpack.nn.config import SELECT_RULES, UNROLL_MODES, DistillConfig
+from sldpack.nn.config import DistillConfig
+from sldpack.pipelines.selection import DEFAULT_VAL_FRACTION
 
 __all__ = ["distill_cmd", "pack_cmd", "replay_cmd"]
 
+_F = TypeVar("_F", bound=Callable[..., Any])
+
 
 # The distiller's settings are defined once (sldpack.nn.config, torch-free): every option below that sets one
-# has the field's name as its parameter name and the field's default as its default.
-_D = DistillConfig()
+# is generated from the field (name, type, default, help, range: cli/options.py spec_option).
 _CONFIG_FIELDS = frozenset(f.name for f in dataclasses.fields(DistillConfig))
+
+
+def _setting(name: str) -> Callable[[_F], _F]:
+    return spec_option(DistillConfig, name)
 
 
 @click.command("distill")
 @data_options
 @click.option("--class-names", metavar="A,B,...", help="Class names in label order (default: from the data).")
-@click.option("--arch", default=_D.arch, show_default=True, help="Architecture id from the zoo.")
+@_setting("arch")
 @click.option("--arch-option", multiple=True, metavar="KEY=VALUE", help="Architecture option, e.g. width=64.")
-@click.option("--batchnorm/--no-batchnorm", default=_D.batchnorm, show_default=True, help="Batch-norm variant.")
-@click.option("--mode", type=click.Choice(["sldd", "dd"]), default=_D.mode, show_default=True,
-              help="sldd: learn soft labels; dd: fixed one-hot labels.")
-@click.option("--images-per-class", "-M", "images_per_class", type=COUNT, default=_D.images_per_class,
-              show_default=True,
-              help="Distilled images per class (per step with --schedule per-step).")
-@click.option("--schedule", type=click.Choice(["all", "per-step"]), default=_D.schedule, show_default=True,
-              help="all: every step sees all images; per-step: each step its own images.")
-@click.option("--steps", type=COUNT, default=_D.steps, show_default=True, help="Inner steps per epoch.")
-@click.option("--epochs", type=COUNT, default=_D.epochs, show_default=True,
-              help="Passes over the steps (T = steps x epochs).")
-@click.option("--iterations", type=COUNT, default=_D.iterations, show_default=True,
-              help="Outer iterations (Adam steps).")
-@click.option("--batch-real", "-K", "batch_real", type=COUNT, default=_D.batch_real, show_default=True,
-              help="Real images per outer iteration.")
-@click.option("--lr", type=RATE, default=_D.lr, show_default=True, help="Adam learning rate of the images.")
-@click.option("--label-lr", "lr_labels", type=RATE, default=_D.lr_labels,
-              help="Adam learning rate of the labels [default: --lr].")
-@click.option("--lrs-lr", "lr_lrs", type=RATE, default=_D.lr_lrs,
-              help="Adam learning rate of the step sizes [default: --lr/10].")
-@click.option("--inner-lr", type=RATE, default=_D.inner_lr, show_default=True, help="Initial per-step learning rate.")
-@click.option("--label-init", type=number(), default=_D.label_init, show_default=True,
-              help="Initial label logit of the true class (sldd).")
-@click.option("--image-init", type=click.Choice(["real", "noise"]), default=_D.image_init, show_default=True,
-              help="Start from real images or from noise.")
-@click.option("--balanced/--no-balanced", default=_D.balanced, show_default=True, help="Class-balanced real batches.")
-@click.option("--seed", type=SEED, default=_D.seed, show_default=True, help="Seed of theta0 and of the run.")
+@_setting("batchnorm")
+@_setting("mode")
+@_setting("images_per_class")
+@_setting("schedule")
+@_setting("steps")
+@_setting("epochs")
+@_setting("iterations")
+@_setting("batch_real")
+@_setting("lr")
+@_setting("lr_labels")
+@_setting("lr_lrs")
+@_setting("inner_lr")
+@_setting("label_init")
+@_setting("image_init")
+@_setting("balanced")
+@_setting("seed")
 @runtime_options
-@click.option("--bn-batches", type=COUNT, default=_D.bn_batches, show_default=True,
-              help="Real batches forwarded to measure theta_bn (batch-norm archs).")
-@click.option("--bn-class-mix", type=click.Choice(["natural", "balanced"]), default=_D.bn_class_mix,
-              show_default=True, help="Class mix of those batches: the data's own, or equal counts per class "
-                                      "(the mix the inner steps see).")
-@click.option("--select", type=click.Choice(list(SELECT_RULES)), default=_D.select,
-              show_default=True,
-              help="Which iterate is written: the best on held-out training images by image-level HM (val-hm) "
-                   "or patch/class accuracy (val-acc); best (lowest moving-average training loss); last; auto: "
-                   "val-hm (val-acc for more than two image classes), or best where nothing can be held out "
-                   "(--nproc, --source).")
-@click.option("--select-every", type=click.IntRange(min=1), default=_D.select_every, show_default=True,
-              help="val-*: iterations between scored candidates.")
-@click.option("--val-fraction", type=click.FloatRange(0.0, 1.0, min_open=True, max_open=True), default=0.2,
+@_setting("bn_batches")
+@_setting("bn_class_mix")
+@_setting("select")
+@_setting("select_every")
+@click.option("--val-fraction", type=click.FloatRange(0.0, 1.0, min_open=True, max_open=True),
+              default=DEFAULT_VAL_FRACTION,
               show_default=True, help="val-*: share of the training images held out (stratified, by image = "
                                       "patient); a MedMNIST file's own val split is used instead.")
 @click.option("--out", "out", type=click.Path(file_okay=False), required=True, help="Run directory.")
-@click.option("--checkpoint-every", type=NONNEGATIVE, default=_D.checkpoint_every, show_default=True,
-              help="Iterations between crash-safe checkpoints.")
+@_setting("checkpoint_every")
 @click.option("--resume", is_flag=True, help="Continue the run in --out from its last checkpoint.")
-@click.option("--compression", type=click.Choice(list(COMPRESSIONS)), default=_D.compression, show_default=True)
+@_setting("compression")
 @click.option("--quiet", "-q", is_flag=True, help="No progress output.")
-@click.option("--unroll", type=click.Choice(list(UNROLL_MODES)), default=_D.unroll, show_default=True,
-              help="graph: keep the whole unrolled graph (fastest); recompute: keep theta per step and rebuild "
-              "one step's graph at a time (far less memory at large images). Same file either way.")
-@click.option("--unroll-checkpoint", type=COUNT, default=_D.unroll_checkpoint, show_default=True, metavar="K",
-              help="With --unroll recompute: keep only every K-th theta (memory T/K + K thetas).")
+@_setting("unroll")
+@_setting("unroll_checkpoint")
 @click.option("--nproc", type=COUNT, default=1, show_default=True,
               help="Data-parallel processes on this machine (gloo on CPU, NCCL on CUDA); for several machines "
               "use torchrun (README, 'Distributed distillation').")
-@click.option("--shard-images", is_flag=True, help="With --nproc/torchrun and --unroll recompute: split each "
-              "inner step's images across the processes too (architectures without batch norm).")
+@_setting("shard_images")
 @click.option("--worker-spec", hidden=True, type=click.Path(dir_okay=False), help="Internal: --nproc worker.")
 @click.pass_context
 def distill_cmd(ctx: click.Context, /, class_names: str | None, arch_option: tuple[str, ...], out: str,

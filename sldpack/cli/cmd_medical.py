@@ -20,6 +20,7 @@ from sldpack.cli.common import ProgressPrinter, apply_runtime, check_outputs, pa
 from sldpack.cli.exit_codes import EXIT_INTERRUPTED
 from sldpack.cli.options import COUNT, RATE, SEED, data_options, number, runtime_options
 from sldpack.errors import UsageError
+from sldpack.medical.detection import DEFAULT_DELTA
 
 if TYPE_CHECKING:
     from sldpack.format.manifest import Preprocessing
@@ -35,7 +36,7 @@ _F = TypeVar("_F", bound=Callable[..., Any])
 
 def _eval_options(f: _F) -> _F:
     opts = [
-        click.option("--delta", type=number(0.0, 1.0), default=0.4, show_default=True,
+        click.option("--delta", type=number(0.0, 1.0), default=DEFAULT_DELTA, show_default=True,
                      help="Eq. (9): image positive when Num(P)/(Num(N)+Num(P)) >= delta."),
         click.option("--windows", type=click.Choice(["auto", "labelled", "all"]), default="auto", show_default=True,
                      help="labelled: windows labelled I/N/P by the mask; all: the whole sliding grid (no mask "
@@ -58,7 +59,7 @@ def _fmt(v: Any, digits: int = 3) -> str:
 
 
 def format_evaluation(ev: MedicalEvaluation, *, title: str = "") -> str:
-    """The human table of a :class:`~sldpack.pipelines.medical.MedicalEvaluation`."""
+    """The human table of a :class:`~sldpack.pipelines.evaluate.MedicalEvaluation`."""
     lines = [title] if title else []
     s = ev.settings
     if ev.task == "patches":
@@ -131,16 +132,16 @@ def eval_cmd(file: str, delta: float, windows: str, chunk: int, per_image: str |
     from sldpack.nn.replay import replay
     from sldpack.pipelines.evaluate import evaluate
     from sldpack.pipelines.models import load_trained_model
-    from sldpack.pipelines.patch_source import PatchSettings, patch_settings_from_manifest
+    from sldpack.pipelines.patch_source import PatchTask, patch_task_from_manifest
 
     sel = spec.select(spec.split_or("test"))
     t0 = time.perf_counter()
     pre: Preprocessing | None
-    base: PatchSettings | None
+    base: PatchTask | None
     if Path(file).suffix.lower() == ".safetensors":
         tm = load_trained_model(file, device=str(dev))
         module, pre, names, arch = tm.module, tm.preprocessing, tm.class_names, tm.arch
-        base = PatchSettings.from_options(pre.options)
+        base = PatchTask.from_options(pre.options)
         origin = "trained checkpoint"
     else:
         res = replay(file, device=dev)
@@ -148,11 +149,11 @@ def eval_cmd(file: str, delta: float, windows: str, chunk: int, per_image: str |
         pre = manifest.preprocessing
         names = tuple(manifest.labels.names) if manifest.labels is not None else ()
         arch = manifest.arch
-        base = patch_settings_from_manifest(manifest)
+        base = patch_task_from_manifest(manifest)
         origin = f"replayed in {res.seconds:.1f}s"
     if pre is None:
         raise UsageError(f"{file} records no preprocessing (mean/std): cannot feed it real images")
-    settings = spec.patch_settings(base, default_size=None)
+    settings = spec.patch_task(base, default_size=None)
     ticker = ProgressPrinter("eval", quiet or as_json)
     ev = evaluate(module, pre, sel.data, class_names=names, settings=settings, delta=delta, windows=windows,
                   chunk=chunk, progress=lambda d, t: ticker(d, t))

@@ -237,56 +237,17 @@ def audit_cmd(ctx: click.Context, /, file: str, as_json: bool, sheet: str | None
 
     Exit code: 0 PASS, 1 FLAG (an image is flagged), 2 bad input.
     """
-    import numpy as np
-
-    from sldpack.pipelines.audit import AuditConfig, audit_file, load_real_images
-    from sldpack.pipelines.datasets import detect_format
+    from sldpack.pipelines.audit import AuditConfig, audit_data_for, audit_file
     from sldpack.pipelines.inputs import DataSpec
 
     spec = DataSpec.from_kwargs(kwargs)
     if sheet and no_sheet:
         raise click.UsageError("--sheet and --no-sheet contradict each other")
-    if spec.source is not None:
-        raise UsageError("sldp audit reads --data PATH or --phantom N, not a --source plug-in")
-    if spec.patch_size is not None or spec.out_size is not None:
-        raise UsageError("audit windows have the distilled images' size: give --stride only "
-                         "(drop --patch-size/--out-size)")
     if patch_stride is not None and spec.stride is not None and patch_stride != spec.stride:
         raise click.UsageError("--patch-stride and --stride differ: give one")
     patch_stride = spec.stride if spec.stride is not None else patch_stride
     split = spec.split_or("train")
-    import sldpack
-    from sldpack.pipelines.audit import patches_as_distilled
-    from sldpack.pipelines.patch_source import patch_settings_from_manifest
-
-    with sldpack.open(file) as sf:
-        geometry = patch_settings_from_manifest(sf.manifest)
-        channels = sf.manifest.arch.in_channels
-    items = None
-    real: tuple[np.ndarray[Any, Any], np.ndarray[Any, Any] | None]
-    # a .npy image array and MedMNIST files (channels kept) are read as stored; every other layout through
-    # the shared loader and split rule
-    if geometry is not None and patch_stride is None:
-        # a patch model: compare with the real patches as the distiller saw them (the file's geometry)
-        if spec.data is not None and spec.data.endswith(".npy"):
-            raise UsageError(f"{file} is a patch model ({geometry.size} px windows): give --data with organ "
-                             "masks to cut its patches, or --stride N to compare native windows")
-        sel = spec.select(split)
-        if sel.data.masks is None:
-            raise UsageError(f"{file} is a patch model ({geometry.size} px windows, stride {geometry.stride}); "
-                             f"{sel.source} has no organ masks to cut and label them as the distiller did: give "
-                             "the data with masks, or --stride N to compare native windows instead")
-        items = patches_as_distilled(sel.data, geometry, channels, name=split)
-        real = (np.asarray(sel.data.images[:0]), None)
-        data = sel.source
-    elif spec.data is not None and (spec.data.endswith(".npy") or (spec.format in ("auto", "medmnist")
-                                                                 and detect_format(spec.data) == "medmnist")):
-        real = load_real_images(spec.data, split)
-        data = spec.data
-    else:
-        sel = spec.select(split)
-        real = (np.asarray(sel.data.images), np.asarray(sel.data.labels))
-        data = sel.source
+    chosen = audit_data_for(file, spec, split, patch_stride=patch_stride)
     cfg = AuditConfig(percentile=percentile, copy_ncc=copy_ncc, k=neighbours, real_sample=real_sample,
                       ssim_candidates=ssim_candidates, chunk=chunk,
                       window="gaussian" if window == "gaussian" else "uniform", seed=seed,
@@ -300,7 +261,8 @@ def audit_cmd(ctx: click.Context, /, file: str, as_json: bool, sheet: str | None
         from sldpack.format.provenance import images_sha256
 
         audited = images_sha256(file)  # before auditing: --record refuses a file that changed meanwhile
-    res = audit_file(file, data, split=split, config=cfg, sheet=sheet_path, real=real, items=items)
+    res = audit_file(file, chosen.data, split=split, config=cfg, sheet=sheet_path, real=chosen.real,
+                     items=chosen.items)
     if record:
         from sldpack.format.provenance import record_audit
 
@@ -313,7 +275,7 @@ def audit_cmd(ctx: click.Context, /, file: str, as_json: bool, sheet: str | None
     else:
         rr_n, rr_s = res.real_real_ncc, res.real_real_ssim
         lines = [f"{file}: {res.n_distilled} distilled image(s) {res.channels}x{res.resolution[0]}x"
-                 f"{res.resolution[1]} vs {res.n_real:,} real items from {data} [{split}], {res.mode}",
+                 f"{res.resolution[1]} vs {res.n_real:,} real items from {chosen.data} [{split}], {res.mode}",
                  f"real-real nearest neighbours ({res.n_real_sample} sampled, {res.duplicates_excluded} exact "
                  f"duplicate pair(s) excluded): NCC median {rr_n.p50:.3f}, p{percentile:g} {rr_n.threshold:.3f}, "
                  f"max {rr_n.max:.3f}; SSIM median {rr_s.p50:.3f}, p{percentile:g} {rr_s.threshold:.3f}, "

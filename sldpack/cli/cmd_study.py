@@ -12,8 +12,9 @@ from typing import Any, TypeVar
 import click
 
 from sldpack.cli.common import fmt_time, parse_key_values
-from sldpack.cli.options import data_options, runtime_options
+from sldpack.cli.options import data_options, runtime_options, spec_option
 from sldpack.errors import UsageError
+from sldpack.nn.config import SELECT_RULES, DistillConfig
 
 __all__ = ["study_cmd"]
 
@@ -49,10 +50,10 @@ def _csv_ints(value: str | None, option: str) -> list[int] | None:
 @click.option("--arch-option", multiple=True, metavar="KEY=VALUE", help="Option of every architecture.")
 @click.option("--batchnorm/--no-batchnorm", default=None, help="Batch-norm variant (not for --kind batchnorm).")
 @click.option("--target-hm", type=float, default=None, help="min-images: mean HM to reach. [0.8]")
-@click.option("--iterations", type=click.IntRange(min=0), default=None, help="Distillation: outer iterations.")
-@click.option("--steps", type=click.IntRange(min=1), default=None, help="Distillation: inner steps per epoch.")
-@click.option("--select", type=click.Choice(["best", "last", "val-hm", "val-acc"]), default=None,
-              help="Distillation: which iterate is written (see sldp distill --select).")
+@spec_option(DistillConfig, "iterations", default=None, help="Distillation: outer iterations.", min=0)
+@spec_option(DistillConfig, "steps", default=None, help="Distillation: inner steps per epoch.")
+@spec_option(DistillConfig, "select", default=None, choices=tuple(r for r in SELECT_RULES if r != "auto"),
+             help="Distillation: which iterate is written (see sldp distill --select).")
 @click.option("--train-steps", type=click.IntRange(min=1), default=None, help="Normal training: optimiser steps.")
 @click.option("--bootstrap", type=click.IntRange(min=100), default=None,
               help="Bootstrap resamples of the paired CIs. [2000]")

@@ -369,7 +369,7 @@ class SldpFile:
         self.close()
 
     def close(self) -> None:
-        """Release the memory map / file handle."""
+        """Release the file handle (an in-memory source has none)."""
         self._decoded = None
         self._src.close()
 

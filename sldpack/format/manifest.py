@@ -54,14 +54,16 @@ class _Ctx:
         self.base = base
         self.key_offsets = key_offsets or {}
 
-    def fail(self, path: str, message: str, expected: Any = None, got: Any = None) -> FormatError:
+    def fail(self, path: str, message: str, expected: Any = None, got: Any = None, *,
+             code: str = "E_SCHEMA") -> FormatError:
+        """The error for the value at ``path`` (``code`` defaults to a schema violation)."""
         off = self.offsets.get(path)
         if off is None:
             # a missing field: point at the enclosing map
             parent = path.rsplit(".", 1)[0] if "." in path else ""
             off = self.offsets.get(parent, 0)
         return FormatError(
-            "E_SCHEMA", message, offset=self.base + off, expected=expected, got=got, field=path or "<root>"
+            code, message, offset=self.base + off, expected=expected, got=got, field=path or "<root>"
         )
 
 
@@ -494,11 +496,8 @@ class TensorInfo:
     def from_obj(cls, ctx: _Ctx, obj: Mapping[str, Any], path: str) -> TensorInfo:
         dtype = _get(ctx, obj, path, "dtype", str)
         if dtype not in ALLOWED_DTYPES:
-            err = ctx.fail(f"{path}.dtype", "dtype not allowed", expected=" | ".join(sorted(ALLOWED_DTYPES)),
-                           got=dtype)
-            err.code = "E_DTYPE"
-            err.args = (err._render(),)
-            raise err
+            raise ctx.fail(f"{path}.dtype", "dtype not allowed", expected=" | ".join(sorted(ALLOWED_DTYPES)),
+                           got=dtype, code="E_DTYPE")
         shape_raw = _get(ctx, obj, path, "shape", list)
         if len(shape_raw) > MAX_RANK:
             raise FormatError("E_LIMIT", "tensor rank exceeds the limit", offset=ctx.base + ctx.offsets.get(

@@ -1,7 +1,9 @@
-"""Image folders with a ``name,label`` CSV: reading the CSV and resolving names to files.
+"""Image folders with a ``name,label`` CSV: reading the CSV, resolving names to files, reading one item.
 
 Shared by the eager folder loader (:func:`sldpack.medical.loaders.load_folder`) and the lazy one
-(:func:`sldpack.medical.store.open_folder_lazy`), so both resolve names by one rule.
+(:func:`sldpack.medical.store.open_folder_lazy`), so both resolve names by one rule (:func:`list_folder`)
+and decode, check and resize each image with its mask by one reader (:class:`FolderReader`, shaped like
+MONAI's ``ImageReader``: one object that reads an item and returns its arrays with their metadata).
 """
 
 from __future__ import annotations
@@ -11,10 +13,14 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from sldpack.errors import DataError, UsageError
-from sldpack.medical.images import IMAGE_EXTENSIONS
+import numpy as np
+from numpy.typing import NDArray
 
-__all__ = ["FolderEntry", "FolderListing", "find_by_name", "index_folder", "list_folder", "read_labels_csv", "unlisted"]
+from sldpack.errors import DataError, UsageError
+from sldpack.medical.images import IMAGE_EXTENSIONS, binary_mask, read_image_file, resize_u8
+
+__all__ = ["FolderEntry", "FolderItem", "FolderListing", "FolderReader", "find_by_name", "index_folder",
+           "list_folder", "read_labels_csv", "unlisted"]
 
 
 def read_labels_csv(path: Path) -> list[tuple[int, str, int]]:
@@ -152,3 +158,65 @@ def list_folder(root: Path, *, labels_csv: str | os.PathLike[str] | None = None,
         raise DataError(f"{csv_path}: {len(missing)} image file(s) in {root} have no row (the first: "
                         f"{missing[0]!r}); add their labels, or pass --unlabelled skip to leave them out")
     return FolderListing(root, csv_path, mdir, target, tuple(entries))
+
+
+@dataclass(frozen=True)
+class FolderItem:
+    """One decoded folder item: the image, its 0/1 mask (or ``None``) and the image's shape as stored."""
+
+    image: NDArray[np.uint8]
+    mask: NDArray[np.uint8] | None
+    stored_shape: tuple[int, int]
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes held by the arrays (what a cache of items counts)."""
+        return self.image.nbytes + (0 if self.mask is None else self.mask.nbytes)
+
+
+@dataclass(frozen=True)
+class FolderReader:
+    """The one per-item reader of a labelled folder, for the eager and the lazy loader alike.
+
+    Decodes the image (``window``: DICOM only) and its mask, refuses a mask whose stored shape differs from
+    its image's (naming the mask, the image and both shapes: resizing both would hide a mask drawn for
+    another image), binarises the mask (:func:`~sldpack.medical.images.binary_mask`), and resizes both to
+    ``target`` when given (image bilinear antialiased, mask nearest). With ``shape`` set (the shape of the
+    set, fixed by its first image ``shape_of``), an item of another shape is refused. A picklable callable
+    (lazy sets travel to DataLoader workers).
+    """
+
+    target: tuple[int, int] | None = None
+    window: tuple[float, float] | None = None
+    shape: tuple[int, int] | None = None
+    shape_of: str = ""
+
+    def __call__(self, entry: FolderEntry) -> FolderItem:
+        """Read ``entry``'s image and mask.
+
+        Raises:
+            DataError: a missing or undecodable file, a mask of another shape than its image, or an image
+                of another shape than the set's (naming the file).
+        """
+        img = read_image_file(entry.image, window=self.window)
+        stored = (int(img.shape[0]), int(img.shape[1]))
+        mask: NDArray[np.uint8] | None = None
+        if entry.mask is not None:
+            raw = read_image_file(entry.mask)
+            if raw.shape != img.shape:
+                raise DataError(f"{entry.mask}: mask shape {raw.shape} differs from image {entry.image.name} "
+                                f"shape {img.shape}")
+            mask = binary_mask(raw)
+            if self.target is not None:
+                mask = resize_u8(mask, self.target, nearest=True)
+        if self.target is not None:
+            img = resize_u8(img, self.target, nearest=False)
+        if self.shape is not None and img.shape != self.shape:
+            raise DataError(f"{entry.image}: shape {img.shape} differs from {self.shape_of} {self.shape}; "
+                            "pass size= to resize")
+        return FolderItem(img, mask, stored)
+
+    def fixed_by(self, entry: FolderEntry, item: FolderItem) -> FolderReader:
+        """This reader with the set's shape fixed by ``entry``'s already read ``item``."""
+        return FolderReader(self.target, self.window, (int(item.image.shape[0]), int(item.image.shape[1])),
+                            entry.image.name)

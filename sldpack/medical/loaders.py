@@ -32,15 +32,13 @@ import numpy as np
 from numpy.typing import NDArray
 
 from sldpack.errors import DataError, UsageError
-from sldpack.medical.folders import index_folder, list_folder, unlisted
+from sldpack.medical.folders import FolderReader, index_folder, list_folder, unlisted
 from sldpack.medical.images import (
     IMAGE_EXTENSIONS,
     PathLike,
     apply_window,
-    binary_mask,
     read_dicom,
     read_image_file,
-    resize_u8,
 )
 from sldpack.medical.imageset import ImageSet
 
@@ -375,37 +373,25 @@ def load_folder(
                              "convert it again with --size to resize")
         return store
     listing = list_folder(root, labels_csv=labels_csv, masks_dir=masks_dir, size=size, unlabelled=unlabelled)
-    target, n = listing.target, len(listing.entries)
+    n = len(listing.entries)
+    reader = FolderReader(target=listing.target, window=window)
     # filled once the first image fixes the shape: no list + np.stack copy (peak memory = the data set)
     images: NDArray[np.uint8] | None = None
     masks: NDArray[np.uint8] | None = None
     labels: list[int] = []
     names: list[str] = []
     for e in listing.entries:
-        f = e.image
-        img = read_image_file(f, window=window)
-        if e.mask is not None:
-            raw = read_image_file(e.mask)
-            if raw.shape != img.shape:
-                raise DataError(f"{e.mask}: mask shape {raw.shape} differs from image {f.name} shape {img.shape}")
-            mu8 = binary_mask(raw)
-            if target is not None:
-                mu8 = resize_u8(mu8, target, nearest=True)
-        if target is not None:
-            img = resize_u8(img, target, nearest=False)
+        item = reader(e)
         if images is None:
-            images = np.empty((n, *img.shape), dtype=np.uint8)
-            masks = np.empty((n, *img.shape), dtype=np.uint8) if listing.masks_dir is not None else None
-        elif img.shape != images.shape[1:]:
-            raise DataError(
-                f"{f}: shape {img.shape} differs from {names[0]} {images.shape[1:]}; pass size= to resize"
-            )
+            reader = reader.fixed_by(e, item)
+            images = np.empty((n, *item.image.shape), dtype=np.uint8)
+            masks = np.empty((n, *item.image.shape), dtype=np.uint8) if listing.masks_dir is not None else None
         k = len(labels)
-        images[k] = img
-        if masks is not None:
-            masks[k] = mu8
+        images[k] = item.image
+        if masks is not None and item.mask is not None:
+            masks[k] = item.mask
         labels.append(e.label)
-        names.append(f.name)
+        names.append(e.image.name)
     assert images is not None  # rows is never empty (checked by read_labels_csv)
     return ImageSet(images=images, masks=masks, labels=np.asarray(labels, dtype=np.int64), names=tuple(names))
 

@@ -33,6 +33,8 @@ if TYPE_CHECKING:
     from sldpack.medical.loaders import ImageSet
 
 __all__ = [
+    "DEFAULT_INSIDE_MIN",
+    "DEFAULT_OUTSIDE_MAX",
     "PATCH_CLASS_NAMES",
     "PATCH_I",
     "PATCH_N",
@@ -65,6 +67,12 @@ _I64 = NDArray[np.int64]
 _F32 = NDArray[np.float32]
 
 
+DEFAULT_OUTSIDE_MAX = 0.01
+"""I when the organ covers less than this share of the window (the seed paper's 1 %); the one definition."""
+DEFAULT_INSIDE_MIN = 0.85
+"""N/P when the organ covers more than this share of the window (the seed paper's 85 %); the one definition."""
+
+
 @dataclass(frozen=True)
 class PatchConfig:
     """Window geometry and labelling thresholds.
@@ -78,8 +86,8 @@ class PatchConfig:
 
     size: int
     stride: int
-    outside_max: float = 0.01
-    inside_min: float = 0.85
+    outside_max: float = DEFAULT_OUTSIDE_MAX
+    inside_min: float = DEFAULT_INSIDE_MIN
 
     def __post_init__(self) -> None:
         for name in ("size", "stride"):

@@ -5,10 +5,12 @@ Every eager loader materialises ``[N, H, W]`` in RAM (100k images of 2048 px are
 (or only the rows of it a patch needs) when indexed, so patch indexing and sampling touch only what they use:
 
 * :func:`open_folder_lazy`: a folder of PNG/JPEG/TIFF/DICOM images read and decoded on demand, with a
-  bounded LRU cache of decoded images (``cache_bytes``); same names, labels, masks, resizing and errors as
-  :func:`~sldpack.medical.loaders.load_folder`.
-* :func:`convert` (``sldp data convert SRC OUT``) converts any source once to a **store**, a directory of
-  ``.npy`` files, and :func:`open_store` opens it (``load_images``/``load_folder`` open a store folder too).
+  bounded LRU cache of decoded items, image + mask (``cache_bytes``); same names, labels, masks, resizing
+  and errors as :func:`~sldpack.medical.loaders.load_folder` (one per-item reader,
+  :class:`~sldpack.medical.folders.FolderReader`).
+* :func:`~sldpack.medical.loaders.convert_to_store` (``sldp data convert SRC OUT``) converts any source once
+  to a **store** with :func:`write_store`, a directory of ``.npy`` files, and :func:`open_store` opens it
+  (``load_images``/``load_folder`` open a store folder too).
   A store is read with ``pread`` of exactly the bytes a window needs (no mmap, so the resident set stays
   the size of what was read, not of the file), or as ``numpy.memmap`` arrays with ``mmap=True``.
 
@@ -37,7 +39,7 @@ import secrets
 import shutil
 import threading
 from collections import OrderedDict
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, cast
@@ -46,6 +48,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from sldpack.errors import DataError, UsageError
+from sldpack.medical.folders import FolderEntry, FolderItem, FolderReader
 from sldpack.medical.imageset import ImageSet
 
 __all__ = [
@@ -67,7 +70,7 @@ STORE_MARKER = "sldp_store.json"
 STORE_FORMAT = "sldp-image-store"
 STORE_VERSION = 1
 DEFAULT_CACHE_BYTES = 256 << 20
-"""Decoded-image cache of a lazy folder (256 MiB: 4,096 images of 256 px, 64 of 2048 px)."""
+"""Decoded-item cache of a lazy folder (256 MiB: 4,096 images of 256 px, 64 of 2048 px; half with masks)."""
 
 PathLike = str | os.PathLike[str]
 
@@ -298,44 +301,60 @@ def _npy_header(path: Path) -> tuple[tuple[int, ...], np.dtype[Any], int]:
     return tuple(int(v) for v in shape), dtype, offset
 
 
-class _FolderArray(LazyArray):
-    """Images (or masks) of a folder, decoded on demand, with a bounded LRU cache of decoded items."""
+class _FolderItems:
+    """The items of a folder read by its one :class:`FolderReader`, through an LRU cache shared by the
+    image and the mask array (reading item ``i`` decodes its image and mask once, checked together)."""
 
-    def __init__(self, files: Sequence[Path], item_shape: tuple[int, int], reader: Callable[[Path], NDArray[Any]],
-                 cache: _ByteLRU, rows: NDArray[np.int64] | None = None) -> None:
+    def __init__(self, entries: Sequence[FolderEntry], reader: FolderReader, cache: _ByteLRU) -> None:
+        self.entries = tuple(entries)
+        self.reader = reader
+        self.cache = cache
+
+    def keep(self, row: int, item: FolderItem) -> None:
+        item.image.setflags(write=False)  # shared by the cache: callers get views they cannot corrupt
+        if item.mask is not None:
+            item.mask.setflags(write=False)
+        self.cache.put(row, item)
+
+    def get(self, row: int) -> FolderItem:
+        item = self.cache.get(row)
+        if item is None:
+            item = self.reader(self.entries[row])
+            self.keep(row, item)
+        return item
+
+
+class _FolderArray(LazyArray):
+    """The images (or masks) of a folder, decoded on demand through :class:`_FolderItems`."""
+
+    def __init__(self, items: _FolderItems, item_shape: tuple[int, int], masks: bool,
+                 rows: NDArray[np.int64] | None = None) -> None:
         super().__init__(item_shape, np.dtype(np.uint8),
-                         np.arange(len(files), dtype=np.int64) if rows is None else rows)
-        self.files = tuple(files)
-        self._reader = reader
-        self._cache = cache
+                         np.arange(len(items.entries), dtype=np.int64) if rows is None else rows)
+        self._items = items
+        self._masks = masks
 
     def _view(self, rows: NDArray[np.int64]) -> _FolderArray:
-        return _FolderArray(self.files, (self._item_shape[0], self._item_shape[1]), self._reader, self._cache, rows)
+        return _FolderArray(self._items, (self._item_shape[0], self._item_shape[1]), self._masks, rows)
 
     def _read_item(self, row: int, rest: tuple[Any, ...]) -> NDArray[Any]:
-        key = (hash(self._reader), row)
-        arr = self._cache.get(key)
-        if arr is None:
-            arr = self._reader(self.files[row])
-            if arr.shape != self._item_shape:
-                raise DataError(f"{self.files[row]}: shape {arr.shape} differs from the set's "
-                                f"{self._item_shape}; pass size= to resize")
-            arr.setflags(write=False)  # shared by the cache: callers get a view they cannot corrupt
-            self._cache.put(key, arr)
+        item = self._items.get(row)
+        arr = item.mask if self._masks else item.image
+        assert arr is not None  # a mask array exists only for folders whose every entry has a mask
         out: NDArray[Any] = arr[rest] if rest else arr
         return out
 
 
 class _ByteLRU:
-    """A thread-safe LRU of arrays bounded by their total bytes (at least the newest item is kept)."""
+    """A thread-safe LRU of folder items bounded by their total bytes (at least the newest item is kept)."""
 
     def __init__(self, max_bytes: int) -> None:
         self.max_bytes = max_bytes
-        self._items: OrderedDict[tuple[int, int], NDArray[Any]] = OrderedDict()
+        self._items: OrderedDict[int, FolderItem] = OrderedDict()
         self._bytes = 0
         self._lock = threading.Lock()
 
-    def get(self, key: tuple[int, int]) -> NDArray[Any] | None:
+    def get(self, key: int) -> FolderItem | None:
         with self._lock:
             arr = self._items.get(key)
             if arr is not None:
@@ -348,7 +367,7 @@ class _ByteLRU:
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__init__(int(state["max_bytes"]))  # type: ignore[misc]
 
-    def put(self, key: tuple[int, int], arr: NDArray[Any]) -> None:
+    def put(self, key: int, arr: FolderItem) -> None:
         with self._lock:
             if key in self._items:
                 return
@@ -372,23 +391,6 @@ def take(a: Any, indices: NDArray[np.int64]) -> Any:
 # --- lazy folders ---------------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class _FileReader:
-    """Decode one image (or mask) file as load_folder does; a picklable callable (DataLoader workers)."""
-
-    mask: bool
-    target: tuple[int, int] | None
-    window: tuple[float, float] | None
-
-    def __call__(self, path: Path) -> NDArray[np.uint8]:
-        from sldpack.medical.images import binary_mask, read_image_file, resize_u8
-
-        img = read_image_file(path, window=self.window)
-        if self.mask:
-            img = binary_mask(img)
-        return img if self.target is None else resize_u8(img, self.target, nearest=self.mask)
-
-
 def open_folder_lazy(
     folder: PathLike,
     *,
@@ -401,11 +403,12 @@ def open_folder_lazy(
 ) -> ImageSet:
     """A folder of images as a lazy :class:`ImageSet`: files are decoded when indexed, not up front.
 
-    Same layout, arguments, names, labels, mask rule and resizing as
-    :func:`~sldpack.medical.loaders.load_folder` (the result compares equal item by item). Only the first
-    image is decoded here (to fix ``(H, W)`` when ``size`` is not given); an image of another shape raises
-    :class:`DataError` naming the file when it is first read. Decoded images and masks share one LRU cache
-    of at most ``cache_bytes`` bytes.
+    Same layout, arguments, names, labels, and the same per-item reader
+    (:class:`~sldpack.medical.folders.FolderReader`: mask rule, shape checks, resizing) as
+    :func:`~sldpack.medical.loaders.load_folder`, so the result compares equal item by item and a defect
+    raises the same error. Only the first item is decoded here (to fix ``(H, W)`` when ``size`` is not
+    given); a defect of another item raises :class:`DataError` naming the file when that item is first
+    read. Items (image + mask) share one LRU cache of at most ``cache_bytes`` bytes.
 
     Raises:
         DataError: as ``load_folder`` for the folder, CSV and names (every listed file must exist).
@@ -417,21 +420,18 @@ def open_folder_lazy(
     if isinstance(cache_bytes, bool) or not isinstance(cache_bytes, int) or cache_bytes < 0:
         raise UsageError(f"cache_bytes must be a non-negative integer, got {cache_bytes!r}")
     listing = list_folder(root, labels_csv=labels_csv, masks_dir=masks_dir, size=size, unlabelled=unlabelled)
-    target, mdir = listing.target, listing.masks_dir
-    images = [e.image for e in listing.entries]
-    masks = [e.mask for e in listing.entries if e.mask is not None]
-    labels = [e.label for e in listing.entries]
-
-    read_image = _FileReader(mask=False, target=target, window=window)
-    read_mask = _FileReader(mask=True, target=target, window=None)
-    cache = _ByteLRU(cache_bytes)
-    first = read_image(images[0])
-    shape = (int(first.shape[0]), int(first.shape[1]))
-    img_arr = _FolderArray(images, shape, read_image, cache)
-    mask_arr = _FolderArray(masks, shape, read_mask, cache) if mdir is not None else None
+    entries = listing.entries
+    reader = FolderReader(target=listing.target, window=window)
+    first = reader(entries[0])  # fixes (H, W) and reports a defect of the first item up front
+    items = _FolderItems(entries, reader.fixed_by(entries[0], first), _ByteLRU(cache_bytes))
+    items.keep(0, first)  # not decoded a second time when item 0 is read
+    shape = (int(first.image.shape[0]), int(first.image.shape[1]))
+    img_arr = _FolderArray(items, shape, masks=False)
+    mask_arr = _FolderArray(items, shape, masks=True) if listing.masks_dir is not None else None
     return ImageSet(images=cast(NDArray[np.uint8], img_arr),
                     masks=None if mask_arr is None else cast(NDArray[np.uint8], mask_arr),
-                    labels=np.asarray(labels, dtype=np.int64), names=tuple(f.name for f in images))
+                    labels=np.asarray([e.label for e in entries], dtype=np.int64),
+                    names=tuple(e.image.name for e in entries))
 
 
 # --- the store ------------------------------------------------------------------------------------------
@@ -439,7 +439,7 @@ def open_folder_lazy(
 
 @dataclass(frozen=True)
 class StoreInfo:
-    """What :func:`convert` / :func:`write_store` wrote."""
+    """What :func:`write_store` (behind ``convert_to_store``) wrote."""
 
     path: Path
     count: int
@@ -459,23 +459,28 @@ def is_store(path: PathLike) -> bool:
     return (Path(path) / STORE_MARKER).is_file()
 
 
-def _write_npy_stream(path: Path, shape: tuple[int, ...], dtype: np.dtype[Any],
-                      items: Iterator[NDArray[Any]]) -> None:
-    """Write an ``.npy`` of ``shape`` item by item (memory: one item), checking every item's shape."""
+def _write_npy_streams(paths: Sequence[Path], shape: tuple[int, ...], dtype: np.dtype[Any],
+                       items: Iterator[Sequence[NDArray[Any]]]) -> None:
+    """Write one ``.npy`` of ``shape`` per path, item by item in lockstep (memory: one item of each), checking
+    every item's shape. Lockstep: item ``i`` of a lazy folder (image + mask) is decoded once, not once per file."""
     header = {"descr": np.lib.format.dtype_to_descr(dtype), "fortran_order": False, "shape": shape}
-    with path.open("wb") as fh:
-        np.lib.format.write_array_header_2_0(fh, header)
+    with contextlib.ExitStack() as stack:
+        files = [stack.enter_context(p.open("wb")) for p in paths]
+        for fh in files:
+            np.lib.format.write_array_header_2_0(fh, header)
         count = 0
-        for item in items:
-            a = np.ascontiguousarray(item, dtype=dtype)
-            if a.shape != shape[1:]:
-                raise DataError(f"item {count} has shape {a.shape}, the store's items are {shape[1:]}")
-            fh.write(a.tobytes())
+        for parts in items:
+            for fh, item in zip(files, parts, strict=True):
+                a = np.ascontiguousarray(item, dtype=dtype)
+                if a.shape != shape[1:]:
+                    raise DataError(f"item {count} has shape {a.shape}, the store's items are {shape[1:]}")
+                fh.write(a.tobytes())
             count += 1
         if count != shape[0]:
             raise DataError(f"{count} items written, {shape[0]} expected")
-        fh.flush()
-        os.fsync(fh.fileno())
+        for fh in files:
+            fh.flush()
+            os.fsync(fh.fileno())
 
 
 def write_store(data: ImageSet, out: PathLike, *, source: str = "", overwrite: bool = False) -> StoreInfo:
@@ -500,11 +505,13 @@ def write_store(data: ImageSet, out: PathLike, *, source: str = "", overwrite: b
     h, w = data.shape
     tmp.mkdir()
     try:
-        _write_npy_stream(tmp / "images.npy", (n, h, w), np.dtype(np.uint8), (data.images[i] for i in range(n)))
-        if data.masks is not None:
-            masks = data.masks
-            _write_npy_stream(tmp / "masks.npy", (n, h, w), np.dtype(np.uint8),
-                              (np.asarray(masks[i] != 0, dtype=np.uint8) for i in range(n)))
+        masks = data.masks
+        if masks is None:
+            _write_npy_streams([tmp / "images.npy"], (n, h, w), np.dtype(np.uint8),
+                               ((data.images[i],) for i in range(n)))
+        else:
+            _write_npy_streams([tmp / "images.npy", tmp / "masks.npy"], (n, h, w), np.dtype(np.uint8),
+                               ((data.images[i], np.asarray(masks[i] != 0, dtype=np.uint8)) for i in range(n)))
         np.save(tmp / "labels.npy", np.asarray(data.labels, dtype=np.int64))
         np.save(tmp / "names.npy", np.asarray(data.names, dtype=np.str_), allow_pickle=False)
         meta = {"format": STORE_FORMAT, "version": STORE_VERSION, "count": n, "height": h, "width": w,

@@ -38,6 +38,16 @@ SELECT_RULES: tuple[SelectRule, ...] = ("auto", "best", "last", "val-hm", "val-a
 ``auto`` is ``val-*`` when a scorer is given, else ``best``."""
 
 
+def _cli(help_text: str | None, **extra: Any) -> dict[str, Any]:
+    """Field metadata from which ``sldpack.cli.options.spec_option`` builds the setting's ``sldp distill``
+    option (help text, range, choices, flag; the type and default come from the field itself)."""
+    return {"help": help_text, **extra}
+
+
+_RATE: dict[str, Any] = {"min": 0.0, "min_open": True}
+"""A learning rate: a finite float > 0."""
+
+
 @dataclass(frozen=True)
 class DistillConfig:
     """Every knob of a distillation run (recorded in ``run.json`` and the manifest's ``distill.options``).
@@ -93,40 +103,56 @@ class DistillConfig:
             across them too (architectures without batch norm; each step needs >= one image per process).
     """
 
-    arch: str = "convnet@1"
+    arch: str = field(default="convnet@1", metadata=_cli("Architecture id from the zoo."))
     arch_options: Mapping[str, Any] = field(default_factory=dict)
-    batchnorm: bool = False
-    mode: Literal["sldd", "dd"] = "sldd"
-    images_per_class: int = 1
-    schedule: Literal["all", "per-step"] = "all"
-    steps: int = 10
-    epochs: int = 1
-    iterations: int = 300
-    batch_real: int = 64
-    lr: float = 0.01
-    lr_labels: float | None = None
-    lr_lrs: float | None = None
-    inner_lr: float = 0.1
-    label_init: float = 2.0
-    image_init: str = "real"
-    balanced: bool = True
-    seed: int = 0
+    batchnorm: bool = field(default=False, metadata=_cli("Batch-norm variant."))
+    mode: Literal["sldd", "dd"] = field(default="sldd", metadata=_cli(
+        "sldd: learn soft labels; dd: fixed one-hot labels."))
+    images_per_class: int = field(default=1, metadata=_cli(
+        "Distilled images per class (per step with --schedule per-step).", short="-M", min=1))
+    schedule: Literal["all", "per-step"] = field(default="all", metadata=_cli(
+        "all: every step sees all images; per-step: each step its own images."))
+    steps: int = field(default=10, metadata=_cli("Inner steps per epoch.", min=1))
+    epochs: int = field(default=1, metadata=_cli("Passes over the steps (T = steps x epochs).", min=1))
+    iterations: int = field(default=300, metadata=_cli("Outer iterations (Adam steps).", min=1))
+    batch_real: int = field(default=64, metadata=_cli("Real images per outer iteration.", short="-K", min=1))
+    lr: float = field(default=0.01, metadata=_cli("Adam learning rate of the images.", **_RATE))
+    lr_labels: float | None = field(default=None, metadata=_cli(
+        "Adam learning rate of the labels [default: --lr].", flag="--label-lr", **_RATE))
+    lr_lrs: float | None = field(default=None, metadata=_cli(
+        "Adam learning rate of the step sizes [default: --lr/10].", flag="--lrs-lr", **_RATE))
+    inner_lr: float = field(default=0.1, metadata=_cli("Initial per-step learning rate.", **_RATE))
+    label_init: float = field(default=2.0, metadata=_cli("Initial label logit of the true class (sldd)."))
+    image_init: str = field(default="real", metadata=_cli(
+        "Start from real images or from noise.", choices=("real", "noise")))
+    balanced: bool = field(default=True, metadata=_cli("Class-balanced real batches."))
+    seed: int = field(default=0, metadata=_cli("Seed of theta0 and of the run.", min=0))
     init_scheme: str = "xavier_normal"
-    bn_batches: int = 16
+    bn_batches: int = field(default=16, metadata=_cli(
+        "Real batches forwarded to measure theta_bn (batch-norm archs).", min=1))
     bn_batch_size: int = 128
-    bn_class_mix: Literal["natural", "balanced"] = "natural"
+    bn_class_mix: Literal["natural", "balanced"] = field(default="natural", metadata=_cli(
+        "Class mix of those batches: the data's own, or equal counts per class (the mix the inner steps see)."))
     probe_count: int = DEFAULT_PROBE_COUNT
     fingerprint_threads: int = DEFAULT_REFERENCE_THREADS
-    select: SelectRule = "auto"
+    select: SelectRule = field(default="auto", metadata=_cli(
+        "Which iterate is written: the best on held-out training images by image-level HM (val-hm) or "
+        "patch/class accuracy (val-acc); best (lowest moving-average training loss); last; auto: val-hm "
+        "(val-acc for more than two image classes), or best where nothing can be held out (--nproc, --source)."))
     ema: float = 0.1
-    select_every: int = 25
-    checkpoint_every: int = 50
+    select_every: int = field(default=25, metadata=_cli("val-*: iterations between scored candidates.", min=1))
+    checkpoint_every: int = field(default=50, metadata=_cli("Iterations between crash-safe checkpoints.", min=0))
     log_every: int = 1
     device: str = "auto"
-    compression: str = "none"
-    unroll: Literal["graph", "recompute"] = "graph"
-    unroll_checkpoint: int = 1
-    shard_images: bool = False
+    compression: str = field(default="none", metadata=_cli(None, choices=COMPRESSIONS))
+    unroll: UnrollMode = field(default="graph", metadata=_cli(
+        "graph: keep the whole unrolled graph (fastest); recompute: keep theta per step and rebuild one step's "
+        "graph at a time (far less memory at large images). Same file either way."))
+    unroll_checkpoint: int = field(default=1, metadata=_cli(
+        "With --unroll recompute: keep only every K-th theta (memory T/K + K thetas).", min=1, metavar="K"))
+    shard_images: bool = field(default=False, metadata=_cli(
+        "With --nproc/torchrun and --unroll recompute: split each inner step's images across the processes too "
+        "(architectures without batch norm).", negatable=False))
 
     def validate(self) -> None:
         """Reject contradictory or out-of-range settings.

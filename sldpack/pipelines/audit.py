@@ -68,10 +68,12 @@ from sldpack.pipelines.audit_items import (
     as_nchw,
     load_real_images,
 )
-from sldpack.pipelines.patch_source import PatchSettings
+from sldpack.pipelines.inputs import DataSpec
+from sldpack.pipelines.patch_source import PatchTask
 
 __all__ = [
     "AuditConfig",
+    "AuditData",
     "AuditResult",
     "Distribution",
     "ImageFinding",
@@ -81,6 +83,7 @@ __all__ = [
     "RealPatches",
     "RealPatchesAsDistilled",
     "area_resize",
+    "audit_data_for",
     "audit_file",
     "audit_images",
     "distilled_pixels",
@@ -472,7 +475,7 @@ def audit_file(path: str | os.PathLike[str], data: str | os.PathLike[str], *, sp
     return _finish_audit(path, data, split, cfg, sheet, pix, src, labels, mode, manifest)
 
 
-def patches_as_distilled(images: ImageSet, settings: PatchSettings, channels: int,
+def patches_as_distilled(images: ImageSet, settings: PatchTask, channels: int,
                          name: str = "train") -> tuple[RealItems, str]:
     """The real side of a patch model's audit: the labelled I/N/P windows of ``images`` (which need organ
     masks) with the file's patch geometry, resized as the distiller resized them, and the line that says so.
@@ -489,6 +492,66 @@ def patches_as_distilled(images: ImageSet, settings: PatchSettings, channels: in
             f"I/N/P by the organ mask (I < {settings.outside_max:g}, N/P > {settings.inside_min:g}){shrink}; "
             f"{len(index):,} labelled windows")
     return RealPatchesAsDistilled(sampler, channels, name=name), mode
+
+
+@dataclass(frozen=True)
+class AuditData:
+    """What a file is audited against: the real images (and labels) or items built from them, and a name.
+
+    Attributes:
+        data: names the real data in the output (a path or a data source's description).
+        real: the real images and labels, when ``items`` is ``None``.
+        items: the real items already built, with the line that says what they are (a patch model).
+    """
+
+    data: str
+    real: tuple[np.ndarray[Any, Any], np.ndarray[Any, Any] | None]
+    items: tuple[RealItems, str] | None = None
+
+
+def audit_data_for(path: str | os.PathLike[str], spec: DataSpec, split: str, *,
+                   patch_stride: int | None = None) -> AuditData:
+    """Decide which real data the file at ``path`` is audited against, and read it.
+
+    A patch model (the file records a patch geometry) without ``patch_stride``: the real patches cut,
+    mask-labelled and resized as the distiller saw them (:func:`patches_as_distilled`; the data needs organ
+    masks). Otherwise a ``.npy`` image array or a MedMNIST ``.npz`` is read as stored (channels kept,
+    :func:`load_real_images`), and every other layout through the shared loader and split rule
+    (``spec.select``).
+
+    Raises:
+        UsageError: a plug-in source, a patch geometry given (the windows have the distilled images' size),
+            or a patch model with data that has no organ masks.
+        DataError: unreadable data.
+    """
+    from sldpack.format.container import open as open_sldp
+    from sldpack.pipelines.datasets import detect_format
+    from sldpack.pipelines.patch_source import patch_task_from_manifest
+
+    if spec.source is not None:
+        raise UsageError("sldp audit reads --data PATH or --phantom N, not a --source plug-in")
+    if spec.patch_size is not None or spec.out_size is not None:
+        raise UsageError("audit windows have the distilled images' size: give --stride only "
+                         "(drop --patch-size/--out-size)")
+    with open_sldp(path) as sf:
+        geometry = patch_task_from_manifest(sf.manifest)
+        channels = sf.manifest.arch.in_channels
+    if geometry is not None and patch_stride is None:
+        if spec.data is not None and spec.data.endswith(".npy"):
+            raise UsageError(f"{path} is a patch model ({geometry.size} px windows): give --data with organ "
+                             "masks to cut its patches, or --stride N to compare native windows")
+        sel = spec.select(split)
+        if sel.data.masks is None:
+            raise UsageError(f"{path} is a patch model ({geometry.size} px windows, stride {geometry.stride}); "
+                             f"{sel.source} has no organ masks to cut and label them as the distiller did: give "
+                             "the data with masks, or --stride N to compare native windows instead")
+        items = patches_as_distilled(sel.data, geometry, channels, name=split)
+        return AuditData(sel.source, (np.asarray(sel.data.images[:0]), None), items)
+    if spec.data is not None and (spec.data.endswith(".npy") or (spec.format in ("auto", "medmnist")
+                                                                 and detect_format(spec.data) == "medmnist")):
+        return AuditData(spec.data, load_real_images(spec.data, split))
+    sel = spec.select(split)
+    return AuditData(sel.source, (np.asarray(sel.data.images), np.asarray(sel.data.labels)))
 
 
 def _finish_audit(path: str | os.PathLike[str], data: str | os.PathLike[str], split: str, cfg: AuditConfig,

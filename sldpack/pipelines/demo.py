@@ -38,13 +38,14 @@ import numpy as np
 import sldpack
 from sldpack.atomic import atomic_write_bytes
 from sldpack.errors import UsageError
+from sldpack.medical.detection import DEFAULT_DELTA
 from sldpack.medical.loaders import ImageSet
 from sldpack.medical.montage import PATCH_COLORS, draw_patch_boxes, outline_mask, save_montage
-from sldpack.medical.patches import PATCH_CLASS_NAMES, label_patch_grid
+from sldpack.medical.patches import DEFAULT_INSIDE_MIN, DEFAULT_OUTSIDE_MAX, PATCH_CLASS_NAMES, label_patch_grid
 from sldpack.medical.phantom import PHANTOM_LABEL_NAMES, make_phantom
 from sldpack.pipelines.datasets import DataSelection, select_split
 from sldpack.pipelines.evaluate import evaluate
-from sldpack.pipelines.patch_source import PatchSettings, PatchSource
+from sldpack.pipelines.patch_source import PatchSource, PatchTask
 
 if TYPE_CHECKING:
     from sldpack.nn.distill import DistillConfig, Progress
@@ -73,7 +74,7 @@ class DemoConfig:
         delta: Eq. (9) threshold.
         split_seed: seed of the train/test split (``None``: ``seed``).
         out_size, outside_max, inside_min: patch shrinking and I/N/P thresholds (see
-            :class:`~sldpack.pipelines.patch_source.PatchSettings`).
+            :class:`~sldpack.pipelines.patch_source.PatchTask`).
         device: where the distiller runs (``cpu``, ``cuda`` or ``auto``).
     """
 
@@ -98,11 +99,11 @@ class DemoConfig:
     checkpoint_every: int = 25
     compression: str = "zstd"
     threads: int = 1
-    delta: float = 0.4
+    delta: float = DEFAULT_DELTA
     split_seed: int | None = None
     out_size: int | None = None
-    outside_max: float = 0.01
-    inside_min: float = 0.85
+    outside_max: float = DEFAULT_OUTSIDE_MAX
+    inside_min: float = DEFAULT_INSIDE_MIN
     device: str = "cpu"
 
     @classmethod
@@ -219,7 +220,7 @@ def _phantom_sheet(data: ImageSet, split_of: dict[int, str], path: Path, per_cla
                  title="phantom X-rays, organ outline in yellow (top: normal, bottom: diseased)")
 
 
-def _grid_sheet(data: ImageSet, settings: PatchSettings, path: Path) -> None:
+def _grid_sheet(data: ImageSet, settings: PatchTask, path: Path) -> None:
     assert data.masks is not None
     picks = [int(np.flatnonzero(data.labels == c)[0]) for c in (0, 1) if (data.labels == c).any()]
     tiles, caps = [], []
@@ -328,7 +329,7 @@ def run_demo(config: DemoConfig, out: str | Path, *, log: Log | None = None,
     test, _ = select_split(full, "test", train_fraction=cfg.train_fraction, seed=split_seed)
     train_names = set(train.names)
     split_of = {i: ("train" if n in train_names else "test") for i, n in enumerate(full.names)}
-    settings = PatchSettings(size=cfg.patch_size, stride=cfg.stride, out_size=cfg.out_size,
+    settings = PatchTask(size=cfg.patch_size, stride=cfg.stride, out_size=cfg.out_size,
                              outside_max=cfg.outside_max, inside_min=cfg.inside_min)
     src = PatchSource.from_image_set(train, settings)
     run_dir = root / "run"

@@ -26,7 +26,7 @@ from sldpack.medical.detection import DEFAULT_DELTA, DetectionResults, detect_im
 from sldpack.medical.loaders import ImageSet
 from sldpack.medical.metrics import BinaryMetrics, PatchMetrics, binary_metrics, patch_metrics
 from sldpack.medical.patches import PATCH_CLASS_NAMES, area_resize, cut_patches, grid_positions, label_patch_grid
-from sldpack.pipelines.patch_source import PatchSettings
+from sldpack.pipelines.patch_source import PatchTask
 
 __all__ = ["EvalProgress", "MedicalEvaluation", "evaluate", "evaluate_patches", "evaluate_whole_images", "softmax"]
 
@@ -112,7 +112,7 @@ class MedicalEvaluation:
         return buf.getvalue()
 
 
-def _windows_for(data: ImageSet, i: int, settings: PatchSettings, windows: str,
+def _windows_for(data: ImageSet, i: int, settings: PatchTask, windows: str,
                  labelled: bool) -> tuple[_I64, _I64, NDArray[np.int8] | None]:
     """Positions (ys, xs) of image ``i`` to classify and their true labels (-1 unknown/discarded)."""
     h, w = data.shape
@@ -129,7 +129,7 @@ def _windows_for(data: ImageSet, i: int, settings: PatchSettings, windows: str,
     return ys, xs, grid
 
 
-def evaluate_patches(module: nn.Module, data: ImageSet, settings: PatchSettings, *, mean: float, std: float,
+def evaluate_patches(module: nn.Module, data: ImageSet, settings: PatchTask, *, mean: float, std: float,
                      delta: float = DEFAULT_DELTA, windows: str = "auto", chunk: int = 512,
                      progress: EvalProgress | None = None) -> MedicalEvaluation:
     """Classify the windows of every image into I/N/P and decide each image by Eq. (9).
@@ -287,7 +287,7 @@ def evaluate_whole_images(module: nn.Module, data: ImageSet, *, mean: Sequence[f
 
 
 def evaluate(module: nn.Module, manifest_like: Manifest | Preprocessing, data: ImageSet, *,
-             class_names: Sequence[str] = (), settings: PatchSettings | None = None,
+             class_names: Sequence[str] = (), settings: PatchTask | None = None,
              delta: float = DEFAULT_DELTA, windows: str = "auto", chunk: int = 512,
              progress: EvalProgress | None = None) -> MedicalEvaluation:
     """Evaluate ``module`` on ``data`` the way its preprocessing says: patches + Eq. (9) for a patch
@@ -307,7 +307,7 @@ def evaluate(module: nn.Module, manifest_like: Manifest | Preprocessing, data: I
     pre = manifest_like.preprocessing if isinstance(manifest_like, Manifest) else manifest_like
     if pre is None:
         raise UsageError("the file records no preprocessing (mean/std): cannot feed it real images")
-    ps = settings if settings is not None else PatchSettings.from_options(pre.options)
+    ps = settings if settings is not None else PatchTask.from_options(pre.options)
     names = tuple(class_names)
     if not names and isinstance(manifest_like, Manifest) and manifest_like.labels is not None:
         names = tuple(manifest_like.labels.names)

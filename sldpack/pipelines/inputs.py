@@ -21,14 +21,12 @@ import numpy as np
 
 from sldpack.errors import DataError, UsageError
 from sldpack.medical.loaders import IMAGE_DTYPE_RULE
-from sldpack.medical.patches import PATCH_CLASS_NAMES, build_patch_index
+from sldpack.medical.patches import DEFAULT_INSIDE_MIN, DEFAULT_OUTSIDE_MAX, PATCH_CLASS_NAMES, build_patch_index
 from sldpack.pipelines.datasets import DATA_FORMATS, DataSelection, load_data, phantom_data
-from sldpack.pipelines.patch_source import PatchSettings, PatchSource
+from sldpack.pipelines.patch_source import PatchSource, PatchTask
 from sldpack.pipelines.sources import ArraySource, RealSource, load_npz, resolve_source
 
 __all__ = [
-    "DEFAULT_INSIDE_MIN",
-    "DEFAULT_OUTSIDE_MAX",
     "DEFAULT_PATCH_SIZE",
     "DEVICES",
     "DataSpec",
@@ -43,10 +41,6 @@ __all__ = [
 
 DEFAULT_PATCH_SIZE = 32
 """Patch side when data with masks is read and no ``--patch-size`` (nor a file's geometry) says otherwise."""
-DEFAULT_OUTSIDE_MAX = 0.01
-"""I when the organ covers less than this share of the window (the seed paper's 1 %)."""
-DEFAULT_INSIDE_MIN = 0.85
-"""N/P when the organ covers more than this share of the window (the seed paper's 85 %)."""
 DEVICES: tuple[str, ...] = ("auto", "cpu", "cuda")
 
 
@@ -144,8 +138,8 @@ class DataSpec:
         return load_data(self.data, split=split, train_fraction=self.train_fraction, split_seed=self.split_seed,
                          resize=self.resize, fmt=self.format, unlabelled=self.unlabelled)
 
-    def patch_settings(self, base: PatchSettings | None = None, *,
-                       default_size: int | None = DEFAULT_PATCH_SIZE) -> PatchSettings | None:
+    def patch_task(self, base: PatchTask | None = None, *,
+                   default_size: int | None = DEFAULT_PATCH_SIZE) -> PatchTask | None:
         """Patch geometry: options given here over ``base`` (e.g. a file's) over the defaults.
 
         Returns ``None`` when neither a patch size, ``base`` nor ``default_size`` is known.
@@ -162,7 +156,7 @@ class DataSpec:
             stride = max(1, size // 2)
         out = self.out_size if self.out_size is not None else (
             base.out_size if base is not None and self.patch_size is None else None)
-        return PatchSettings(
+        return PatchTask(
             size=size, stride=stride, out_size=out,
             outside_max=self.outside_max if self.outside_max is not None else (
                 base.outside_max if base is not None else DEFAULT_OUTSIDE_MAX),
@@ -198,7 +192,7 @@ class OpenedSource:
 
     source: RealSource
     selection: DataSelection | None
-    settings: PatchSettings | None
+    settings: PatchTask | None
     what: str
 
 
@@ -220,7 +214,7 @@ def open_source(spec: DataSpec, split: str, *, class_names: Sequence[str] = (), 
 
     * ``--source NAME[:ARG]``: the plug-in (:func:`~sldpack.pipelines.sources.resolve_source`).
     * data with organ masks (images/masks/labels npz, folder with ``masks/``, phantom): I/N/P patches
-      (:class:`PatchSource`, geometry from :meth:`DataSpec.patch_settings`).
+      (:class:`PatchSource`, geometry from :meth:`DataSpec.patch_task`).
     * data without masks (MedMNIST): whole images (:class:`ArraySource`); with ``medmnist_as_stored`` a
       MedMNIST file is read as stored (channels kept, ``label_names``, file digest as fingerprint: what
       ``sldp distill`` has always recorded).
@@ -247,7 +241,7 @@ def open_source(spec: DataSpec, split: str, *, class_names: Sequence[str] = (), 
     if sel.data.masks is not None:
         if names and names != PATCH_CLASS_NAMES:
             raise UsageError(f"data with organ masks gives the patch classes {PATCH_CLASS_NAMES}, not {names}")
-        settings = spec.patch_settings()
+        settings = spec.patch_task()
         assert settings is not None
         psrc = PatchSource.from_image_set(sel.data, settings, per_class=per_class, subset_seed=subset_seed)
         counts = psrc.counts()
@@ -306,7 +300,7 @@ def describe_data(spec: DataSpec, opened: OpenedSource | None = None) -> list[st
         for name, part in splits.items():
             lines.append(f"  {name:<6} {len(part)} images; per class {_class_counts(part.labels)}")
         return lines
-    settings = opened.settings if opened is not None else (spec.patch_settings() if first.data.masks is not None
+    settings = opened.settings if opened is not None else (spec.patch_task() if first.data.masks is not None
                                                            else None)
     lines = [f"data: {first.source}, {first.total} images ({first.split_rule})" +
              (f"; {first.note}" if first.note else "")]

@@ -1,9 +1,10 @@
-"""The I/N/P patch task: patch geometry (:class:`PatchSettings`) and the patch data source of the distiller
-and the baseline trainer (:class:`PatchSource`, a :class:`~sldpack.pipelines.sources.RealSource`).
+"""The I/N/P patch task: what a patch classifier was trained on (:class:`PatchTask`) and the patch data
+source of the distiller and the baseline trainer (:class:`PatchSource`, a
+:class:`~sldpack.pipelines.sources.RealSource`).
 
 Numpy only (no torch). The patch geometry (size, stride, thresholds, optional down-sampling) is written
 into ``preprocessing.options`` of every file distilled from a :class:`PatchSource` (see
-:meth:`PatchSettings.to_options`), so ``sldp eval`` cuts the same patches without being told. Nothing
+:meth:`PatchTask.to_options`), so ``sldp eval`` cuts the same patches without being told. Nothing
 materialises all patches: a source cuts only the patches of a drawn batch.
 """
 
@@ -23,6 +24,8 @@ from sldpack.format.manifest import Manifest, Preprocessing
 from sldpack.format.provenance import training_data_sha256
 from sldpack.medical.loaders import ImageSet
 from sldpack.medical.patches import (
+    DEFAULT_INSIDE_MIN,
+    DEFAULT_OUTSIDE_MAX,
     PATCH_CLASS_NAMES,
     PatchConfig,
     PatchIndex,
@@ -30,7 +33,7 @@ from sldpack.medical.patches import (
     build_patch_index,
 )
 
-__all__ = ["PATCH_TASK", "PatchSettings", "PatchSource", "is_patch_model", "patch_settings_from_manifest"]
+__all__ = ["PATCH_TASK", "PatchSource", "PatchTask", "is_patch_model", "patch_task_from_manifest"]
 
 PATCH_TASK = "patches_inp"
 """Value of ``preprocessing.options["task"]`` for I/N/P patch classifiers."""
@@ -41,8 +44,10 @@ _I64 = NDArray[np.int64]
 # --- patch geometry ---------------------------------------------------------------------------------
 
 @dataclass(frozen=True)
-class PatchSettings:
-    """Patch geometry and labelling thresholds of a patch task.
+class PatchTask:
+    """A patch classification task: the labelling grid (a :class:`~sldpack.medical.patches.PatchConfig`:
+    window size, stride, thresholds) plus the network input size, as a file records it in
+    ``preprocessing.options`` (:meth:`to_options`).
 
     Attributes:
         size: window side in pixels of the source images.
@@ -56,8 +61,8 @@ class PatchSettings:
     size: int
     stride: int
     out_size: int | None = None
-    outside_max: float = 0.01
-    inside_min: float = 0.85
+    outside_max: float = DEFAULT_OUTSIDE_MAX
+    inside_min: float = DEFAULT_INSIDE_MIN
 
     def __post_init__(self) -> None:
         self.config()  # validates size, stride, thresholds
@@ -81,7 +86,7 @@ class PatchSettings:
                 "inside_min": float(self.inside_min), "patch_classes": list(PATCH_CLASS_NAMES)}
 
     @classmethod
-    def from_options(cls, options: Mapping[str, Any]) -> PatchSettings | None:
+    def from_options(cls, options: Mapping[str, Any]) -> PatchTask | None:
         """Read :meth:`to_options` back; ``None`` when the options describe no patch task."""
         if options.get("task") != PATCH_TASK or "patch_size" not in options:
             return None
@@ -90,21 +95,21 @@ class PatchSettings:
             out = int(options.get("patch_out_size", size))
             return cls(size=size, stride=int(options.get("patch_stride", max(1, size // 2))),
                        out_size=None if out == size else out,
-                       outside_max=float(options.get("outside_max", 0.01)),
-                       inside_min=float(options.get("inside_min", 0.85)))
+                       outside_max=float(options.get("outside_max", DEFAULT_OUTSIDE_MAX)),
+                       inside_min=float(options.get("inside_min", DEFAULT_INSIDE_MIN)))
         except (TypeError, ValueError) as exc:
             raise UsageError(f"the file's preprocessing.options describe patches badly: {exc}") from exc
 
 
-def patch_settings_from_manifest(manifest: Manifest) -> PatchSettings | None:
+def patch_task_from_manifest(manifest: Manifest) -> PatchTask | None:
     """The patch settings a file was distilled with (``None`` for a whole-image classifier)."""
     pre = manifest.preprocessing
-    return None if pre is None else PatchSettings.from_options(pre.options)
+    return None if pre is None else PatchTask.from_options(pre.options)
 
 
 def is_patch_model(manifest: Manifest) -> bool:
     """True when the file is an I/N/P patch classifier (3 classes and patch options, or labels I/N/P)."""
-    if patch_settings_from_manifest(manifest) is not None:
+    if patch_task_from_manifest(manifest) is not None:
         return True
     names = manifest.labels.names if manifest.labels is not None else ()
     return tuple(names) == PATCH_CLASS_NAMES
@@ -134,7 +139,7 @@ class PatchSource:
         UsageError: the index was built with another patch size.
     """
 
-    def __init__(self, images: NDArray[np.uint8], index: PatchIndex, settings: PatchSettings, *,
+    def __init__(self, images: NDArray[np.uint8], index: PatchIndex, settings: PatchTask, *,
                  mean: float | None = None, std: float | None = None, stats_sample: int = 4096,
                  stats_seed: int = 0, fingerprint: str | None = None) -> None:
         if len(index) == 0:
@@ -162,7 +167,7 @@ class PatchSource:
         self._data: ImageSet | None = None
 
     @classmethod
-    def from_image_set(cls, data: ImageSet, settings: PatchSettings, *,
+    def from_image_set(cls, data: ImageSet, settings: PatchTask, *,
                        image_ids: Sequence[int] | NDArray[np.integer[Any]] | None = None,
                        per_class: int | None = None, subset_seed: int = 0, **kwargs: Any) -> PatchSource:
         """Index the labelled patches of ``data`` (optionally of some images only, optionally at most

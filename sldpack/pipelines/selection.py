@@ -23,10 +23,11 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from sldpack.errors import UsageError
+from sldpack.medical.detection import DEFAULT_DELTA
 from sldpack.medical.loaders import split_indices
 from sldpack.pipelines.datasets import DataSelection
 from sldpack.pipelines.inputs import DataSpec, OpenedSource, open_source
-from sldpack.pipelines.patch_source import PatchSettings, PatchSource
+from sldpack.pipelines.patch_source import PatchSource, PatchTask
 from sldpack.pipelines.sources import ArraySource, RealSource
 
 if TYPE_CHECKING:
@@ -88,9 +89,9 @@ def open_train_val(spec: DataSpec, *, val_fraction: float = DEFAULT_VAL_FRACTION
     train_sel = replace(sel, data=tr_data, split=f"{split} minus validation")
     val_sel = replace(sel, data=va_data, split="validation", split_rule=rule)
     source: RealSource
-    settings: PatchSettings | None = None
+    settings: PatchTask | None = None
     if tr_data.masks is not None:
-        settings = spec.patch_settings()
+        settings = spec.patch_task()
         assert settings is not None
         psrc = PatchSource.from_image_set(tr_data, settings)
         source = psrc
@@ -103,8 +104,8 @@ def open_train_val(spec: DataSpec, *, val_fraction: float = DEFAULT_VAL_FRACTION
     return TrainVal(OpenedSource(source, train_sel, settings, what), val_sel, rule)
 
 
-def make_val_scorer(val: DataSelection, source: RealSource, rule: str, *, settings: PatchSettings | None = None,
-                    delta: float = 0.4, description: str = "") -> Callable[[nn.Module], float]:
+def make_val_scorer(val: DataSelection, source: RealSource, rule: str, *, settings: PatchTask | None = None,
+                    delta: float = DEFAULT_DELTA, description: str = "") -> Callable[[nn.Module], float]:
     """A scorer for :func:`sldpack.nn.distill.distill`: evaluate a candidate on ``val`` and return the
     metric of ``rule`` (``val-hm``: image-level HM; ``val-acc``: patch/class accuracy; NaN -> 0).
 
@@ -148,7 +149,7 @@ class Selection:
 
 
 def open_for_selection(spec: DataSpec, select: str, *, val_fraction: float = DEFAULT_VAL_FRACTION,
-                       class_names: Sequence[str] = (), processes: int = 1, delta: float = 0.4) -> Selection:
+                       class_names: Sequence[str] = (), processes: int = 1, delta: float = DEFAULT_DELTA) -> Selection:
     """Open the training data for a distillation whose iterate rule is ``select`` (the one place
     ``sldp distill`` and ``sldp study`` resolve it).
 

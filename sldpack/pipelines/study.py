@@ -29,6 +29,7 @@ Kinds (what rows the grid makes, what the report adds):
 
 from __future__ import annotations
 
+import importlib
 import json
 import math
 import os
@@ -41,14 +42,15 @@ import time
 from collections.abc import Callable, Mapping, Sequence, Sized
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
+from types import ModuleType
 from typing import TYPE_CHECKING, Any
-
-import tomllib
 
 from sldpack.atomic import atomic_write_bytes
 from sldpack.errors import DataError, UsageError
+from sldpack.medical.detection import DEFAULT_DELTA
 from sldpack.nn.config import DistillConfig  # torch-free: the one list of distiller settings and defaults
 from sldpack.pipelines.inputs import DataSpec, RuntimeSpec
+from sldpack.pipelines.selection import DEFAULT_VAL_FRACTION
 from sldpack.pipelines.study_report import row_label, write_report
 
 if TYPE_CHECKING:
@@ -67,6 +69,7 @@ __all__ = [
     "run_cell",
     "run_study",
     "subprocess_launcher",
+    "toml_reader",
 ]
 
 STUDY_KINDS: tuple[str, ...] = ("table1", "min-images", "batchnorm", "ablation")
@@ -253,13 +256,30 @@ class StudyGrid:
             UsageError: unreadable or malformed TOML, unknown keys.
         """
         p = Path(path)
+        toml = toml_reader()
         try:
-            obj = tomllib.loads(p.read_text(encoding="utf-8"))
+            obj = toml.loads(p.read_text(encoding="utf-8"))
         except OSError as exc:
             raise UsageError(f"{p}: cannot read the grid file: {exc}") from exc
-        except tomllib.TOMLDecodeError as exc:
+        except toml.TOMLDecodeError as exc:
             raise UsageError(f"{p}: not valid TOML: {exc}") from exc
         return cls.from_obj(obj, where=str(p))
+
+
+def toml_reader() -> ModuleType:
+    """The TOML parser: ``tomllib`` (Python 3.11+), else its backport ``tomli`` (same API; a dependency on 3.10).
+
+    Raises:
+        UsageError: neither is importable (Python 3.10 without ``tomli``).
+    """
+    try:
+        return importlib.import_module("tomllib")
+    except ModuleNotFoundError:
+        pass
+    try:
+        return importlib.import_module("tomli")
+    except ModuleNotFoundError:
+        raise UsageError("reading a study grid on Python < 3.11 needs tomli (pip install 'tomli>=2')") from None
 
 
 @dataclass(frozen=True)
@@ -333,7 +353,7 @@ def cell_config(grid: StudyGrid, cell: Cell, spec: DataSpec, runtime: RuntimeSpe
                            "arch_options": arch_options, "batchnorm": r.batchnorm, "seed": cell.seed,
                            "data": asdict(spec), "device": runtime.device,
                            "threads": runtime.threads if runtime.threads is not None else 1,
-                           "eval": {"delta": 0.4, "windows": "auto", "chunk": 512, **dict(grid.eval)}}
+                           "eval": {"delta": DEFAULT_DELTA, "windows": "auto", "chunk": 512, **dict(grid.eval)}}
     if r.method == "normal":
         cfg["train"] = {"steps": 500, "batch_size": 64, "lr": 1e-3, **dict(grid.train)}
     else:
@@ -409,10 +429,10 @@ def run_cell(cfg: Mapping[str, Any], cell_dir: str | Path) -> dict[str, Any]:
     else:
         from sldpack.nn.distill import distill
         from sldpack.nn.replay import replay
-        from sldpack.pipelines.patch_source import patch_settings_from_manifest
+        from sldpack.pipelines.patch_source import patch_task_from_manifest
 
         dset = dict(cfg["distill"])
-        val_fraction = float(dset.pop("val_fraction", 0.2))
+        val_fraction = float(dset.pop("val_fraction", DEFAULT_VAL_FRACTION))
         dcfg = DistillConfig(arch=str(cfg["arch"]), arch_options=dict(cfg["arch_options"]),
                              batchnorm=bool(cfg["batchnorm"]), mode="dd" if method == "dd" else "sldd",
                              images_per_class=int(k), seed=seed,
@@ -429,7 +449,7 @@ def run_cell(cfg: Mapping[str, Any], cell_dir: str | Path) -> dict[str, Any]:
         module, manifest = rep.module, rep.manifest
         pre = manifest.preprocessing
         names = tuple(manifest.labels.names) if manifest.labels is not None else ()
-        base = patch_settings_from_manifest(manifest)
+        base = patch_task_from_manifest(manifest)
         nbytes = res.sldp_path.stat().st_size
         opts = manifest.distill.options if manifest.distill is not None else {}
         info.update(stored="run/distilled.sldp", resumed_from=res.resumed_from,
@@ -439,7 +459,7 @@ def run_cell(cfg: Mapping[str, Any], cell_dir: str | Path) -> dict[str, Any]:
     if pre is None:
         raise DataError("the trained network records no preprocessing")
     test = spec.select("test")
-    settings = spec.patch_settings(base, default_size=None)
+    settings = spec.patch_task(base, default_size=None)
     ev = evaluate(module, pre, test.data, class_names=names, settings=settings, delta=float(cfg["eval"]["delta"]),
                   windows=str(cfg["eval"]["windows"]), chunk=int(cfg["eval"]["chunk"]))
     img = ev.image

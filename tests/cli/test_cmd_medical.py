@@ -14,7 +14,7 @@ from click.testing import CliRunner
 import sldpack
 from sldpack.cli.main import cli, main
 from sldpack.nn.distill import DistillConfig, distill
-from sldpack.pipelines.medical import phantom_patch_source
+from sldpack.pipelines.inputs import phantom_patch_source
 from sldpack.pipelines.sources import ArraySource
 
 PHANTOM = ["--phantom", "10", "--phantom-size", "64", "--phantom-seed", "0"]

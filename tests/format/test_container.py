@@ -192,3 +192,16 @@ def test_written_file_has_normal_permissions(tmp_path: Path) -> None:
     p = tmp_path / "sub" / "perm.sldp"  # missing parent folders are created
     sldpack.write(p, _manifest(), _tensors())
     assert p.stat().st_mode & 0o777 == 0o666 & ~umask
+
+
+def test_disallowed_tensor_dtype_is_e_dtype_in_code_and_message(tmp_path: Path) -> None:
+    # the code is chosen when the error is made: the rendered message and .code cannot disagree
+    obj = sldpack.encode(_manifest(), _tensors())
+    with sldpack.read(obj) as f:
+        raw = f.manifest.to_obj()
+    raw["tensors"]["images"]["dtype"] = "C64"
+    with pytest.raises(sldpack.FormatError) as e:
+        sldpack.Manifest.from_obj(raw)
+    assert e.value.code == "E_DTYPE"
+    assert e.value.field == "tensors.images.dtype"
+    assert str(e.value).startswith("[E_DTYPE] dtype not allowed") and "got C64" in str(e.value)

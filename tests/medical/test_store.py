@@ -5,7 +5,9 @@ from __future__ import annotations
 import itertools
 import json
 import pickle
+import re
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -134,13 +136,98 @@ def test_lazy_folder_reports_a_bad_image_when_read(folder: Path, tmp_path: Path)
 
     bad = tmp_path / "bad"
     shutil.copytree(folder, bad)
-    Image.fromarray(np.zeros((40, 40), np.uint8)).save(bad / "scan005.png")
-    data = open_folder_lazy(bad)
-    with pytest.raises(DataError, match=r"scan005\.png: shape \(40, 40\)"):
+    for f in (bad / "scan005.png", bad / "masks" / "scan005.png"):
+        Image.fromarray(np.zeros((40, 40), np.uint8)).save(f)
+    data = open_folder_lazy(bad)  # only the first listed item is read here
+    with pytest.raises(DataError, match=r"scan005\.png: shape \(40, 40\) differs from scan011\.png"):
         np.asarray(data.images)
     (bad / "scan004.png").write_bytes(b"not a png")
     with pytest.raises(DataError, match=r"scan004\.png"):
         data.images[data.names.index("scan004.png")]
+
+
+def test_converting_a_lazy_folder_decodes_each_file_once(folder: Path, tmp_path: Path,
+                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    import sldpack.medical.folders as folders
+
+    seen: list[str] = []
+    real = folders.read_image_file
+
+    def counting(path: Any, **kw: Any) -> Any:
+        seen.append(str(path))
+        return real(path, **kw)
+
+    monkeypatch.setattr(folders, "read_image_file", counting)
+    info = convert(folder, tmp_path / "st")  # images.npy and masks.npy are written in lockstep
+    assert info.count == 12 and info.masks
+    assert len(seen) == 24 and len(set(seen)) == 24  # 12 images + 12 masks, none decoded twice
+
+
+def _mask_of_other_shape(root: Path, stem: str) -> None:
+    Image.fromarray(np.full((40, 40), 255, np.uint8)).save(root / "masks" / f"{stem}.png")
+
+
+def _image_of_other_shape(root: Path, stem: str) -> None:
+    for f in (root / f"{stem}.png", root / "masks" / f"{stem}.png"):
+        Image.fromarray(np.zeros((40, 40), np.uint8)).save(f)
+
+
+def _garbage_image(root: Path, stem: str) -> None:
+    (root / f"{stem}.png").write_bytes(b"not a png")
+
+
+def _garbage_mask(root: Path, stem: str) -> None:
+    (root / "masks" / f"{stem}.png").write_bytes(b"\x89PNG\r\n\x1a\n truncated")
+
+
+def _missing_mask(root: Path, stem: str) -> None:
+    (root / "masks" / f"{stem}.png").unlink()
+
+
+def _eager_error(root: Path, size: int | None) -> str:
+    with pytest.raises(DataError) as e:
+        load_folder(root, size=size)
+    return str(e.value)
+
+
+def _read_lazily(root: Path, size: int | None) -> None:
+    data = open_folder_lazy(root, size=size, cache_bytes=0)  # reads the first item only
+    np.asarray(data.images)
+    np.asarray(data.masks)
+
+
+def _lazy_error(root: Path, size: int | None) -> str:
+    with pytest.raises(DataError) as e:
+        _read_lazily(root, size)
+    return str(e.value)
+
+
+_DEFECTS = [
+    (_mask_of_other_shape, r"masks/{stem}\.png: mask shape \(40, 40\) differs from image {stem}\.png shape \(64, 64\)"),
+    (_garbage_image, r"{stem}\.png: cannot decode image"),
+    (_garbage_mask, r"masks/{stem}\.png: cannot decode image"),
+    (_missing_mask, r"\({stem}\.png\): names '{stem}' but .*masks has no mask file"),
+]
+_CASES = [(d, p, stem, size) for d, p in _DEFECTS for stem in ("scan011", "scan005") for size in (None, 32)] + [
+    # an image of another shape than the set's (without size=): as the first item read, it fixes the shape
+    (_image_of_other_shape, r"{stem}\.png: shape \(40, 40\) differs from scan011\.png \(64, 64\)", "scan005", None),
+    (_image_of_other_shape, r"scan010\.png: shape \(64, 64\) differs from {stem}\.png \(40, 40\)", "scan011", None),
+]
+
+
+@pytest.mark.parametrize(("defect", "pattern", "stem", "size"), _CASES)
+def test_a_defective_folder_fails_alike_eager_and_lazy(folder: Path, tmp_path: Path, defect: Any, pattern: str,
+                                                       stem: str, size: int | None) -> None:
+    # one per-item reader: the eager and the lazy loader refuse the same defect with the same message (the
+    # lazy one used to resize a mask of another shape than its image silently when size= was given)
+    import shutil
+
+    bad = tmp_path / "bad"
+    shutil.copytree(folder, bad)
+    defect(bad, stem)
+    eager_msg, lazy_msg = _eager_error(bad, size), _lazy_error(bad, size)
+    assert eager_msg == lazy_msg
+    assert re.search(pattern.format(stem=stem), eager_msg), eager_msg
 
 
 def test_store_patch_index_and_samples_equal_eager(tmp_path: Path, eager: ImageSet) -> None:

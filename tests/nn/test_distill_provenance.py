@@ -33,10 +33,10 @@ def test_distill_records_data_digest_config_and_command_line(tmp_path: Path) -> 
 def test_a_patch_source_records_the_digest_of_its_training_images_labels_and_masks(tmp_path: Path) -> None:
     from sldpack.medical.phantom import make_phantom
     from sldpack.medical.store import open_store, write_store
-    from sldpack.pipelines.patch_source import PatchSettings, PatchSource
+    from sldpack.pipelines.patch_source import PatchSource, PatchTask
 
     data = make_phantom(8, size=64, seed=2).to_image_set()
-    src = PatchSource.from_image_set(data, PatchSettings(size=16, stride=8))
+    src = PatchSource.from_image_set(data, PatchTask(size=16, stride=8))
     want = training_data_sha256(data.images, data.labels, data.masks)
     assert src.training_data_sha256() == want
     cfg = DistillConfig(arch_options={"depth": 1, "width": 4}, steps=1, epochs=1, iterations=1, batch_real=6,
@@ -46,7 +46,7 @@ def test_a_patch_source_records_the_digest_of_its_training_images_labels_and_mas
     # the same images on disk (lazy, read block by block) give the same digest
     write_store(data, tmp_path / "store")
     lazy = open_store(tmp_path / "store")
-    assert PatchSource.from_image_set(lazy, PatchSettings(size=16, stride=8)).training_data_sha256() == want
+    assert PatchSource.from_image_set(lazy, PatchTask(size=16, stride=8)).training_data_sha256() == want
     # a source cut from a part of the images does not claim the digest of all of them
-    assert PatchSource.from_image_set(data, PatchSettings(size=16, stride=8),
+    assert PatchSource.from_image_set(data, PatchTask(size=16, stride=8),
                                       image_ids=[0, 1, 2, 3, 4, 5]).training_data_sha256() is None

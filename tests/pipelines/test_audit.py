@@ -308,3 +308,34 @@ def test_pneumoniamnist_copy_flagged(shared_data: Path) -> None:
     assert res.findings[0].nn_ncc.index == 1234
     # PneumoniaMNIST's train split holds exact duplicates; they must not reach the reference
     assert res.real_real_ncc.max < 0.999
+
+
+def test_audit_data_for_chooses_the_real_side(tmp_path: Path) -> None:
+    from sldpack.pipelines.audit import audit_data_for
+    from sldpack.pipelines.inputs import DataSpec
+    from sldpack.pipelines.patch_source import PatchTask
+
+    mm = tmp_path / "m.npz"
+    np.savez(mm, train_images=_smooth_images(6, 16, seed=1), train_labels=np.arange(6) % 2)
+    _write_sldp(tmp_path / "whole.sldp", np.zeros((2, 1, 16, 16)))
+    whole = audit_data_for(tmp_path / "whole.sldp", DataSpec(data=str(mm)), "train")
+    assert whole.data == str(mm) and whole.items is None and whole.real[0].shape == (6, 16, 16)
+    # a patch model: the real patches as the distiller saw them, from data with organ masks
+    task = PatchTask(size=16, stride=8, out_size=8)
+    m = Manifest(arch=ArchSpec("convnet@1", 1, 3, (8, 8)), init=InitSpec(seed=0),
+                 provenance=Provenance("test", "2026-01-01T00:00:00Z"),
+                 preprocessing=Preprocessing((0.5,), (0.25,), (8, 8), 1, options=task.to_options()))
+    sldpack.write(tmp_path / "patch.sldp", m, {"images": Tensor("images", np.zeros((3, 1, 8, 8), np.float32)),
+                                               "lrs": Tensor("lrs", np.full(2, 0.01, np.float32))})
+    ph = DataSpec(phantom=6, phantom_size=64)
+    chosen = audit_data_for(tmp_path / "patch.sldp", ph, "train")
+    assert chosen.items is not None and "patches as distilled" in chosen.items[1] and "16 px windows" in chosen.items[1]
+    assert len(chosen.real[0]) == 0
+    native = audit_data_for(tmp_path / "patch.sldp", ph, "train", patch_stride=4)  # native windows instead
+    assert native.items is None and len(native.real[0]) > 0
+    with pytest.raises(UsageError, match="no organ masks"):
+        audit_data_for(tmp_path / "patch.sldp", DataSpec(data=str(mm)), "train")
+    with pytest.raises(UsageError, match="--source"):
+        audit_data_for(tmp_path / "whole.sldp", DataSpec(source="phantom"), "train")
+    with pytest.raises(UsageError, match="--stride only"):
+        audit_data_for(tmp_path / "whole.sldp", DataSpec(data=str(mm), patch_size=8), "train")

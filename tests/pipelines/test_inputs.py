@@ -12,7 +12,7 @@ from sldpack.errors import DataError, UsageError
 from sldpack.medical.phantom import make_phantom
 from sldpack.pipelines.datasets import detect_format, load_data
 from sldpack.pipelines.inputs import DataSpec, describe_data, open_source
-from sldpack.pipelines.patch_source import PatchSettings, PatchSource
+from sldpack.pipelines.patch_source import PatchSource, PatchTask
 from sldpack.pipelines.sources import ArraySource, resolve_source
 
 
@@ -43,14 +43,14 @@ def test_detect_format(files: dict[str, Path]) -> None:
         load_data(files["xray"], fmt="zarr")
 
 
-def test_patch_settings_precedence() -> None:
-    base = PatchSettings(size=64, stride=16, out_size=32, outside_max=0.02, inside_min=0.9)
-    assert DataSpec().patch_settings(base) == base  # the file's geometry when nothing is given
-    assert DataSpec(stride=8).patch_settings(base) == PatchSettings(64, 8, 32, 0.02, 0.9)
+def test_patch_task_precedence() -> None:
+    base = PatchTask(size=64, stride=16, out_size=32, outside_max=0.02, inside_min=0.9)
+    assert DataSpec().patch_task(base) == base  # the file's geometry when nothing is given
+    assert DataSpec(stride=8).patch_task(base) == PatchTask(64, 8, 32, 0.02, 0.9)
     # a new size resets the size-dependent parts (stride half of it, no shrinking) but keeps thresholds
-    assert DataSpec(patch_size=20).patch_settings(base) == PatchSettings(20, 10, None, 0.02, 0.9)
-    assert DataSpec().patch_settings() == PatchSettings(32, 16)
-    assert DataSpec().patch_settings(default_size=None) is None
+    assert DataSpec(patch_size=20).patch_task(base) == PatchTask(20, 10, None, 0.02, 0.9)
+    assert DataSpec().patch_task() == PatchTask(32, 16)
+    assert DataSpec().patch_task(default_size=None) is None
 
 
 def test_one_source_and_what_kind(files: dict[str, Path]) -> None:
@@ -59,7 +59,7 @@ def test_one_source_and_what_kind(files: dict[str, Path]) -> None:
     with pytest.raises(UsageError, match="exactly one"):
         open_source(DataSpec(data=str(files["xray"]), phantom=4), "train")
     patches = open_source(DataSpec(data=str(files["xray"]), patch_size=16, stride=8), "train")
-    assert isinstance(patches.source, PatchSource) and patches.settings == PatchSettings(16, 8)
+    assert isinstance(patches.source, PatchSource) and patches.settings == PatchTask(16, 8)
     whole = open_source(DataSpec(data=str(files["mnist"])), "test")
     assert isinstance(whole.source, ArraySource) and len(whole.source) == 4
     with pytest.raises(UsageError, match="no organ masks"):

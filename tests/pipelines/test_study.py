@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import csv
 import json
+import sys
+import types
 from pathlib import Path
 from typing import Any
 
@@ -131,6 +133,33 @@ def test_grid_from_toml_and_its_errors(tmp_path: Path) -> None:
         StudyGrid(distill={"mode": "dd"}).validate()
     with pytest.raises(UsageError, match="kind"):
         StudyGrid(kind="table9").validate()
+
+
+def test_grid_reader_falls_back_to_tomli_without_tomllib(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Python 3.10 has no tomllib: the reader must use tomli (a test double here, so tomli need not be installed)
+    import tomllib
+
+    calls: list[str] = []
+    fake = types.ModuleType("tomli")
+
+    def loads(text: str) -> dict[str, Any]:
+        calls.append(text)
+        return tomllib.loads(text)
+
+    fake.loads = loads  # type: ignore[attr-defined]
+    fake.TOMLDecodeError = tomllib.TOMLDecodeError  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, "tomllib", None)  # `import tomllib` now raises ModuleNotFoundError
+    monkeypatch.setitem(sys.modules, "tomli", fake)
+    p = tmp_path / "g.toml"
+    p.write_text('kind = "table1"\nseeds = [3]\n')
+    g = StudyGrid.from_toml(p)
+    assert g.kind == "table1" and g.seeds == (3,) and len(calls) == 1
+    p.write_text("kind = \n")
+    with pytest.raises(UsageError, match="not valid TOML"):
+        StudyGrid.from_toml(p)
+    monkeypatch.setitem(sys.modules, "tomli", None)  # 3.10 without the dependency: a clear error, not a crash
+    with pytest.raises(UsageError, match="needs tomli"):
+        StudyGrid.from_toml(p)
 
 
 def test_comparison_plot_colours_each_verdict(tmp_path: Path) -> None:
