@@ -4,10 +4,13 @@ A study is a folder. ``study.json`` holds the grid and the data options; every *
 table x one seed: ``SLDD(2)`` seed 1, ``normal(all)`` seed 0, ...) is a separate job:
 
 * ``cells/<id>/cell.json``: everything the cell needs (data options, method, settings), written first;
-* the job (``python -m sldpack.pipelines.study CELL.json RESULT.json``, up to ``jobs`` at a time) trains or
-  distils in ``cells/<id>/`` (a distillation's run directory ``cells/<id>/run`` resumes from its
-  checkpoint), evaluates on the test split exactly like ``sldp eval`` and writes ``cells/<id>.json``
-  atomically, with the per-image decisions the paired bootstrap needs;
+* the job (``python -m sldpack.pipelines.study CELL.json RESULT.json -- COMMAND...``, up to ``jobs`` at a
+  time) trains or distils in ``cells/<id>/`` (a distillation's run directory ``cells/<id>/run`` resumes
+  from its checkpoint), evaluates on the test split exactly like ``sldp eval`` and writes
+  ``cells/<id>.json`` atomically, with the per-image decisions the paired bootstrap needs; its lines (what
+  runs, "resumed from iteration N of M", progress with loss, held-out score and ETA, the result) go to
+  ``cells/<id>/job.log``, which the scheduler reads and shows; the user's command (``sldp study ...``) is
+  the ``command_line`` in the provenance of the file it writes;
 * a cell whose result file exists with the same ``cell.json`` is skipped: a killed study started again
   continues where it stopped; a result made with other settings is an error (use another folder). A
   distillation cell's settings include the distiller's defaults, so a result made by a version with other
@@ -38,7 +41,8 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Mapping, Sequence, Sized
+from collections.abc import Callable, Iterator, Mapping, Sequence, Sized
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -53,15 +57,18 @@ from sldpack.pipelines.study_report import row_label, write_report
 
 if TYPE_CHECKING:
     from sldpack.format.manifest import Preprocessing
+    from sldpack.nn.distill import Progress
 
 __all__ = [
     "STUDY_KINDS",
     "Cell",
     "CellLauncher",
+    "CellProgress",
     "Row",
     "StudyGrid",
     "StudyOutcome",
     "cell_config",
+    "estimate_eta",
     "execute_cell",
     "plan_cells",
     "run_cell",
@@ -362,11 +369,120 @@ def _per_image(ev: Any) -> dict[str, list[Any]]:
             "score": [float(ev.per_image[i][p_keys[-1]]) for i in range(len(ev.per_image))] if p_keys else []}
 
 
-def run_cell(cfg: Mapping[str, Any], cell_dir: str | Path) -> dict[str, Any]:
+_CELL_LINE_EVERY = 5.0
+"""Seconds between two progress lines of a cell in its ``job.log`` (the first, the last and every new
+held-out score are written regardless)."""
+
+_PROGRESS = re.compile(r"progress: (?P<unit>iteration|step) (?P<done>\d+)/(?P<total>\d+), loss (?P<loss>\S+)"
+                       r"(?:, held-out (?P<rule>\S+) (?P<score>\S+) at (?P<at>\d+))?"
+                       r", elapsed (?P<elapsed>[\d:]+), ETA (?P<eta>[\d:]+|n/a)$")
+_RESUMED = re.compile(r"resumed from (?P<unit>iteration|step) (?P<at>\d+) of (?P<total>\d+)")
+
+
+@dataclass(frozen=True)
+class CellProgress:
+    """One progress line of a cell (what :func:`run_cell` writes and the scheduler reads from ``job.log``).
+
+    ``unit`` is ``iteration`` (distillation) or ``step`` (normal training); ``held_out`` the latest
+    held-out score ``(rule, score, iteration)`` of ``select = "val-*"``; ``eta`` the seconds the cell's
+    loop still needs at its measured rate (evaluation not included; ``None`` before a rate is measured).
+    """
+
+    unit: str
+    done: int
+    total: int
+    loss: float
+    elapsed: float
+    eta: float | None
+    held_out: tuple[str, float, int] | None = None
+
+    def line(self) -> str:
+        """The ``job.log`` line (:meth:`parse` reads it back)."""
+        held = (f", held-out {self.held_out[0]} {self.held_out[1]:.4f} at {self.held_out[2]}"
+                if self.held_out is not None else "")
+        return (f"progress: {self.unit} {self.done}/{self.total}, loss {self.loss:.4f}{held}, "
+                f"elapsed {_hms(self.elapsed)}, ETA {'n/a' if self.eta is None else _hms(self.eta)}")
+
+    @classmethod
+    def parse(cls, line: str) -> CellProgress | None:
+        """The progress in ``line``, or ``None`` when it is another line."""
+        m = _PROGRESS.search(line.rstrip())
+        if m is None:
+            return None
+        held = (str(m["rule"]), float(m["score"]), int(m["at"])) if m["rule"] else None
+        return cls(str(m["unit"]), int(m["done"]), int(m["total"]), float(m["loss"]), _seconds(m["elapsed"]),
+                   None if m["eta"] == "n/a" else _seconds(m["eta"]), held)
+
+
+def _seconds(hms: str) -> float:
+    h, m, s = (int(v) for v in hms.split(":"))
+    return float(3600 * h + 60 * m + s)
+
+
+class _WatchedScorer:
+    """A held-out scorer that remembers its latest score (for the progress lines); everything else, such as
+    the ``rule`` and ``description`` the distiller records, is the wrapped scorer's."""
+
+    def __init__(self, fn: Callable[[Any], float]) -> None:
+        self.fn = fn
+        self.calls = 0
+        self.last = math.nan
+
+    def __call__(self, module: Any) -> float:
+        v = float(self.fn(module))
+        self.calls, self.last = self.calls + 1, v
+        return v
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.fn, name)
+
+
+class _LineThrottle:
+    """Whether a progress line is due: the first, the last, one with news, else one per ``every`` seconds."""
+
+    def __init__(self, every: float) -> None:
+        self.every, self.last = every, -math.inf
+
+    def due(self, *, force: bool = False) -> bool:
+        now = time.monotonic()
+        if force or now - self.last >= self.every:
+            self.last = now
+            return True
+        return False
+
+
+@contextmanager
+def _command_line(command: Sequence[str]) -> Iterator[None]:
+    """Run with ``sys.argv`` set to the user's command (the ``sldp study ...`` that made this cell), so the
+    provenance of the file a cell writes names that command, not this module's job command line."""
+    if not command:
+        yield
+        return
+    old = sys.argv
+    sys.argv = [str(a) for a in command]
+    try:
+        yield
+    finally:
+        sys.argv = old
+
+
+def _print_line(line: str) -> None:
+    print(line, flush=True)  # flushed: the scheduler reads job.log while the cell runs
+
+
+def run_cell(cfg: Mapping[str, Any], cell_dir: str | Path, *, command: Sequence[str] = (),
+             say: Callable[[str], None] | None = None) -> dict[str, Any]:
     """Train or distil one cell, evaluate it on the test split, return its result (JSON-ready).
 
     Distillation runs in ``cell_dir/run`` and resumes from its checkpoint; normal training writes
     ``cell_dir/model.safetensors`` and resumes from ``cell_dir/train_checkpoint.pt`` (every 100 steps).
+
+    Args:
+        cfg: the cell's settings (:func:`cell_config`).
+        cell_dir: its folder.
+        command: the user's command line (``sldp study ...``), recorded in the ``.sldp`` file's provenance.
+        say: where the cell's lines go (default: stdout, flushed; the scheduler's ``job.log``): what runs,
+            "resumed from iteration N of M", progress (:class:`CellProgress`) and the result.
 
     Raises:
         UsageError / DataError: bad settings or data.
@@ -384,6 +500,10 @@ def run_cell(cfg: Mapping[str, Any], cell_dir: str | Path) -> dict[str, Any]:
     d.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
     method, k, seed = str(cfg["method"]), cfg["k"], int(cfg["seed"])
+    out = say or _print_line
+    out(f"cell {cfg['id']}: {method} k={'all' if k is None else k} seed {seed} {cfg['arch']} on {dev}"
+        + (f"; command: {' '.join(map(str, command))}" if command else ""))
+    throttle = _LineThrottle(_CELL_LINE_EVERY)
     info: dict[str, Any] = {}
     pre: Preprocessing | None
     if method == "normal":
@@ -392,14 +512,24 @@ def run_cell(cfg: Mapping[str, Any], cell_dir: str | Path) -> dict[str, Any]:
         opened = open_source(spec, spec.split_or("train"), per_class=k, subset_seed=seed)
         ckpt = d / "train_checkpoint.pt"
         first_step: list[int] = []  # the first step this run trains: 1, or one past the checkpoint's
+        t_first = 0.0  # when that step ended: the rate is measured from there (the first step pays the setup)
 
-        def note_first(step: int, _steps: int, _loss: float) -> None:
+        def step_done(step: int, steps: int, loss: float) -> None:
+            nonlocal t_first
             if not first_step:
                 first_step.append(step)
+                t_first = time.perf_counter()
+                if step > 1:
+                    out(f"resumed from step {step - 1} of {steps} ({ckpt.name})")
+            if throttle.due(force=step in (first_step[0], steps)):
+                now = time.perf_counter()
+                rate = (now - t_first) / (step - first_step[0]) if step > first_step[0] else None
+                out(CellProgress("step", step, steps, loss, now - t0, None if rate is None else rate * (steps - step))
+                    .line())
 
         model = train_model(opened.source, arch=str(cfg["arch"]), arch_options=cfg["arch_options"],
                             batchnorm=bool(cfg["batchnorm"]), seed=seed, device=str(dev), checkpoint=ckpt,
-                            checkpoint_every=100, progress=note_first, **cfg["train"])
+                            checkpoint_every=100, progress=step_done, **cfg["train"])
         info["resumed_from_step"] = first_step[0] - 1 if first_step and first_step[0] > 1 else None
         nbytes = save_trained_model(d / "model.safetensors", model)
         ckpt.unlink(missing_ok=True)  # the network is stored: the checkpoint has done its job
@@ -420,10 +550,29 @@ def run_cell(cfg: Mapping[str, Any], cell_dir: str | Path) -> dict[str, Any]:
         from sldpack.pipelines.selection import open_for_selection
 
         chosen = open_for_selection(spec, dcfg.select, val_fraction=val_fraction, delta=float(cfg["eval"]["delta"]))
-        opened, scorer = chosen.opened, chosen.scorer
+        opened = chosen.opened
+        scorer = _WatchedScorer(chosen.scorer) if chosen.scorer is not None else None
         run_dir = d / "run"
         resume = (run_dir / "checkpoint.pt").is_file()
-        res = distill(opened.source, dcfg, run_dir=run_dir, resume=resume, scorer=scorer)
+        first, scores = True, 0
+        held: tuple[str, float, int] | None = None  # the latest held-out score: rule, value, iteration
+
+        def iteration_done(p: Progress) -> None:
+            nonlocal first, scores, held
+            was_first, first = first, False
+            if was_first and resume:
+                out(f"resumed from iteration {p.iteration - 1} of {p.total} ({run_dir / 'checkpoint.pt'})")
+            news = scorer is not None and scorer.calls != scores
+            if scorer is not None and news:
+                scores, held = scorer.calls, (str(getattr(scorer, "rule", "val")), scorer.last, p.iteration)
+            if throttle.due(force=was_first or news or p.iteration == p.total):
+                out(CellProgress("iteration", p.iteration, p.total, p.loss, p.elapsed, p.eta, held).line())
+
+        with _command_line(command):
+            res = distill(opened.source, dcfg, run_dir=run_dir, resume=resume, scorer=scorer,
+                          progress=iteration_done)
+        if resume and first:  # resumed from a checkpoint of the last iteration: no iteration ran here
+            out(f"resumed from iteration {res.resumed_from} of {dcfg.iterations} ({run_dir / 'checkpoint.pt'})")
         assert res.sldp_path is not None
         rep = replay(res.sldp_path, device=dev)  # evaluate what the file re-derives, not the in-memory copy
         module, manifest = rep.module, rep.manifest
@@ -448,6 +597,11 @@ def run_cell(cfg: Mapping[str, Any], cell_dir: str | Path) -> dict[str, Any]:
     def num(v: float | None) -> float | None:
         return None if v is None or not math.isfinite(v) else float(v)
 
+    hm = num(img.hm) if img else None
+    out(f"result: test HM {'n/a' if hm is None else f'{hm:.4f}'}, {nbytes} B"
+        + (f", selected iteration {info['selected_iteration']}" if info.get("selected_iteration") else "")
+        + f", {time.perf_counter() - t0:.1f} s")
+
     return {"id": cfg["id"], "config": dict(cfg), "metrics": {
                 "sen": num(img.sensitivity) if img else None, "spe": num(img.specificity) if img else None,
                 "hm": num(img.hm) if img else None, "auc": num(img.auc) if img else None,
@@ -459,11 +613,12 @@ def run_cell(cfg: Mapping[str, Any], cell_dir: str | Path) -> dict[str, Any]:
             "per_image": _per_image(ev), **info}
 
 
-def execute_cell(config_path: str | Path, result_path: str | Path) -> None:
-    """Run the cell of ``config_path`` and write its result to ``result_path`` atomically."""
+def execute_cell(config_path: str | Path, result_path: str | Path, *, command: Sequence[str] = ()) -> None:
+    """Run the cell of ``config_path`` and write its result to ``result_path`` atomically (``command``: the
+    user's command line, recorded in the provenance of the file the cell writes)."""
     cp = Path(config_path)
     cfg = json.loads(cp.read_text(encoding="utf-8"))
-    result = run_cell(cfg, cp.parent)
+    result = run_cell(cfg, cp.parent, command=command)
     atomic_write_bytes(result_path, (json.dumps(result, indent=1, allow_nan=False) + "\n").encode())
 
 
@@ -474,16 +629,91 @@ CellLauncher = Callable[[Path, Path, Path], "subprocess.Popen[bytes] | int"]
 launcher ran it to the end itself (tests run cells in-process)."""
 
 
-def subprocess_launcher(config_path: Path, result_path: Path, log_path: Path) -> subprocess.Popen[bytes]:
-    """Run a cell as ``python -m sldpack.pipelines.study CELL RESULT`` (output to ``log_path``)."""
+def subprocess_launcher(config_path: Path, result_path: Path, log_path: Path, *,
+                        command: Sequence[str] = ()) -> subprocess.Popen[bytes]:
+    """Run a cell as ``python -m sldpack.pipelines.study CELL RESULT [-- COMMAND...]`` (its output, unbuffered,
+    appended to ``log_path``; ``command``: the user's command line, for the provenance of the cell's file)."""
     import sldpack
 
     env = dict(os.environ)
     root = str(Path(sldpack.__file__).resolve().parents[1])
     env["PYTHONPATH"] = root + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+    env["PYTHONUNBUFFERED"] = "1"  # warnings and tracebacks reach job.log as they happen
+    tail = ["--", *map(str, command)] if command else []
     with log_path.open("ab") as log:
         return subprocess.Popen([sys.executable, "-m", "sldpack.pipelines.study", str(config_path),
-                                 str(result_path)], stdout=log, stderr=subprocess.STDOUT, env=env)
+                                 str(result_path), *tail], stdout=log, stderr=subprocess.STDOUT, env=env)
+
+
+def estimate_eta(running: Sequence[tuple[Row, float, float | None]], queued: Sequence[Row],
+                 measured: Mapping[Row, Sequence[float]], jobs: int) -> float | None:
+    """Seconds until the last cell finishes, from measured cell times; ``None`` before anything is measured.
+
+    A cell's expected time is the mean of the finished cells of its row (other seeds), else the projected
+    time of a running cell of its row (its elapsed time plus the ETA of its own progress), else the mean of
+    the finished cells of its method, else of all finished cells. A running cell (row, seconds elapsed, the
+    remaining seconds its progress reports or ``None``) needs the larger of its reported remainder and its
+    expected time minus its elapsed time. The queue is then dealt out in order to whichever of the ``jobs``
+    slots frees first, as the scheduler does; the ETA is when the last slot is free.
+    """
+    projected = {r: el + rem for r, el, rem in running if rem is not None}
+    every = [t for ts in measured.values() for t in ts]
+
+    def expected(row: Row) -> float | None:
+        same = measured.get(row)
+        if same:
+            return float(sum(same) / len(same))
+        if row in projected:
+            return projected[row]
+        by_method = [t for r, ts in measured.items() if r.method == row.method for t in ts]
+        pool = by_method or every
+        return float(sum(pool) / len(pool)) if pool else None
+
+    slots: list[float] = []
+    for row, elapsed, rem in running:
+        exp = expected(row)
+        if exp is None and rem is None:
+            return None
+        slots.append(max(rem if rem is not None else 0.0, (exp - elapsed) if exp is not None else 0.0))
+    slots += [0.0] * max(0, jobs - len(slots))
+    for row in queued:
+        exp = expected(row)
+        if exp is None:
+            return None
+        i = min(range(len(slots)), key=slots.__getitem__)
+        slots[i] += exp
+    return max(slots, default=0.0)
+
+
+class _LogTail:
+    """The lines a running cell appends to its ``job.log`` (read as they come, complete lines only)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.offset = path.stat().st_size if path.is_file() else 0  # a rerun appends to an old log
+        self.partial = b""
+
+    def lines(self) -> list[str]:
+        try:
+            with self.path.open("rb") as fh:
+                fh.seek(self.offset)
+                data = fh.read()
+        except OSError:
+            return []
+        self.offset += len(data)
+        *done, self.partial = (self.partial + data).split(b"\n")
+        return [d.decode("utf-8", "replace").rstrip("\r") for d in done]
+
+
+def _last_line(path: Path) -> str:
+    """The last non-empty line of a log (a failed cell's error), shortened."""
+    try:
+        with path.open("rb") as fh:
+            fh.seek(max(0, path.stat().st_size - 4096))
+            lines = [ln for ln in fh.read().decode("utf-8", "replace").splitlines() if ln.strip()]
+    except OSError:
+        return ""
+    return lines[-1].strip()[:200] if lines else ""
 
 
 @dataclass
@@ -507,16 +737,21 @@ def _write_json(path: Path, obj: Any) -> None:
 
 def run_study(out: str | Path, grid: StudyGrid, spec: DataSpec, runtime: RuntimeSpec, *, jobs: int = 1,
               log: Callable[[str], None] | None = None, launcher: CellLauncher | None = None,
-              command: Sequence[str] = ()) -> StudyOutcome:
+              command: Sequence[str] = (), progress_every: float = 20.0) -> StudyOutcome:
     """Run every unfinished cell of ``grid`` (up to ``jobs`` at a time) and write the tables into ``out``.
 
     Args:
         out: the study folder (created; an existing study continues).
         grid, spec, runtime: what to run, on which data, where (``runtime.threads`` per cell, default 1).
         jobs: cells at a time (each its own process).
-        log: progress lines (one when a cell starts, one with its result, elapsed time and ETA).
-        launcher: how a cell is started (default :func:`subprocess_launcher`).
-        command: the command line, recorded in ``study.json``.
+        log: progress lines: one when a cell starts, its progress while it runs (iteration or step, loss,
+            held-out score, the cell's and the study's ETA; read from the cell's ``job.log``), "resumed from
+            ..." when a cell continues a killed run, one with its result, elapsed time and ETA.
+        launcher: how a cell is started (default :func:`subprocess_launcher`, output to
+            ``cells/ID/job.log``).
+        command: the command line, recorded in ``study.json`` and (default launcher) in the provenance of
+            every file a cell writes.
+        progress_every: seconds between two progress lines of a running cell (its first is shown at once).
 
     Raises:
         UsageError: a bad grid, ``jobs`` < 1, a finished cell whose settings differ from this grid's.
@@ -536,6 +771,7 @@ def run_study(out: str | Path, grid: StudyGrid, spec: DataSpec, runtime: Runtime
     cells = plan_cells(grid)
     todo: list[tuple[Cell, Path, Path, Path]] = []
     outcome = StudyOutcome()
+    measured: dict[Row, list[float]] = {}  # cell times per row (this run's and, from their results, earlier)
     for c in cells:
         cfg = cell_config(grid, c, spec, runtime)
         cdir = root / "cells" / c.id
@@ -550,6 +786,8 @@ def run_study(out: str | Path, grid: StudyGrid, spec: DataSpec, runtime: Runtime
                 raise UsageError(f"{res_path} was made with other settings than this grid's; use another --out "
                                  "(or delete that cell to run it again)")
             outcome.skipped.append(c.id)
+            if isinstance(done.get("wall_seconds"), (int, float)):  # a measured cell time for the ETA
+                measured.setdefault(c.row, []).append(float(done["wall_seconds"]))
             continue
         cdir.mkdir(parents=True, exist_ok=True)
         _write_json(cdir / "cell.json", cfg)
@@ -565,12 +803,26 @@ def run_study(out: str | Path, grid: StudyGrid, spec: DataSpec, runtime: Runtime
         say(f"study {root}: {len(outcome.skipped)} of {total} cells already done (skipped), {len(todo)} to run")
     else:
         say(f"study {root}: {total} cells ({len(plan_rows(grid))} rows x {len(grid.seeds)} seeds), jobs {jobs}")
-    launch = launcher or subprocess_launcher
+    cmd = tuple(str(a) for a in command)
+
+    def launch_default(cp: Path, rp: Path, lp: Path) -> subprocess.Popen[bytes]:
+        return subprocess_launcher(cp, rp, lp, command=cmd)
+
+    launch: CellLauncher = launcher or launch_default
     t0 = time.monotonic()
     running: dict[str, tuple[Cell, Any, Path, Path, float]] = {}
+    tails: dict[str, _LogTail] = {}
+    latest: dict[str, CellProgress] = {}
+    shown: dict[str, float] = {}
     queue = list(todo)
-    durations: list[float] = []
     finished = len(outcome.skipped)
+
+    def study_eta() -> str:
+        now = time.monotonic()
+        eta = estimate_eta([(c.row, now - st, latest[cid].eta if cid in latest else None)
+                            for cid, (c, _h, _rp, _lp, st) in running.items()], [q[0].row for q in queue],
+                           measured, jobs)
+        return "n/a (no cell measured yet)" if eta is None else _hms(eta)
 
     def finish(c: Cell, rc: int, res_path: Path, log_path: Path, started: float) -> None:
         nonlocal finished
@@ -578,18 +830,40 @@ def run_study(out: str | Path, grid: StudyGrid, spec: DataSpec, runtime: Runtime
         dt = time.monotonic() - started
         el = time.monotonic() - t0
         if rc == 0 and res_path.is_file():
-            durations.append(dt)
+            measured.setdefault(c.row, []).append(dt)
             outcome.ran.append(c.id)
             r = json.loads(res_path.read_text(encoding="utf-8"))
             m = r["metrics"]
             hm = "n/a" if m.get("hm") is None else f"{m['hm']:.3f}"
             status = f"HM {hm}, {r['bytes']} B, {dt:.0f}s"
+            if r.get("selected_iteration"):
+                status += f", selected iteration {r['selected_iteration']}"
+            if r.get("resumed_from") or r.get("resumed_from_step"):
+                unit = "iteration" if r.get("resumed_from") else "step"
+                status += f", resumed from {unit} {r.get('resumed_from') or r.get('resumed_from_step')}"
         else:
             outcome.failed[c.id] = str(log_path)
-            status = f"FAILED (exit {rc}; see {log_path})"
-        left = total - finished
-        eta = (sum(durations) / len(durations)) * left / max(1, min(jobs, left)) if durations and left else 0.0
-        say(f"[{finished}/{total}] {name(c)}: {status}; elapsed {_hms(el)}, ETA {_hms(eta)}")
+            last = _last_line(log_path)
+            status = f"FAILED (exit {rc}; see {log_path})" + (f": {last}" if last else "")
+        say(f"[{finished}/{total}] {name(c)}: {status}; elapsed {_hms(el)}, ETA {study_eta()}")
+
+    def watch(cid: str) -> None:
+        """Show what a running cell wrote: resumptions at once, progress at most every progress_every s."""
+        c = running[cid][0]
+        for line in tails[cid].lines():
+            if _RESUMED.search(line):
+                say(f"  {name(c)}: {line.strip()}")
+            p = CellProgress.parse(line)
+            if p is not None:
+                latest[cid] = p
+        p = latest.get(cid)
+        now = time.monotonic()
+        if p is not None and (cid not in shown or now - shown[cid] >= progress_every):
+            shown[cid] = now
+            held = f", held-out {p.held_out[0]} {p.held_out[1]:.3f} at {p.held_out[2]}" if p.held_out else ""
+            cell_eta = "n/a" if p.eta is None else _hms(p.eta)
+            say(f"  {name(c)}: {p.unit} {p.done}/{p.total}, loss {p.loss:.4f}{held}; cell ETA {cell_eta}, "
+                f"study ETA {study_eta()}")
 
     def on_term(_sig: int, _frame: Any) -> None:
         raise KeyboardInterrupt  # `kill` the study: stop its cells too, never leave orphans writing
@@ -602,14 +876,17 @@ def run_study(out: str | Path, grid: StudyGrid, spec: DataSpec, runtime: Runtime
                 c, cp, rp, lp = queue.pop(0)
                 say(f"  start {name(c)} ({c.id})")
                 started = time.monotonic()
+                tail = _LogTail(lp)  # before the launch: only what this run appends
                 h = launch(cp, rp, lp)
                 if isinstance(h, int):
                     finish(c, h, rp, lp, started)
                 else:
                     running[c.id] = (c, h, rp, lp, started)
+                    tails[c.id] = tail
             for cid in list(running):
                 c, h, rp, lp, started = running[cid]
                 rc = h.poll()
+                watch(cid)
                 if rc is not None:
                     del running[cid]
                     finish(c, int(rc), rp, lp, started)
@@ -633,10 +910,10 @@ def run_study(out: str | Path, grid: StudyGrid, spec: DataSpec, runtime: Runtime
 
 
 def _main(argv: Sequence[str]) -> int:
-    if len(argv) != 2:
-        print("usage: python -m sldpack.pipelines.study CELL.json RESULT.json", file=sys.stderr)
+    if len(argv) < 2 or (len(argv) > 2 and argv[2] != "--"):
+        print("usage: python -m sldpack.pipelines.study CELL.json RESULT.json [-- COMMAND...]", file=sys.stderr)
         return 2
-    execute_cell(argv[0], argv[1])
+    execute_cell(argv[0], argv[1], command=argv[3:])
     return 0
 
 

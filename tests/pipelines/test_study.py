@@ -14,7 +14,17 @@ from PIL import Image
 from sldpack.errors import UsageError
 from sldpack.medical.metrics import binary_metrics
 from sldpack.pipelines.inputs import DataSpec, RuntimeSpec
-from sldpack.pipelines.study import Cell, Row, StudyGrid, execute_cell, plan_cells, plan_rows, run_study
+from sldpack.pipelines.study import (
+    Cell,
+    CellProgress,
+    Row,
+    StudyGrid,
+    estimate_eta,
+    execute_cell,
+    plan_cells,
+    plan_rows,
+    run_study,
+)
 from sldpack.pipelines.study_report import RowSummary, hm_of, min_images, paired_bootstrap_hm
 
 SPEC = DataSpec(phantom=12, phantom_size=64, patch_size=16, stride=8)
@@ -276,7 +286,8 @@ def test_tiny_phantom_study_writes_every_output_and_resumes_after_a_kill(tmp_pat
                   launcher=in_process([]))
 
 
-def test_a_killed_distillation_cell_resumes_its_run_directory(tmp_path: Path) -> None:
+def test_a_killed_distillation_cell_resumes_its_run_directory(tmp_path: Path,
+                                                              capsys: pytest.CaptureFixture[str]) -> None:
     from sldpack.pipelines.study import cell_config
 
     grid = StudyGrid(**{**TINY.__dict__, "seeds": (0,), "normal": ()})
@@ -302,9 +313,14 @@ def test_a_killed_distillation_cell_resumes_its_run_directory(tmp_path: Path) ->
     assert chosen.scorer is not None
     with pytest.raises(KilledError):
         distill(chosen.opened.source, dcfg, run_dir=d / "run", on_iteration=stop, scorer=chosen.scorer)
-    execute_cell(d / "cell.json", tmp_path / "res.json")
-    res = json.loads((tmp_path / "res.json").read_text())
+    capsys.readouterr()
+    lines: list[str] = []
+    run_study(tmp_path, grid, SPEC, RT, launcher=in_process([]), log=lines.append)
+    res = json.loads((tmp_path / "cells" / f"{cell.id}.json").read_text())
     assert res["resumed_from"] == 2
+    assert "resumed from iteration 2 of 3" in capsys.readouterr().out  # the cell's own line (its job.log)
+    assert any(ln.startswith("[1/1] SLDD(1/class) seed 0") and "resumed from iteration 2" in ln for ln in lines)
+    assert "; resumed from 2" in (tmp_path / "table.md").read_text()
     execute_cell_fresh = tmp_path / "fresh"
     (execute_cell_fresh).mkdir()
     (execute_cell_fresh / "cell.json").write_text(json.dumps(cfg))
@@ -323,7 +339,8 @@ def test_study_refuses_bad_options(tmp_path: Path) -> None:
         run_study(tmp_path / "s", TINY, DataSpec(), RT, launcher=in_process([]))
 
 
-def test_a_cell_with_validation_selection_records_the_rule(tmp_path: Path) -> None:
+def test_a_cell_with_validation_selection_records_the_rule(tmp_path: Path,
+                                                          capsys: pytest.CaptureFixture[str]) -> None:
     from sldpack.pipelines.study import cell_config
 
     grid = StudyGrid(**{**TINY.__dict__, "seeds": (0,), "normal": (),
@@ -333,9 +350,24 @@ def test_a_cell_with_validation_selection_records_the_rule(tmp_path: Path) -> No
     d = tmp_path / cell.id
     d.mkdir()
     (d / "cell.json").write_text(json.dumps(cell_config(grid, cell, SPEC, RT)))
-    execute_cell(d / "cell.json", tmp_path / "r.json")
+    import sys
+
+    import sldpack
+
+    command = ["sldp", "study", "--grid", "g.toml", "--out", "s"]
+    argv_before = list(sys.argv)
+    execute_cell(d / "cell.json", tmp_path / "r.json", command=command)
     res = json.loads((tmp_path / "r.json").read_text())
     assert res["selection"]["rule"] == "val-acc" and "held out by image" in res["selection"]["held_out"]
+    # the user's command is the file's command line (and this process's own is left as it was)
+    assert sldpack.open(d / "run" / "distilled.sldp").manifest.provenance.command_line == tuple(command)
+    assert sys.argv == argv_before
+    # its progress lines carry the held-out score of every scored iteration (select_every 1)
+    out = capsys.readouterr().out
+    progress = [p for p in map(CellProgress.parse, out.splitlines()) if p is not None]
+    assert [p.done for p in progress] == [1, 2, 3] and all(p.unit == "iteration" for p in progress)
+    assert [p.held_out[0] for p in progress if p.held_out] == ["val-acc"] * 3
+    assert [p.held_out[2] for p in progress if p.held_out] == [1, 2, 3]
     assert 1 <= res["selected_iteration"] <= 3
     # the test images are the test split, never the held-out part of the training images
     assert res["test"]["split"] == "test" and res["test"]["images"] == len(SPEC.select("test").data)
@@ -420,3 +452,35 @@ def test_montage_figure_has_one_row_per_table_row_and_one_column_per_seed(tmp_pa
     assert px.shape[1] > 100 + MONTAGE_TILE_MAX and px.shape[0] > 80 + MONTAGE_TILE_MAX // 5
     assert not plot_montages(tmp_path, {"rows": rows}, results[-1:], tmp_path / "none.png")
     assert not (tmp_path / "none.png").exists()
+
+
+# --- watching a study ---------------------------------------------------------------------------------
+
+def test_progress_lines_round_trip() -> None:
+    p = CellProgress("iteration", 120, 300, 0.41234, 75.0, 3725.0, ("val-hm", 0.7312, 100))
+    assert p.line() == ("progress: iteration 120/300, loss 0.4123, held-out val-hm 0.7312 at 100, "
+                        "elapsed 0:01:15, ETA 1:02:05")
+    back = CellProgress.parse(p.line())
+    assert back is not None and (back.done, back.total, back.eta, back.held_out) == (120, 300, 3725.0,
+                                                                                     ("val-hm", 0.7312, 100))
+    first = CellProgress("step", 1, 500, 1.0, 2.0, None)
+    assert CellProgress.parse(first.line()) == first
+    assert CellProgress.parse("cell x: sldd k=1 seed 0") is None
+
+
+def test_eta_from_measured_cell_times() -> None:
+    a, b = Row("sldd", 1, "convnet@1", False), Row("normal", None, "convnet@1", False)
+    # 2 slots, two cells of 10 s running for 9 s, two more queued: 1 + 10 s left (the old mean x cells left /
+    # jobs said 20 s: it counted the running cells as not started)
+    assert estimate_eta([(a, 9.0, None), (a, 9.0, None)], [a, a], {a: [10.0, 10.0]}, 2) == pytest.approx(11.0)
+    # rows of different cost: each queued cell costs what its row measured
+    assert estimate_eta([], [a, b], {a: [100.0], b: [1.0]}, 1) == pytest.approx(101.0)
+    # nothing finished yet: a running cell's own progress projects its row (5 s elapsed + 15 s to go)
+    assert estimate_eta([(a, 5.0, 15.0)], [a], {}, 1) == pytest.approx(35.0)
+    # a running cell that reports more than its row's mean still needs it
+    assert estimate_eta([(a, 5.0, 30.0)], [], {a: [10.0]}, 1) == pytest.approx(30.0)
+    # an unmeasured row borrows its method's, then any, cell time; with nothing measured there is no ETA
+    assert estimate_eta([], [Row("sldd", 2, "convnet@1", False)], {a: [8.0], b: [2.0]}, 1) == pytest.approx(8.0)
+    assert estimate_eta([], [Row("dd", 1, "convnet@1", False)], {a: [8.0], b: [2.0]}, 1) == pytest.approx(5.0)
+    assert estimate_eta([(a, 1.0, None)], [a], {}, 2) is None
+    assert estimate_eta([], [], {}, 1) == 0.0
