@@ -418,8 +418,8 @@ _GROUP_TITLES = {"distill": "Distillation (every SLDD/DD cell: the `DistillConfi
 
 
 def _settings_markdown(settings: Mapping[str, Any] | None) -> list[str]:
-    """The effective-settings and selected-iteration sections of ``table.md``."""
-    if not settings:
+    """The effective-settings and selected-iteration sections of ``table.md`` (none before a cell finished)."""
+    if not settings or not settings["cells"]:
         return []
     lines = ["", "## Settings (every effective value, defaults included)"]
     for group, s in [*settings["groups"].items(), ("eval", settings["eval"])]:

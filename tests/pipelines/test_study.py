@@ -454,6 +454,14 @@ def test_montage_figure_has_one_row_per_table_row_and_one_column_per_seed(tmp_pa
     assert not (tmp_path / "none.png").exists()
 
 
+def test_settings_of_a_study_without_finished_cells_add_no_empty_tables() -> None:
+    from sldpack.pipelines.study_report import _settings_markdown, effective_settings
+
+    settings = effective_settings({"rows": []}, [])
+    assert settings == {"groups": {}, "eval": {"common": {}, "by_row": {}}, "cells": []}
+    assert _settings_markdown(settings) == []
+
+
 # --- watching a study ---------------------------------------------------------------------------------
 
 def test_progress_lines_round_trip() -> None:
