@@ -434,6 +434,8 @@ class _WatchedScorer:
         return v
 
     def __getattr__(self, name: str) -> Any:
+        if name == "fn":  # not set yet (a copy being built): no endless lookup
+            raise AttributeError(name)
         return getattr(self.fn, name)
 
 
