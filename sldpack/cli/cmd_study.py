@@ -90,8 +90,9 @@ def study_cmd(out: str, grid_file: str | None, kind: str | None, seeds: str | No
     from pathlib import Path
 
     from sldpack.pipelines.inputs import DataSpec, RuntimeSpec
-    from sldpack.pipelines.study import StudyGrid, run_study
+    from sldpack.pipelines.study import StudyGrid
     from sldpack.pipelines.study_report import render_markdown, write_report
+    from sldpack.pipelines.study_scheduler import run_study
 
     if report_only:
         doc = write_report(out)
