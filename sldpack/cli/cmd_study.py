@@ -76,18 +76,24 @@ def study_cmd(out: str, grid_file: str | None, kind: str | None, seeds: str | No
     checkpoint). Each cell is evaluated on the test split exactly like `sldp eval` (image level: Sen, Spe,
     HM, AUC; patch accuracy), with the stored bytes and wall time.
 
-    Writes OUT/table.md, rows.csv (mean ± std per row), runs.csv (one line per run), comparisons.csv
-    (paired: SLDD vs DD with the same seed; each distilled row vs normal training; BN vs no BN; ΔHM with a
-    95 % bootstrap CI over test images), results.json and hm_vs_bytes.png.
+    Shows each running cell's progress (iteration, loss, held-out score, the cell's and the study's ETA from
+    measured cell times; the cell's own log is OUT/cells/ID/job.log) and prints the table at the end.
+    Writes OUT/table.md (with every effective setting, defaults included, and the selected iteration per
+    cell), rows.csv (mean ± std per row), runs.csv (one line per run), comparisons.csv (paired: SLDD vs DD
+    with the same seed; each distilled row vs normal training; BN vs no BN; ΔHM with a 95 % bootstrap CI
+    over test images), results.json, hm_vs_bytes.png, comparisons.png and montages.png (the distilled
+    images of every cell).
 
     Data: the options every data command takes (--data / --phantom, the split rule, patch geometry).
     """
     import time
     from dataclasses import replace
+    from pathlib import Path
 
     from sldpack.pipelines.inputs import DataSpec, RuntimeSpec
-    from sldpack.pipelines.study import StudyGrid, run_study
+    from sldpack.pipelines.study import StudyGrid
     from sldpack.pipelines.study_report import render_markdown, write_report
+    from sldpack.pipelines.study_scheduler import run_study
 
     if report_only:
         doc = write_report(out)
@@ -133,6 +139,7 @@ def study_cmd(out: str, grid_file: str | None, kind: str | None, seeds: str | No
     argv = sys.argv[1:]
     command = ["sldp", *argv[argv.index("study"):]] if "study" in argv else ["sldp", "study"]
     outcome = run_study(out, grid, spec, rt, jobs=jobs, log=say, command=command)
+    click.echo(Path(out, "table.md").read_text(encoding="utf-8"))  # the table itself, not only where it is
     click.echo(f"study {out}: {len(outcome.ran)} cell(s) run, {len(outcome.skipped)} skipped, "
                f"{len(outcome.failed)} failed in {fmt_time(time.monotonic() - t0)}; tables in {out}/table.md")
     if outcome.failed:

@@ -4,16 +4,21 @@ A study is a folder. ``study.json`` holds the grid and the data options; every *
 table x one seed: ``SLDD(2)`` seed 1, ``normal(all)`` seed 0, ...) is a separate job:
 
 * ``cells/<id>/cell.json``: everything the cell needs (data options, method, settings), written first;
-* the job (``python -m sldpack.pipelines.study CELL.json RESULT.json``, up to ``jobs`` at a time) trains or
-  distils in ``cells/<id>/`` (a distillation's run directory ``cells/<id>/run`` resumes from its
-  checkpoint), evaluates on the test split exactly like ``sldp eval`` and writes ``cells/<id>.json``
-  atomically, with the per-image decisions the paired bootstrap needs;
+* the job (``python -m sldpack.pipelines.study CELL.json RESULT.json -- COMMAND...``, up to ``jobs`` at a
+  time) trains or distils in ``cells/<id>/`` (a distillation's run directory ``cells/<id>/run`` resumes
+  from its checkpoint), evaluates on the test split exactly like ``sldp eval`` and writes
+  ``cells/<id>.json`` atomically, with the per-image decisions the paired bootstrap needs; its lines (what
+  runs, "resumed from iteration N of M", progress with loss, held-out score and ETA, the result) go to
+  ``cells/<id>/job.log``, which the scheduler reads and shows; the user's command (``sldp study ...``) is
+  the ``command_line`` in the provenance of the file it writes;
 * a cell whose result file exists with the same ``cell.json`` is skipped: a killed study started again
   continues where it stopped; a result made with other settings is an error (use another folder). A
   distillation cell's settings include the distiller's defaults, so a result made by a version with other
   defaults counts as other settings.
 
-The tables (:mod:`sldpack.pipelines.study_report`) are rebuilt from the result files after every run.
+The scheduler (:mod:`sldpack.pipelines.study_scheduler`) runs the cells and shows their progress; the tables
+(:mod:`sldpack.pipelines.study_report`, pictures: :mod:`sldpack.pipelines.study_plots`) are rebuilt from the
+result files after every run.
 
 Kinds (what rows the grid makes, what the report adds):
 
@@ -32,14 +37,11 @@ from __future__ import annotations
 import importlib
 import json
 import math
-import os
 import re
-import signal
-import subprocess
 import sys
-import threading
 import time
-from collections.abc import Callable, Mapping, Sequence, Sized
+from collections.abc import Callable, Iterator, Mapping, Sequence, Sized
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from types import ModuleType
@@ -51,24 +53,23 @@ from sldpack.medical.detection import DEFAULT_DELTA
 from sldpack.nn.config import DistillConfig  # torch-free: the one list of distiller settings and defaults
 from sldpack.pipelines.inputs import DataSpec, RuntimeSpec
 from sldpack.pipelines.selection import DEFAULT_VAL_FRACTION
-from sldpack.pipelines.study_report import row_label, write_report
+from sldpack.pipelines.study_report import row_label
 
 if TYPE_CHECKING:
     from sldpack.format.manifest import Preprocessing
+    from sldpack.nn.distill import Progress
 
 __all__ = [
     "STUDY_KINDS",
     "Cell",
-    "CellLauncher",
+    "CellProgress",
     "Row",
     "StudyGrid",
-    "StudyOutcome",
     "cell_config",
     "execute_cell",
+    "hms",
     "plan_cells",
     "run_cell",
-    "run_study",
-    "subprocess_launcher",
     "toml_reader",
 ]
 
@@ -382,11 +383,133 @@ def _per_image(ev: Any) -> dict[str, list[Any]]:
             "score": [float(ev.per_image[i][p_keys[-1]]) for i in range(len(ev.per_image))] if p_keys else []}
 
 
-def run_cell(cfg: Mapping[str, Any], cell_dir: str | Path) -> dict[str, Any]:
+_CELL_LINE_EVERY = 5.0
+"""Seconds between two progress lines of a cell in its ``job.log`` (the first, the last and every new
+held-out score are written regardless)."""
+
+_PROGRESS = re.compile(r"progress: (?P<unit>iteration|step) (?P<done>\d+)/(?P<total>\d+), loss (?P<loss>\S+)"
+                       r"(?:, held-out (?P<rule>\S+) (?P<score>\S+) at (?P<at>\d+))?"
+                       r", elapsed (?P<elapsed>[\d:]+), ETA (?P<eta>[\d:]+|n/a)$")
+_RESUMED = re.compile(r"resumed from (?P<unit>iteration|step) (?P<at>\d+) of (?P<total>\d+)")
+
+
+@dataclass(frozen=True)
+class CellProgress:
+    """One progress line of a cell (what :func:`run_cell` writes and the scheduler reads from ``job.log``).
+
+    ``unit`` is ``iteration`` (distillation) or ``step`` (normal training); ``held_out`` the latest
+    held-out score ``(rule, score, iteration)`` of ``select = "val-*"``; ``eta`` the seconds the cell's
+    loop still needs at its measured rate (evaluation not included; ``None`` before a rate is measured).
+    """
+
+    unit: str
+    done: int
+    total: int
+    loss: float
+    elapsed: float
+    eta: float | None
+    held_out: tuple[str, float, int] | None = None
+
+    def line(self) -> str:
+        """The ``job.log`` line (:meth:`parse` reads it back)."""
+        held = (f", held-out {self.held_out[0]} {self.held_out[1]:.4f} at {self.held_out[2]}"
+                if self.held_out is not None else "")
+        return (f"progress: {self.unit} {self.done}/{self.total}, loss {self.loss:.4f}{held}, "
+                f"elapsed {hms(self.elapsed)}, ETA {'n/a' if self.eta is None else hms(self.eta)}")
+
+    @staticmethod
+    def is_resumption(line: str) -> bool:
+        """Whether ``line`` is a cell's "resumed from iteration/step N of M" line."""
+        return _RESUMED.search(line) is not None
+
+    @classmethod
+    def parse(cls, line: str) -> CellProgress | None:
+        """The progress in ``line``, or ``None`` when it is another line."""
+        m = _PROGRESS.search(line.rstrip())
+        if m is None:
+            return None
+        held = (str(m["rule"]), float(m["score"]), int(m["at"])) if m["rule"] else None
+        return cls(str(m["unit"]), int(m["done"]), int(m["total"]), float(m["loss"]), _seconds(m["elapsed"]),
+                   None if m["eta"] == "n/a" else _seconds(m["eta"]), held)
+
+
+def hms(sec: float) -> str:
+    """``h:mm:ss`` of ``sec`` seconds (the progress lines' clock)."""
+    sec = max(0, int(sec + 0.5))
+    return f"{sec // 3600}:{sec % 3600 // 60:02d}:{sec % 60:02d}"
+
+
+def _seconds(hms: str) -> float:
+    h, m, s = (int(v) for v in hms.split(":"))
+    return float(3600 * h + 60 * m + s)
+
+
+class _WatchedScorer:
+    """A held-out scorer that remembers its latest score (for the progress lines); everything else, such as
+    the ``rule`` and ``description`` the distiller records, is the wrapped scorer's."""
+
+    def __init__(self, fn: Callable[[Any], float]) -> None:
+        self.fn = fn
+        self.calls = 0
+        self.last = math.nan
+
+    def __call__(self, module: Any) -> float:
+        v = float(self.fn(module))
+        self.calls, self.last = self.calls + 1, v
+        return v
+
+    def __getattr__(self, name: str) -> Any:
+        if name == "fn":  # not set yet (a copy being built): no endless lookup
+            raise AttributeError(name)
+        return getattr(self.fn, name)
+
+
+class _LineThrottle:
+    """Whether a progress line is due: the first, the last, one with news, else one per ``every`` seconds."""
+
+    def __init__(self, every: float) -> None:
+        self.every, self.last = every, -math.inf
+
+    def due(self, *, force: bool = False) -> bool:
+        now = time.monotonic()
+        if force or now - self.last >= self.every:
+            self.last = now
+            return True
+        return False
+
+
+@contextmanager
+def _command_line(command: Sequence[str]) -> Iterator[None]:
+    """Run with ``sys.argv`` set to the user's command (the ``sldp study ...`` that made this cell), so the
+    provenance of the file a cell writes names that command, not this module's job command line."""
+    if not command:
+        yield
+        return
+    old = sys.argv
+    sys.argv = [str(a) for a in command]
+    try:
+        yield
+    finally:
+        sys.argv = old
+
+
+def _print_line(line: str) -> None:
+    print(line, flush=True)  # flushed: the scheduler reads job.log while the cell runs
+
+
+def run_cell(cfg: Mapping[str, Any], cell_dir: str | Path, *, command: Sequence[str] = (),
+             say: Callable[[str], None] | None = None) -> dict[str, Any]:
     """Train or distil one cell, evaluate it on the test split, return its result (JSON-ready).
 
     Distillation runs in ``cell_dir/run`` and resumes from its checkpoint; normal training writes
     ``cell_dir/model.safetensors`` and resumes from ``cell_dir/train_checkpoint.pt`` (every 100 steps).
+
+    Args:
+        cfg: the cell's settings (:func:`cell_config`).
+        cell_dir: its folder.
+        command: the user's command line (``sldp study ...``), recorded in the ``.sldp`` file's provenance.
+        say: where the cell's lines go (default: stdout, flushed; the scheduler's ``job.log``): what runs,
+            "resumed from iteration N of M", progress (:class:`CellProgress`) and the result.
 
     Raises:
         UsageError / DataError: bad settings or data.
@@ -404,6 +527,10 @@ def run_cell(cfg: Mapping[str, Any], cell_dir: str | Path) -> dict[str, Any]:
     d.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
     method, k, seed = str(cfg["method"]), cfg["k"], int(cfg["seed"])
+    out = say or _print_line
+    out(f"cell {cfg['id']}: {method} k={'all' if k is None else k} seed {seed} {cfg['arch']} on {dev}"
+        + (f"; command: {' '.join(map(str, command))}" if command else ""))
+    throttle = _LineThrottle(_CELL_LINE_EVERY)
     info: dict[str, Any] = {}
     pre: Preprocessing | None
     if method == "normal":
@@ -412,14 +539,24 @@ def run_cell(cfg: Mapping[str, Any], cell_dir: str | Path) -> dict[str, Any]:
         opened = open_source(spec, spec.split_or("train"), per_class=k, subset_seed=seed)
         ckpt = d / "train_checkpoint.pt"
         first_step: list[int] = []  # the first step this run trains: 1, or one past the checkpoint's
+        t_first = 0.0  # when that step ended: the rate is measured from there (the first step pays the setup)
 
-        def note_first(step: int, _steps: int, _loss: float) -> None:
+        def step_done(step: int, steps: int, loss: float) -> None:
+            nonlocal t_first
             if not first_step:
                 first_step.append(step)
+                t_first = time.perf_counter()
+                if step > 1:
+                    out(f"resumed from step {step - 1} of {steps} ({ckpt.name})")
+            if throttle.due(force=step in (first_step[0], steps)):
+                now = time.perf_counter()
+                rate = (now - t_first) / (step - first_step[0]) if step > first_step[0] else None
+                out(CellProgress("step", step, steps, loss, now - t0, None if rate is None else rate * (steps - step))
+                    .line())
 
         model = train_model(opened.source, arch=str(cfg["arch"]), arch_options=cfg["arch_options"],
                             batchnorm=bool(cfg["batchnorm"]), seed=seed, device=str(dev), checkpoint=ckpt,
-                            checkpoint_every=100, progress=note_first, **cfg["train"])
+                            checkpoint_every=100, progress=step_done, **cfg["train"])
         info["resumed_from_step"] = first_step[0] - 1 if first_step and first_step[0] > 1 else None
         nbytes = save_trained_model(d / "model.safetensors", model)
         ckpt.unlink(missing_ok=True)  # the network is stored: the checkpoint has done its job
@@ -440,10 +577,29 @@ def run_cell(cfg: Mapping[str, Any], cell_dir: str | Path) -> dict[str, Any]:
         from sldpack.pipelines.selection import open_for_selection
 
         chosen = open_for_selection(spec, dcfg.select, val_fraction=val_fraction, delta=float(cfg["eval"]["delta"]))
-        opened, scorer = chosen.opened, chosen.scorer
+        opened = chosen.opened
+        scorer = _WatchedScorer(chosen.scorer) if chosen.scorer is not None else None
         run_dir = d / "run"
         resume = (run_dir / "checkpoint.pt").is_file()
-        res = distill(opened.source, dcfg, run_dir=run_dir, resume=resume, scorer=scorer)
+        first, scores = True, 0
+        held: tuple[str, float, int] | None = None  # the latest held-out score: rule, value, iteration
+
+        def iteration_done(p: Progress) -> None:
+            nonlocal first, scores, held
+            was_first, first = first, False
+            if was_first and resume:
+                out(f"resumed from iteration {p.iteration - 1} of {p.total} ({run_dir / 'checkpoint.pt'})")
+            news = scorer is not None and scorer.calls != scores
+            if scorer is not None and news:
+                scores, held = scorer.calls, (str(getattr(scorer, "rule", "val")), scorer.last, p.iteration)
+            if throttle.due(force=was_first or news or p.iteration == p.total):
+                out(CellProgress("iteration", p.iteration, p.total, p.loss, p.elapsed, p.eta, held).line())
+
+        with _command_line(command):
+            res = distill(opened.source, dcfg, run_dir=run_dir, resume=resume, scorer=scorer,
+                          progress=iteration_done)
+        if resume and first:  # resumed from a checkpoint of the last iteration: no iteration ran here
+            out(f"resumed from iteration {res.resumed_from} of {dcfg.iterations} ({run_dir / 'checkpoint.pt'})")
         assert res.sldp_path is not None
         rep = replay(res.sldp_path, device=dev)  # evaluate what the file re-derives, not the in-memory copy
         module, manifest = rep.module, rep.manifest
@@ -468,6 +624,11 @@ def run_cell(cfg: Mapping[str, Any], cell_dir: str | Path) -> dict[str, Any]:
     def num(v: float | None) -> float | None:
         return None if v is None or not math.isfinite(v) else float(v)
 
+    hm = num(img.hm) if img else None
+    out(f"result: test HM {'n/a' if hm is None else f'{hm:.4f}'}, {nbytes} B"
+        + (f", selected iteration {info['selected_iteration']}" if info.get("selected_iteration") else "")
+        + f", {time.perf_counter() - t0:.1f} s")
+
     return {"id": cfg["id"], "config": dict(cfg), "metrics": {
                 "sen": num(img.sensitivity) if img else None, "spe": num(img.specificity) if img else None,
                 "hm": num(img.hm) if img else None, "auc": num(img.auc) if img else None,
@@ -479,184 +640,20 @@ def run_cell(cfg: Mapping[str, Any], cell_dir: str | Path) -> dict[str, Any]:
             "per_image": _per_image(ev), **info}
 
 
-def execute_cell(config_path: str | Path, result_path: str | Path) -> None:
-    """Run the cell of ``config_path`` and write its result to ``result_path`` atomically."""
+def execute_cell(config_path: str | Path, result_path: str | Path, *, command: Sequence[str] = ()) -> None:
+    """Run the cell of ``config_path`` and write its result to ``result_path`` atomically (``command``: the
+    user's command line, recorded in the provenance of the file the cell writes)."""
     cp = Path(config_path)
     cfg = json.loads(cp.read_text(encoding="utf-8"))
-    result = run_cell(cfg, cp.parent)
+    result = run_cell(cfg, cp.parent, command=command)
     atomic_write_bytes(result_path, (json.dumps(result, indent=1, allow_nan=False) + "\n").encode())
 
 
-# --- the scheduler -----------------------------------------------------------------------------------------
-
-CellLauncher = Callable[[Path, Path, Path], "subprocess.Popen[bytes] | int"]
-"""Start a cell: (cell.json, result.json, log file) -> a running process, or the exit status when the
-launcher ran it to the end itself (tests run cells in-process)."""
-
-
-def subprocess_launcher(config_path: Path, result_path: Path, log_path: Path) -> subprocess.Popen[bytes]:
-    """Run a cell as ``python -m sldpack.pipelines.study CELL RESULT`` (output to ``log_path``)."""
-    import sldpack
-
-    env = dict(os.environ)
-    root = str(Path(sldpack.__file__).resolve().parents[1])
-    env["PYTHONPATH"] = root + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
-    with log_path.open("ab") as log:
-        return subprocess.Popen([sys.executable, "-m", "sldpack.pipelines.study", str(config_path),
-                                 str(result_path)], stdout=log, stderr=subprocess.STDOUT, env=env)
-
-
-@dataclass
-class StudyOutcome:
-    """What :func:`run_study` did: cells run now, skipped (finished before), failed (id -> log path)."""
-
-    ran: list[str] = field(default_factory=list)
-    skipped: list[str] = field(default_factory=list)
-    failed: dict[str, str] = field(default_factory=dict)
-    seconds: float = 0.0
-
-
-def _hms(sec: float) -> str:
-    sec = max(0, int(sec + 0.5))
-    return f"{sec // 3600}:{sec % 3600 // 60:02d}:{sec % 60:02d}"
-
-
-def _write_json(path: Path, obj: Any) -> None:
-    atomic_write_bytes(path, (json.dumps(obj, indent=1, sort_keys=True, allow_nan=False) + "\n").encode())
-
-
-def run_study(out: str | Path, grid: StudyGrid, spec: DataSpec, runtime: RuntimeSpec, *, jobs: int = 1,
-              log: Callable[[str], None] | None = None, launcher: CellLauncher | None = None,
-              command: Sequence[str] = ()) -> StudyOutcome:
-    """Run every unfinished cell of ``grid`` (up to ``jobs`` at a time) and write the tables into ``out``.
-
-    Args:
-        out: the study folder (created; an existing study continues).
-        grid, spec, runtime: what to run, on which data, where (``runtime.threads`` per cell, default 1).
-        jobs: cells at a time (each its own process).
-        log: progress lines (one when a cell starts, one with its result, elapsed time and ETA).
-        launcher: how a cell is started (default :func:`subprocess_launcher`).
-        command: the command line, recorded in ``study.json``.
-
-    Raises:
-        UsageError: a bad grid, ``jobs`` < 1, a finished cell whose settings differ from this grid's.
-    """
-    grid.validate()
-    if jobs < 1:
-        raise UsageError(f"--jobs must be >= 1, got {jobs}")
-    spec.check_one_source(allow_source=False)
-    if spec.split is not None:
-        raise UsageError("sldp study trains on the train split and evaluates on the test split: drop --split")
-    spec.select("test")  # bad data fails here, once, before any cell starts
-    say = log or (lambda _m: None)
-    root = Path(out)
-    (root / "cells").mkdir(parents=True, exist_ok=True)
-    _write_json(root / "study.json", {"grid": grid.to_obj(), "data": asdict(spec), "runtime": asdict(runtime),
-                                      "command": list(command), "cells": [c.id for c in plan_cells(grid)]})
-    cells = plan_cells(grid)
-    todo: list[tuple[Cell, Path, Path, Path]] = []
-    outcome = StudyOutcome()
-    for c in cells:
-        cfg = cell_config(grid, c, spec, runtime)
-        cdir = root / "cells" / c.id
-        res_path = root / "cells" / f"{c.id}.json"
-        if res_path.is_file():
-            try:
-                done = json.loads(res_path.read_text(encoding="utf-8"))
-            except (OSError, ValueError) as exc:
-                raise DataError(f"{res_path}: unreadable cell result ({exc}); delete it to run the cell again") \
-                    from exc
-            if done.get("config") != json.loads(json.dumps(cfg)):
-                raise UsageError(f"{res_path} was made with other settings than this grid's; use another --out "
-                                 "(or delete that cell to run it again)")
-            outcome.skipped.append(c.id)
-            continue
-        cdir.mkdir(parents=True, exist_ok=True)
-        _write_json(cdir / "cell.json", cfg)
-        todo.append((c, cdir / "cell.json", res_path, cdir / "job.log"))
-    show_bn = grid.kind == "batchnorm"
-    show_arch = len(grid.archs) > 1
-
-    def name(c: Cell) -> str:
-        return f"{c.row.label(show_arch=show_arch, show_bn=show_bn)} seed {c.seed}"
-
-    total = len(cells)
-    if outcome.skipped:
-        say(f"study {root}: {len(outcome.skipped)} of {total} cells already done (skipped), {len(todo)} to run")
-    else:
-        say(f"study {root}: {total} cells ({len(plan_rows(grid))} rows x {len(grid.seeds)} seeds), jobs {jobs}")
-    launch = launcher or subprocess_launcher
-    t0 = time.monotonic()
-    running: dict[str, tuple[Cell, Any, Path, Path, float]] = {}
-    queue = list(todo)
-    durations: list[float] = []
-    finished = len(outcome.skipped)
-
-    def finish(c: Cell, rc: int, res_path: Path, log_path: Path, started: float) -> None:
-        nonlocal finished
-        finished += 1
-        dt = time.monotonic() - started
-        el = time.monotonic() - t0
-        if rc == 0 and res_path.is_file():
-            durations.append(dt)
-            outcome.ran.append(c.id)
-            r = json.loads(res_path.read_text(encoding="utf-8"))
-            m = r["metrics"]
-            hm = "n/a" if m.get("hm") is None else f"{m['hm']:.3f}"
-            status = f"HM {hm}, {r['bytes']} B, {dt:.0f}s"
-        else:
-            outcome.failed[c.id] = str(log_path)
-            status = f"FAILED (exit {rc}; see {log_path})"
-        left = total - finished
-        eta = (sum(durations) / len(durations)) * left / max(1, min(jobs, left)) if durations and left else 0.0
-        say(f"[{finished}/{total}] {name(c)}: {status}; elapsed {_hms(el)}, ETA {_hms(eta)}")
-
-    def on_term(_sig: int, _frame: Any) -> None:
-        raise KeyboardInterrupt  # `kill` the study: stop its cells too, never leave orphans writing
-
-    old_term = signal.signal(signal.SIGTERM, on_term) if threading.current_thread() is threading.main_thread() \
-        else None
-    try:
-        while queue or running:
-            while queue and len(running) < jobs:
-                c, cp, rp, lp = queue.pop(0)
-                say(f"  start {name(c)} ({c.id})")
-                started = time.monotonic()
-                h = launch(cp, rp, lp)
-                if isinstance(h, int):
-                    finish(c, h, rp, lp, started)
-                else:
-                    running[c.id] = (c, h, rp, lp, started)
-            for cid in list(running):
-                c, h, rp, lp, started = running[cid]
-                rc = h.poll()
-                if rc is not None:
-                    del running[cid]
-                    finish(c, int(rc), rp, lp, started)
-            if running:
-                time.sleep(0.2)
-    except BaseException:
-        for _c, h, _rp, _lp, _st in running.values():  # our own children only
-            h.terminate()
-        for _c, h, _rp, _lp, _st in running.values():
-            try:
-                h.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                h.kill()
-        raise
-    finally:
-        if old_term is not None:
-            signal.signal(signal.SIGTERM, old_term)
-    outcome.seconds = time.monotonic() - t0
-    write_report(root)
-    return outcome
-
-
 def _main(argv: Sequence[str]) -> int:
-    if len(argv) != 2:
-        print("usage: python -m sldpack.pipelines.study CELL.json RESULT.json", file=sys.stderr)
+    if len(argv) < 2 or (len(argv) > 2 and argv[2] != "--"):
+        print("usage: python -m sldpack.pipelines.study CELL.json RESULT.json [-- COMMAND...]", file=sys.stderr)
         return 2
-    execute_cell(argv[0], argv[1])
+    execute_cell(argv[0], argv[1], command=argv[3:])
     return 0
 
 

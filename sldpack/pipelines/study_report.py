@@ -27,16 +27,19 @@ from numpy.typing import NDArray
 
 from sldpack.atomic import atomic_write_bytes
 from sldpack.errors import DataError
+from sldpack.pipelines.study_plots import plot_comparisons, plot_hm_vs_bytes, plot_montages
 
 __all__ = [
     "METRICS",
+    "VAL_FRACTION_DEFAULT",
     "Comparison",
     "RowSummary",
+    "cell_settings",
+    "effective_settings",
     "hm_of",
     "load_results",
     "min_images",
     "paired_bootstrap_hm",
-    "plot_comparisons",
     "render_markdown",
     "row_label",
     "summarise",
@@ -330,6 +333,120 @@ def min_images(rows: Sequence[RowSummary], target: float) -> list[dict[str, Any]
     return out
 
 
+# --- effective settings -----------------------------------------------------------------------------------
+
+VAL_FRACTION_DEFAULT = 0.2
+"""Held-out share of the training images for ``select = "val-*"`` when a grid does not set ``val_fraction``."""
+
+# settings a cell sets from its row and seed (shown as the row, not as settings)
+_PER_CELL = frozenset({"seed", "images_per_class", "mode"})
+# DistillConfig fields whose None stands for a rule (from their docs), shown with it
+_NONE_MEANS = {"lr_labels": "None (= lr)", "lr_lrs": "None (= lr / 10)"}
+
+
+def cell_settings(cfg: Mapping[str, Any]) -> tuple[str, dict[str, Any]]:
+    """What one cell ran with, defaults included: ``("distill", DistillConfig fields + val_fraction)``,
+    ``("train", steps/batch/lr + architecture)`` or ``(method, its other settings)``; ``eval`` is separate.
+
+    A distillation cell's config stores the grid's settings and, beside them, the distiller defaults of the
+    version that ran it (``distill_defaults``); the cell overrides the per-cell fields as :func:`run_cell
+    <sldpack.pipelines.study.run_cell>` does.
+    """
+    common = {"arch": cfg.get("arch"), "arch_options": dict(cfg.get("arch_options") or {}),
+              "batchnorm": cfg.get("batchnorm"), "device": cfg.get("device"), "threads": cfg.get("threads")}
+    if "distill" in cfg:
+        eff = {**dict(cfg.get("distill_defaults") or {}), **dict(cfg["distill"]), **common}
+        eff.setdefault("val_fraction", VAL_FRACTION_DEFAULT)
+        return "distill", {k: v for k, v in eff.items() if k not in _PER_CELL}
+    if "train" in cfg:
+        return "train", {**dict(cfg["train"]), **common}
+    skip = {"id", "method", "k", "seed", "data", "eval", "variant"}
+    return str(cfg.get("method")), {**{k: v for k, v in cfg.items() if k not in skip}, **common}
+
+
+def effective_settings(doc: Mapping[str, Any], results: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    """Every setting the finished cells ran with (defaults included), JSON-ready.
+
+    ``groups``: per kind of cell (``distill``, ``train``, ...), ``common`` (the value every such cell had)
+    and ``by_row`` (row label -> the settings where that row differs); ``eval``: the evaluation settings
+    (``by_row`` when rows differ); ``cells``: per cell its row, seed, selected iteration (of how many), the
+    selection rule applied and its score, and the iteration or step a resumed run continued from.
+    """
+    labels = {(r["method"], r["k"], r["arch"], r["batchnorm"], r.get("variant", "")): r["row"] for r in doc["rows"]}
+    per_group: dict[str, dict[str, dict[str, Any]]] = {}
+    evals: dict[str, dict[str, Any]] = {}
+    cells = []
+    for r in results:
+        cfg = r["config"]
+        label = labels.get(_row_key(cfg), str(r.get("id")))
+        group, eff = cell_settings(cfg)
+        per_group.setdefault(group, {}).setdefault(label, eff)
+        evals.setdefault(label, dict(cfg.get("eval") or {}))
+        sel = r.get("selection") or {}
+        cells.append({"id": r.get("id"), "row": label, "seed": cfg.get("seed"),
+                      "selected_iteration": r.get("selected_iteration"),
+                      "iterations": eff.get("iterations") if group == "distill" else None,
+                      "rule": sel.get("rule"), "score": sel.get("score"),
+                      "resumed_from": r.get("resumed_from") or r.get("resumed_from_step") or None})
+
+    def split(by_label: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]:
+        keys = sorted({k for s in by_label.values() for k in s})
+        common = {}
+        for k in keys:
+            vals = [json.dumps(s.get(k), sort_keys=True) for s in by_label.values()]
+            if len(set(vals)) == 1 and all(k in s for s in by_label.values()):
+                common[k] = next(iter(by_label.values()))[k]
+        by_row = {lab: {k: v for k, v in s.items() if k not in common} for lab, s in by_label.items()}
+        return {"common": common, "by_row": {lab: d for lab, d in by_row.items() if d}}
+
+    return {"groups": {g: split(v) for g, v in per_group.items()}, "eval": split(evals), "cells": cells}
+
+
+def _setting_text(key: str, value: Any) -> str:
+    if value is None and key in _NONE_MEANS:
+        return _NONE_MEANS[key]
+    return f"`{json.dumps(value, sort_keys=True)}`"
+
+
+_GROUP_TITLES = {"distill": "Distillation (every SLDD/DD cell: the `DistillConfig` each ran with, and the "
+                            "held-out share `val_fraction` of `select = \"val-*\"`)",
+                 "train": "Normal training"}
+
+
+def _settings_markdown(settings: Mapping[str, Any] | None) -> list[str]:
+    """The effective-settings and selected-iteration sections of ``table.md`` (none before a cell finished)."""
+    if not settings or not settings["cells"]:
+        return []
+    lines = ["", "## Settings (every effective value, defaults included)"]
+    for group, s in [*settings["groups"].items(), ("eval", settings["eval"])]:
+        title = _GROUP_TITLES.get(group, "Evaluation (Eq. 9 delta, windows, chunk)" if group == "eval"
+                                  else f"{group} rows")
+        lines += ["", f"{title}:", "", "| setting | value |", "|---|---|"]
+        lines += [f"| {k} | {_setting_text(k, v)} |" for k, v in s["common"].items()]
+        if s["by_row"]:
+            lines += ["", "Per row (where rows differ):", "", "| row | settings |", "|---|---|"]
+            lines += [f"| {lab} | " + ", ".join(f"{k} {_setting_text(k, v)}" for k, v in d.items()) + " |"
+                      for lab, d in s["by_row"].items()]
+    cells = [c for c in settings["cells"] if c["selected_iteration"] is not None or c["resumed_from"]]
+    if cells:
+        seeds = sorted({c["seed"] for c in cells})
+        lines += ["", "Selected iteration per cell (of the run's iterations; the rule that chose it and its "
+                      "held-out score; \"resumed\": the run continued from that iteration's checkpoint):", "",
+                  "| row | " + " | ".join(f"seed {s}" for s in seeds) + " |", "|---|" + "---|" * len(seeds)]
+        rows: dict[str, dict[Any, str]] = {}
+        for c in cells:
+            txt = "n/a" if c["selected_iteration"] is None else str(c["selected_iteration"])
+            if c["iterations"] is not None and c["selected_iteration"] is not None:
+                txt += f" of {c['iterations']}"
+            if c["rule"]:
+                txt += f" ({c['rule']}" + (f" {c['score']:.3f}" if isinstance(c["score"], (int, float)) else "") + ")"
+            if c["resumed_from"]:
+                txt += f"; resumed from {c['resumed_from']}"
+            rows.setdefault(c["row"], {})[c["seed"]] = txt
+        lines += [f"| {lab} | " + " | ".join(v.get(s, "") for s in seeds) + " |" for lab, v in rows.items()]
+    return lines
+
+
 # --- rendering --------------------------------------------------------------------------------------------
 
 def _pm(mu: float | None, sd: float | None, digits: int = 3) -> str:
@@ -353,9 +470,9 @@ def render_markdown(study: Mapping[str, Any], doc: Mapping[str, Any]) -> str:
     lines.append("")
     lines.append(f"Settings: architectures {g['archs']}" + (f" {json.dumps(arch_opts, sort_keys=True)}" if arch_opts
                                                              else "") + f"; batch norm {g.get('batchnorm')}; "
-                 f"distillation {json.dumps(dict(g.get('distill') or {}), sort_keys=True)} (other settings: the "
-                 f"`sldp distill` defaults); normal training {json.dumps(dict(g.get('train') or {}), sort_keys=True)}"
-                 " (else steps 500, batch 64, lr 1e-3). patch/class acc: I/N/P patch accuracy (whole-image "
+                 f"distillation {json.dumps(dict(g.get('distill') or {}), sort_keys=True)}; normal training "
+                 f"{json.dumps(dict(g.get('train') or {}), sort_keys=True)} (every value each cell ran with, defaults "
+                 "included: \"Settings\" below). patch/class acc: I/N/P patch accuracy (whole-image "
                  "models: class accuracy over test images). Bytes: the `.sldp` file, or the trained network's "
                  "`.safetensors`; wall s: train/distil + evaluate, one cell.")
     if study.get("command"):
@@ -399,7 +516,9 @@ def render_markdown(study: Mapping[str, Any], doc: Mapping[str, Any]) -> str:
                          f"{_pm(m['hm_at_min_k'], None)} | {tried} |")
     if doc["missing_cells"]:
         lines += ["", f"Missing (not finished) cells: {', '.join(doc['missing_cells'])}"]
-    lines += ["", "Per run: `runs.csv`; everything: `results.json`; plots: `hm_vs_bytes.png`, `comparisons.png`.", ""]
+    lines += _settings_markdown(doc.get("settings"))
+    lines += ["", "Per run: `runs.csv`; everything: `results.json`; plots: `hm_vs_bytes.png`, `comparisons.png`, "
+                  "`montages.png` (the distilled images of every cell).", ""]
     return "\n".join(lines)
 
 
@@ -424,122 +543,14 @@ def _rows_csv(doc: Mapping[str, Any]) -> str:
     return _csv(flat, cols)
 
 
-_PALETTE = [(31, 119, 180), (214, 39, 40), (44, 160, 44), (148, 103, 189), (255, 127, 14), (140, 86, 75),
-            (227, 119, 194), (127, 127, 127), (188, 189, 34), (23, 190, 207), (0, 0, 128), (255, 215, 0),
-            (0, 100, 0), (255, 0, 255), (128, 0, 0), (0, 255, 255), (70, 70, 70), (250, 160, 160),
-            (160, 250, 160), (160, 160, 250)]
-
-
-def plot_hm_vs_bytes(doc: Mapping[str, Any], path: str | Path, *, title: str = "") -> None:
-    """PNG scatter: test HM (y) against stored bytes (x, log scale), one point per run, one colour per row."""
-    from PIL import Image, ImageDraw, ImageFont
-
-    runs = [r for r in doc["runs"] if r.get("hm") is not None and r.get("bytes")]
-    w, h, ml, mr, mt, mb = 900, 560, 70, 230, 40, 60
-    img = Image.new("RGB", (w, h), "white")
-    dr = ImageDraw.Draw(img)
-    font = ImageFont.load_default(size=13)
-    pw, ph = w - ml - mr, h - mt - mb
-    dr.rectangle([ml, mt, ml + pw, mt + ph], outline=(0, 0, 0))
-    dr.text((ml, 10), title or "test HM vs stored bytes (one point per run)", fill=(0, 0, 0), font=font)
-    if runs:
-        lb = [math.log10(float(r["bytes"])) for r in runs]
-        x0, x1 = math.floor(min(lb)), math.ceil(max(lb))
-        if x1 == x0:
-            x1 = x0 + 1
-    else:
-        x0, x1 = 3, 7
-
-    def px(b: float) -> float:
-        return ml + (math.log10(b) - x0) / (x1 - x0) * pw
-
-    def py(v: float) -> float:
-        return mt + (1.0 - v) * ph
-
-    for e in range(x0, x1 + 1):
-        x = ml + (e - x0) / (x1 - x0) * pw
-        dr.line([x, mt + ph, x, mt + ph + 5], fill=(0, 0, 0))
-        dr.text((x - 12, mt + ph + 8), f"1e{e}", fill=(0, 0, 0), font=font)
-    for i in range(6):
-        v = i / 5
-        dr.line([ml - 5, py(v), ml, py(v)], fill=(0, 0, 0))
-        dr.line([ml, py(v), ml + pw, py(v)], fill=(230, 230, 230))
-        dr.text((ml - 40, py(v) - 7), f"{v:.1f}", fill=(0, 0, 0), font=font)
-    dr.text((ml + pw // 2 - 60, h - 25), "stored bytes (log scale)", fill=(0, 0, 0), font=font)
-    dr.text((8, mt + ph // 2), "HM", fill=(0, 0, 0), font=font)
-    labels = [r["row"] for r in doc["rows"]]
-    keys = [(r["method"], r["k"], r["arch"], r["batchnorm"], r.get("variant", "")) for r in doc["rows"]]
-    for r in runs:
-        key = (r["method"], r["k"], r["arch"], r["batchnorm"], r.get("variant", ""))
-        col = _PALETTE[keys.index(key) % len(_PALETTE)] if key in keys else (0, 0, 0)
-        x, y = px(float(r["bytes"])), py(float(r["hm"]))
-        dr.ellipse([x - 5, y - 5, x + 5, y + 5], fill=col, outline=(0, 0, 0))
-    for i, lab in enumerate(labels):
-        col = _PALETTE[i % len(_PALETTE)]
-        y = mt + 10 + 20 * i
-        dr.ellipse([ml + pw + 15, y, ml + pw + 25, y + 10], fill=col, outline=(0, 0, 0))
-        dr.text((ml + pw + 32, y - 2), lab, fill=(0, 0, 0), font=font)
-    buf = io.BytesIO()
-    img.save(buf, format="PNG")
-    atomic_write_bytes(path, buf.getvalue())
-
-
-def plot_comparisons(doc: Mapping[str, Any], path: str | Path, *, title: str = "") -> None:
-    """PNG forest plot: one line per paired comparison, ΔHM (dot) with its 95 % CI (bar) and the per-seed
-    differences (small ticks), a vertical line at 0; green when the CI is above 0, red below, grey across."""
-    from PIL import Image, ImageDraw, ImageFont
-
-    comps = [c for c in doc["comparisons"] if c["hm_diff"] is not None]
-    font = ImageFont.load_default(size=13)
-    labels = [f"{c['a']} vs {c['b']}" for c in comps]  # ASCII: Pillow's built-in font has no minus or delta
-    probe = ImageDraw.Draw(Image.new("RGB", (1, 1)))
-    ml = 20 + max([int(probe.textlength(t, font=font)) for t in labels] + [100])
-    w, row_h, mt, mb, mr = ml + 520, 26, 40, 50, 30
-    h = mt + mb + row_h * max(1, len(comps))
-    img = Image.new("RGB", (w, h), "white")
-    dr = ImageDraw.Draw(img)
-    dr.text((10, 10), title or "paired HM(A) - HM(B) with 95 % bootstrap CI (ticks: per seed)", fill=(0, 0, 0),
-            font=font)
-    vals = [v for c in comps for v in [c["hm_diff"], *(c["ci95"] or []), *c["per_seed_diff"]] if v is not None]
-    span = max([0.02] + [abs(float(v)) for v in vals])
-    step = next(s for s in (0.01, 0.02, 0.05, 0.1, 0.2, 0.25, 0.5) if span / s <= 4)  # round tick values
-    n_ticks = math.ceil(span / step - 1e-9)
-    span = n_ticks * step
-    pw = w - ml - mr
-
-    def px(v: float) -> float:
-        return float(ml + (v + span) / (2 * span) * pw)
-
-    top, bottom = mt, mt + row_h * max(1, len(comps))
-    for i in range(-n_ticks, n_ticks + 1):
-        v = step * i
-        dr.line([px(v), top, px(v), bottom], fill=(225, 225, 225) if i else (0, 0, 0))
-        dr.text((px(v) - 16, bottom + 6), f"{v:+.2f}" if i else "0", fill=(0, 0, 0), font=font)
-    dr.text((ml + pw // 2 - 60, h - 22), "HM(A) - HM(B)", fill=(0, 0, 0), font=font)
-    for i, (c, lab) in enumerate(zip(comps, labels, strict=True)):
-        y = mt + row_h * i + row_h // 2
-        lo, hi = c["ci95"] if c["ci95"] and c["ci95"][0] is not None else (None, None)
-        col = (128, 128, 128)
-        if lo is not None and hi is not None:
-            col = (44, 160, 44) if lo > 0 else (214, 39, 40) if hi < 0 else (128, 128, 128)
-            dr.line([px(lo), y, px(hi), y], fill=col, width=3)
-        for v in c["per_seed_diff"]:
-            if v is not None:
-                dr.line([px(v), y - 6, px(v), y + 6], fill=(90, 90, 90))
-        x = px(c["hm_diff"])
-        dr.ellipse([x - 5, y - 5, x + 5, y + 5], fill=col, outline=(0, 0, 0))
-        dr.text((10, y - 8), lab, fill=(0, 0, 0), font=font)
-    buf = io.BytesIO()
-    img.save(buf, format="PNG")
-    atomic_write_bytes(path, buf.getvalue())
-
-
 def write_report(root: str | Path) -> dict[str, Any]:
     """Write ``table.md``, ``rows.csv``, ``runs.csv``, ``comparisons.csv``, ``results.json``,
-    ``hm_vs_bytes.png`` and ``comparisons.png`` into the study folder ``root``; return the JSON document."""
+    ``hm_vs_bytes.png``, ``comparisons.png`` and (when cells have distilled images) ``montages.png`` into the
+    study folder ``root``; return the JSON document (with ``settings``: :func:`effective_settings`)."""
     r = Path(root)
     study, results = load_results(r)
     doc = summarise(study, results)
+    doc["settings"] = effective_settings(doc, results)
     atomic_write_bytes(r / "table.md", render_markdown(study, doc).encode("utf-8"))
     atomic_write_bytes(r / "rows.csv", _rows_csv(doc).encode("utf-8"))
     run_cols = ["id", "method", "k", "arch", "batchnorm", "variant", "seed", "sen", "spe", "hm", "auc", "patch_acc",
@@ -554,5 +565,7 @@ def write_report(root: str | Path) -> dict[str, Any]:
                                             + "\n").encode("utf-8"))
     plot_hm_vs_bytes(doc, r / "hm_vs_bytes.png", title=f"sldp study {doc['kind']}: test HM vs stored bytes")
     plot_comparisons(doc, r / "comparisons.png", title=f"sldp study {doc['kind']}: paired HM(A) - HM(B), 95 % "
-                     "bootstrap CI over test images (ticks: seeds)")
+                     "bootstrap CI over test images (dots: seeds)")
+    plot_montages(r, doc, results, r / "montages.png",
+                  title=f"sldp study {doc['kind']}: distilled images per cell (rows: table rows; columns: seeds)")
     return doc

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 
 import pytest
@@ -29,18 +30,33 @@ def _exit_code(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int
     return int(info.value.code or 0), capsys.readouterr().err
 
 
-def test_study_runs_cells_in_parallel_processes_and_skips_them_on_rerun(tmp_path: Path) -> None:
+def test_study_runs_cells_in_parallel_processes_and_skips_them_on_rerun(tmp_path: Path,
+                                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    import sldpack
+
     out = tmp_path / "study"
     argv = ["study", *DATA, *TINY, "--methods", "sldd", "--normal", "none", "--seeds", "0,1", "--jobs", "2",
             "--out", str(out)]
+    monkeypatch.setattr(sys, "argv", ["/usr/local/bin/sldp", *argv])  # as typed in a shell
     r = CliRunner().invoke(cli, argv)
     assert r.exit_code == 0, r.output
     assert "2 cell(s) run, 0 skipped, 0 failed" in r.stdout
     assert "[2/2] SLDD(1/class) seed" in r.stderr and "ETA" in r.stderr
+    # each cell's progress on screen (its first line at once), read from its job.log
+    for seed in (0, 1):
+        assert f"  SLDD(1/class) seed {seed}: iteration 1/3, loss " in r.stderr
+    assert "study ETA" in r.stderr
     table = (out / "table.md").read_text()
     assert "| SLDD(1/class) | 2 |" in table
+    assert table in r.stdout  # the table itself is printed, not only its path
     assert (out / "cells" / "sldd-1-convnetv1-s0" / "run" / "distilled.sldp").is_file()
-    assert json.loads((out / "study.json").read_text())["command"][:2] == ["sldp", "study"]
+    assert json.loads((out / "study.json").read_text())["command"] == ["sldp", *argv]
+    job_log = (out / "cells" / "sldd-1-convnetv1-s0" / "job.log").read_text()
+    assert "progress: iteration 3/3, loss " in job_log and "result: test HM " in job_log
+    # the cell's file names the user's command, not the job's `study.py cell.json result.json`
+    man = sldpack.open(out / "cells" / "sldd-1-convnetv1-s1" / "run" / "distilled.sldp").manifest
+    assert man.provenance.command_line == ("sldp", *argv)
+    assert (out / "montages.png").is_file()
     r = CliRunner().invoke(cli, argv)
     assert r.exit_code == 0 and "0 cell(s) run, 2 skipped" in r.stdout
     r = CliRunner().invoke(cli, ["study", "--out", str(out), "--report-only"])

@@ -16,8 +16,9 @@ from PIL import Image
 from sldpack.errors import UsageError
 from sldpack.medical.metrics import binary_metrics
 from sldpack.pipelines.inputs import DataSpec, RuntimeSpec
-from sldpack.pipelines.study import Cell, Row, StudyGrid, execute_cell, plan_cells, plan_rows, run_study
+from sldpack.pipelines.study import Cell, CellProgress, Row, StudyGrid, execute_cell, plan_cells, plan_rows
 from sldpack.pipelines.study_report import RowSummary, hm_of, min_images, paired_bootstrap_hm
+from sldpack.pipelines.study_scheduler import run_study
 
 SPEC = DataSpec(phantom=12, phantom_size=64, patch_size=16, stride=8)
 RT = RuntimeSpec(device="cpu", threads=1)
@@ -162,23 +163,6 @@ def test_grid_reader_falls_back_to_tomli_without_tomllib(tmp_path: Path, monkeyp
         StudyGrid.from_toml(p)
 
 
-def test_comparison_plot_colours_each_verdict(tmp_path: Path) -> None:
-    from sldpack.pipelines.study_report import plot_comparisons
-
-    def comp(lo: float, hi: float) -> dict[str, Any]:
-        return {"a": "A", "b": "B", "hm_diff": (lo + hi) / 2, "ci95": [lo, hi], "per_seed_diff": [lo, hi]}
-
-    green, red = (44, 160, 44), (214, 39, 40)
-    for cis, want, absent in (([(0.1, 0.2)], green, red), ([(-0.3, -0.1)], red, green),
-                              ([(-0.1, 0.1)], None, green)):
-        plot_comparisons({"comparisons": [comp(*c) for c in cis]}, tmp_path / "c.png")
-        with Image.open(tmp_path / "c.png") as im:
-            colours = {c for _n, c in im.convert("RGB").getcolors(1 << 20)}
-        assert absent not in colours and (want is None or want in colours)
-    plot_comparisons({"comparisons": []}, tmp_path / "empty.png")  # a study without pairs still gets a picture
-    assert (tmp_path / "empty.png").stat().st_size > 0
-
-
 def test_ablation_rows_cells_and_validation() -> None:
     from sldpack.pipelines.study import cell_config
 
@@ -223,6 +207,22 @@ def test_tiny_ablation_study_compares_each_variant_with_the_baseline(tmp_path: P
     assert doc["comparisons"][0]["seeds"] == [0, 1]
     md = (tmp_path / "table.md").read_text()
     assert '| noise | `{"image_init": "noise"}` |' in md
+    # every effective setting, the distiller defaults included, and where the rows differ
+    from sldpack.nn.config import DistillConfig
+
+    dist = doc["settings"]["groups"]["distill"]
+    assert dist["common"]["inner_lr"] == DistillConfig().inner_lr and dist["common"]["iterations"] == 3
+    assert dist["common"]["val_fraction"] == 0.2 and dist["common"]["arch_options"] == {"depth": 2, "width": 8}
+    assert dist["by_row"] == {"SLDD(1/class) [baseline]": {"image_init": "real"},
+                              "SLDD(1/class) [noise]": {"image_init": "noise"}}
+    assert f"| inner_lr | `{DistillConfig().inner_lr}` |" in md and "| delta | `0.4` |" in md
+    cells = doc["settings"]["cells"]
+    assert len(cells) == 4 and all(1 <= c["selected_iteration"] <= 3 and c["iterations"] == 3 for c in cells)
+    assert "| SLDD(1/class) [noise] | " in md.split("Selected iteration per cell")[1]
+    # the distilled images of the four cells in one figure: 2 rows x 2 seeds
+    with Image.open(tmp_path / "montages.png") as im:
+        one = Image.open(tmp_path / "cells" / "sldd-1-convnetv1-s0" / "run" / "montage.png")
+        assert im.width > 2 * one.width and im.height > 2 * one.height
     with (tmp_path / "runs.csv").open() as fh:
         assert sorted(r["variant"] for r in csv.DictReader(fh)) == ["", "", "noise", "noise"]
 
@@ -289,7 +289,8 @@ def test_tiny_phantom_study_writes_every_output_and_resumes_after_a_kill(tmp_pat
                   launcher=in_process([]))
 
 
-def test_a_killed_distillation_cell_resumes_its_run_directory(tmp_path: Path) -> None:
+def test_a_killed_distillation_cell_resumes_its_run_directory(tmp_path: Path,
+                                                              capsys: pytest.CaptureFixture[str]) -> None:
     from sldpack.pipelines.study import cell_config
 
     grid = StudyGrid(**{**TINY.__dict__, "seeds": (0,), "normal": ()})
@@ -315,9 +316,14 @@ def test_a_killed_distillation_cell_resumes_its_run_directory(tmp_path: Path) ->
     assert chosen.scorer is not None
     with pytest.raises(KilledError):
         distill(chosen.opened.source, dcfg, run_dir=d / "run", on_iteration=stop, scorer=chosen.scorer)
-    execute_cell(d / "cell.json", tmp_path / "res.json")
-    res = json.loads((tmp_path / "res.json").read_text())
+    capsys.readouterr()
+    lines: list[str] = []
+    run_study(tmp_path, grid, SPEC, RT, launcher=in_process([]), log=lines.append)
+    res = json.loads((tmp_path / "cells" / f"{cell.id}.json").read_text())
     assert res["resumed_from"] == 2
+    assert "resumed from iteration 2 of 3" in capsys.readouterr().out  # the cell's own line (its job.log)
+    assert any(ln.startswith("[1/1] SLDD(1/class) seed 0") and "resumed from iteration 2" in ln for ln in lines)
+    assert "; resumed from 2" in (tmp_path / "table.md").read_text()
     execute_cell_fresh = tmp_path / "fresh"
     (execute_cell_fresh).mkdir()
     (execute_cell_fresh / "cell.json").write_text(json.dumps(cfg))
@@ -336,7 +342,8 @@ def test_study_refuses_bad_options(tmp_path: Path) -> None:
         run_study(tmp_path / "s", TINY, DataSpec(), RT, launcher=in_process([]))
 
 
-def test_a_cell_with_validation_selection_records_the_rule(tmp_path: Path) -> None:
+def test_a_cell_with_validation_selection_records_the_rule(tmp_path: Path,
+                                                          capsys: pytest.CaptureFixture[str]) -> None:
     from sldpack.pipelines.study import cell_config
 
     grid = StudyGrid(**{**TINY.__dict__, "seeds": (0,), "normal": (),
@@ -346,9 +353,46 @@ def test_a_cell_with_validation_selection_records_the_rule(tmp_path: Path) -> No
     d = tmp_path / cell.id
     d.mkdir()
     (d / "cell.json").write_text(json.dumps(cell_config(grid, cell, SPEC, RT)))
-    execute_cell(d / "cell.json", tmp_path / "r.json")
+    import sys
+
+    import sldpack
+
+    command = ["sldp", "study", "--grid", "g.toml", "--out", "s"]
+    argv_before = list(sys.argv)
+    execute_cell(d / "cell.json", tmp_path / "r.json", command=command)
     res = json.loads((tmp_path / "r.json").read_text())
     assert res["selection"]["rule"] == "val-acc" and "held out by image" in res["selection"]["held_out"]
+    # the user's command is the file's command line (and this process's own is left as it was)
+    assert sldpack.open(d / "run" / "distilled.sldp").manifest.provenance.command_line == tuple(command)
+    assert sys.argv == argv_before
+    # its progress lines carry the held-out score of every scored iteration (select_every 1)
+    out = capsys.readouterr().out
+    progress = [p for p in map(CellProgress.parse, out.splitlines()) if p is not None]
+    assert [p.done for p in progress] == [1, 2, 3] and all(p.unit == "iteration" for p in progress)
+    assert [p.held_out[0] for p in progress if p.held_out] == ["val-acc"] * 3
+    assert [p.held_out[2] for p in progress if p.held_out] == [1, 2, 3]
     assert 1 <= res["selected_iteration"] <= 3
     # the test images are the test split, never the held-out part of the training images
     assert res["test"]["split"] == "test" and res["test"]["images"] == len(SPEC.select("test").data)
+
+
+def test_settings_of_a_study_without_finished_cells_add_no_empty_tables() -> None:
+    from sldpack.pipelines.study_report import _settings_markdown, effective_settings
+
+    settings = effective_settings({"rows": []}, [])
+    assert settings == {"groups": {}, "eval": {"common": {}, "by_row": {}}, "cells": []}
+    assert _settings_markdown(settings) == []
+
+
+# --- watching a study ---------------------------------------------------------------------------------
+
+def test_progress_lines_round_trip() -> None:
+    p = CellProgress("iteration", 120, 300, 0.41234, 75.0, 3725.0, ("val-hm", 0.7312, 100))
+    assert p.line() == ("progress: iteration 120/300, loss 0.4123, held-out val-hm 0.7312 at 100, "
+                        "elapsed 0:01:15, ETA 1:02:05")
+    back = CellProgress.parse(p.line())
+    assert back is not None and (back.done, back.total, back.eta, back.held_out) == (120, 300, 3725.0,
+                                                                                     ("val-hm", 0.7312, 100))
+    first = CellProgress("step", 1, 500, 1.0, 2.0, None)
+    assert CellProgress.parse(first.line()) == first
+    assert CellProgress.parse("cell x: sldd k=1 seed 0") is None
