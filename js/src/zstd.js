@@ -3,12 +3,13 @@
 // second frame, a skippable frame after it or a cut frame is E_ZSTD without decoding); decompression
 // bounded by payload.decoded_size (E_ZSTD_SIZE as soon as the output would exceed it).
 
-import { Decompress } from '../vendor/fzstd.mjs';
+import { _rzb, _rzfh } from '../vendor/fzstd.mjs';
 import { SldpFormatError } from './errors.js';
 
 // the largest window accepted (as sldpack's reader: zstd's max_window_size 2^27); the decoder allocates it
 export const MAX_WINDOW = 2 ** 27;
-const FEED = 1 << 18; // compressed bytes per decoder call, so that a browser can update between calls
+const FEED = 1 << 20; // compressed bytes between progress reports (and pauses, so that a page stays responsive)
+const HEADROOM = (1 << 17) + 64; // one maximal block (128 KiB) past decoded_size
 
 function fail(code, msg, base, expected, got) {
   return new SldpFormatError(code, msg, { offset: base, expected, got });
@@ -80,7 +81,10 @@ export function frameLength(stored, hdr, base) {
 }
 
 /**
- * Decompress the payload's frame into exactly `decodedSize` bytes.
+ * Decompress the payload's frame into exactly `decodedSize` bytes, block by block into one buffer.
+ * The buffer has one block (128 KiB) of headroom, so a block that overshoots decodedSize is seen after
+ * it is decoded (E_ZSTD_SIZE) without a write outside the buffer; raw and RLE blocks, whose sizes are
+ * in their headers, are checked before.
  * @param {Uint8Array} stored
  * @param {number} decodedSize
  * @param {number} base  the payload's first byte (every error is reported there)
@@ -89,29 +93,33 @@ export function frameLength(stored, hdr, base) {
 export async function unzstd(stored, decodedSize, base, opts = {}) {
   const hdr = frameHeader(stored, decodedSize, base);
   frameLength(stored, hdr, base);
-  const out = new Uint8Array(decodedSize);
-  let pos = 0;
-  const dec = new Decompress((chunk) => {
-    if (pos + chunk.length > decodedSize) {
-      throw fail('E_ZSTD_SIZE', 'zstd frame decodes to more than payload.decoded_size', base, decodedSize, `> ${decodedSize}`);
-    }
-    out.set(chunk, pos);
-    pos += chunk.length;
-  });
+  const out = new Uint8Array(decodedSize + HEADROOM);
+  const tooBig = () => fail('E_ZSTD_SIZE', 'zstd frame decodes to more than payload.decoded_size', base, decodedSize, `> ${decodedSize}`);
+  let st;
   try {
-    for (let i = 0; i < stored.length; i += FEED) {
-      const end = Math.min(stored.length, i + FEED);
-      dec.push(stored.subarray(i, end), end === stored.length);
-      if (opts.onProgress) opts.onProgress(end, stored.length);
-      if (opts.pause && end < stored.length) await opts.pause();
+    st = _rzfh(stored, out);
+    st.e = 0; // as fzstd's decompress() with an output buffer: back-references read from `out` itself
+    let reported = 0;
+    while (!st.l) {
+      const b = st.b;
+      const bh = stored[b] | (stored[b + 1] << 8) | (stored[b + 2] << 16);
+      const type = (bh >> 1) & 3;
+      if ((type === 0 || type === 1) && st.y + (bh >>> 3) > decodedSize) throw tooBig();
+      if (!_rzb(stored, st, out)) throw fail('E_ZSTD', 'zstd frame is truncated', base, 'complete frame', 'end of payload');
+      st.e = st.y;
+      if (st.y > decodedSize) throw tooBig();
+      if (st.b - reported >= FEED) {
+        reported = st.b;
+        if (opts.onProgress) opts.onProgress(st.b, stored.length);
+        if (opts.pause) await opts.pause();
+      }
     }
-    if (stored.length === 0) dec.push(stored, true);
   } catch (e) {
     if (e instanceof SldpFormatError) throw e;
     throw fail('E_ZSTD', `corrupt zstd frame (${e && e.message ? e.message : e})`, base, 'valid zstd frame', 'decoder error');
   }
-  if (pos !== decodedSize) {
-    throw fail('E_ZSTD_SIZE', 'zstd frame decodes to a size other than payload.decoded_size', base, decodedSize, pos);
+  if (st.y !== decodedSize) {
+    throw fail('E_ZSTD_SIZE', 'zstd frame decodes to a size other than payload.decoded_size', base, decodedSize, st.y);
   }
-  return out;
+  return out.subarray(0, decodedSize);
 }

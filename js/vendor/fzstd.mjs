@@ -1,5 +1,6 @@
-// fzstd 0.1.1 (MIT, https://github.com/101arrowz/fzstd), esm/index.mjs copied unchanged from `npm pack fzstd`.
-// Licence: ./LICENSE-fzstd. sldp-js checks the frame header and bounds the output itself (src/zstd.js).
+// fzstd 0.1.1 (MIT, https://github.com/101arrowz/fzstd), esm/index.mjs as `npm pack fzstd` ships it,
+// Licence: ./LICENSE-fzstd. sldp-js checks the frame header and bounds the output itself (src/zstd.js);
+// the one change: the export line at the end.
 // Some numerical data is initialized as -1 even when it doesn't need initialization to help the JIT infer types
 // aliases for shorter compressed code (most minifers don't do this)
 var ab = ArrayBuffer, u8 = Uint8Array, u16 = Uint16Array, i16 = Int16Array, u32 = Uint32Array, i32 = Int32Array;
@@ -753,3 +754,8 @@ var Decompress = /*#__PURE__*/ (function () {
     return Decompress;
 }());
 export { Decompress };
+// sldp-js addition (the only change to the copied file): the frame-header and block decoders, so that
+// src/zstd.js can decode block by block into one preallocated buffer, checking the output size after
+// each block (fzstd's one-shot decompress() trusts the buffer size; its streaming Decompress copies the
+// whole window after every block, quadratic for large windows).
+export { rzfh as _rzfh, rzb as _rzb };
