@@ -318,8 +318,22 @@ async function signatureSection(blob, sig, key) {
 
 let running = null;
 
+// Responsiveness: the longest gap between 20 ms timer ticks while a file loads (a frozen tab has long gaps).
+const stall = { timer: null, last: 0, max: 0 };
+function watchStalls() {
+  clearInterval(stall.timer);
+  stall.last = performance.now();
+  stall.max = 0;
+  stall.timer = setInterval(() => {
+    const now = performance.now();
+    stall.max = Math.max(stall.max, now - stall.last);
+    stall.last = now;
+  }, 20);
+}
+
 async function view(blob, name, sig = null, key = null, checkpointBytes = null) {
   const t0 = performance.now();
+  watchStalls();
   document.body.dataset.state = 'loading';
   const out = $('results');
   out.replaceChildren();
@@ -357,7 +371,10 @@ async function view(blob, name, sig = null, key = null, checkpointBytes = null) 
 
 function finish(t0, text) {
   const ms = performance.now() - t0;
+  clearInterval(stall.timer);
+  stall.max = Math.max(stall.max, performance.now() - stall.last);
   document.body.dataset.loadMs = ms.toFixed(1);
+  document.body.dataset.maxStallMs = stall.max.toFixed(1);
   $('progress-box').hidden = true;
   status(`${text} (${ms.toFixed(0)} ms)`);
   document.body.dataset.state = 'done';
