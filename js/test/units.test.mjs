@@ -76,3 +76,16 @@ test('safetensors: the canonical header round-trips, and names are escaped as js
   payload[h.length - 1] = 0x41; // not a space: not JSON any more
   assert.throws(() => parseHeader(payload, payload.length, 1000, false), { code: 'E_ST_HEADER', offset: 1008 });
 });
+
+test('msgpack: a value missing altogether is reported where it would start (spec section 4)', () => {
+  assert.throws(() => decode(Uint8Array.of(0x92, 0x01), 64), { code: 'E_MSGPACK', offset: 66 }); // element
+  assert.throws(() => decode(Uint8Array.of(0x81, 0xa1, 0x61), 64), { code: 'E_MSGPACK', offset: 67 }); // value
+  // key: map of 2 pairs whose first value takes the bytes the count check left for the second pair
+  assert.throws(() => decode(Uint8Array.of(0x82, 0xa1, 0x61, 0xa3, 0x78, 0x79, 0x7a), 64), { code: 'E_MSGPACK_TYPE', offset: 71 });
+});
+
+test('zstd: a window above 2^27 is E_ZSTD at the payload start, before any allocation (spec 6.1)', async () => {
+  const { frameHeader } = await import('../src/zstd.js');
+  assert.throws(() => frameHeader(Uint8Array.of(0x28, 0xb5, 0x2f, 0xfd, 0x00, 18 << 3), 10, 500), { code: 'E_ZSTD', offset: 500 });
+  assert.equal(frameHeader(Uint8Array.of(0x28, 0xb5, 0x2f, 0xfd, 0x00, 17 << 3), 10, 500).windowSize, 2 ** 27);
+});
