@@ -7,6 +7,9 @@
 //
 // sldp-read --signature SIG (--key PUB | --trusted-keys DIR) FILE: check a detached signature
 // (annex SLDP-1-signing.md) first; prints {"valid": false, "reason": "..."} and exits 1 when it fails.
+//
+// sldp-read --many FILE...: one verdict line per file, each with "file" (no manifest), exit 0; for
+// comparing many files with another reader (tests/format/test_js_reader.py) without a process per file.
 
 import { readFile, readdir } from 'node:fs/promises';
 import { join } from 'node:path';
@@ -15,7 +18,26 @@ import { SldpFormatError, SldpSignatureError, SldpUsageError } from '../src/erro
 import { toJsonText } from '../src/msgpack.js';
 import { verifySignature } from '../src/signing.js';
 
-const USAGE = 'usage: sldp-read.mjs [--signature SIG (--key PUB | --trusted-keys DIR)] FILE';
+const USAGE = 'usage: sldp-read.mjs [--signature SIG (--key PUB | --trusted-keys DIR)] FILE | --many FILE...';
+
+async function many(files) {
+  for (const file of files) {
+    let v;
+    let f;
+    try {
+      f = await openPath(file);
+      await f.verify();
+      v = { file, valid: true };
+    } catch (e) {
+      if (!(e instanceof SldpFormatError)) throw e;
+      v = { file, valid: false, code: e.code, offset: e.offset };
+    } finally {
+      if (f) await f.close();
+    }
+    process.stdout.write(`${JSON.stringify(v)}\n`);
+  }
+  return 0;
+}
 
 function parseArgs(argv) {
   const out = { file: null, signature: null, key: null, trusted: null };
@@ -52,6 +74,7 @@ async function checkSignature(args) {
 }
 
 async function main() {
+  if (process.argv[2] === '--many') return many(process.argv.slice(3));
   const args = parseArgs(process.argv.slice(2));
   if (args === null) {
     process.stderr.write(`${USAGE}\n`);
