@@ -170,15 +170,16 @@ async function montage(f) {
   const info = f.tensors.get('images');
   if (!info || info.shape.length !== 4) return el('p', { text: 'No images tensor of shape [M, C, H, W].' });
   const [M, C, H, W] = info.shape;
-  const images = await f.tensor('images', { verify: false }); // digests were checked just before
+  const shown = Math.min(M, MONTAGE_MAX);
+  // only the images drawn are read (their digests were checked just before)
+  const images = await f.tensorRows('images', 0, shown);
   const labelInfo = f.tensors.get('labels');
-  const labels = labelInfo && labelInfo.shape.length === 2 && labelInfo.shape[0] === M ? await f.tensor('labels', { verify: false }) : null;
+  const labels = labelInfo && labelInfo.shape.length === 2 && labelInfo.shape[0] === M ? await f.tensorRows('labels', 0, shown) : null;
   const K = labels ? labelInfo.shape[1] : 0;
   const names = (f.manifest.labels && f.manifest.labels.names) || Array.from({ length: K }, (_, k) => `class ${k}`);
   const pre = f.manifest.preprocessing;
   const transform = f.manifest.distill ? f.manifest.distill.label_transform : 'softmax';
   const list = el('ul', { class: 'montage', id: 'montage' });
-  const shown = Math.min(M, MONTAGE_MAX);
   for (let i = 0; i < shown; i++) {
     const canvas = el('canvas', { width: W, height: H });
     const ctx = canvas.getContext('2d');

@@ -278,6 +278,25 @@ export class SldpFile {
     return toTyped(raw, this.tensors.get(name).dtype);
   }
 
+  /**
+   * Rows [first, first + count) of tensor `name` along its first axis, as a typed array, read without
+   * the rest of the tensor and WITHOUT a digest check (a viewer shows part of a tensor it verified).
+   */
+  async tensorRows(name, first, count) {
+    await this.loadPayload();
+    const e = this.entry(name);
+    const t = this.tensors.get(name);
+    const rows = t.shape.length ? t.shape[0] : 1;
+    const a = Math.max(0, Math.min(rows, first));
+    const b = Math.max(a, Math.min(rows, first + count));
+    const rowBytes = rows ? (e.end - e.begin) / rows : 0;
+    const start = this._dataStart + e.begin + a * rowBytes;
+    const n = (b - a) * rowBytes;
+    const raw = this._decoded !== null ? this._decoded.subarray(start, start + n)
+      : await this.readRange(this.payloadOffset + start, n, `tensor ${name}`);
+    return toTyped(raw, t.dtype);
+  }
+
   async close() {
     this._decoded = null;
     await this.source.close();

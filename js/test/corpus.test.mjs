@@ -45,6 +45,11 @@ for (const c of index.cases) {
         assert.equal(createHash('sha256').update(raw).digest('hex'), want.sha256);
         const arr = await f.tensor(name);
         assert.equal(arr.length, t.shape.reduce((a, b) => a * b, 1));
+        if (t.shape.length > 0 && t.shape[0] > 1) {
+          const rows = await f.tensorRows(name, 1, 5); // clipped to the rows there are
+          const per = arr.length / t.shape[0];
+          assert.deepEqual([...rows], [...arr.subarray(per, per * t.shape[0])]);
+        }
       }
     } finally {
       await f.close();
