@@ -10,7 +10,7 @@ import {
 import { decode, hex } from './msgpack.js';
 import { checkManifest } from './schema.js';
 import { encodeHeader, nbytes, parseHeader } from './safetensors.js';
-import { sha256Hex } from './sha256.js';
+import { sha256Hex, STREAMING } from './sha256.js';
 import { unzstd } from './zstd.js';
 
 const CHUNK = 1 << 23; // 8 MiB per read when streaming a tensor
@@ -217,6 +217,8 @@ export class SldpFile {
     const self = this;
     const start = this.payloadOffset + this._dataStart + e.begin;
     const n = e.end - e.begin;
+    // WebCrypto hashes one buffer: read the tensor into one allocation (chunked reads, progress), no copies
+    if (!STREAMING) return sha256Hex([await this.readRange(start, n, `tensor ${name}`)]);
     async function* chunks() {
       for (let p = 0; p < n; p += CHUNK) {
         const k = Math.min(CHUNK, n - p);

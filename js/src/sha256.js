@@ -3,6 +3,9 @@
 // tensor is at most what the page already holds in memory.
 
 const isNode = typeof process !== 'undefined' && process.versions != null && process.versions.node != null;
+
+/** True when sha256Hex hashes chunk by chunk (Node); false when it needs the bytes in one piece (WebCrypto). */
+export const STREAMING = isNode;
 let nodeCrypto = null;
 
 async function nodeHash() {
