@@ -8,7 +8,8 @@ import { SldpFormatError } from './errors.js';
 
 // the largest window accepted (as sldpack's reader: zstd's max_window_size 2^27); the decoder allocates it
 export const MAX_WINDOW = 2 ** 27;
-const FEED = 1 << 20; // compressed bytes between progress reports (and pauses, so that a page stays responsive)
+const SLICE_MS = 40; // decoding time between progress reports and pauses (a page stays responsive)
+const now = () => (typeof performance !== 'undefined' ? performance.now() : Date.now());
 const HEADROOM = (1 << 17) + 64; // one maximal block (128 KiB) past decoded_size
 
 function fail(code, msg, base, expected, got) {
@@ -97,9 +98,13 @@ export async function unzstd(stored, decodedSize, base, opts = {}) {
   const tooBig = () => fail('E_ZSTD_SIZE', 'zstd frame decodes to more than payload.decoded_size', base, decodedSize, `> ${decodedSize}`);
   let st;
   try {
-    st = _rzfh(stored, out);
-    st.e = 0; // as fzstd's decompress() with an output buffer: back-references read from `out` itself
-    let reported = 0;
+    // rzfh(dat, w) compares w with 1 using `==`, which turns a typed array into a string of all its
+    // elements (seconds for 64 MiB): pass a non-1 number, then hand it the buffer, as decompress(dat, buf)
+    // would have
+    st = _rzfh(stored, 2);
+    st.w = out;
+    st.e = 0; // back-references read from `out` itself
+    let last = now();
     while (!st.l) {
       const b = st.b;
       const bh = stored[b] | (stored[b + 1] << 8) | (stored[b + 2] << 16);
@@ -108,10 +113,11 @@ export async function unzstd(stored, decodedSize, base, opts = {}) {
       if (!_rzb(stored, st, out)) throw fail('E_ZSTD', 'zstd frame is truncated', base, 'complete frame', 'end of payload');
       st.e = st.y;
       if (st.y > decodedSize) throw tooBig();
-      if (st.b - reported >= FEED) {
-        reported = st.b;
+      if (now() - last >= SLICE_MS) {
+        // yield by time, not by bytes: the first blocks run before the JIT has compiled the decoder
         if (opts.onProgress) opts.onProgress(st.b, stored.length);
         if (opts.pause) await opts.pause();
+        last = now();
       }
     }
   } catch (e) {
