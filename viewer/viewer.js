@@ -212,7 +212,7 @@ async function montage(f) {
     canvas.setAttribute('role', 'img');
     canvas.setAttribute('aria-label', caption);
     canvas.textContent = caption;
-    const item = el('li', { 'data-image': String(i) }, canvas, el('div', { class: 'sr-only', text: `Image ${i + 1}` }));
+    const item = el('li', { 'data-image': String(i) }, canvas);
     if (probs) {
       const top = probs.indexOf(Math.max(...probs));
       const bars = el('div', { class: 'bars', 'aria-hidden': 'true' });
@@ -418,11 +418,20 @@ function chosen() {
 function init() {
   const params = new URLSearchParams(location.search);
   const checkpoint = Number(params.get('checkpoint')) || null;
-  $('file-input').addEventListener('change', () => {
+  const openChosen = () => {
     const file = $('file-input').files[0];
     if (file) start(file, file.name, ...chosen(), checkpoint);
-  });
+  };
+  // a signature or key chosen after the file checks the same file again
+  for (const id of ['file-input', 'sig-input', 'key-input']) $(id).addEventListener('change', openChosen);
   const drop = $('drop');
+  drop.addEventListener('keydown', (e) => {
+    // keyboard users: Enter or Space on the drop zone opens the file picker
+    if (e.target === drop && (e.key === 'Enter' || e.key === ' ')) {
+      e.preventDefault();
+      $('file-input').click();
+    }
+  });
   drop.addEventListener('dragover', (e) => { e.preventDefault(); drop.classList.add('over'); });
   drop.addEventListener('dragleave', () => drop.classList.remove('over'));
   drop.addEventListener('drop', (e) => {
