@@ -166,7 +166,7 @@ function softmax(row) {
   return e.map((v) => v / s);
 }
 
-async function montage(f) {
+async function montage(f, labelsOk) {
   const info = f.tensors.get('images');
   if (!info || info.shape.length !== 4) return el('p', { text: 'No images tensor of shape [M, C, H, W].' });
   const [M, C, H, W] = info.shape;
@@ -174,7 +174,8 @@ async function montage(f) {
   // only the images drawn are read (their digests were checked just before)
   const images = await f.tensorRows('images', 0, shown);
   const labelInfo = f.tensors.get('labels');
-  const labels = labelInfo && labelInfo.shape.length === 2 && labelInfo.shape[0] === M ? await f.tensorRows('labels', 0, shown) : null;
+  // soft labels only from a labels tensor whose digest matched
+  const labels = labelsOk && labelInfo && labelInfo.shape.length === 2 && labelInfo.shape[0] === M ? await f.tensorRows('labels', 0, shown) : null;
   const K = labels ? labelInfo.shape[1] : 0;
   const names = (f.manifest.labels && f.manifest.labels.names) || Array.from({ length: K }, (_, k) => `class ${k}`);
   const pre = f.manifest.preprocessing;
@@ -225,7 +226,9 @@ async function montage(f) {
     if (i % 8 === 7) await pause();
   }
   const note = M > shown ? el('p', { text: `Showing ${shown} of ${M} images.` }) : null;
-  return el('div', {}, el('p', { text: `${M} distilled image(s), ${C} channel(s), ${H} × ${W} pixels; bars: the soft label after ${transform} (★ the highest class).` }), note, list);
+  const what = labels ? `bars: the soft label after ${transform} (★ the highest class)`
+    : labelInfo && !labelsOk ? 'soft labels not shown: the labels tensor did not verify' : 'no soft labels to show';
+  return el('div', {}, el('p', { id: 'montage-note', text: `${M} distilled image(s), ${C} channel(s), ${H} × ${W} pixels; ${what}.` }), note, list);
 }
 
 async function lrPlot(f) {
@@ -361,7 +364,7 @@ async function view(blob, name, sig = null, key = null, checkpointBytes = null) 
   out.append(section('digests-section', 'Digests', digestTable(f, results)));
   const payloadOk = !results.some((r) => r.name === 'payload');
   const ok = (n) => results.some((r) => r.name === n && r.ok);
-  if (payloadOk && ok('images')) out.append(section('images', 'Distilled images and soft labels', await montage(f)));
+  if (payloadOk && ok('images')) out.append(section('images', 'Distilled images and soft labels', await montage(f, ok('labels'))));
   else out.append(section('images', 'Distilled images and soft labels', el('p', { text: 'Not shown: the images tensor is absent or did not verify.' })));
   if (payloadOk && ok('lrs')) out.append(section('lrs', 'Learned step sizes', await lrPlot(f)));
   out.append(section('bytes-section', 'Bytes per role and compression', bytesTable(f, checkpointBytes)));

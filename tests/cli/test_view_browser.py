@@ -211,6 +211,9 @@ def test_payload_defects_show_the_index_code_and_offset(browser: Any, shots: Pat
         server.close()
     assert _text(browser, "#verdict") == "INVALID"
     assert (_text(browser, "#error-code"), int(_text(browser, "#error-offset"))) == (case["code"], case["offset"])
+    if name == "invalid/tensor_digest_mismatch.sldp":  # labels damaged: images shown, their soft labels not
+        assert "soft labels not shown" in _text(browser, "#montage-note")
+        assert browser.find_elements("css selector", "#montage .bars") == []
     bad = browser.find_elements("css selector", "#digests [data-error]")
     assert bad, "the digest table names no failing digest"
     assert (bad[0].get_attribute("data-error"), int(bad[0].get_attribute("data-offset"))) == (
