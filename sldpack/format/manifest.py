@@ -490,8 +490,9 @@ class Provenance:
             audit = AuditRecord.from_obj(ctx, _get(ctx, obj, path, "audit", dict), f"{path}.audit")
             if "created" in obj["audit"]:
                 _utc_time(ctx, f"{path}.audit.created", audit.created)
+        tool = _get(ctx, obj, path, "tool", str)
         created = _utc_time(ctx, f"{path}.created", _get(ctx, obj, path, "created", str))
-        return cls(tool=_get(ctx, obj, path, "tool", str), created=created,
+        return cls(tool=tool, created=created,
                    dataset_sha256=ds, extra=_map(ctx, obj, path, "extra"), training_data_sha256=tds,
                    sldpack_version=_get(ctx, obj, path, "sldpack_version", str, required=False),
                    distill_config=_map(ctx, obj, path, "distill_config") if "distill_config" in obj else None,
