@@ -7,6 +7,7 @@ Unknown keys are ignored (a newer minor version may add them, spec section "Vers
 
 from __future__ import annotations
 
+import datetime
 import math
 import re
 from collections.abc import Mapping
@@ -21,10 +22,13 @@ from sldpack.format.constants import (
     INIT_RNG,
     INIT_SCHEMES,
     LABEL_TRANSFORMS,
+    MAX_PROBE_COUNT,
     MAX_RANK,
+    MAX_SKETCH_VALUES,
     MAX_TENSOR_NAME_BYTES,
     MAX_TENSORS,
     ROLES,
+    UTC_TIME_PATTERN,
     role_for_name,
 )
 
@@ -133,10 +137,26 @@ def _ints(ctx: _Ctx, arr: Any, path: str, *, lo: int = 0, hi: int = 2**63 - 1) -
 
 def _hex(ctx: _Ctx, obj: Mapping[str, Any], path: str, key: str) -> str:
     v = _get(ctx, obj, path, key, str)
-    if not _HEX64.match(v):
+    if not _HEX64.fullmatch(v):  # fullmatch: "$" alone would let a trailing newline through
         raise ctx.fail(f"{path}.{key}", "not a lowercase hex SHA-256 digest",
                        expected="64 lowercase hex digits", got=v[:80])
     return str(v)
+
+
+def _utc_time(ctx: _Ctx, path: str, v: str) -> str:
+    """Check a provenance time (spec 5.3): ``YYYY-MM-DDThh:mm:ss[.fraction]Z``, a real date and time."""
+    m = re.fullmatch(UTC_TIME_PATTERN, v)
+    ok = m is not None
+    if m is not None:
+        year, month, day, hour, minute, second = (int(g) for g in m.groups()[:6])
+        try:  # the calendar: month 1..12, a day that month has, 00:00:00..23:59:59 (no leap second)
+            datetime.datetime(year, month, day, hour, minute, second)
+        except ValueError:
+            ok = False
+    if not ok:
+        raise ctx.fail(path, "not a UTC time like 2026-11-27T01:20:00Z", expected="YYYY-MM-DDThh:mm:ss[.f]Z",
+                       got=v[:80])
+    return v
 
 
 def _choice(ctx: _Ctx, obj: Mapping[str, Any], path: str, key: str, choices: tuple[str, ...],
@@ -173,7 +193,7 @@ class ArchSpec:
     @classmethod
     def from_obj(cls, ctx: _Ctx, obj: Mapping[str, Any], path: str = "arch") -> ArchSpec:
         aid = _get(ctx, obj, path, "id", str)
-        if not re.match(ARCH_ID_PATTERN, aid):
+        if not re.fullmatch(ARCH_ID_PATTERN, aid):
             raise ctx.fail(f"{path}.id", "architecture id must look like name@version",
                            expected="name@version, e.g. convnet@1", got=aid[:80])
         size = _ints(ctx, _get(ctx, obj, path, "image_size", list), f"{path}.image_size", lo=1, hi=1 << 16)
@@ -281,7 +301,7 @@ class LabelSpec:
             if not isinstance(n, str):
                 raise ctx.fail(f"{path}.names.{i}", "class name must be a string", expected="str",
                                got=_type_name(type(n)))
-        if len(set(names)) != len(names):
+        if len(set(names)) != len(names):  # reported at the array (spec 5.7), not at the repeated name
             raise ctx.fail(f"{path}.names", "class names must be distinct", expected="distinct", got=names)
         return cls(names=tuple(names))
 
@@ -359,6 +379,10 @@ class ReplayFingerprint:
             raw_s = _get(ctx, obj, path, "state_sketch", dict)
             raw_t = _get(ctx, obj, path, "state_tolerance", dict)
             sketch = {k: _floats(ctx, raw_s, f"{path}.state_sketch", k) for k in raw_s}
+            for k, vals in sketch.items():
+                if not 1 <= len(vals) <= MAX_SKETCH_VALUES:
+                    raise ctx.fail(f"{path}.state_sketch.{k}", "a state sketch has 1..64 values per tensor",
+                                   expected=f"1..{MAX_SKETCH_VALUES} values", got=len(vals))
             stol = {}
             for k in raw_t:
                 v = _float(ctx, raw_t, f"{path}.state_tolerance", k)
@@ -371,7 +395,7 @@ class ReplayFingerprint:
                                expected=len(sketch), got=len(stol))
         return cls(theta_opt_sha256=_hex(ctx, obj, path, "theta_opt_sha256"),
                    probe_seed=_int(ctx, obj, path, "probe_seed"),
-                   probe_count=_int(ctx, obj, path, "probe_count", hi=1 << 16),
+                   probe_count=_int(ctx, obj, path, "probe_count", lo=1, hi=MAX_PROBE_COUNT),
                    probe_logits=_floats(ctx, obj, path, "probe_logits"),
                    tolerance=tol,
                    reference=_map(ctx, obj, path, "reference"),
@@ -464,7 +488,11 @@ class Provenance:
         audit = None
         if "audit" in obj:
             audit = AuditRecord.from_obj(ctx, _get(ctx, obj, path, "audit", dict), f"{path}.audit")
-        return cls(tool=_get(ctx, obj, path, "tool", str), created=_get(ctx, obj, path, "created", str),
+            if "created" in obj["audit"]:
+                _utc_time(ctx, f"{path}.audit.created", audit.created)
+        tool = _get(ctx, obj, path, "tool", str)
+        created = _utc_time(ctx, f"{path}.created", _get(ctx, obj, path, "created", str))
+        return cls(tool=tool, created=created,
                    dataset_sha256=ds, extra=_map(ctx, obj, path, "extra"), training_data_sha256=tds,
                    sldpack_version=_get(ctx, obj, path, "sldpack_version", str, required=False),
                    distill_config=_map(ctx, obj, path, "distill_config") if "distill_config" in obj else None,
