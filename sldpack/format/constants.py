@@ -154,7 +154,7 @@ LABEL_TRANSFORMS: Final = ("softmax", "identity")
 # the image-level decision rule (spec 5.10, since 1.1)
 DECISION_RULES: Final = ("eq9", "argmax")
 DECISION_DELTA_SOURCES: Final = ("default", "calibrated")
-# decision.calibration.target: maximum held-out HM, or the largest delta whose held-out sensitivity reaches X
+# decision.calibration.target: maximum held-out HM, or the most specific delta whose held-out sensitivity reaches X
 DECISION_TARGET_PATTERN: Final = r"^(max_hm|sensitivity>=(0(\.[0-9]{1,6})?|1(\.0{1,6})?))$"
 
 

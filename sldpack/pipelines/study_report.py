@@ -3,12 +3,12 @@
 Built only from ``study.json`` and the cell result files (numpy + Pillow; no torch), so a report can be
 rebuilt at any time, also from a study that is still running (unfinished cells are listed as missing).
 
-Paired comparison of rows A and B (same test images, same seeds): for every seed both rows ran, the HM
-difference HM(A) − HM(B) on the test images; the bootstrap resamples the **test images** (with replacement,
-the same resample for every seed and both rows, ``bootstrap`` times, seeded) and recomputes the mean over
-seeds of that difference; the 95 % CI is the 2.5–97.5 percentile range. Resamples missing a class (HM
-undefined) are dropped. It measures how much the conclusion depends on which test images were drawn, with
-the seeds held fixed; the seed spread is reported beside it (per-seed differences).
+Paired comparison of rows A and B (same test images, same seeds): the mean over seeds of HM(A) − HM(B)
+on the test images, with two 95 % intervals (method and measured coverage: :mod:`sldpack.pipelines.stats`):
+the image-level one (bootstrap over the **test images**, the seeds held fixed: ``bootstrap`` seeded
+resamples, the same for every seed and both rows) and the seed-aware one (that image part plus the spread of
+the per-seed differences, t with Welch–Satterthwaite degrees of freedom). The verdict comes from the
+seed-aware interval (from the image-level one for a single seed, which the table says).
 """
 
 from __future__ import annotations
@@ -23,10 +23,11 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from numpy.typing import NDArray
 
 from sldpack.atomic import atomic_write_bytes
 from sldpack.errors import DataError
+from sldpack.pipelines.stats import PairedInterval, hm_of, seed_aware_interval
+from sldpack.pipelines.stats import image_bootstrap as paired_bootstrap_hm
 from sldpack.pipelines.study_plots import plot_comparisons, plot_hm_vs_bytes, plot_montages
 
 __all__ = [
@@ -48,62 +49,6 @@ __all__ = [
 
 METRICS: tuple[tuple[str, str], ...] = (("sen", "Sen"), ("spe", "Spe"), ("hm", "HM"), ("auc", "AUC"),
                                         ("patch_acc", "patch acc"))
-
-
-def hm_of(true: NDArray[Any], pred: NDArray[Any]) -> NDArray[np.float64]:
-    """Image-level HM of Sen and Spe along the last axis (positive = 1); NaN where a class is absent.
-
-    Works on one vector or a batch of resamples ``[..., n]``.
-    """
-    t = np.asarray(true).astype(bool)
-    p = np.asarray(pred).astype(bool)
-    npos = t.sum(-1)
-    nneg = (~t).sum(-1)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        sen = (t & p).sum(-1) / npos
-        spe = (~t & ~p).sum(-1) / nneg
-        hm = np.where(sen + spe > 0, 2 * sen * spe / (sen + spe), 0.0)
-    out: NDArray[np.float64] = np.where((npos == 0) | (nneg == 0), np.nan, hm).astype(np.float64)
-    return out
-
-
-def paired_bootstrap_hm(true: NDArray[Any], pred_a: NDArray[Any], pred_b: NDArray[Any], *, resamples: int = 2000,
-                        seed: int = 0) -> tuple[float, float, float]:
-    """Mean over seeds of HM(A) − HM(B), and its bootstrap 95 % CI over test images.
-
-    Args:
-        true: ``[n]`` 0/1 labels of the test images.
-        pred_a, pred_b: ``[seeds, n]`` 0/1 decisions of rows A and B (seed s of A paired with seed s of B).
-        resamples: bootstrap resamples.
-        seed: their seed.
-
-    Returns:
-        ``(difference on the test set, CI low, CI high)``.
-
-    Raises:
-        DataError: shapes that do not pair up.
-    """
-    t = np.asarray(true)
-    a = np.atleast_2d(np.asarray(pred_a))
-    b = np.atleast_2d(np.asarray(pred_b))
-    if a.shape != b.shape or a.shape[1] != t.shape[0]:
-        raise DataError(f"paired predictions need equal shapes [seeds, {t.shape[0]}], got {a.shape} and {b.shape}")
-    point = float(np.mean(hm_of(t, a) - hm_of(t, b)))
-    rng = np.random.default_rng(seed)
-    diffs = np.empty(resamples, dtype=np.float64)
-    step = max(1, 2_000_000 // max(1, t.size * a.shape[0]))  # bound the temporary arrays
-    for s in range(0, resamples, step):
-        m = min(step, resamples - s)
-        idx = rng.integers(0, t.size, size=(m, t.size))
-        tt = t[idx]                         # [m, n]
-        da = hm_of(tt[:, None, :], a[:, idx].transpose(1, 0, 2))  # [m, seeds]
-        db = hm_of(tt[:, None, :], b[:, idx].transpose(1, 0, 2))
-        diffs[s:s + m] = np.mean(da - db, axis=1)
-    ok = diffs[np.isfinite(diffs)]
-    if ok.size == 0:
-        return point, math.nan, math.nan
-    lo, hi = np.percentile(ok, [2.5, 97.5])
-    return point, float(lo), float(hi)
 
 
 # --- loading ----------------------------------------------------------------------------------------------
@@ -200,29 +145,27 @@ class Comparison:
     a: str
     b: str
     seeds: list[int]
-    diff: float
-    lo: float
-    hi: float
+    interval: PairedInterval
     per_seed: list[float]
 
     @property
     def verdict(self) -> str:
-        """``A > B``, ``A < B`` (CI excludes 0) or ``no clear difference``."""
-        if math.isnan(self.lo):
-            return "n/a"
-        if self.lo > 0:
-            return f"{self.a} > {self.b}"
-        if self.hi < 0:
-            return f"{self.a} < {self.b}"
-        return "no clear difference"
+        """``A > B``, ``A < B`` (the verdict's CI excludes 0) or ``no clear difference``."""
+        return self.interval.verdict(self.a, self.b)
 
     def to_obj(self) -> dict[str, Any]:
-        """JSON-ready."""
+        """JSON-ready: ``ci95`` is the interval the verdict used (``interval_used`` says which); both
+        intervals are listed."""
         def f(v: float) -> float | None:
             return None if math.isnan(v) else round(v, 6)
-        return {"a": self.a, "b": self.b, "seeds": self.seeds, "hm_diff": f(self.diff),
-                "ci95": [f(self.lo), f(self.hi)], "per_seed_diff": [f(v) for v in self.per_seed],
-                "verdict": self.verdict}
+        iv = self.interval
+        return {"a": self.a, "b": self.b, "seeds": self.seeds, "hm_diff": f(iv.diff),
+                "ci95": [f(v) for v in iv.verdict_ci],
+                "ci95_image": [f(v) for v in iv.image_ci],
+                "ci95_seed_aware": None if iv.seed_ci is None else [f(v) for v in iv.seed_ci],
+                "seed_df": None if math.isnan(iv.df) or math.isinf(iv.df) else round(iv.df, 3),
+                "interval_used": iv.verdict_basis,
+                "per_seed_diff": [f(v) for v in self.per_seed], "verdict": self.verdict}
 
 
 def _compare(ra: RowSummary, rb: RowSummary, *, resamples: int, seed: int) -> Comparison | None:
@@ -241,9 +184,9 @@ def _compare(ra: RowSummary, rb: RowSummary, *, resamples: int, seed: int) -> Co
                 raise DataError(f"rows {ra.label} and {rb.label} were evaluated on different test images")
     pa = np.array([by_a[s]["per_image"]["pred"] for s in seeds])
     pb = np.array([by_b[s]["per_image"]["pred"] for s in seeds])
-    diff, lo, hi = paired_bootstrap_hm(true, pa, pb, resamples=resamples, seed=seed)
+    interval = seed_aware_interval(true, pa, pb, resamples=resamples, seed=seed)
     per_seed = [float(v) for v in hm_of(true, pa) - hm_of(true, pb)]
-    return Comparison(ra.label, rb.label, seeds, diff, lo, hi, per_seed)
+    return Comparison(ra.label, rb.label, seeds, interval, per_seed)
 
 
 def summarise(study: Mapping[str, Any], results: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
@@ -294,7 +237,10 @@ def summarise(study: Mapping[str, Any], results: Sequence[Mapping[str, Any]]) ->
                            "runs": [_run_obj(r) for r in results],
                            "missing_cells": [c for c in study.get("cells", [])
                                              if c not in {r["id"] for r in results}],
-                           "bootstrap": {"resamples": boot, "seed": bseed, "unit": "test image"}}
+                           "bootstrap": {"resamples": boot, "seed": bseed, "unit": "test image",
+                                         "verdict_interval": "seed-aware: image bootstrap variance + per-seed "
+                                                             "spread / seeds, t with Welch-Satterthwaite df "
+                                                             "(sldpack.pipelines.stats)"}}
     if kind == "min-images":
         doc["min_images"] = min_images(ordered, float(grid.get("target_hm", 0.8)))
     return doc
@@ -489,14 +435,25 @@ def render_markdown(study: Mapping[str, Any], doc: Mapping[str, Any]) -> str:
                      f"{'n/a' if wall is None else f'{wall:.0f}'} |")
     if doc["comparisons"]:
         b = doc["bootstrap"]
-        lines += ["", f"Paired comparisons: HM(A) − HM(B), same seeds and test images; 95 % CI from "
-                      f"{b['resamples']} bootstrap resamples of the test images (seed {b['seed']}).", "",
-                  "| A | B | seeds | ΔHM | 95 % CI | per-seed ΔHM | verdict |", "|---|---|---|---|---|---|---|"]
+        lines += ["", "Paired comparisons: HM(A) − HM(B), same seeds and test images. Two 95 % intervals: "
+                      f"image-level ({b['resamples']} bootstrap resamples of the test images, seed {b['seed']}, the "
+                      "seeds held fixed) and seed-aware (that variance plus the per-seed differences' spread over "
+                      "the number of seeds, Student t with Welch–Satterthwaite degrees of freedom: it widens when "
+                      "one seed disagrees). The verdict uses the seed-aware interval (the image-level one for a "
+                      "single seed, marked ¹).", "",
+                  "| A | B | seeds | ΔHM | 95 % CI image-level | 95 % CI seed-aware | per-seed ΔHM | verdict |",
+                  "|---|---|---|---|---|---|---|---|"]
+
+        def ci(v: Sequence[float | None] | None) -> str:
+            return "n/a" if v is None or v[0] is None or v[1] is None else f"[{v[0]:+.3f}, {v[1]:+.3f}]"
+
         for c in doc["comparisons"]:
-            ci = "n/a" if c["ci95"][0] is None else f"[{c['ci95'][0]:+.3f}, {c['ci95'][1]:+.3f}]"
             per = ", ".join("n/a" if x is None else f"{x:+.3f}" for x in c["per_seed_diff"])
             d = "n/a" if c["hm_diff"] is None else f"{c['hm_diff']:+.3f}"
-            lines.append(f"| {c['a']} | {c['b']} | {len(c['seeds'])} | {d} | {ci} | {per} | {c['verdict']} |")
+            seed_ci = c.get("ci95_seed_aware")
+            mark = "" if seed_ci is not None else " ¹"
+            lines.append(f"| {c['a']} | {c['b']} | {len(c['seeds'])} | {d} | {ci(c.get('ci95_image', c['ci95']))} | "
+                         f"{ci(seed_ci) if seed_ci is not None else '– (1 seed)'} | {per} | {c['verdict']}{mark} |")
     if g.get("variants"):
         lines += ["", "Variants (settings that replace the grid's for that row; the baseline row has none):", "",
                   "| variant | settings |", "|---|---|"]
@@ -557,15 +514,17 @@ def write_report(root: str | Path) -> dict[str, Any]:
                 "bytes", "n_params", "wall_seconds", "selected_iteration", "test_images"]
     atomic_write_bytes(r / "runs.csv", _csv(doc["runs"], run_cols).encode("utf-8"))
     comp_rows = [{**c, "ci_low": c["ci95"][0], "ci_high": c["ci95"][1],
+                  "image_ci_low": c["ci95_image"][0], "image_ci_high": c["ci95_image"][1],
                   "per_seed_diff": " ".join("" if x is None else f"{x:.6f}" for x in c["per_seed_diff"]),
                   "seeds": " ".join(map(str, c["seeds"]))} for c in doc["comparisons"]]
     atomic_write_bytes(r / "comparisons.csv", _csv(comp_rows, ["a", "b", "seeds", "hm_diff", "ci_low", "ci_high",
+                                                               "interval_used", "image_ci_low", "image_ci_high",
                                                                "per_seed_diff", "verdict"]).encode("utf-8"))
     atomic_write_bytes(r / "results.json", (json.dumps({"study": study, **doc}, indent=1, allow_nan=False)
                                             + "\n").encode("utf-8"))
     plot_hm_vs_bytes(doc, r / "hm_vs_bytes.png", title=f"sldp study {doc['kind']}: test HM vs stored bytes")
     plot_comparisons(doc, r / "comparisons.png", title=f"sldp study {doc['kind']}: paired HM(A) - HM(B), 95 % "
-                     "bootstrap CI over test images (dots: seeds)")
+                     "seed-aware CI (dots: seeds)")
     plot_montages(r, doc, results, r / "montages.png",
                   title=f"sldp study {doc['kind']}: distilled images per cell (rows: table rows; columns: seeds)")
     return doc
