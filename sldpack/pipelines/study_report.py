@@ -85,11 +85,15 @@ def _row_key(cfg: Mapping[str, Any]) -> RowKey:
 
 def row_label(method: str, k: int | None, arch: str, batchnorm: bool, *, show_arch: bool = False,
               show_bn: bool = False, variant: str = "") -> str:
-    """``SLDD(2/class)``, ``DD(1/class)``, ``normal(all)``, ``normal(50/class)``, plus ``BN``/arch when they
-    vary and ``[variant]`` for an ablation variant (k is per class: SLDD(1/class) on a 2-class set is the
-    "SLDD(2)" of two images)."""
+    """``SLDD(2/class)``, ``DD(1/class)``, ``random(1/class)``, ``normal(all)``, ``normal(50/class)``,
+    ``trivial (mean intensity)``, plus ``BN``/arch when they vary and ``[variant]`` for an ablation variant
+    (k is per class: SLDD(1/class) on a 2-class set is the "SLDD(2)" of two images)."""
     if method == "normal":
         base = "normal(" + ("all" if k is None else f"{k}/class") + ")"
+    elif method == "trivial":
+        return "trivial (mean intensity)"  # no network: architecture and batch norm do not apply
+    elif method == "random":
+        base = f"random({k}/class)"
     else:
         base = f"{method.upper()}({k}/class)"
     if show_bn:
@@ -116,8 +120,9 @@ class RowSummary:
 
     def values(self, metric: str) -> list[float]:
         """The finite values of ``metric`` over the runs (``bytes``, ``wall_seconds`` or a metric name)."""
-        vals = [r.get(metric) if metric in ("bytes", "wall_seconds", "n_params") else r["metrics"].get(metric)
-                for r in self.runs]
+        vals = [r.get(metric) if metric in ("bytes", "wall_seconds", "n_params", "delta")
+                else (r.get("metrics_default_delta") or {}).get("hm") if metric == "hm_default_delta"
+                else r["metrics"].get(metric) for r in self.runs]
         return [float(v) for v in vals if v is not None and math.isfinite(float(v))]
 
     def mean_std(self, metric: str) -> tuple[float, float]:
@@ -132,7 +137,7 @@ class RowSummary:
         d: dict[str, Any] = {"row": self.label, "method": self.key[0], "k": self.key[1], "arch": self.key[2],
                              "batchnorm": self.key[3], "variant": self.key[4],
                              "seeds": [r["config"]["seed"] for r in self.runs]}
-        for m in [m for m, _ in METRICS] + ["bytes", "wall_seconds", "n_params"]:
+        for m in [m for m, _ in METRICS] + ["bytes", "wall_seconds", "n_params", "delta", "hm_default_delta"]:
             mu, sd = self.mean_std(m)
             d[m] = {"mean": None if math.isnan(mu) else mu, "std": None if math.isnan(sd) else sd}
         return d
@@ -222,6 +227,15 @@ def summarise(study: Mapping[str, Any], results: Sequence[Mapping[str, Any]]) ->
         m, k, arch, bn, variant = ra.key
         if m == "sldd" and (("dd", k, arch, bn, variant) in rows):
             add(ra, rows[("dd", k, arch, bn, variant)])
+    # the baselines' questions: does a distilled file beat k real images (same k), and a brightness threshold?
+    trivial = [r for r in ordered if r.key[0] == "trivial"]
+    for ra in ordered:
+        m, k, arch, bn, variant = ra.key
+        if m in ("sldd", "dd") and ("random", k, arch, bn, "") in rows:
+            add(ra, rows[("random", k, arch, bn, "")])
+        if m in ("sldd", "dd"):
+            for rt in trivial:
+                add(ra, rt)
     for ra in ordered:
         if ra.key[0] != "normal":
             for rb in ordered:
@@ -250,6 +264,8 @@ def _run_obj(r: Mapping[str, Any]) -> dict[str, Any]:
     c = r["config"]
     return {"id": r["id"], "method": c["method"], "k": c["k"], "arch": c["arch"], "batchnorm": c["batchnorm"],
             "variant": c.get("variant", ""), "seed": c["seed"], **{m: r["metrics"].get(m) for m, _ in METRICS},
+            "delta": r.get("delta"), "delta_source": r.get("delta_source"),
+            "hm_default_delta": (r.get("metrics_default_delta") or {}).get("hm"),
             "bytes": r["bytes"],
             "n_params": r.get("n_params"), "wall_seconds": r["wall_seconds"],
             "selected_iteration": r.get("selected_iteration"), "test_images": r["test"]["images"]}
@@ -265,7 +281,7 @@ def min_images(rows: Sequence[RowSummary], target: float) -> list[dict[str, Any]
     groups: dict[tuple[str, str, bool], list[RowSummary]] = {}
     for r in rows:
         m, k, arch, bn, variant = r.key
-        if m != "normal" and k is not None and not variant:
+        if m not in ("normal", "trivial") and k is not None and not variant:
             groups.setdefault((arch, m, bn), []).append(r)
     out = []
     for (arch, m, bn), rs in groups.items():
@@ -420,15 +436,29 @@ def render_markdown(study: Mapping[str, Any], doc: Mapping[str, Any]) -> str:
                  "`.safetensors`; wall s: train/distil + evaluate, one cell.")
     if study.get("command"):
         lines += ["", "Command:", "", "```", " ".join(study["command"]), "```"]
-    lines += ["", "| row | runs | Sen | Spe | **HM** | AUC | patch/class acc | bytes | wall s |",
-              "|---|---|---|---|---|---|---|---|---|"]
+    eq9 = any(r.get("delta") is not None for r in doc["runs"])
+    if eq9:  # Eq. (9) rows: the delta each was evaluated at, and HM at the paper's delta beside it
+        srcs = sorted({str(r.get("delta_source")) for r in doc["runs"] if r.get("delta_source")})
+        lines += ["", "Eq. (9) delta: the file's calibrated delta (chosen on the held-out training images with "
+                      "the iterate) where it carries one, else the paper's 0.4 (sources here: "
+                      f"{', '.join(srcs)}); HM at 0.4 beside it."
+                  + (" The trivial row has its own threshold, fitted on the training split."
+                     if any(r["method"] == "trivial" for r in doc["rows"]) else "")]
+    extra_h, extra_s = (" δ | HM at δ=0.4 |", "---|---|") if eq9 else ("", "")
+    lines += ["", f"| row | runs | Sen | Spe | **HM** | AUC |{extra_h} patch/class acc | bytes | wall s |",
+              f"|---|---|---|---|---|---|{extra_s}---|---|---|"]
     for r in doc["rows"]:
         def v(m: str, r: Mapping[str, Any] = r) -> str:
             return _pm(r[m]["mean"], r[m]["std"])
         nbytes = r["bytes"]["mean"]
         wall = r["wall_seconds"]["mean"]
-        lines.append(f"| {r['row']} | {len(r['seeds'])} | {v('sen')} | {v('spe')} | **{v('hm')}** | {v('auc')} | "
-                     f"{v('patch_acc')} | {'n/a' if nbytes is None else f'{nbytes:,.0f}'} | "
+        extra = ""
+        if eq9:
+            dl = r.get("delta") or {"mean": None, "std": None}
+            hd = r.get("hm_default_delta") or {"mean": None, "std": None}
+            extra = f" {_pm(dl['mean'], dl['std'], 2)} | {_pm(hd['mean'], hd['std'])} |"
+        lines.append(f"| {r['row']} | {len(r['seeds'])} | {v('sen')} | {v('spe')} | **{v('hm')}** | {v('auc')} |"
+                     f"{extra} {v('patch_acc')} | {'n/a' if nbytes is None else f'{nbytes:,.0f}'} | "
                      f"{'n/a' if wall is None else f'{wall:.0f}'} |")
     if doc["comparisons"]:
         b = doc["bootstrap"]
@@ -508,7 +538,8 @@ def write_report(root: str | Path) -> dict[str, Any]:
     atomic_write_bytes(r / "table.md", render_markdown(study, doc).encode("utf-8"))
     atomic_write_bytes(r / "rows.csv", _rows_csv(doc).encode("utf-8"))
     run_cols = ["id", "method", "k", "arch", "batchnorm", "variant", "seed", "sen", "spe", "hm", "auc", "patch_acc",
-                "bytes", "n_params", "wall_seconds", "selected_iteration", "test_images"]
+                "delta", "delta_source", "hm_default_delta", "bytes", "n_params", "wall_seconds",
+                "selected_iteration", "test_images"]
     atomic_write_bytes(r / "runs.csv", _csv(doc["runs"], run_cols).encode("utf-8"))
     comp_rows = [{**c, "ci_low": c["ci95"][0], "ci_high": c["ci95"][1],
                   "image_ci_low": c["ci95_image"][0], "image_ci_high": c["ci95_image"][1],
