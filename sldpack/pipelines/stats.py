@@ -41,6 +41,7 @@ __all__ = [
     "PairedInterval",
     "hm_of",
     "image_bootstrap",
+    "seed_aware_from_summary",
     "seed_aware_interval",
     "t_quantile",
 ]
@@ -226,3 +227,24 @@ def seed_aware_interval(true: NDArray[Any], pred_a: NDArray[Any], pred_b: NDArra
     df = math.inf if v_s == 0.0 else total * total / (v_s * v_s / (n_seeds - 1))
     half = t_quantile(0.975, df) * math.sqrt(total)
     return PairedInterval(point, (lo, hi), (point - half, point + half), n_seeds, v_i, v_s, df)
+
+
+def seed_aware_from_summary(diff: float, image_ci: tuple[float, float], per_seed: list[float]) -> PairedInterval:
+    """The seed-aware interval rebuilt from what a study table kept: the mean difference, the image-level
+    percentile CI and the per-seed differences (for studies whose per-image decisions are gone).
+
+    ``V_i`` is recovered from the CI's width as ``((hi - lo) / (2 * 1.96))**2`` (the normal form of the
+    percentile interval); the rest is :func:`seed_aware_interval`'s formula. An approximation: exact when
+    the image bootstrap's distribution is normal, within a few thousandths of the interval's ends on
+    ordinary tables (``tests/pipelines/test_stats.py``).
+    """
+    lo, hi = image_ci
+    n = len(per_seed)
+    v_i = ((hi - lo) / (2 * _Z975)) ** 2
+    if n < 2:
+        return PairedInterval(diff, (lo, hi), None, n, v_i, math.nan, math.inf)
+    v_s = float(np.var(np.asarray(per_seed, dtype=np.float64), ddof=1)) / n
+    total = v_i + v_s
+    df = math.inf if v_s == 0.0 else total * total / (v_s * v_s / (n - 1))
+    half = t_quantile(0.975, df) * math.sqrt(total)
+    return PairedInterval(diff, (lo, hi), (diff - half, diff + half), n, v_i, v_s, df)

@@ -9,7 +9,13 @@ import pytest
 from numpy.typing import NDArray
 
 from sldpack.errors import DataError
-from sldpack.pipelines.stats import hm_of, image_bootstrap, seed_aware_interval, t_quantile
+from sldpack.pipelines.stats import (
+    hm_of,
+    image_bootstrap,
+    seed_aware_from_summary,
+    seed_aware_interval,
+    t_quantile,
+)
 
 
 def _cells(rng: np.random.Generator, n: int, seeds: int, sd_seed: float, sd_image: float, sd_noise: float
@@ -107,3 +113,19 @@ def test_t_quantile_known_values() -> None:
 def test_shapes_must_pair() -> None:
     with pytest.raises(DataError, match="equal shapes"):
         seed_aware_interval(np.zeros(4), np.zeros((2, 4)), np.zeros((3, 4)))
+
+
+def test_interval_rebuilt_from_a_table_matches_the_full_method() -> None:
+    rng = np.random.default_rng(11)
+    for _ in range(3):
+        true, a, b = _cells(rng, 120, 3, 0.4, 1.0, 1.0)
+        full = seed_aware_interval(true, a, b, resamples=1000, seed=0)
+        per_seed = [float(v) for v in hm_of(true, a) - hm_of(true, b)]
+        rebuilt = seed_aware_from_summary(full.diff, full.image_ci, per_seed)
+        assert full.seed_ci is not None and rebuilt.seed_ci is not None
+        width = full.seed_ci[1] - full.seed_ci[0]
+        # the percentile CI's width stands in for the bootstrap's variance: within 5 % of the width
+        assert abs(rebuilt.seed_ci[0] - full.seed_ci[0]) < 0.05 * width
+        assert abs(rebuilt.seed_ci[1] - full.seed_ci[1]) < 0.05 * width
+    one = seed_aware_from_summary(0.1, (0.05, 0.15), [0.1])
+    assert one.seed_ci is None and one.verdict("A", "B") == "A > B"
