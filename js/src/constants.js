@@ -5,7 +5,7 @@ export const MAGIC = Uint8Array.of(0x89, 0x53, 0x4c, 0x44, 0x50, 0x0d, 0x0a, 0x0
 // what a text-mode transfer makes of the magic's bytes 5.. (spec section 3)
 export const TEXT_MODE_TAILS = [Uint8Array.of(0x0a, 0x0a), Uint8Array.of(0x0d, 0x0d, 0x0a), Uint8Array.of(0x0d, 0x0a, 0x0d)];
 export const VERSION_MAJOR = 1;
-export const VERSION_MINOR = 0;
+export const VERSION_MINOR = 1; // 1.1: the optional root key `decision` (spec 5.10)
 export const HEADER_SIZE = 64;
 export const HEADER_DIGEST_PREFIX = 32;
 
@@ -34,6 +34,10 @@ export const INIT_RNG = 'philox4x32-10';
 export const INIT_SCHEMES = Object.freeze(['xavier_normal', 'xavier_uniform', 'kaiming_uniform', 'kaiming_normal', 'zeros', 'ones']);
 export const COMPRESSIONS = Object.freeze(['none', 'zstd']);
 export const LABEL_TRANSFORMS = Object.freeze(['softmax', 'identity']);
+// the image-level decision rule (spec 5.10, since 1.1)
+export const DECISION_RULES = Object.freeze(['eq9', 'argmax']);
+export const DECISION_DELTA_SOURCES = Object.freeze(['default', 'calibrated']);
+export const DECISION_TARGET_PATTERN = /^(max_hm|sensitivity>=(0(\.[0-9]{1,6})?|1(\.0{1,6})?))$/;
 export const ZSTD_MAGIC = Uint8Array.of(0x28, 0xb5, 0x2f, 0xfd);
 
 export const ERROR_CODES = Object.freeze({

@@ -7,8 +7,9 @@
 
 import { SldpFormatError } from './errors.js';
 import {
-  ARCH_ID_PATTERN, COMPRESSIONS, DTYPE_ITEMSIZE, INIT_RNG, INIT_SCHEMES, LABEL_TRANSFORMS, MAX_PROBE_COUNT,
-  MAX_RANK, MAX_SKETCH_VALUES, MAX_TENSOR_NAME_BYTES, MAX_TENSORS, ROLES, UTC_TIME_PATTERN, roleForName,
+  ARCH_ID_PATTERN, COMPRESSIONS, DECISION_DELTA_SOURCES, DECISION_RULES, DECISION_TARGET_PATTERN, DTYPE_ITEMSIZE,
+  INIT_RNG, INIT_SCHEMES, LABEL_TRANSFORMS, MAX_PROBE_COUNT, MAX_RANK, MAX_SKETCH_VALUES, MAX_TENSOR_NAME_BYTES,
+  MAX_TENSORS, ROLES, UTC_TIME_PATTERN, roleForName,
 } from './constants.js';
 
 const HEX64 = /^[0-9a-f]{64}$/;
@@ -217,6 +218,55 @@ function replay(ctx, obj, path) {
   optMap(ctx, obj, path, 'reference');
 }
 
+// 1.1: the image-level decision rule (spec 5.10), in the order sldpack's reader checks it
+function calibration(ctx, obj, path) {
+  const target = get(ctx, obj, path, 'target', 'str');
+  if (!DECISION_TARGET_PATTERN.test(target)) {
+    throw ctx.fail(obj, 'target', `${path}.target`, 'unknown calibration target', 'max_hm | sensitivity>=X (X in [0, 1])', target);
+  }
+  const unit = (key, required) => {
+    if (!required && !has(obj, key)) return;
+    const v = Number(float(ctx, obj, path, key));
+    if (!(v >= 0 && v <= 1)) throw ctx.fail(obj, key, `${path}.${key}`, 'value must be in [0, 1]', '0 <= x <= 1', v);
+  };
+  unit('hm', true);
+  int(ctx, obj, path, 'images', 1n);
+  int(ctx, obj, path, 'iteration', 0n, U64_MAX, false);
+  unit('sensitivity', false);
+  unit('specificity', false);
+}
+
+function decision(ctx, obj, path) {
+  const rule = choice(ctx, obj, path, 'rule', DECISION_RULES);
+  const positive = get(ctx, obj, path, 'positive', 'str');
+  if (rule === 'argmax') {
+    // delta and its sources belong to Eq. (9); a whole-image rule that names them is ambiguous
+    for (const key of ['negative', 'ignored', 'delta', 'delta_source', 'calibration']) {
+      if (has(obj, key)) throw ctx.fail(obj, key, `${path}.${key}`, `'${key}' is only for rule eq9`, 'absent with argmax', 'present');
+    }
+    return;
+  }
+  const negative = get(ctx, obj, path, 'negative', 'str');
+  const ignored = get(ctx, obj, path, 'ignored', 'array', false) ?? [];
+  ignored.forEach((n, i) => {
+    if (ctx.kind(ignored, i) !== 'str') throw ctx.fail(ignored, i, `${path}.ignored.${i}`, 'class name must be a string', 'str', typeName(ctx.kind(ignored, i)));
+  });
+  // the classes must be distinct: the error points at the first name that repeats an earlier one
+  const seen = [positive];
+  const named = [[obj, 'negative', `${path}.negative`, negative], ...ignored.map((n, i) => [ignored, i, `${path}.ignored.${i}`, n])];
+  for (const [o, k, p, n] of named) {
+    if (seen.includes(n)) throw ctx.fail(o, k, p, 'positive, negative and ignored classes must be distinct', `not one of ${seen}`, n);
+    seen.push(n);
+  }
+  const delta = Number(float(ctx, obj, path, 'delta'));
+  if (!(delta > 0 && delta <= 1)) throw ctx.fail(obj, 'delta', `${path}.delta`, 'delta must be in (0, 1]', '0 < delta <= 1', delta);
+  const source = choice(ctx, obj, path, 'delta_source', DECISION_DELTA_SOURCES);
+  if (source === 'calibrated') calibration(ctx, get(ctx, obj, path, 'calibration', 'map'), `${path}.calibration`);
+  else if (has(obj, 'calibration')) {
+    throw ctx.fail(obj, 'calibration', `${path}.calibration`, "calibration is only for delta_source 'calibrated'", 'absent with delta_source default', 'present');
+  }
+}
+
 function arch(ctx, obj, path) {
   const id = get(ctx, obj, path, 'id', 'str');
   if (!ARCH_ID_PATTERN.test(id)) throw ctx.fail(obj, 'id', `${path}.id`, 'architecture id must look like name@version', 'name@version, e.g. convnet@1', id);
@@ -318,7 +368,8 @@ export function checkManifest(obj, layout) {
     }
     tensors.set(name, entry);
   }
-  const sections = [['distill', distill], ['labels', labels], ['preprocessing', preprocessing], ['replay', replay]];
+  const sections = [['distill', distill], ['labels', labels], ['preprocessing', preprocessing], ['replay', replay],
+    ['decision', decision]];
   for (const [key, check] of sections) {
     if (has(obj, key)) check(ctx, get(ctx, obj, '', key, 'map'), key);
   }
@@ -334,6 +385,18 @@ export function checkManifest(obj, layout) {
     if (BigInt(rp.probe_logits.length) !== want) {
       throw ctx.fail(rp, 'probe_logits', 'replay.probe_logits', 'probe_logits needs probe_count x arch.num_classes values', want, rp.probe_logits.length);
     }
+  }
+  if (has(obj, 'decision') && has(obj, 'labels')) {
+    const dc = obj.decision;
+    const names = obj.labels.names;
+    for (const key of ['positive', 'negative']) {
+      if (has(dc, key) && !names.includes(dc[key])) {
+        throw ctx.fail(dc, key, `decision.${key}`, 'the decision names a class the file does not have', names.join(' | '), dc[key]);
+      }
+    }
+    (dc.ignored ?? []).forEach((n, i) => {
+      if (!names.includes(n)) throw ctx.fail(dc.ignored, i, `decision.ignored.${i}`, 'the decision names a class the file does not have', names.join(' | '), n);
+    });
   }
   const pm = layout.of(obj.payload);
   return {

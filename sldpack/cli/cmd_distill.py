@@ -61,6 +61,7 @@ def _setting(name: str) -> Callable[[_F], _F]:
 @_setting("inner_lr")
 @_setting("label_init")
 @_setting("image_init")
+@_setting("train_images")
 @_setting("balanced")
 @_setting("seed")
 @runtime_options

@@ -36,8 +36,10 @@ _F = TypeVar("_F", bound=Callable[..., Any])
 
 def _eval_options(f: _F) -> _F:
     opts = [
-        click.option("--delta", type=number(0.0, 1.0), default=DEFAULT_DELTA, show_default=True,
-                     help="Eq. (9): image positive when Num(P)/(Num(N)+Num(P)) >= delta."),
+        click.option("--delta", type=number(0.0, 1.0), default=None,
+                     help="Eq. (9): image positive when Num(P)/(Num(N)+Num(P)) >= delta. [the delta of the "
+                          f".sldp file's decision rule when it has one (e.g. calibrated on held-out images by "
+                          f"--select val-hm), else {DEFAULT_DELTA}]"),
         click.option("--windows", type=click.Choice(["auto", "labelled", "all"]), default="auto", show_default=True,
                      help="labelled: windows labelled I/N/P by the mask; all: the whole sliding grid (no mask "
                           "needed); auto: labelled when masks exist."),
@@ -108,7 +110,7 @@ def _write_per_image(path: str | None, ev: MedicalEvaluation) -> None:
 @data_options
 @runtime_options
 @_eval_options
-def eval_cmd(file: str, delta: float, windows: str, chunk: int, per_image: str | None, as_json: bool,
+def eval_cmd(file: str, delta: float | None, windows: str, chunk: int, per_image: str | None, as_json: bool,
              quiet: bool, **kwargs: Any) -> None:
     """Replay FILE (a .sldp, or a .safetensors from `sldp train --save`) and evaluate it on data.
 
@@ -139,6 +141,7 @@ def eval_cmd(file: str, delta: float, windows: str, chunk: int, per_image: str |
     pre: Preprocessing | None
     base: PatchTask | None
     if Path(file).suffix.lower() == ".safetensors":
+        decision = None
         tm = load_trained_model(file, device=str(dev))
         module, pre, names, arch = tm.module, tm.preprocessing, tm.class_names, tm.arch
         base = PatchTask.from_options(pre.options)
@@ -146,6 +149,7 @@ def eval_cmd(file: str, delta: float, windows: str, chunk: int, per_image: str |
     else:
         res = replay(file, device=dev)
         module, manifest = res.module, res.manifest
+        decision = manifest.decision
         pre = manifest.preprocessing
         names = tuple(manifest.labels.names) if manifest.labels is not None else ()
         arch = manifest.arch
@@ -153,21 +157,34 @@ def eval_cmd(file: str, delta: float, windows: str, chunk: int, per_image: str |
         origin = f"replayed in {res.seconds:.1f}s"
     if pre is None:
         raise UsageError(f"{file} records no preprocessing (mean/std): cannot feed it real images")
+    delta, delta_source = _eval_delta(delta, decision)
     settings = spec.patch_task(base, default_size=None)
     ticker = ProgressPrinter("eval", quiet or as_json)
     ev = evaluate(module, pre, sel.data, class_names=names, settings=settings, delta=delta, windows=windows,
                   chunk=chunk, progress=lambda d, t: ticker(d, t))
     _write_per_image(per_image, ev)
     doc = {"file": file, "arch": arch.to_obj(), "classes": list(names), "data": sel.to_dict(),
-           **ev.to_dict(), "per_image_csv": per_image, "seconds_total": round(time.perf_counter() - t0, 3)}
+           "delta_source": delta_source if ev.detection is not None else None, **ev.to_dict(),
+           "per_image_csv": per_image, "seconds_total": round(time.perf_counter() - t0, 3)}
     if as_json:
         click.echo(json.dumps(doc, indent=2, allow_nan=False))
         return
     title = f"{file}: {arch.id} {dict(arch.options)}, classes {'/'.join(names)} ({origin})\n  data         " \
-            f"{sel.describe()}"
+            f"{sel.describe()}" + (f"\n  decision     delta {delta:g}: {delta_source}" if ev.detection is not None
+                                  else "")
     click.echo(format_evaluation(ev, title=title))
     if per_image:
         click.echo(f"  per-image    {per_image}")
+
+
+def _eval_delta(given: float | None, decision: Any) -> tuple[float, str]:
+    """Eq. (9)'s delta for ``sldp eval`` and where it came from: ``--delta``, else the file's decision
+    rule (spec 5.10), else the paper's."""
+    if given is not None:
+        return float(given), "--delta"
+    if decision is not None and decision.rule == "eq9" and decision.delta is not None:
+        return float(decision.delta), f"the file's decision rule ({decision.describe()})"
+    return DEFAULT_DELTA, "the paper's default (the file has no decision rule)"
 
 
 # --- sldp train -------------------------------------------------------------------------------------------
@@ -192,7 +209,7 @@ def eval_cmd(file: str, delta: float, windows: str, chunk: int, per_image: str |
 @runtime_options
 @_eval_options
 def train_cmd(eval_split: str, arch: str, arch_option: tuple[str, ...], batchnorm: bool, per_class: int | None,
-              steps: int, batch_size: int, lr: float, seed: int, save: str | None, delta: float, windows: str,
+              steps: int, batch_size: int, lr: float, seed: int, save: str | None, delta: float | None, windows: str,
               chunk: int, per_image: str | None, as_json: bool, quiet: bool, **kwargs: Any) -> None:
     """Train an architecture normally: the baselines next to a distilled file.
 
@@ -247,7 +264,8 @@ def train_cmd(eval_split: str, arch: str, arch_option: tuple[str, ...], batchnor
     ev = None
     if esel is not None:
         ticker = ProgressPrinter("eval", quiet or as_json)
-        ev = evaluate(model.module, model.preprocessing, esel.data, class_names=model.class_names, delta=delta,
+        ev = evaluate(model.module, model.preprocessing, esel.data, class_names=model.class_names,
+                      delta=DEFAULT_DELTA if delta is None else delta,
                       windows=windows, chunk=chunk, progress=lambda d, t: ticker(d, t))
         _write_per_image(per_image, ev)
         doc["eval"] = {"data": esel.to_dict(), **ev.to_dict(), "per_image_csv": per_image}

@@ -46,6 +46,10 @@ def _csv_ints(value: str | None, option: str) -> list[int] | None:
 @click.option("--methods", default=None, metavar="sldd,dd", help="Distillation rows. [sldd,dd]")
 @click.option("--normal", default=None, metavar="all,50",
               help="Normal-training rows: 'all' and/or N per class; 'none' for no such row. [all]")
+@click.option("--baselines", default=None, metavar="trivial,random",
+              help="Baseline rows: trivial (organ mean intensity thresholded on the training split) and/or "
+                   "random (k real training images per class, only the step sizes learned); 'none' for neither. "
+                   "[both for table1 and min-images]")
 @click.option("--arch", "archs", multiple=True, help="Architecture id (repeat for several). [convnet@1]")
 @click.option("--arch-option", multiple=True, metavar="KEY=VALUE", help="Option of every architecture.")
 @click.option("--batchnorm/--no-batchnorm", default=None, help="Batch-norm variant (not for --kind batchnorm).")
@@ -64,14 +68,16 @@ def _csv_ints(value: str | None, option: str) -> list[int] | None:
 @runtime_options
 @click.option("--quiet", "-q", is_flag=True, help="No progress lines.")
 def study_cmd(out: str, grid_file: str | None, kind: str | None, seeds: str | None, ks: str | None,
-              methods: str | None, normal: str | None, archs: tuple[str, ...], arch_option: tuple[str, ...],
+              methods: str | None, normal: str | None, baselines: str | None, archs: tuple[str, ...],
+              arch_option: tuple[str, ...],
               batchnorm: bool | None, target_hm: float | None, iterations: int | None, steps: int | None,
               select: str | None, train_steps: int | None, bootstrap: int | None, jobs: int, report_only: bool,
               quiet: bool, **kwargs: Any) -> None:
     """Run a grid of trainings and distillations on one data set and write the comparison table.
 
-    Rows: SLDD(k) and DD(k) for every k, normal training on all training data and on N per class; each
-    row once per seed. Every cell (row x seed) is its own process and result file in OUT/cells/, so a
+    Rows: SLDD(k) and DD(k) for every k, normal training on all training data and on N per class, the
+    baselines (trivial: mean intensity threshold; random(k): k real images per class replayed with learned
+    step sizes); each row once per seed. Every cell (row x seed) is its own process and result file in OUT/cells/, so a
     killed study continues where it stopped (finished cells are skipped, a distillation resumes from its
     checkpoint). Each cell is evaluated on the test split exactly like `sldp eval` (image level: Sen, Spe,
     HM, AUC; patch accuracy), with the stored bytes and wall time.
@@ -80,8 +86,9 @@ def study_cmd(out: str, grid_file: str | None, kind: str | None, seeds: str | No
     measured cell times; the cell's own log is OUT/cells/ID/job.log) and prints the table at the end.
     Writes OUT/table.md (with every effective setting, defaults included, and the selected iteration per
     cell), rows.csv (mean ± std per row), runs.csv (one line per run), comparisons.csv (paired: SLDD vs DD
-    with the same seed; each distilled row vs normal training; BN vs no BN; ΔHM with a 95 % bootstrap CI
-    over test images), results.json, hm_vs_bytes.png, comparisons.png and montages.png (the distilled
+    with the same seed; each distilled row vs random(k), trivial and normal training; BN vs no BN; ΔHM with
+    an image-level and a seed-aware 95 % CI, the verdict from the seed-aware one), results.json,
+    hm_vs_bytes.png, comparisons.png and montages.png (the distilled
     images of every cell).
 
     Data: the options every data command takes (--data / --phantom, the split rule, patch geometry).
@@ -116,6 +123,8 @@ def study_cmd(out: str, grid_file: str | None, kind: str | None, seeds: str | No
             over["normal"] = tuple(v if v == "all" else int(v) for v in vals)
         except ValueError as exc:
             raise UsageError(f"--normal takes 'all', 'none' or integers, got {normal!r}") from exc
+    if baselines is not None:
+        over["baselines"] = tuple(b.strip() for b in baselines.split(",") if b.strip() and b.strip() != "none")
     if archs:
         over["archs"] = tuple(archs)
     if arch_option:

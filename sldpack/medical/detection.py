@@ -15,6 +15,7 @@ import csv
 import io
 import json
 import os
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,13 +26,17 @@ from numpy.typing import NDArray
 
 from sldpack.atomic import atomic_write_bytes
 from sldpack.errors import DataError, UsageError
+from sldpack.format.constants import DECISION_TARGET_PATTERN
+from sldpack.format.manifest import Calibration
 from sldpack.medical.metrics import BinaryMetrics, binary_metrics
 
 __all__ = [
     "CSV_COLUMNS",
     "DEFAULT_DELTA",
+    "DeltaCalibration",
     "DetectionResults",
     "ImageResult",
+    "calibrate_delta",
     "count_patch_classes",
     "decide",
     "detect_images",
@@ -269,3 +274,101 @@ def detect_images(
         for i in range(n)
     )
     return DetectionResults(delta=d, images=rows)
+
+
+# --- choosing delta on held-out images ------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class DeltaCalibration:
+    """The delta :func:`calibrate_delta` chose and what it gives on the images it was chosen on."""
+
+    delta: float
+    target: str           # "max_hm" or "sensitivity>=X"
+    images: int           # held-out images (with a known label) it was chosen on
+    hm: float
+    sensitivity: float
+    specificity: float
+    reached: bool         # False: no delta reaches the target sensitivity (the most sensitive one is taken)
+
+    def as_calibration(self, iteration: int | None = None) -> Calibration:
+        """The manifest's ``decision.calibration`` record (spec 5.10), with the iterate chosen alongside."""
+        return Calibration(target=self.target, images=self.images, hm=self.hm, iteration=iteration,
+                           sensitivity=self.sensitivity, specificity=self.specificity)
+
+
+def _candidate_deltas(scores: NDArray[np.float64]) -> NDArray[np.float64]:
+    """One delta per distinct way of splitting the images by score, each halfway between the scores it
+    separates (so a test image scoring a little off a held-out score is called the same way).
+
+    Scores are in [0, 1]; delta must be in (0, 1]: a score of 0 is never positive, a score of 1 always.
+    """
+    v = np.unique(scores)                              # ascending distinct scores
+    cuts = (v[:-1] + v[1:]) / 2                         # between neighbours: everything above is positive
+    lowest = [v[0] / 2] if v[0] > 0 else []             # every image positive (only when no score is 0)
+    highest = [(v[-1] + 1.0) / 2] if v[-1] < 1.0 else []  # no image positive (only when no score is 1)
+    return np.concatenate([lowest, cuts, highest]).astype(np.float64)
+
+
+def calibrate_delta(
+    image_scores: Sequence[float] | NDArray[np.floating[Any]],
+    labels: Sequence[int] | NDArray[np.integer[Any]],
+    *,
+    target: str = "max_hm",
+    prefer: float = DEFAULT_DELTA,
+) -> DeltaCalibration:
+    """Choose Eq. (9)'s delta on held-out images.
+
+    Args:
+        image_scores: per-image Eq. (9) scores in [0, 1] (:func:`image_scores`).
+        labels: per-image labels 0/1 (-1, unknown, is left out).
+        target: ``max_hm`` -- the delta with the highest HM on these images; or ``sensitivity>=X`` -- among
+            the deltas whose sensitivity is at least X, the one with the highest specificity (then the highest
+            sensitivity); when none reaches X, the most sensitive delta, with ``reached=False``.
+        prefer: ties (deltas giving the same HM, or the same sensitivity and specificity) go to the candidate
+            nearest ``prefer`` (the paper's 0.4: the data set does not move it without a reason), then to the
+            smaller delta. The candidates are the midpoints between neighbouring distinct scores, so the
+            result is deterministic and does not depend on the images' order.
+
+    Returns:
+        :class:`DeltaCalibration`.
+
+    Raises:
+        UsageError: bad target, scores outside [0, 1], lengths that differ.
+        DataError: fewer than one positive and one negative labelled image (HM undefined).
+    """
+    if not re.match(DECISION_TARGET_PATTERN, target):
+        raise UsageError(f"calibration target must be max_hm or sensitivity>=X (X in [0, 1]), got {target!r}")
+    sc = np.asarray(image_scores, dtype=np.float64).reshape(-1)
+    lab = np.asarray(labels, dtype=np.int64).reshape(-1)
+    if sc.shape != lab.shape:
+        raise UsageError(f"{sc.size} scores for {lab.size} labels")
+    if sc.size and (not np.isfinite(sc).all() or sc.min() < 0 or sc.max() > 1):
+        raise UsageError("image scores must be in [0, 1]")
+    known = lab >= 0
+    sc, lab = sc[known], lab[known]
+    n_pos, n_neg = int((lab == 1).sum()), int((lab == 0).sum())
+    if n_pos == 0 or n_neg == 0:
+        raise DataError(f"choosing delta needs positive and negative held-out images, got {n_pos} positive "
+                        f"and {n_neg} negative")
+    deltas = _candidate_deltas(sc)
+    called = sc[None, :] >= deltas[:, None]                       # [candidates, images]
+    sen = (called & (lab == 1)).sum(axis=1) / n_pos
+    spe = (~called & (lab == 0)).sum(axis=1) / n_neg
+    hm = np.where(sen + spe > 0, 2 * sen * spe / np.maximum(sen + spe, 1e-300), 0.0)
+    reached = True
+    if target == "max_hm":
+        ok = hm >= hm.max() - 1e-12
+    else:
+        want = float(target.split(">=", 1)[1])
+        ok = sen >= want - 1e-12
+        if not ok.any():
+            reached, ok = False, sen >= sen.max() - 1e-12
+        else:  # the highest specificity among them, then the highest sensitivity
+            ok &= spe >= spe[ok].max() - 1e-12
+            ok &= sen >= sen[ok].max() - 1e-12
+    # deterministic tie-break: nearest to `prefer`, then the smaller delta
+    idx = np.flatnonzero(ok)
+    near = np.round(np.abs(deltas[idx] - prefer), 12)  # equal distances must compare equal despite rounding
+    best = int(idx[np.lexsort((deltas[idx], near))[0]])
+    return DeltaCalibration(delta=float(deltas[best]), target=target, images=int(sc.size), hm=float(hm[best]),
+                            sensitivity=float(sen[best]), specificity=float(spe[best]), reached=reached)

@@ -101,6 +101,11 @@ class DistillConfig:
         unroll_checkpoint: recompute mode: keep every k-th theta_t only (memory T/k + k thetas instead of T).
         shard_images: with several processes and the recompute unroll, split every inner step's images
             across them too (architectures without batch norm; each step needs >= one image per process).
+        train_images: ``False`` keeps the images as initialised (with ``image_init="real"``: real training
+            images, byte for byte); only the labels (``sldd``) and the step sizes learn. With ``mode="dd"``
+            only the step sizes a~ learn: the ``random(k)`` baseline of ``sldp study`` (k real images per
+            class, replayed with hard labels and learned step sizes). Recorded in the manifest only when
+            ``False``.
     """
 
     arch: str = field(default="convnet@1", metadata=_cli("Architecture id from the zoo."))
@@ -153,6 +158,9 @@ class DistillConfig:
     shard_images: bool = field(default=False, metadata=_cli(
         "With --nproc/torchrun and --unroll recompute: split each inner step's images across the processes too "
         "(architectures without batch norm).", negatable=False))
+    train_images: bool = field(default=True, metadata=_cli(
+        "Learn the images (--no-train-images: keep the initial real images; with --mode dd only the step sizes "
+        "learn, the random(k) baseline)."))
 
     def validate(self) -> None:
         """Reject contradictory or out-of-range settings.

@@ -78,7 +78,12 @@ __all__ = [
 # bn_class_mix is recorded where it belongs, as theta_bn.class_mix
 _NOT_RECORDED = frozenset({"device", "unroll", "unroll_checkpoint", "shard_images", "bn_class_mix"})
 Scorer = Callable[[nn.Module], float]
-"""Scores a candidate network (theta_opt + theta_bn of one iterate, eval mode) on held-out data; higher wins."""
+"""Scores a candidate network (theta_opt + theta_bn of one iterate, eval mode) on held-out data; higher wins.
+
+A scorer may also have a ``decision(module, iteration)`` method: called once on the written iterate's
+network, its :class:`~sldpack.format.decision.DecisionRule` (or ``None``) becomes the manifest's
+``decision`` (e.g. Eq. (9)'s delta chosen on the same held-out images, :mod:`sldpack.pipelines.selection`).
+"""
 
 
 @dataclass(frozen=True)
@@ -232,12 +237,11 @@ def _start_or_resume(source: RealSource, cfg: DistillConfig, rd: Path | None, re
         x0 = torch.from_numpy(_initial_images(cfg, source, classes))
         y0 = torch.from_numpy(_initial_labels(cfg, classes, k))
         a0 = torch.full((sched.total,), float(cfg.inner_lr), dtype=torch.float32)
-    images = x0.to(dev, torch.float32).clone().requires_grad_(True)
+    images = x0.to(dev, torch.float32).clone().requires_grad_(cfg.train_images)
     labels = y0.to(dev, torch.float32).clone().requires_grad_(cfg.mode == "sldd")
     lrs = a0.to(dev, torch.float32).clone().requires_grad_(True)
-    groups: list[dict[str, Any]] = [{"params": [images], "lr": cfg.lr},
-                                    {"params": [lrs], "lr": cfg.lr_lrs if cfg.lr_lrs is not None
-                                     else cfg.lr / 10}]
+    groups: list[dict[str, Any]] = ([{"params": [images], "lr": cfg.lr}] if cfg.train_images else []) + [
+        {"params": [lrs], "lr": cfg.lr_lrs if cfg.lr_lrs is not None else cfg.lr / 10}]
     if cfg.mode == "sldd":
         groups.append({"params": [labels], "lr": cfg.lr_labels if cfg.lr_labels is not None else cfg.lr})
     opt = torch.optim.Adam(groups)
@@ -300,7 +304,7 @@ def _outer_step(s: _RunState, it: int, progress: Callable[[Progress], None] | No
                                                     hg.targets, hg.lrs])
     else:  # already summed inside the sharded walk
         loss_t, gx, gp, ga = hg.loss.reshape(1), hg.images, hg.targets, hg.lrs
-    grads: list[Tensor] = [gx, ga]
+    grads: list[Tensor] = [gx, ga]  # gx is all-reduced even when the images are frozen: the same collectives
     if cfg.mode == "sldd":
         # chain rule through the label transform, once per iteration (not once per inner step)
         (gy,) = torch.autograd.grad(targets, [s.labels], grad_outputs=[gp])
@@ -313,7 +317,8 @@ def _outer_step(s: _RunState, it: int, progress: Callable[[Progress], None] | No
                                                          "checkpoint)" if kept else ""), field=("inner_lr", "lr"))
     learn = [s.images, s.lrs] + ([s.labels] if cfg.mode == "sldd" else [])
     for p, g in zip(learn, grads, strict=True):
-        p.grad = g.detach().clone()
+        if p.requires_grad:  # frozen images (train_images=False) get no gradient and no Adam step
+            p.grad = g.detach().clone()
     s.opt.step()
     s.opt.zero_grad(set_to_none=True)
     done = it + 1
@@ -502,8 +507,15 @@ def _finish(s: _RunState, *, selected_iteration: int, on_phase: Callable[[Phase]
     bufs = dict(module.named_buffers())
     for n in buffer_names(module):
         tensors[f"bn.{n}"] = sldpack.Tensor("bn_stats", bufs[n].detach().cpu().numpy().copy())
+    decide = getattr(s.scorer, "decision", None) if cfg.select.startswith("val") else None
+    decision = None
+    if decide is not None:  # the held-out images that chose the iterate also choose its decision rule
+        decision = _timed_phase(s, on_phase, "decision", "decision rule on the held-out images",
+                                lambda: decide(module, selected_iteration))
     # device and unroll strategy change how the run is computed, not what it computes: not recorded
     options = {k: v for k, v in cfg.to_obj().items() if k not in _NOT_RECORDED}
+    if cfg.train_images:  # recorded only when it changes what was learned: older files keep their bytes
+        del options["train_images"]
     options.update({"update": "theta - (lr * grad)", "outer_loss": "cross_entropy(hard labels, real batch, "
                     "inner mode)", "optimizer": "adam", "theta_bn": {
                         "procedure": "reset, momentum=None (cumulative), inner mode, no grad",
@@ -526,6 +538,7 @@ def _finish(s: _RunState, *, selected_iteration: int, on_phase: Callable[[Phase]
                             options=options),
         labels=LabelSpec(names=tuple(source.class_names)),
         preprocessing=source.preprocessing,
+        decision=decision,
     )
     arrays = {n: t.array for n, t in tensors.items()}
     fp = _timed_phase(s, on_phase, "fingerprint", f"replay fingerprint (CPU, {cfg.fingerprint_threads} thread(s), "

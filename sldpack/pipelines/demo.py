@@ -71,7 +71,7 @@ class DemoConfig:
         checkpoint_every: iterations between the distiller's crash-safe checkpoints.
         compression: payload compression of ``demo.sldp``.
         threads: torch CPU threads (recorded; the caller sets them).
-        delta: Eq. (9) threshold.
+        delta: Eq. (9) threshold (unless the distilled file carries a decision rule with its own delta).
         split_seed: seed of the train/test split (``None``: ``seed``).
         out_size, outside_max, inside_min: patch shrinking and I/N/P thresholds (see
             :class:`~sldpack.pipelines.patch_source.PatchTask`).
@@ -408,7 +408,9 @@ def run_demo(config: DemoConfig, out: str | Path, *, log: Log | None = None,
 
     # 7. evaluation on the held-out images ---------------------------------------------------------------
     t = time.perf_counter()
-    ev = evaluate(rres.module, rres.manifest, test, delta=cfg.delta)
+    dec = rres.manifest.decision  # a file that carries its own Eq. (9) delta is evaluated at it
+    ev = evaluate(rres.module, rres.manifest, test,
+                  delta=dec.delta if dec is not None and dec.rule == "eq9" and dec.delta is not None else cfg.delta)
     assert ev.detection is not None
     ev.detection.write_csv(root / "per_image.csv")
     atomic_write_bytes(root / "eval.json", (json.dumps(ev.to_dict(), indent=2, allow_nan=False) + "\n").encode())

@@ -16,6 +16,7 @@ The distiller (:func:`sldpack.nn.distill.distill`) knows nothing about images or
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
@@ -23,8 +24,11 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from sldpack.errors import UsageError
-from sldpack.medical.detection import DEFAULT_DELTA
+from sldpack.format.constants import DECISION_TARGET_PATTERN
+from sldpack.format.decision import DecisionRule
+from sldpack.medical.detection import DEFAULT_DELTA, DeltaCalibration, calibrate_delta
 from sldpack.medical.loaders import split_indices
+from sldpack.medical.patches import PATCH_CLASS_NAMES
 from sldpack.pipelines.datasets import DataSelection
 from sldpack.pipelines.inputs import DataSpec, OpenedSource, open_source
 from sldpack.pipelines.patch_source import PatchSource, PatchTask
@@ -33,8 +37,8 @@ from sldpack.pipelines.sources import ArraySource, RealSource
 if TYPE_CHECKING:
     from torch import nn
 
-__all__ = ["DEFAULT_VAL_FRACTION", "VAL_METRICS", "Selection", "TrainVal", "make_val_scorer", "open_for_selection",
-           "open_train_val"]
+__all__ = ["DEFAULT_VAL_FRACTION", "VAL_METRICS", "HeldOutScorer", "Selection", "TrainVal", "make_val_scorer",
+           "open_for_selection", "open_train_val"]
 
 DEFAULT_VAL_FRACTION = 0.2
 """Share of the training images held out for selection when the data has no validation split."""
@@ -104,38 +108,84 @@ def open_train_val(spec: DataSpec, *, val_fraction: float = DEFAULT_VAL_FRACTION
     return TrainVal(OpenedSource(source, train_sel, settings, what), val_sel, rule)
 
 
-def make_val_scorer(val: DataSelection, source: RealSource, rule: str, *, settings: PatchTask | None = None,
-                    delta: float = DEFAULT_DELTA, description: str = "") -> Callable[[nn.Module], float]:
-    """A scorer for :func:`sldpack.nn.distill.distill`: evaluate a candidate on ``val`` and return the
-    metric of ``rule`` (``val-hm``: image-level HM; ``val-acc``: patch/class accuracy; NaN -> 0).
+class HeldOutScorer:
+    """Scores candidate networks on held-out images for :func:`sldpack.nn.distill.distill` and, for the
+    written iterate, gives the file's decision rule (:meth:`decision`).
 
-    The returned callable has a ``description`` attribute (recorded in the file) and a ``rule`` one.
-
-    Raises:
-        UsageError: an unknown rule.
+    ``val-hm`` on patch data (Eq. 9) with ``calibrate`` set: a candidate's score is its held-out HM at the
+    delta :func:`~sldpack.medical.detection.calibrate_delta` chooses for it, so the iterate and delta are
+    chosen together, on the same images; the file records that delta (``delta_source: calibrated``).
+    Without ``calibrate``: HM at ``delta`` (recorded as ``delta_source: default``). ``val-acc``: patch
+    (class) accuracy; whole-image models decide by argmax (two classes: recorded as rule ``argmax``).
     """
-    if rule not in VAL_METRICS:
-        raise UsageError(f"validation rule must be one of {', '.join(VAL_METRICS)}, got {rule!r}")
-    metric = VAL_METRICS[rule]
 
-    def score(module: nn.Module) -> float:
+    def __init__(self, val: DataSelection, source: RealSource, rule: str, *, settings: PatchTask | None,
+                 delta: float, calibrate: str | None, description: str) -> None:
+        if rule not in VAL_METRICS:
+            raise UsageError(f"validation rule must be one of {', '.join(VAL_METRICS)}, got {rule!r}")
+        self.val, self.source, self.rule, self.settings = val, source, rule, settings
+        self.delta, self.calibrate = delta, calibrate
+        metric = VAL_METRICS[rule]
+        at = f", at the Eq. (9) delta chosen on them ({calibrate})" if calibrate and settings is not None else ""
+        what = "image-level HM" if metric == "hm" else "patch accuracy"
+        self.description = f"{what} on {description or val.split_rule}" + (at if metric == "hm" else "")
+
+    def _evaluate(self, module: nn.Module) -> Any:
         from sldpack.pipelines.evaluate import evaluate
 
-        ev = evaluate(module, source.preprocessing, val.data, class_names=tuple(source.class_names),
-                      settings=settings, delta=delta)
+        return evaluate(module, self.source.preprocessing, self.val.data, class_names=tuple(self.source.class_names),
+                        settings=self.settings, delta=self.delta)
+
+    def _calibrated(self, ev: Any) -> DeltaCalibration | None:
+        """The calibration of one evaluation (patch task, two image classes, ``calibrate`` set), else None."""
+        det = ev.detection
+        if self.calibrate is None or det is None:
+            return None
+        t = det.true_labels
+        if not ((t == 0).any() and (t == 1).any()):
+            return None
+        return calibrate_delta(det.scores, t, target=self.calibrate, prefer=self.delta)
+
+    def __call__(self, module: nn.Module) -> float:
+        """The candidate's held-out score (NaN -> 0)."""
+        ev = self._evaluate(module)
         value: float | None
-        if metric == "hm":
-            value = ev.image.hm if ev.image is not None else None
+        if VAL_METRICS[self.rule] == "hm":
+            cal = self._calibrated(ev)
+            value = cal.hm if cal is not None else (ev.image.hm if ev.image is not None else None)
         else:
             value = ev.patch.accuracy if ev.patch is not None else None
         return 0.0 if value is None or math.isnan(value) else float(value)
 
-    what = "image-level HM" if metric == "hm" else "patch accuracy"
-    desc = f"{what} on {description or val.split_rule}"
-    fn: Any = score
-    fn.description = desc
-    fn.rule = rule
-    return score
+    def decision(self, module: nn.Module, iteration: int) -> DecisionRule | None:
+        """The decision rule for the written network: Eq. (9) with the delta chosen on the held-out images
+        (patch models), argmax (two-class whole-image models), or ``None`` (several image classes)."""
+        names = tuple(self.source.class_names)
+        if self.settings is None:  # whole images: the network's argmax is the decision
+            return DecisionRule(rule="argmax", positive=names[1]) if len(names) == 2 else None
+        cal = self._calibrated(self._evaluate(module))
+        pos, neg, ign = PATCH_CLASS_NAMES[2], PATCH_CLASS_NAMES[1], (PATCH_CLASS_NAMES[0],)
+        if cal is None:
+            return DecisionRule(rule="eq9", positive=pos, negative=neg, ignored=ign, delta=self.delta,
+                                delta_source="default")
+        return DecisionRule(rule="eq9", positive=pos, negative=neg, ignored=ign, delta=cal.delta,
+                            delta_source="calibrated", calibration=cal.as_calibration(iteration=iteration))
+
+
+def make_val_scorer(val: DataSelection, source: RealSource, rule: str, *, settings: PatchTask | None = None,
+                    delta: float = DEFAULT_DELTA, calibrate: str | None = "max_hm",
+                    description: str = "") -> HeldOutScorer:
+    """A scorer for :func:`sldpack.nn.distill.distill` (:class:`HeldOutScorer`): evaluate a candidate on
+    ``val`` and return the metric of ``rule`` (``val-hm``: image-level HM, at the held-out delta when
+    ``calibrate`` is a target; ``val-acc``: patch/class accuracy; NaN -> 0).
+
+    Raises:
+        UsageError: an unknown rule or calibration target.
+    """
+    if calibrate is not None and not re.match(DECISION_TARGET_PATTERN, calibrate):
+        raise UsageError(f"calibration target must be max_hm or sensitivity>=X (X in [0, 1]), got {calibrate!r}")
+    return HeldOutScorer(val, source, rule, settings=settings, delta=delta, calibrate=calibrate,
+                         description=description)
 
 
 @dataclass(frozen=True)
@@ -149,7 +199,8 @@ class Selection:
 
 
 def open_for_selection(spec: DataSpec, select: str, *, val_fraction: float = DEFAULT_VAL_FRACTION,
-                       class_names: Sequence[str] = (), processes: int = 1, delta: float = DEFAULT_DELTA) -> Selection:
+                       class_names: Sequence[str] = (), processes: int = 1, delta: float = DEFAULT_DELTA,
+                       calibrate: str | None = "max_hm") -> Selection:
     """Open the training data for a distillation whose iterate rule is ``select`` (the one place
     ``sldp distill`` and ``sldp study`` resolve it).
 
@@ -186,5 +237,5 @@ def open_for_selection(spec: DataSpec, select: str, *, val_fraction: float = DEF
     if select == "auto":
         rule = "val-hm" if bool(np.isin(np.asarray(tv.val.data.labels), [0, 1]).all()) else "val-acc"
     scorer = make_val_scorer(tv.val, tv.opened.source, rule, settings=tv.opened.settings, delta=delta,
-                             description=tv.rule)
+                             calibrate=calibrate, description=tv.rule)
     return Selection(tv.opened, scorer, f"selection: {rule}, {getattr(scorer, 'description', '')}")

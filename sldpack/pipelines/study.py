@@ -23,13 +23,24 @@ result files after every run.
 Kinds (what rows the grid makes, what the report adds):
 
 * ``table1`` (seed paper Table 1): SLDD(k) and DD(k) for every k, normal training on all images and on
-  N per class;
+  N per class, and the baselines (below);
 * ``min-images`` (Table 5, with each architecture's parameter count as in Table 6): SLDD(k)/DD(k) per
   architecture; the report names the smallest k whose mean HM reaches ``target_hm``;
 * ``batchnorm`` (Table 3): every row with and without batch norm;
 * ``ablation``: every distillation row once with the grid's settings (the *baseline*) and once per named
   *variant* (``[variants.NAME]``: distiller settings and/or architecture options that replace the grid's);
   the report compares each variant with the baseline, paired by seed.
+
+Baseline rows (``baselines``, on by default in ``table1`` and ``min-images``; ``baselines = []`` turns them
+off): ``trivial`` -- the organ's mean intensity (the whole image's without masks), thresholded on the
+training split (:mod:`sldpack.medical.baselines`): a table that cannot beat it proves little; ``random(k)``
+-- k real training images per class drawn with the cell's seed, hard labels, replayed from the same theta0
+with the same T steps, only the step sizes learned (``mode = "dd"``, ``train_images = false``), packed as a
+``.sldp`` like any other row: does SLDD(k) beat sending k real images per class?
+
+Decision threshold: a distilled file that carries a calibrated Eq. (9) delta (``--select val-*`` on patch
+data chooses it on the held-out images) is evaluated at that delta unless ``[eval] delta`` is set; every
+patch cell also reports its metrics at the paper's delta 0.4 (``metrics_default_delta``).
 """
 
 from __future__ import annotations
@@ -51,6 +62,7 @@ from sldpack.atomic import atomic_write_bytes
 from sldpack.errors import DataError, UsageError
 from sldpack.medical.detection import DEFAULT_DELTA
 from sldpack.nn.config import DistillConfig  # torch-free: the one list of distiller settings and defaults
+from sldpack.pipelines import study_eval
 from sldpack.pipelines.inputs import DataSpec, RuntimeSpec
 from sldpack.pipelines.selection import DEFAULT_VAL_FRACTION
 from sldpack.pipelines.study_report import row_label
@@ -60,6 +72,7 @@ if TYPE_CHECKING:
     from sldpack.nn.distill import Progress
 
 __all__ = [
+    "BASELINES",
     "STUDY_KINDS",
     "Cell",
     "CellProgress",
@@ -75,6 +88,9 @@ __all__ = [
 
 STUDY_KINDS: tuple[str, ...] = ("table1", "min-images", "batchnorm", "ablation")
 METHODS: tuple[str, ...] = ("sldd", "dd")
+BASELINES: tuple[str, ...] = ("trivial", "random")
+"""Baseline rows: the mean-intensity threshold and k real images per class with learned step sizes."""
+_BASELINE_KINDS = frozenset({"table1", "min-images"})
 
 _TRAIN_KEYS = frozenset({"steps", "batch_size", "lr"})
 _EVAL_KEYS = frozenset({"delta", "windows", "chunk"})
@@ -130,6 +146,8 @@ class StudyGrid:
         variants: ``ablation``: ``{name: settings}``; settings are ``[distill]`` keys and optionally an
             ``arch_options`` table, replacing the grid's for that variant's rows (name: lower-case letters,
             digits, ``.`` and ``-``).
+        baselines: baseline rows among :data:`BASELINES` (``None``: both in ``table1`` and ``min-images``,
+            none in the other kinds).
     """
 
     kind: str = "table1"
@@ -147,6 +165,14 @@ class StudyGrid:
     bootstrap: int = 2000
     bootstrap_seed: int = 0
     variants: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    baselines: tuple[str, ...] | None = None
+
+    @property
+    def baseline_rows(self) -> tuple[str, ...]:
+        """The baseline rows this grid makes (``baselines``, or the kind's default)."""
+        if self.baselines is not None:
+            return self.baselines
+        return BASELINES if self.kind in _BASELINE_KINDS else ()
 
     def validate(self) -> None:
         """Reject an unusable grid.
@@ -170,6 +196,9 @@ class StudyGrid:
                 raise UsageError(f"normal rows are 'all' or N per class >= 1, got {n!r}")
         if not self.archs:
             raise UsageError("a study needs at least one architecture")
+        for b in self.baselines or ():
+            if b not in BASELINES:
+                raise UsageError(f"baselines must be among {', '.join(BASELINES)}, got {b!r}")
         _check_distill_keys(self.distill, "[distill]")
         for name, keys, table in (("train", _TRAIN_KEYS, self.train), ("eval", _EVAL_KEYS, self.eval)):
             bad = sorted(set(table) - keys)
@@ -220,6 +249,10 @@ class StudyGrid:
             del d["variants"]  # studies made before ablations keep their study.json
         else:
             d["variants"] = {k: dict(v) for k, v in self.variants.items()}
+        if self.baselines is None:
+            del d["baselines"]  # the kind's default (and the study.json of studies made before baselines)
+        else:
+            d["baselines"] = list(self.baselines)
         return d
 
     @classmethod
@@ -237,7 +270,7 @@ class StudyGrid:
         for k in ("seeds", "images_per_class"):
             if k in kw:
                 kw[k] = _ints(kw[k], f"{where}: {k}")
-        for k in ("methods", "archs"):
+        for k in ("methods", "archs", "baselines"):
             if k in kw:
                 v = kw[k]
                 kw[k] = tuple(str(x) for x in (v if isinstance(v, (list, tuple)) else [v]))
@@ -335,8 +368,12 @@ def plan_rows(grid: StudyGrid) -> list[Row]:
                 for k in sorted(grid.images_per_class):
                     rows.append(Row(m, k, arch, bn))
                     rows.extend(Row(m, k, arch, bn, v) for v in grid.variants)
+            if "random" in grid.baseline_rows:
+                rows.extend(Row("random", k, arch, bn) for k in sorted(grid.images_per_class))
             for n in grid.normal:
                 rows.append(Row("normal", None if n == "all" else int(n), arch, bn))
+    if "trivial" in grid.baseline_rows:  # no network: one row, whatever the architectures
+        rows.append(Row("trivial", None, grid.archs[0], False))
     return rows
 
 
@@ -354,11 +391,15 @@ def cell_config(grid: StudyGrid, cell: Cell, spec: DataSpec, runtime: RuntimeSpe
                            "arch_options": arch_options, "batchnorm": r.batchnorm, "seed": cell.seed,
                            "data": asdict(spec), "device": runtime.device,
                            "threads": runtime.threads if runtime.threads is not None else 1,
-                           "eval": {"delta": DEFAULT_DELTA, "windows": "auto", "chunk": 512, **dict(grid.eval)}}
+                           "eval": {"delta": "file", "windows": "auto", "chunk": 512, **dict(grid.eval)}}
     if r.method == "normal":
         cfg["train"] = {"steps": 500, "batch_size": 64, "lr": 1e-3, **dict(grid.train)}
+    elif r.method == "trivial":
+        pass  # a threshold fitted on the training split: nothing to set
     else:
-        cfg["distill"] = {**dict(grid.distill), **over}
+        # random(k): k real images per class, hard labels, only the step sizes learn
+        fixed = {"train_images": False} if r.method == "random" else {}
+        cfg["distill"] = {**dict(grid.distill), **over, **fixed}
         # the distiller's defaults are part of a cell's identity: a finished cell made when they differed
         # (another sldpack version) is refused, not silently mixed into a table of other settings
         cfg["distill_defaults"] = {k: v for k, v in DistillConfig().to_obj().items() if k not in cfg["distill"]}
@@ -368,20 +409,6 @@ def cell_config(grid: StudyGrid, cell: Cell, spec: DataSpec, runtime: RuntimeSpe
 
 
 # --- one cell ----------------------------------------------------------------------------------------------
-
-def _per_image(ev: Any) -> dict[str, list[Any]]:
-    """Per test image: true label, decision, score (what the paired bootstrap resamples)."""
-    if ev.detection is not None:
-        det = ev.detection
-        return {"names": [str(row["name"]) for row in ev.per_image],
-                "true": [int(v) for v in det.true_labels], "pred": [int(v) for v in det.decisions],
-                "score": [float(v) if math.isfinite(v) else None for v in det.scores]}
-    names = [str(r["name"]) for r in ev.per_image]
-    p_keys = [k for k in (ev.per_image[0].keys() if ev.per_image else ()) if k.startswith("p_")]
-    return {"names": names, "true": [int(r["true_label"]) for r in ev.per_image],
-            "pred": [int(r["predicted"]) for r in ev.per_image],
-            "score": [float(ev.per_image[i][p_keys[-1]]) for i in range(len(ev.per_image))] if p_keys else []}
-
 
 _CELL_LINE_EVERY = 5.0
 """Seconds between two progress lines of a cell in its ``job.log`` (the first, the last and every new
@@ -533,6 +560,8 @@ def run_cell(cfg: Mapping[str, Any], cell_dir: str | Path, *, command: Sequence[
     throttle = _LineThrottle(_CELL_LINE_EVERY)
     info: dict[str, Any] = {}
     pre: Preprocessing | None
+    if method == "trivial":
+        return study_eval.trivial_cell(cfg, spec, t0, out)
     if method == "normal":
         from sldpack.pipelines.models import save_trained_model, train_model
 
@@ -571,12 +600,12 @@ def run_cell(cfg: Mapping[str, Any], cell_dir: str | Path, *, command: Sequence[
         dset = dict(cfg["distill"])
         val_fraction = float(dset.pop("val_fraction", DEFAULT_VAL_FRACTION))
         dcfg = DistillConfig(arch=str(cfg["arch"]), arch_options=dict(cfg["arch_options"]),
-                             batchnorm=bool(cfg["batchnorm"]), mode="dd" if method == "dd" else "sldd",
+                             batchnorm=bool(cfg["batchnorm"]), mode="sldd" if method == "sldd" else "dd",
                              images_per_class=int(k), seed=seed,
                              device=str(dev), **dset)
         from sldpack.pipelines.selection import open_for_selection
 
-        chosen = open_for_selection(spec, dcfg.select, val_fraction=val_fraction, delta=float(cfg["eval"]["delta"]))
+        chosen = open_for_selection(spec, dcfg.select, val_fraction=val_fraction, delta=study_eval.fixed_delta(cfg))
         opened = chosen.opened
         scorer = _WatchedScorer(chosen.scorer) if chosen.scorer is not None else None
         run_dir = d / "run"
@@ -611,14 +640,20 @@ def run_cell(cfg: Mapping[str, Any], cell_dir: str | Path, *, command: Sequence[
         info.update(stored="run/distilled.sldp", resumed_from=res.resumed_from,
                     selected_iteration=opts.get("selected_iteration"), selection=opts.get("selection"),
                     theta_opt_sha256=manifest.replay.theta_opt_sha256 if manifest.replay else None)
+        if manifest.decision is not None:
+            info["decision"] = manifest.decision.to_obj()
     train_s = time.perf_counter() - t0
     if pre is None:
         raise DataError("the trained network records no preprocessing")
     test = spec.select("test")
     settings = spec.patch_task(base, default_size=None)
-    ev = evaluate(module, pre, test.data, class_names=names, settings=settings, delta=float(cfg["eval"]["delta"]),
+    delta, delta_source = study_eval.cell_delta(cfg, info.get("decision"))
+    ev = evaluate(module, pre, test.data, class_names=names, settings=settings, delta=delta,
                   windows=str(cfg["eval"]["windows"]), chunk=int(cfg["eval"]["chunk"]))
     img = ev.image
+    if ev.detection is not None:  # Eq. (9): the delta used, and the metrics at the paper's delta beside them
+        info["delta"], info["delta_source"] = delta, delta_source
+        info["metrics_default_delta"] = study_eval.metrics_at(ev.detection, DEFAULT_DELTA)
     n_params = int(sum(p.numel() for p in module.parameters()))
 
     def num(v: float | None) -> float | None:
@@ -637,7 +672,7 @@ def run_cell(cfg: Mapping[str, Any], cell_dir: str | Path, *, command: Sequence[
             "bytes": int(nbytes), "n_params": n_params, "train_seconds": round(train_s, 2),
             "eval_seconds": round(ev.seconds, 2), "wall_seconds": round(time.perf_counter() - t0, 2),
             "test": {"split": test.split, "images": len(test.data), "rule": test.split_rule},
-            "per_image": _per_image(ev), **info}
+            "per_image": study_eval.per_image(ev), **info}
 
 
 def execute_cell(config_path: str | Path, result_path: str | Path, *, command: Sequence[str] = ()) -> None:

@@ -3,12 +3,12 @@
 Built only from ``study.json`` and the cell result files (numpy + Pillow; no torch), so a report can be
 rebuilt at any time, also from a study that is still running (unfinished cells are listed as missing).
 
-Paired comparison of rows A and B (same test images, same seeds): for every seed both rows ran, the HM
-difference HM(A) − HM(B) on the test images; the bootstrap resamples the **test images** (with replacement,
-the same resample for every seed and both rows, ``bootstrap`` times, seeded) and recomputes the mean over
-seeds of that difference; the 95 % CI is the 2.5–97.5 percentile range. Resamples missing a class (HM
-undefined) are dropped. It measures how much the conclusion depends on which test images were drawn, with
-the seeds held fixed; the seed spread is reported beside it (per-seed differences).
+Paired comparison of rows A and B (same test images, same seeds): the mean over seeds of HM(A) − HM(B)
+on the test images, with two 95 % intervals (method and measured coverage: :mod:`sldpack.pipelines.stats`):
+the image-level one (bootstrap over the **test images**, the seeds held fixed: ``bootstrap`` seeded
+resamples, the same for every seed and both rows) and the seed-aware one (that image part plus the spread of
+the per-seed differences, t with Welch–Satterthwaite degrees of freedom). The verdict comes from the
+seed-aware interval (from the image-level one for a single seed, which the table says).
 """
 
 from __future__ import annotations
@@ -23,11 +23,12 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from numpy.typing import NDArray
 
 from sldpack.atomic import atomic_write_bytes
 from sldpack.errors import DataError
 from sldpack.pipelines.selection import DEFAULT_VAL_FRACTION
+from sldpack.pipelines.stats import PairedInterval, hm_of, seed_aware_interval
+from sldpack.pipelines.stats import image_bootstrap as paired_bootstrap_hm
 from sldpack.pipelines.study_plots import plot_comparisons, plot_hm_vs_bytes, plot_montages
 
 __all__ = [
@@ -48,62 +49,6 @@ __all__ = [
 
 METRICS: tuple[tuple[str, str], ...] = (("sen", "Sen"), ("spe", "Spe"), ("hm", "HM"), ("auc", "AUC"),
                                         ("patch_acc", "patch acc"))
-
-
-def hm_of(true: NDArray[Any], pred: NDArray[Any]) -> NDArray[np.float64]:
-    """Image-level HM of Sen and Spe along the last axis (positive = 1); NaN where a class is absent.
-
-    Works on one vector or a batch of resamples ``[..., n]``.
-    """
-    t = np.asarray(true).astype(bool)
-    p = np.asarray(pred).astype(bool)
-    npos = t.sum(-1)
-    nneg = (~t).sum(-1)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        sen = (t & p).sum(-1) / npos
-        spe = (~t & ~p).sum(-1) / nneg
-        hm = np.where(sen + spe > 0, 2 * sen * spe / (sen + spe), 0.0)
-    out: NDArray[np.float64] = np.where((npos == 0) | (nneg == 0), np.nan, hm).astype(np.float64)
-    return out
-
-
-def paired_bootstrap_hm(true: NDArray[Any], pred_a: NDArray[Any], pred_b: NDArray[Any], *, resamples: int = 2000,
-                        seed: int = 0) -> tuple[float, float, float]:
-    """Mean over seeds of HM(A) − HM(B), and its bootstrap 95 % CI over test images.
-
-    Args:
-        true: ``[n]`` 0/1 labels of the test images.
-        pred_a, pred_b: ``[seeds, n]`` 0/1 decisions of rows A and B (seed s of A paired with seed s of B).
-        resamples: bootstrap resamples.
-        seed: their seed.
-
-    Returns:
-        ``(difference on the test set, CI low, CI high)``.
-
-    Raises:
-        DataError: shapes that do not pair up.
-    """
-    t = np.asarray(true)
-    a = np.atleast_2d(np.asarray(pred_a))
-    b = np.atleast_2d(np.asarray(pred_b))
-    if a.shape != b.shape or a.shape[1] != t.shape[0]:
-        raise DataError(f"paired predictions need equal shapes [seeds, {t.shape[0]}], got {a.shape} and {b.shape}")
-    point = float(np.mean(hm_of(t, a) - hm_of(t, b)))
-    rng = np.random.default_rng(seed)
-    diffs = np.empty(resamples, dtype=np.float64)
-    step = max(1, 2_000_000 // max(1, t.size * a.shape[0]))  # bound the temporary arrays
-    for s in range(0, resamples, step):
-        m = min(step, resamples - s)
-        idx = rng.integers(0, t.size, size=(m, t.size))
-        tt = t[idx]                         # [m, n]
-        da = hm_of(tt[:, None, :], a[:, idx].transpose(1, 0, 2))  # [m, seeds]
-        db = hm_of(tt[:, None, :], b[:, idx].transpose(1, 0, 2))
-        diffs[s:s + m] = np.mean(da - db, axis=1)
-    ok = diffs[np.isfinite(diffs)]
-    if ok.size == 0:
-        return point, math.nan, math.nan
-    lo, hi = np.percentile(ok, [2.5, 97.5])
-    return point, float(lo), float(hi)
 
 
 # --- loading ----------------------------------------------------------------------------------------------
@@ -140,11 +85,15 @@ def _row_key(cfg: Mapping[str, Any]) -> RowKey:
 
 def row_label(method: str, k: int | None, arch: str, batchnorm: bool, *, show_arch: bool = False,
               show_bn: bool = False, variant: str = "") -> str:
-    """``SLDD(2/class)``, ``DD(1/class)``, ``normal(all)``, ``normal(50/class)``, plus ``BN``/arch when they
-    vary and ``[variant]`` for an ablation variant (k is per class: SLDD(1/class) on a 2-class set is the
-    "SLDD(2)" of two images)."""
+    """``SLDD(2/class)``, ``DD(1/class)``, ``random(1/class)``, ``normal(all)``, ``normal(50/class)``,
+    ``trivial (mean intensity)``, plus ``BN``/arch when they vary and ``[variant]`` for an ablation variant
+    (k is per class: SLDD(1/class) on a 2-class set is the "SLDD(2)" of two images)."""
     if method == "normal":
         base = "normal(" + ("all" if k is None else f"{k}/class") + ")"
+    elif method == "trivial":
+        return "trivial (mean intensity)"  # no network: architecture and batch norm do not apply
+    elif method == "random":
+        base = f"random({k}/class)"
     else:
         base = f"{method.upper()}({k}/class)"
     if show_bn:
@@ -171,8 +120,9 @@ class RowSummary:
 
     def values(self, metric: str) -> list[float]:
         """The finite values of ``metric`` over the runs (``bytes``, ``wall_seconds`` or a metric name)."""
-        vals = [r.get(metric) if metric in ("bytes", "wall_seconds", "n_params") else r["metrics"].get(metric)
-                for r in self.runs]
+        vals = [r.get(metric) if metric in ("bytes", "wall_seconds", "n_params", "delta")
+                else (r.get("metrics_default_delta") or {}).get("hm") if metric == "hm_default_delta"
+                else r["metrics"].get(metric) for r in self.runs]
         return [float(v) for v in vals if v is not None and math.isfinite(float(v))]
 
     def mean_std(self, metric: str) -> tuple[float, float]:
@@ -187,7 +137,7 @@ class RowSummary:
         d: dict[str, Any] = {"row": self.label, "method": self.key[0], "k": self.key[1], "arch": self.key[2],
                              "batchnorm": self.key[3], "variant": self.key[4],
                              "seeds": [r["config"]["seed"] for r in self.runs]}
-        for m in [m for m, _ in METRICS] + ["bytes", "wall_seconds", "n_params"]:
+        for m in [m for m, _ in METRICS] + ["bytes", "wall_seconds", "n_params", "delta", "hm_default_delta"]:
             mu, sd = self.mean_std(m)
             d[m] = {"mean": None if math.isnan(mu) else mu, "std": None if math.isnan(sd) else sd}
         return d
@@ -200,29 +150,27 @@ class Comparison:
     a: str
     b: str
     seeds: list[int]
-    diff: float
-    lo: float
-    hi: float
+    interval: PairedInterval
     per_seed: list[float]
 
     @property
     def verdict(self) -> str:
-        """``A > B``, ``A < B`` (CI excludes 0) or ``no clear difference``."""
-        if math.isnan(self.lo):
-            return "n/a"
-        if self.lo > 0:
-            return f"{self.a} > {self.b}"
-        if self.hi < 0:
-            return f"{self.a} < {self.b}"
-        return "no clear difference"
+        """``A > B``, ``A < B`` (the verdict's CI excludes 0) or ``no clear difference``."""
+        return self.interval.verdict(self.a, self.b)
 
     def to_obj(self) -> dict[str, Any]:
-        """JSON-ready."""
+        """JSON-ready: ``ci95`` is the interval the verdict used (``interval_used`` says which); both
+        intervals are listed."""
         def f(v: float) -> float | None:
             return None if math.isnan(v) else round(v, 6)
-        return {"a": self.a, "b": self.b, "seeds": self.seeds, "hm_diff": f(self.diff),
-                "ci95": [f(self.lo), f(self.hi)], "per_seed_diff": [f(v) for v in self.per_seed],
-                "verdict": self.verdict}
+        iv = self.interval
+        return {"a": self.a, "b": self.b, "seeds": self.seeds, "hm_diff": f(iv.diff),
+                "ci95": [f(v) for v in iv.verdict_ci],
+                "ci95_image": [f(v) for v in iv.image_ci],
+                "ci95_seed_aware": None if iv.seed_ci is None else [f(v) for v in iv.seed_ci],
+                "seed_df": None if math.isnan(iv.df) or math.isinf(iv.df) else round(iv.df, 3),
+                "interval_used": iv.verdict_basis,
+                "per_seed_diff": [f(v) for v in self.per_seed], "verdict": self.verdict}
 
 
 def _compare(ra: RowSummary, rb: RowSummary, *, resamples: int, seed: int) -> Comparison | None:
@@ -241,9 +189,9 @@ def _compare(ra: RowSummary, rb: RowSummary, *, resamples: int, seed: int) -> Co
                 raise DataError(f"rows {ra.label} and {rb.label} were evaluated on different test images")
     pa = np.array([by_a[s]["per_image"]["pred"] for s in seeds])
     pb = np.array([by_b[s]["per_image"]["pred"] for s in seeds])
-    diff, lo, hi = paired_bootstrap_hm(true, pa, pb, resamples=resamples, seed=seed)
+    interval = seed_aware_interval(true, pa, pb, resamples=resamples, seed=seed)
     per_seed = [float(v) for v in hm_of(true, pa) - hm_of(true, pb)]
-    return Comparison(ra.label, rb.label, seeds, diff, lo, hi, per_seed)
+    return Comparison(ra.label, rb.label, seeds, interval, per_seed)
 
 
 def summarise(study: Mapping[str, Any], results: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
@@ -279,6 +227,15 @@ def summarise(study: Mapping[str, Any], results: Sequence[Mapping[str, Any]]) ->
         m, k, arch, bn, variant = ra.key
         if m == "sldd" and (("dd", k, arch, bn, variant) in rows):
             add(ra, rows[("dd", k, arch, bn, variant)])
+    # the baselines' questions: does a distilled file beat k real images (same k), and a brightness threshold?
+    trivial = [r for r in ordered if r.key[0] == "trivial"]
+    for ra in ordered:
+        m, k, arch, bn, variant = ra.key
+        if m in ("sldd", "dd") and ("random", k, arch, bn, "") in rows:
+            add(ra, rows[("random", k, arch, bn, "")])
+        if m in ("sldd", "dd"):
+            for rt in trivial:
+                add(ra, rt)
     for ra in ordered:
         if ra.key[0] != "normal":
             for rb in ordered:
@@ -294,7 +251,10 @@ def summarise(study: Mapping[str, Any], results: Sequence[Mapping[str, Any]]) ->
                            "runs": [_run_obj(r) for r in results],
                            "missing_cells": [c for c in study.get("cells", [])
                                              if c not in {r["id"] for r in results}],
-                           "bootstrap": {"resamples": boot, "seed": bseed, "unit": "test image"}}
+                           "bootstrap": {"resamples": boot, "seed": bseed, "unit": "test image",
+                                         "verdict_interval": "seed-aware: image bootstrap variance + per-seed "
+                                                             "spread / seeds, t with Welch-Satterthwaite df "
+                                                             "(sldpack.pipelines.stats)"}}
     if kind == "min-images":
         doc["min_images"] = min_images(ordered, float(grid.get("target_hm", 0.8)))
     return doc
@@ -304,6 +264,8 @@ def _run_obj(r: Mapping[str, Any]) -> dict[str, Any]:
     c = r["config"]
     return {"id": r["id"], "method": c["method"], "k": c["k"], "arch": c["arch"], "batchnorm": c["batchnorm"],
             "variant": c.get("variant", ""), "seed": c["seed"], **{m: r["metrics"].get(m) for m, _ in METRICS},
+            "delta": r.get("delta"), "delta_source": r.get("delta_source"),
+            "hm_default_delta": (r.get("metrics_default_delta") or {}).get("hm"),
             "bytes": r["bytes"],
             "n_params": r.get("n_params"), "wall_seconds": r["wall_seconds"],
             "selected_iteration": r.get("selected_iteration"), "test_images": r["test"]["images"]}
@@ -319,7 +281,7 @@ def min_images(rows: Sequence[RowSummary], target: float) -> list[dict[str, Any]
     groups: dict[tuple[str, str, bool], list[RowSummary]] = {}
     for r in rows:
         m, k, arch, bn, variant = r.key
-        if m != "normal" and k is not None and not variant:
+        if m not in ("normal", "trivial") and k is not None and not variant:
             groups.setdefault((arch, m, bn), []).append(r)
     out = []
     for (arch, m, bn), rs in groups.items():
@@ -353,7 +315,7 @@ def cell_settings(cfg: Mapping[str, Any]) -> tuple[str, dict[str, Any]]:
               "batchnorm": cfg.get("batchnorm"), "device": cfg.get("device"), "threads": cfg.get("threads")}
     if "distill" in cfg:
         eff = {**dict(cfg.get("distill_defaults") or {}), **dict(cfg["distill"]), **common}
-        eff.setdefault("val_fraction", DEFAULT_VAL_FRACTION)
+        eff.setdefault("val_fraction", DEFAULT_VAL_FRACTION)  # the grid did not set it
         return "distill", {k: v for k, v in eff.items() if k not in _PER_CELL}
     if "train" in cfg:
         return "train", {**dict(cfg["train"]), **common}
@@ -474,26 +436,51 @@ def render_markdown(study: Mapping[str, Any], doc: Mapping[str, Any]) -> str:
                  "`.safetensors`; wall s: train/distil + evaluate, one cell.")
     if study.get("command"):
         lines += ["", "Command:", "", "```", " ".join(study["command"]), "```"]
-    lines += ["", "| row | runs | Sen | Spe | **HM** | AUC | patch/class acc | bytes | wall s |",
-              "|---|---|---|---|---|---|---|---|---|"]
+    eq9 = any(r.get("delta") is not None for r in doc["runs"])
+    if eq9:  # Eq. (9) rows: the delta each was evaluated at, and HM at the paper's delta beside it
+        srcs = sorted({str(r.get("delta_source")) for r in doc["runs"] if r.get("delta_source")})
+        lines += ["", "Eq. (9) delta: the file's calibrated delta (chosen on the held-out training images with "
+                      "the iterate) where it carries one, else the paper's 0.4 (sources here: "
+                      f"{', '.join(srcs)}); HM at 0.4 beside it."
+                  + (" The trivial row has its own threshold, fitted on the training split."
+                     if any(r["method"] == "trivial" for r in doc["rows"]) else "")]
+    extra_h, extra_s = (" δ | HM at δ=0.4 |", "---|---|") if eq9 else ("", "")
+    lines += ["", f"| row | runs | Sen | Spe | **HM** | AUC |{extra_h} patch/class acc | bytes | wall s |",
+              f"|---|---|---|---|---|---|{extra_s}---|---|---|"]
     for r in doc["rows"]:
         def v(m: str, r: Mapping[str, Any] = r) -> str:
             return _pm(r[m]["mean"], r[m]["std"])
         nbytes = r["bytes"]["mean"]
         wall = r["wall_seconds"]["mean"]
-        lines.append(f"| {r['row']} | {len(r['seeds'])} | {v('sen')} | {v('spe')} | **{v('hm')}** | {v('auc')} | "
-                     f"{v('patch_acc')} | {'n/a' if nbytes is None else f'{nbytes:,.0f}'} | "
+        extra = ""
+        if eq9:
+            dl = r.get("delta") or {"mean": None, "std": None}
+            hd = r.get("hm_default_delta") or {"mean": None, "std": None}
+            extra = f" {_pm(dl['mean'], dl['std'], 2)} | {_pm(hd['mean'], hd['std'])} |"
+        lines.append(f"| {r['row']} | {len(r['seeds'])} | {v('sen')} | {v('spe')} | **{v('hm')}** | {v('auc')} |"
+                     f"{extra} {v('patch_acc')} | {'n/a' if nbytes is None else f'{nbytes:,.0f}'} | "
                      f"{'n/a' if wall is None else f'{wall:.0f}'} |")
     if doc["comparisons"]:
         b = doc["bootstrap"]
-        lines += ["", f"Paired comparisons: HM(A) − HM(B), same seeds and test images; 95 % CI from "
-                      f"{b['resamples']} bootstrap resamples of the test images (seed {b['seed']}).", "",
-                  "| A | B | seeds | ΔHM | 95 % CI | per-seed ΔHM | verdict |", "|---|---|---|---|---|---|---|"]
+        lines += ["", "Paired comparisons: HM(A) − HM(B), same seeds and test images. Two 95 % intervals: "
+                      f"image-level ({b['resamples']} bootstrap resamples of the test images, seed {b['seed']}, the "
+                      "seeds held fixed) and seed-aware (that variance plus the per-seed differences' spread over "
+                      "the number of seeds, Student t with Welch–Satterthwaite degrees of freedom: it widens when "
+                      "one seed disagrees). The verdict uses the seed-aware interval (the image-level one for a "
+                      "single seed, marked ¹).", "",
+                  "| A | B | seeds | ΔHM | 95 % CI image-level | 95 % CI seed-aware | per-seed ΔHM | verdict |",
+                  "|---|---|---|---|---|---|---|---|"]
+
+        def ci(v: Sequence[float | None] | None) -> str:
+            return "n/a" if v is None or v[0] is None or v[1] is None else f"[{v[0]:+.3f}, {v[1]:+.3f}]"
+
         for c in doc["comparisons"]:
-            ci = "n/a" if c["ci95"][0] is None else f"[{c['ci95'][0]:+.3f}, {c['ci95'][1]:+.3f}]"
             per = ", ".join("n/a" if x is None else f"{x:+.3f}" for x in c["per_seed_diff"])
             d = "n/a" if c["hm_diff"] is None else f"{c['hm_diff']:+.3f}"
-            lines.append(f"| {c['a']} | {c['b']} | {len(c['seeds'])} | {d} | {ci} | {per} | {c['verdict']} |")
+            seed_ci = c.get("ci95_seed_aware")
+            mark = "" if seed_ci is not None else " ¹"
+            lines.append(f"| {c['a']} | {c['b']} | {len(c['seeds'])} | {d} | {ci(c.get('ci95_image', c['ci95']))} | "
+                         f"{ci(seed_ci) if seed_ci is not None else '– (1 seed)'} | {per} | {c['verdict']}{mark} |")
     if g.get("variants"):
         lines += ["", "Variants (settings that replace the grid's for that row; the baseline row has none):", "",
                   "| variant | settings |", "|---|---|"]
@@ -551,18 +538,21 @@ def write_report(root: str | Path) -> dict[str, Any]:
     atomic_write_bytes(r / "table.md", render_markdown(study, doc).encode("utf-8"))
     atomic_write_bytes(r / "rows.csv", _rows_csv(doc).encode("utf-8"))
     run_cols = ["id", "method", "k", "arch", "batchnorm", "variant", "seed", "sen", "spe", "hm", "auc", "patch_acc",
-                "bytes", "n_params", "wall_seconds", "selected_iteration", "test_images"]
+                "delta", "delta_source", "hm_default_delta", "bytes", "n_params", "wall_seconds",
+                "selected_iteration", "test_images"]
     atomic_write_bytes(r / "runs.csv", _csv(doc["runs"], run_cols).encode("utf-8"))
     comp_rows = [{**c, "ci_low": c["ci95"][0], "ci_high": c["ci95"][1],
+                  "image_ci_low": c["ci95_image"][0], "image_ci_high": c["ci95_image"][1],
                   "per_seed_diff": " ".join("" if x is None else f"{x:.6f}" for x in c["per_seed_diff"]),
                   "seeds": " ".join(map(str, c["seeds"]))} for c in doc["comparisons"]]
     atomic_write_bytes(r / "comparisons.csv", _csv(comp_rows, ["a", "b", "seeds", "hm_diff", "ci_low", "ci_high",
+                                                               "interval_used", "image_ci_low", "image_ci_high",
                                                                "per_seed_diff", "verdict"]).encode("utf-8"))
     atomic_write_bytes(r / "results.json", (json.dumps({"study": study, **doc}, indent=1, allow_nan=False)
                                             + "\n").encode("utf-8"))
     plot_hm_vs_bytes(doc, r / "hm_vs_bytes.png", title=f"sldp study {doc['kind']}: test HM vs stored bytes")
     plot_comparisons(doc, r / "comparisons.png", title=f"sldp study {doc['kind']}: paired HM(A) - HM(B), 95 % "
-                     "bootstrap CI over test images (dots: seeds)")
+                     "seed-aware CI (dots: seeds)")
     plot_montages(r, doc, results, r / "montages.png",
                   title=f"sldp study {doc['kind']}: distilled images per cell (rows: table rows; columns: seeds)")
     return doc

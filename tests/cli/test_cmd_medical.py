@@ -39,6 +39,34 @@ def patch_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return path
 
 
+def test_eval_uses_the_files_calibrated_delta_unless_delta_is_given(patch_file: Path, tmp_path: Path) -> None:
+    from dataclasses import replace
+
+    from sldpack.format.container import assemble
+
+    # the same file with a calibrated decision rule added (as --select val-hm on patch data writes it)
+    with sldpack.open(patch_file) as f:
+        rule = sldpack.DecisionRule(rule="eq9", positive="P", negative="N", ignored=("I",), delta=0.125,
+                                    delta_source="calibrated",
+                                    calibration=sldpack.Calibration("max_hm", images=4, hm=0.5, iteration=3))
+        data = patch_file.read_bytes()
+        payload = data[f.payload_offset:]
+        calibrated = tmp_path / "calibrated.sldp"
+        calibrated.write_bytes(assemble(replace(f.manifest, decision=rule), payload))
+    r = CliRunner().invoke(cli, ["eval", str(calibrated), *PHANTOM, "--json", "-q"])
+    assert r.exit_code == 0, r.output
+    doc = json.loads(r.output)
+    assert doc["settings"]["delta"] == 0.125 and "decision rule" in doc["delta_source"]
+    r = CliRunner().invoke(cli, ["eval", str(calibrated), *PHANTOM, "--json", "-q", "--delta", "0.4"])
+    doc = json.loads(r.output)
+    assert doc["settings"]["delta"] == 0.4 and doc["delta_source"] == "--delta"
+    r = CliRunner().invoke(cli, ["eval", str(patch_file), *PHANTOM, "--json", "-q"])  # no rule: the paper's
+    doc = json.loads(r.output)
+    assert doc["settings"]["delta"] == 0.4 and "paper" in doc["delta_source"]
+    r = CliRunner().invoke(cli, ["eval", str(calibrated), *PHANTOM, "-q"])
+    assert "decision     delta 0.125: the file's decision rule (eq9: P/(N+P) >= 0.125" in r.output
+
+
 def _exit_code(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str]:
     with pytest.raises(SystemExit) as info:
         main(argv)

@@ -35,7 +35,8 @@ def test_study_runs_cells_in_parallel_processes_and_skips_them_on_rerun(tmp_path
     import sldpack
 
     out = tmp_path / "study"
-    argv = ["study", *DATA, *TINY, "--methods", "sldd", "--normal", "none", "--seeds", "0,1", "--jobs", "2",
+    argv = ["study", *DATA, *TINY, "--methods", "sldd", "--normal", "none", "--baselines", "none", "--seeds", "0,1",
+            "--jobs", "2",
             "--out", str(out)]
     monkeypatch.setattr(sys, "argv", ["/usr/local/bin/sldp", *argv])  # as typed in a shell
     r = CliRunner().invoke(cli, argv)

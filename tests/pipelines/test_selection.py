@@ -150,3 +150,31 @@ def test_auto_uses_class_accuracy_for_more_than_two_image_classes(tmp_path: Path
     np.savez(tmp_path / "three.npz", images=images, labels=labels)
     chosen = open_for_selection(DataSpec(data=str(tmp_path / "three.npz")), "auto")
     assert getattr(chosen.scorer, "rule", None) == "val-acc"
+
+
+def test_held_out_images_choose_the_delta_with_the_iterate_and_the_file_records_it(tmp_path: Path) -> None:
+    import sldpack
+    from sldpack.medical.detection import calibrate_delta
+    from sldpack.pipelines.evaluate import evaluate
+
+    tv = open_train_val(SPEC, val_fraction=0.25, seed=0)
+    src = tv.opened.source
+    scorer = make_val_scorer(tv.val, src, "val-hm", settings=tv.opened.settings)
+    res = distill(src, tiny(select="val-hm", select_every=2), run_dir=tmp_path / "cal", scorer=scorer)
+    f = sldpack.open(res.sldp_path)  # type: ignore[arg-type]
+    d = f.manifest.decision
+    assert f.header.version_minor == 1  # the file carries a 1.1 key
+    assert d is not None and (d.rule, d.positive, d.negative, d.ignored) == ("eq9", "P", "N", ("I",))
+    assert d.delta_source == "calibrated" and d.calibration is not None
+    assert d.calibration.iteration == f.manifest.distill.options["selected_iteration"]  # type: ignore[union-attr]
+    assert d.calibration.images == len(tv.val.data) and d.calibration.target == "max_hm"
+    # the recorded delta is the one calibrate_delta picks for the written network on the held-out images,
+    # and the held-out score that chose the iterate was the HM there
+    ev = evaluate(res.module, src.preprocessing, tv.val.data, class_names=src.class_names,
+                  settings=tv.opened.settings)
+    assert ev.detection is not None
+    cal = calibrate_delta(ev.detection.scores, ev.detection.true_labels)
+    assert d.delta == cal.delta and d.calibration.hm == pytest.approx(cal.hm)
+    assert scorer(res.module) == pytest.approx(cal.hm)
+    assert f.manifest.distill.options["selection"]["score"] == pytest.approx(cal.hm)  # type: ignore[union-attr]
+    f.close()

@@ -26,7 +26,7 @@ TINY = StudyGrid(seeds=(0, 1), images_per_class=(1,), methods=("sldd",), normal=
                  arch_options={"depth": 2, "width": 8},
                  distill={"steps": 2, "iterations": 3, "batch_real": 12, "checkpoint_every": 1, "bn_batches": 2,
                           "bn_batch_size": 32},
-                 train={"steps": 4, "batch_size": 16}, bootstrap=200)
+                 train={"steps": 4, "batch_size": 16}, bootstrap=200, baselines=())
 
 
 def in_process(calls: list[str], kill_at: int | None = None) -> Any:
@@ -102,13 +102,17 @@ def test_min_images_picks_the_smallest_k_reaching_the_target() -> None:
 def test_rows_of_each_kind() -> None:
     t1 = StudyGrid(images_per_class=(2, 1), normal=("all", 50))
     labels = [r.label() for r in plan_rows(t1)]
-    assert labels == ["SLDD(1/class)", "SLDD(2/class)", "DD(1/class)", "DD(2/class)", "normal(all)",
-                      "normal(50/class)"]
+    assert labels == ["SLDD(1/class)", "SLDD(2/class)", "DD(1/class)", "DD(2/class)", "random(1/class)",
+                      "random(2/class)", "normal(all)", "normal(50/class)", "trivial (mean intensity)"]
+    assert [r.label() for r in plan_rows(StudyGrid(normal=(), baselines=("trivial",)))] == [
+        "SLDD(1/class)", "DD(1/class)", "trivial (mean intensity)"]
+    with pytest.raises(UsageError, match="baselines must be among"):
+        StudyGrid(baselines=("nearest",)).validate()
     bn = plan_rows(StudyGrid(kind="batchnorm", methods=("sldd",), normal=()))
     assert [(r.method, r.batchnorm) for r in bn] == [("sldd", False), ("sldd", True)]
     mi = plan_rows(StudyGrid(kind="min-images", archs=("convnet@1", "lenet@1"), images_per_class=(1, 2), normal=()))
-    assert len(mi) == 8 and {r.arch for r in mi} == {"convnet@1", "lenet@1"}
-    cells = plan_cells(StudyGrid(seeds=(3, 4)))
+    assert len(mi) == 8 + 4 + 1 and {r.arch for r in mi} == {"convnet@1", "lenet@1"}  # + random(k) + trivial
+    cells = plan_cells(StudyGrid(seeds=(3, 4), baselines=()))
     assert [c.seed for c in cells] == [3, 3, 3, 4, 4, 4]
     assert Cell(Row("sldd", 2, "convnet@1", True), 1).id == "sldd-2-convnetv1-bn-s1"
 
@@ -215,7 +219,7 @@ def test_tiny_ablation_study_compares_each_variant_with_the_baseline(tmp_path: P
     assert dist["common"]["val_fraction"] == 0.2 and dist["common"]["arch_options"] == {"depth": 2, "width": 8}
     assert dist["by_row"] == {"SLDD(1/class) [baseline]": {"image_init": "real"},
                               "SLDD(1/class) [noise]": {"image_init": "noise"}}
-    assert f"| inner_lr | `{DistillConfig().inner_lr}` |" in md and "| delta | `0.4` |" in md
+    assert f"| inner_lr | `{DistillConfig().inner_lr}` |" in md and '| delta | `"file"` |' in md
     cells = doc["settings"]["cells"]
     assert len(cells) == 4 and all(1 <= c["selected_iteration"] <= 3 and c["iterations"] == 3 for c in cells)
     assert "| SLDD(1/class) [noise] | " in md.split("Selected iteration per cell")[1]
@@ -396,3 +400,38 @@ def test_progress_lines_round_trip() -> None:
     first = CellProgress("step", 1, 500, 1.0, 2.0, None)
     assert CellProgress.parse(first.line()) == first
     assert CellProgress.parse("cell x: sldd k=1 seed 0") is None
+
+
+def test_baseline_rows_trivial_and_random_k(tmp_path: Path) -> None:
+    """random(k): k real training images per class (drawn with the cell's seed), hard labels, only the step
+    sizes learned, a .sldp that replays; trivial: a threshold fitted on the training split. Both are
+    compared with the distilled row, seed-aware."""
+    import sldpack
+    from sldpack.nn.verify import verify_replay
+    from sldpack.pipelines.selection import open_for_selection
+
+    grid = StudyGrid(**{**TINY.__dict__, "seeds": (0, 1), "normal": (), "baselines": None})
+    out = run_study(tmp_path, grid, SPEC, RT, launcher=in_process([]))
+    assert not out.failed and len(out.ran) == 6  # (SLDD, random, trivial) x 2 seeds
+    doc = json.loads((tmp_path / "results.json").read_text())
+    assert [r["row"] for r in doc["rows"]] == ["SLDD(1/class)", "random(1/class)", "trivial (mean intensity)"]
+    pairs = [(c["a"], c["b"]) for c in doc["comparisons"]]
+    assert ("SLDD(1/class)", "random(1/class)") in pairs and ("SLDD(1/class)", "trivial (mean intensity)") in pairs
+    for seed in (0, 1):
+        path = tmp_path / "cells" / f"random-1-convnetv1-s{seed}" / "run" / "distilled.sldp"
+        f = sldpack.open(path)
+        m = f.manifest
+        assert m.distill is not None and m.distill.method == "dd" and m.distill.options["train_images"] is False
+        stored = f.tensor("images")
+        # the images are the real training patches the engine drew with the cell's seed, byte for byte: the
+        # source the cell distilled from (auto selection holds images out), sampled as documented
+        source = open_for_selection(SPEC, "auto").opened.source
+        x, y = source.sample(source.num_classes, np.random.default_rng([seed, 2]), balanced=True)
+        real = np.stack([x[y == c][0] for c in range(source.num_classes)]).astype(np.float32)
+        assert stored.tobytes() == real.tobytes()
+        assert not np.array_equal(f.tensor("lrs"), np.full_like(f.tensor("lrs"), 0.1))  # the step sizes learned
+        assert verify_replay(path).ok  # packed and replayable like any other row
+        f.close()
+    trivial = json.loads((tmp_path / "cells" / "trivial-all-convnetv1-s0.json").read_text())
+    assert trivial["trivial_rule"]["train_images"] > 0 and trivial["bytes"] is None
+    assert trivial["metrics"]["auc"] is not None
