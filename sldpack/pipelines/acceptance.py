@@ -262,9 +262,9 @@ def evaluate_locally(path: str | os.PathLike[str], spec: DataSpec, *, split: str
     from sldpack.format.provenance import training_data_sha256
     from sldpack.medical.detection import decide
     from sldpack.medical.loaders import split_indices
-    from sldpack.nn.replay import replay_and_verify
+    from sldpack.nn.verify import replay_and_verify
     from sldpack.pipelines.evaluate import evaluate
-    from sldpack.pipelines.patch_source import patch_settings_from_manifest
+    from sldpack.pipelines.patch_source import patch_task_from_manifest
 
     src = Path(path)
     if not (0.0 < calibration_fraction < 1.0):
@@ -276,7 +276,7 @@ def evaluate_locally(path: str | os.PathLike[str], spec: DataSpec, *, split: str
     if manifest.preprocessing is None:
         raise UsageError(f"{src} records no preprocessing (mean/std): it cannot be evaluated on images")
     names = tuple(manifest.labels.names) if manifest.labels is not None else ()
-    settings = spec.patch_settings(patch_settings_from_manifest(manifest), default_size=None)
+    settings = spec.patch_task(patch_task_from_manifest(manifest), default_size=None)
     sel: DataSelection = spec.select(split)
     data = sel.data
     check_data_fits(manifest, data, patch_size=None if settings is None else settings.size, source=sel.source)

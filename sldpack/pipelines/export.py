@@ -109,7 +109,8 @@ def export_file(path: str | os.PathLike[str], target: str, out: str | os.PathLik
     """
     import sldpack
     from sldpack.nn.export import EXPORT_RTOL, check_logits, module_logits
-    from sldpack.nn.replay import probe_inputs, replay_and_verify
+    from sldpack.nn.fingerprint import probe_inputs
+    from sldpack.nn.verify import replay_and_verify
 
     if target not in EXPORT_TARGETS:
         raise UsageError(f"unknown export target {target!r}; one of {', '.join(EXPORT_TARGETS)}")

@@ -14,7 +14,7 @@ import torch
 
 from sldpack.cli.main import main
 from sldpack.nn.distill import DistillConfig, distill
-from sldpack.pipelines.medical import phantom_patch_source
+from sldpack.pipelines.inputs import phantom_patch_source
 
 pytest.importorskip("cryptography")
 

@@ -67,7 +67,8 @@ def test_export_writes_a_checked_file(small_file: Path, tmp_path: Path, target: 
 
 def test_safetensors_export_evaluates_like_the_file(small_file: Path, tmp_path: Path,
                                                      capsys: pytest.CaptureFixture[str]) -> None:
-    from sldpack.nn.replay import load_model, probe_inputs
+    from sldpack.nn.fingerprint import probe_inputs
+    from sldpack.nn.replay import load_model
     from sldpack.pipelines.models import load_trained_model
 
     out = tmp_path / "m.safetensors"

@@ -18,8 +18,8 @@ from sldpack.nn.export import (
     run_onnx,
     run_torchscript,
 )
+from sldpack.nn.fingerprint import probe_inputs
 from sldpack.nn.init import init_module_
-from sldpack.nn.replay import probe_inputs
 from sldpack.nn.zoo import ARCHITECTURES, build, min_image_size
 
 # the smallest input each network accepts (convnet with a small width): the export is about the graph,
