@@ -20,6 +20,8 @@ from sldpack.errors import (
 from sldpack.format.container import Header, Layout, SldpFile, Tensor, encode, open, read, write
 from sldpack.format.manifest import (
     ArchSpec,
+    Calibration,
+    DecisionRule,
     DistillSpec,
     InitSpec,
     LabelSpec,
@@ -33,7 +35,9 @@ from sldpack.format.manifest import (
 
 __all__ = [
     "ArchSpec",
+    "Calibration",
     "DataError",
+    "DecisionRule",
     "DigestError",
     "DistillSpec",
     "FormatError",

@@ -39,6 +39,8 @@ def _summary_rows(f: sldpack.SldpFile) -> list[tuple[str, str]]:
         p = m.preprocessing
         rows.append(("preprocessing", f"{p.channels}x{p.image_size[0]}x{p.image_size[1]} mean={list(p.mean)} "
                                       f"std={list(p.std)}"))
+    if m.decision is not None:
+        rows.append(("decision", m.decision.describe()))
     rows.append(("replay fingerprint", "absent" if m.replay is None else
                  f"theta_opt sha256 {m.replay.theta_opt_sha256[:16]}..  tolerance={m.replay.tolerance:g}"))
     prov = m.provenance

@@ -8,6 +8,7 @@ cannot drift apart silently.
 from __future__ import annotations
 
 import struct
+from collections.abc import Iterable
 from typing import Final
 
 __all__ = [
@@ -15,6 +16,9 @@ __all__ = [
     "ARCH_ID_PATTERN",
     "BYTE_ORDER",
     "COMPRESSIONS",
+    "DECISION_DELTA_SOURCES",
+    "DECISION_RULES",
+    "DECISION_TARGET_PATTERN",
     "DTYPE_FOR_NUMPY_NAME",
     "DTYPE_ITEMSIZE",
     "DTYPE_NUMPY",
@@ -33,12 +37,14 @@ __all__ = [
     "MAX_ST_HEADER_BYTES",
     "MAX_TENSORS",
     "MAX_TENSOR_NAME_BYTES",
+    "MINOR_FOR_ROOT_KEY",
     "ROLES",
     "TEXT_MODE_MAGICS",
     "VERSION_MAJOR",
     "VERSION_MINOR",
     "ZSTD_LEVEL_DEFAULT",
     "ZSTD_MAGIC",
+    "minor_version_for",
     "role_for_name",
 ]
 
@@ -51,7 +57,14 @@ MAGIC: Final = b"\x89SLDP\r\n\n"
 TEXT_MODE_MAGICS: Final = (b"\n\n", b"\r\r\n", b"\r\n\r")
 BYTE_ORDER: Final = "little"
 VERSION_MAJOR: Final = 1
-VERSION_MINOR: Final = 0
+VERSION_MINOR: Final = 1  # the newest minor version this package reads and writes
+# Optional root keys that a minor version added (spec section 3, table "versions"): key -> the minor version
+# that introduced it. A writer writes the lowest minor that carries a file's content
+# (:func:`minor_version_for`), so a file without any of these keys stays a byte-identical 1.0 file.
+MINOR_FOR_ROOT_KEY: Final[dict[str, int]] = {
+    "decision": 1,  # the image-level decision rule (spec 5.10)
+    # "card": 1,  # the model card, when it lands in 1.1 (spec 5.11)
+}
 
 # magic, major u16, minor u16, reserved u32 (must be 0), manifest_length u64, payload_length u64,
 # manifest_sha256 (32 bytes)
@@ -138,6 +151,16 @@ COMPRESSIONS: Final = ("none", "zstd")
 ZSTD_LEVEL_DEFAULT: Final = 19
 ZSTD_MAGIC: Final = b"\x28\xb5\x2f\xfd"  # 0xFD2FB528 little-endian; skippable frames are 0x184D2A5? (rejected)
 LABEL_TRANSFORMS: Final = ("softmax", "identity")
+# the image-level decision rule (spec 5.10, since 1.1)
+DECISION_RULES: Final = ("eq9", "argmax")
+DECISION_DELTA_SOURCES: Final = ("default", "calibrated")
+# decision.calibration.target: maximum held-out HM, or the largest delta whose held-out sensitivity reaches X
+DECISION_TARGET_PATTERN: Final = r"^(max_hm|sensitivity>=(0(\.[0-9]{1,6})?|1(\.0{1,6})?))$"
+
+
+def minor_version_for(root_keys: Iterable[str]) -> int:
+    """The lowest ``version_minor`` that carries a manifest with these root keys (spec section 3)."""
+    return max((MINOR_FOR_ROOT_KEY.get(k, 0) for k in root_keys), default=0)
 
 # --- error codes ------------------------------------------------------------------------------
 # code -> one-line meaning. Conformance cases name these codes; CLI prints them.

@@ -45,6 +45,7 @@ from sldpack.format.constants import (
     VERSION_MINOR,
     ZSTD_LEVEL_DEFAULT,
     ZSTD_MAGIC,
+    minor_version_for,
     role_for_name,
 )
 from sldpack.format.manifest import Manifest, PayloadInfo, TensorInfo, check_tensor_name
@@ -163,21 +164,25 @@ def encode(manifest: Manifest, tensors: Mapping[str, Tensor], *, compression: st
     return assemble(full, payload)
 
 
-def assemble(manifest: Manifest, payload: bytes, *, version: tuple[int, int] = (VERSION_MAJOR, VERSION_MINOR)
-             ) -> bytes:
+def assemble(manifest: Manifest, payload: bytes, *, version: tuple[int, int] | None = None) -> bytes:
     """Header + canonical manifest + ``payload`` (already stored: raw or one zstd frame), as file bytes.
 
-    The manifest must already describe ``payload`` (tensor table, payload info). ``version`` lets a re-pack
-    keep the file's own version.
+    The manifest must already describe ``payload`` (tensor table, payload info). The header carries the
+    lowest version that carries the manifest's content (spec section 3: 1.0 unless a key of a later minor
+    version, e.g. ``decision``, is present). ``version`` lets a re-pack keep the file's own version; it is
+    raised, never lowered, to what the content needs.
 
     Raises:
         UsageError: the encoded manifest exceeds the manifest limit.
     """
-    mbytes = canonical_msgpack.encode(manifest.to_obj())
+    obj = manifest.to_obj()
+    need = (VERSION_MAJOR, minor_version_for(obj))
+    major, minor = need if version is None else (version[0], max(version[1], need[1]))
+    mbytes = canonical_msgpack.encode(obj)
     if len(mbytes) > MAX_MANIFEST_BYTES:
         raise UsageError(f"manifest of {len(mbytes)} bytes exceeds the {MAX_MANIFEST_BYTES}-byte limit "
                          "(move bulk data into tensors)")
-    prefix = HEADER_STRUCT.pack(MAGIC, version[0], version[1], 0, len(mbytes), len(payload),
+    prefix = HEADER_STRUCT.pack(MAGIC, major, minor, 0, len(mbytes), len(payload),
                                 bytes(32))[:HEADER_DIGEST_PREFIX]
     return b"".join([prefix, header_digest(prefix, mbytes), mbytes, payload])
 

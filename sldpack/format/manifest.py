@@ -7,11 +7,10 @@ Unknown keys are ignored (a newer minor version may add them, spec section "Vers
 
 from __future__ import annotations
 
-import math
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import Any
 
 from sldpack.errors import FormatError
 from sldpack.format.constants import (
@@ -27,10 +26,23 @@ from sldpack.format.constants import (
     ROLES,
     role_for_name,
 )
+from sldpack.format.decision import Calibration, DecisionRule
+from sldpack.format.fields import Ctx as _Ctx
+from sldpack.format.fields import choice as _choice
+from sldpack.format.fields import float_field as _float
+from sldpack.format.fields import floats as _floats
+from sldpack.format.fields import get as _get
+from sldpack.format.fields import hex_field as _hex
+from sldpack.format.fields import int_field as _int
+from sldpack.format.fields import ints as _ints
+from sldpack.format.fields import map_field as _map
+from sldpack.format.fields import type_name as _type_name
 
 __all__ = [
     "ArchSpec",
     "AuditRecord",
+    "Calibration",
+    "DecisionRule",
     "DistillSpec",
     "InitSpec",
     "LabelSpec",
@@ -41,116 +53,6 @@ __all__ = [
     "ReplayFingerprint",
     "TensorInfo",
 ]
-
-_HEX64 = re.compile(r"^[0-9a-f]{64}$")
-_T = TypeVar("_T")
-
-
-class _Ctx:
-    """Where a value sits: dotted field path plus a path->byte-offset map from the decoder."""
-
-    def __init__(self, offsets: Mapping[str, int], base: int, key_offsets: Mapping[str, int] | None = None) -> None:
-        self.offsets = offsets
-        self.base = base
-        self.key_offsets = key_offsets or {}
-
-    def fail(self, path: str, message: str, expected: Any = None, got: Any = None, *,
-             code: str = "E_SCHEMA") -> FormatError:
-        """The error for the value at ``path`` (``code`` defaults to a schema violation)."""
-        off = self.offsets.get(path)
-        if off is None:
-            # a missing field: point at the enclosing map
-            parent = path.rsplit(".", 1)[0] if "." in path else ""
-            off = self.offsets.get(parent, 0)
-        return FormatError(
-            code, message, offset=self.base + off, expected=expected, got=got, field=path or "<root>"
-        )
-
-
-_MSGPACK_TYPE_NAMES: dict[type, str] = {dict: "map", list: "array", str: "str", int: "int", float: "float",
-                                        bool: "bool", bytes: "bin", type(None): "nil"}
-
-
-def _get(ctx: _Ctx, obj: Mapping[str, Any], path: str, key: str, typ: type[_T] | tuple[type, ...],
-         *, required: bool = True, default: Any = None) -> Any:
-    full = f"{path}.{key}" if path else key
-    if key not in obj:
-        if required:
-            raise ctx.fail(full, "required field is missing", expected=_type_name(typ), got="nothing")
-        return default
-    v = obj[key]
-    ok = isinstance(v, typ) and not (isinstance(v, bool) and typ in (int, float, (int, float)))
-    if not ok:
-        raise ctx.fail(full, "field has the wrong type", expected=_type_name(typ), got=_type_name(type(v)))
-    return v
-
-
-def _type_name(typ: type | tuple[type, ...]) -> str:
-    """The msgpack name of a type, or ``"int or float"`` for a tuple of them (for error messages)."""
-    if isinstance(typ, tuple):
-        return " or ".join(_MSGPACK_TYPE_NAMES.get(t, t.__name__) for t in typ)
-    return _MSGPACK_TYPE_NAMES.get(typ, typ.__name__)
-
-
-def _int(ctx: _Ctx, obj: Mapping[str, Any], path: str, key: str, *, lo: int = 0, hi: int = 2**64 - 1,
-         required: bool = True, default: int | None = None) -> Any:
-    v = _get(ctx, obj, path, key, int, required=required, default=default)
-    if v is not None and not lo <= v <= hi:
-        raise ctx.fail(f"{path}.{key}" if path else key, "integer out of range",
-                       expected=f"{lo}..{hi}", got=v)
-    return v
-
-
-def _float(ctx: _Ctx, obj: Mapping[str, Any], path: str, key: str) -> float:
-    v = _get(ctx, obj, path, key, (int, float))
-    if not math.isfinite(v):
-        raise ctx.fail(f"{path}.{key}", "value must be finite", expected="finite number", got=v)
-    return float(v)
-
-
-def _floats(ctx: _Ctx, obj: Mapping[str, Any], path: str, key: str) -> tuple[float, ...]:
-    arr = _get(ctx, obj, path, key, list)
-    out = []
-    for i, v in enumerate(arr):
-        if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
-            raise ctx.fail(f"{path}.{key}.{i}", "array element must be a finite number",
-                           expected="finite number", got=v)
-        out.append(float(v))
-    return tuple(out)
-
-
-def _ints(ctx: _Ctx, arr: Any, path: str, *, lo: int = 0, hi: int = 2**63 - 1) -> tuple[int, ...]:
-    if not isinstance(arr, list):
-        raise ctx.fail(path, "field has the wrong type", expected="array", got=_type_name(type(arr)))
-    out = []
-    for i, v in enumerate(arr):
-        if isinstance(v, bool) or not isinstance(v, int) or not lo <= v <= hi:
-            raise ctx.fail(f"{path}.{i}", "array element must be an integer in range",
-                           expected=f"int {lo}..{hi}", got=v)
-        out.append(v)
-    return tuple(out)
-
-
-def _hex(ctx: _Ctx, obj: Mapping[str, Any], path: str, key: str) -> str:
-    v = _get(ctx, obj, path, key, str)
-    if not _HEX64.match(v):
-        raise ctx.fail(f"{path}.{key}", "not a lowercase hex SHA-256 digest",
-                       expected="64 lowercase hex digits", got=v[:80])
-    return str(v)
-
-
-def _choice(ctx: _Ctx, obj: Mapping[str, Any], path: str, key: str, choices: tuple[str, ...],
-            *, required: bool = True, default: str | None = None) -> Any:
-    v = _get(ctx, obj, path, key, str, required=required, default=default)
-    if v is not None and v not in choices:
-        raise ctx.fail(f"{path}.{key}", "unknown value", expected=" | ".join(choices), got=v)
-    return v
-
-
-def _map(ctx: _Ctx, obj: Mapping[str, Any], path: str, key: str, *, required: bool = False) -> dict[str, Any]:
-    v = _get(ctx, obj, path, key, dict, required=required, default={})
-    return dict(v)
-
 
 # --- dataclasses --------------------------------------------------------------------------------
 
@@ -559,6 +461,7 @@ class Manifest:
     user: Mapping[str, Any] = field(default_factory=dict)
     tensors: Mapping[str, TensorInfo] = field(default_factory=dict)
     payload: PayloadInfo | None = None
+    decision: DecisionRule | None = None  # since 1.1 (spec 5.10); the writer then writes version 1.1
 
     def to_obj(self) -> dict[str, Any]:
         """Plain dict/list/str/int/float/bool/None form, ready for canonical msgpack."""
@@ -571,7 +474,7 @@ class Manifest:
         }
         if self.payload is not None:
             d["payload"] = self.payload.to_obj()
-        for key in ("distill", "labels", "preprocessing", "replay"):
+        for key in ("distill", "labels", "preprocessing", "replay", "decision"):
             part = getattr(self, key)
             if part is not None:
                 d[key] = part.to_obj()
@@ -610,7 +513,8 @@ class Manifest:
             tensors[name] = info
         opt: dict[str, Any] = {}
         for key, klass in (("distill", DistillSpec), ("labels", LabelSpec),
-                           ("preprocessing", Preprocessing), ("replay", ReplayFingerprint)):
+                           ("preprocessing", Preprocessing), ("replay", ReplayFingerprint),
+                           ("decision", DecisionRule)):
             if key in obj:
                 opt[key] = klass.from_obj(ctx, _get(ctx, obj, "", key, dict), key)
         out = cls(
@@ -627,6 +531,16 @@ class Manifest:
         if rp is not None and len(rp.probe_logits) != rp.probe_count * out.arch.num_classes:
             raise ctx.fail("replay.probe_logits", "probe_logits needs probe_count x arch.num_classes values",
                            expected=rp.probe_count * out.arch.num_classes, got=len(rp.probe_logits))
+        dc = out.decision
+        if dc is not None and out.labels is not None:
+            for key, name in (("positive", dc.positive), ("negative", dc.negative)):
+                if name is not None and name not in out.labels.names:
+                    raise ctx.fail(f"decision.{key}", "the decision names a class the file does not have",
+                                   expected=" | ".join(out.labels.names), got=name)
+            for i, name in enumerate(dc.ignored):
+                if name not in out.labels.names:
+                    raise ctx.fail(f"decision.ignored.{i}", "the decision names a class the file does not have",
+                                   expected=" | ".join(out.labels.names), got=name)
         return out
 
 

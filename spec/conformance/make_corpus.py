@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Generate the SLDP 1.0 conformance corpus (valid/, invalid/, index.json).
+"""Generate the SLDP 1.x conformance corpus (valid/, invalid/, index.json).
 
 Run from the repository root: ``python spec/conformance/make_corpus.py``. The output is deterministic;
 ``tests/format/test_conformance.py`` checks that regenerating it reproduces the committed bytes exactly, so the
@@ -138,6 +138,15 @@ def valid_cases() -> dict[str, bytes]:
     obj["future_section"] = {"anything": [1, 2, 3]}
     obj["arch"]["future_option"] = "ignored by 1.0 readers"
     out["newer_minor_unknown_keys"] = assemble(cm.encode(obj), payload, minor=7)
+    # 1.1: the image-level decision rule (spec 5.10); the writer picks version 1.1 because of it
+    labelled = {"labels": sldpack.LabelSpec(("I", "N", "P"))}
+    out["decision_calibrated"] = sldpack.encode(base_manifest(**labelled, decision=sldpack.DecisionRule(
+        rule="eq9", positive="P", negative="N", ignored=("I",), delta=0.275, delta_source="calibrated",
+        calibration=sldpack.Calibration(target="max_hm", images=34, hm=0.8125, iteration=250,
+                                        sensitivity=0.8125, specificity=0.8125))), small_tensors())
+    out["decision_argmax"] = sldpack.encode(base_manifest(
+        labels=sldpack.LabelSpec(("normal", "pneumonia", "other")),
+        decision=sldpack.DecisionRule(rule="argmax", positive="pneumonia")), small_tensors())
     return out
 
 
@@ -241,10 +250,12 @@ def invalid_cases() -> list[tuple[str, str, bytes, str, int]]:
         "E_MSGPACK_NONCANONICAL", at + 3)
 
     # schema
-    def schema(name: str, desc: str, mutate: Callable[[dict[str, Any]], None], code: str, path: str) -> None:
+    def schema(name: str, desc: str, mutate: Callable[[dict[str, Any]], None], code: str, path: str,
+               *, minor: int = 0) -> None:
         o = json.loads(json.dumps(jsonable(obj)))  # deep copy
         mutate(o)
-        add(name, desc, assemble(cm.encode(o), payload), code, offset_of(o, path) if path else HEADER_SIZE)
+        add(name, desc, assemble(cm.encode(o), payload, minor=minor), code,
+            offset_of(o, path) if path else HEADER_SIZE)
 
     schema("schema_missing_arch", "required section 'arch' missing", lambda o: o.pop("arch"), "E_SCHEMA", "")
     schema("schema_seed_is_string", "init.seed is a string", lambda o: o["init"].update(seed="1"), "E_SCHEMA",
@@ -318,6 +329,51 @@ def invalid_cases() -> list[tuple[str, str, bytes, str, int]]:
                                        "label_transform": "softmax", "loss": "cross_entropy",
                                        "inner_batchnorm": "batch_stats", "options": {}}),
            "E_SCHEMA", "distill.schedule")
+
+    # 1.1 decision rule (spec 5.10): one bad value each, in a 1.1 file
+    dec = {"rule": "eq9", "positive": "P", "negative": "N", "ignored": ["I"], "delta": 0.4,
+           "delta_source": "calibrated",
+           "calibration": {"target": "max_hm", "images": 20, "hm": 0.75, "iteration": 100}}
+
+    def decision(name: str, desc: str, change: dict[str, Any], path: str, *, drop: tuple[str, ...] = (),
+                 calibration: dict[str, Any] | None = None, labels: bool = False) -> None:
+        def mutate(o: dict[str, Any]) -> None:
+            d = {**dec, **change}
+            if calibration is not None:
+                d["calibration"] = {**dec["calibration"], **calibration}
+            for key in drop:
+                d.pop(key)
+            o["decision"] = d
+            if labels:
+                o["labels"] = {"names": ["I", "N", "P"]}
+        schema(name, desc, mutate, "E_SCHEMA", path, minor=1)
+
+    schema("schema_decision_not_map", "decision is a string", lambda o: o.update(decision="eq9"), "E_SCHEMA",
+           "decision", minor=1)
+    decision("schema_decision_unknown_rule", "decision.rule 'majority'", {"rule": "majority"}, "decision.rule")
+    decision("schema_decision_delta_zero", "decision.delta 0 (every image positive)", {"delta": 0.0},
+             "decision.delta")
+    decision("schema_decision_delta_over_one", "decision.delta 1.5", {"delta": 1.5}, "decision.delta")
+    decision("schema_decision_delta_string", "decision.delta is a string", {"delta": "0.4"}, "decision.delta")
+    decision("schema_decision_missing_delta", "eq9 rule without delta", {}, "decision", drop=("delta",))
+    decision("schema_decision_unknown_source", "decision.delta_source 'tuned'", {"delta_source": "tuned"},
+             "decision.delta_source")
+    decision("schema_decision_calibrated_without_calibration", "delta_source calibrated, no calibration map", {},
+             "decision", drop=("calibration",))
+    decision("schema_decision_default_with_calibration", "delta_source default with a calibration map",
+             {"delta_source": "default"}, "decision.calibration")
+    decision("schema_decision_target_unknown", "calibration.target 'sensitivity>=1.5'", {},
+             "decision.calibration.target", calibration={"target": "sensitivity>=1.5"})
+    decision("schema_decision_calibration_images_zero", "calibration.images 0", {}, "decision.calibration.images",
+             calibration={"images": 0})
+    decision("schema_decision_calibration_hm_negative", "calibration.hm -0.1", {}, "decision.calibration.hm",
+             calibration={"hm": -0.1})
+    decision("schema_decision_argmax_with_delta", "rule argmax with an eq9 delta",
+             {"rule": "argmax"}, "decision.delta", drop=("negative", "ignored", "delta_source", "calibration"))
+    decision("schema_decision_classes_not_distinct", "negative class equal to the positive one",
+             {"negative": "P"}, "decision.negative")
+    decision("schema_decision_unknown_class", "decision.positive 'Q' is not in labels.names", {"positive": "Q"},
+             "decision.positive", labels=True)
 
     def many(o: dict[str, Any]) -> None:
         t = o["tensors"]["lrs"]
@@ -483,7 +539,7 @@ def write_corpus(root: Path = ROOT) -> list[dict[str, Any]]:
         (root / "invalid" / f"{name}.sldp").write_bytes(data)
         index.append({"file": f"invalid/{name}.sldp", "expect": "invalid", "code": code, "offset": offset,
                       "description": desc})
-    (root / "index.json").write_text(json.dumps({"format": "SLDP", "version": "1.0", "cases": index},
+    (root / "index.json").write_text(json.dumps({"format": "SLDP", "version": "1.1", "cases": index},
                                                 indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
     return index
 

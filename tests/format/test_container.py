@@ -205,3 +205,55 @@ def test_disallowed_tensor_dtype_is_e_dtype_in_code_and_message(tmp_path: Path) 
     assert e.value.code == "E_DTYPE"
     assert e.value.field == "tensors.images.dtype"
     assert str(e.value).startswith("[E_DTYPE] dtype not allowed") and "got C64" in str(e.value)
+
+
+_DECISION = sldpack.DecisionRule(rule="eq9", positive="P", negative="N", ignored=("I",), delta=0.3,
+                                 delta_source="calibrated",
+                                 calibration=sldpack.Calibration("sensitivity>=0.9", images=40, hm=0.71,
+                                                                 iteration=120, sensitivity=0.9))
+
+
+def test_writer_writes_the_lowest_version_that_carries_the_content() -> None:
+    plain = sldpack.encode(_manifest(), _tensors())
+    assert sldpack.read(plain).header.version_minor == 0  # no 1.1 key: a 1.0 file, as a 1.0 writer wrote it
+    with_rule = sldpack.encode(_manifest(labels=sldpack.LabelSpec(("I", "N", "P")), decision=_DECISION),
+                               _tensors())
+    f = sldpack.read(with_rule)
+    assert (f.header.version_major, f.header.version_minor) == (1, 1)
+    assert f.manifest.decision == _DECISION  # typed round trip
+    assert f.manifest.decision is not None and f.manifest.decision.calibration is not None
+    assert f.manifest.decision.calibration.iteration == 120
+
+
+def test_repack_keeps_a_higher_minor_and_raises_a_lower_one() -> None:
+    from sldpack.format.container import assemble
+
+    f = sldpack.read(sldpack.encode(_manifest(decision=_DECISION), _tensors()))
+    payload = sldpack.encode(_manifest(decision=_DECISION), _tensors())[HEADER_SIZE + f.header.manifest_length:]
+    assert sldpack.read(assemble(f.manifest, payload, version=(1, 0))).header.version_minor == 1
+    assert sldpack.read(assemble(f.manifest, payload, version=(1, 7))).header.version_minor == 7
+
+
+@pytest.mark.parametrize(("change", "field"), [
+    ({"delta": 0.0}, "decision.delta"),
+    ({"rule": "argmax"}, "decision.negative"),
+    ({"delta_source": "default"}, "decision.calibration"),
+    ({"ignored": ["N"]}, "decision.ignored.0"),
+    ({"positive": "X"}, "decision.positive"),
+])
+def test_bad_decision_is_schema_error_naming_the_field(change: dict[str, object], field: str) -> None:
+    from sldpack.format import canonical_msgpack as cm
+    from sldpack.format.container import header_digest
+
+    data = sldpack.encode(_manifest(labels=sldpack.LabelSpec(("I", "N", "P")), decision=_DECISION), _tensors())
+    mlen = int.from_bytes(data[16:24], "little")
+    obj, _ = cm.decode(data[HEADER_SIZE:HEADER_SIZE + mlen])
+    obj["decision"].update(change)
+    m = cm.encode(obj)
+    head = bytearray(data[:HEADER_SIZE])
+    head[16:24] = len(m).to_bytes(8, "little")
+    head[32:64] = header_digest(bytes(head[:32]), m)
+    with pytest.raises(sldpack.FormatError) as exc:
+        sldpack.read(bytes(head) + m + data[HEADER_SIZE + mlen:])
+    _, offsets = cm.decode(m)
+    assert (exc.value.code, exc.value.field, exc.value.offset) == ("E_SCHEMA", field, HEADER_SIZE + offsets[field])

@@ -101,3 +101,20 @@ def test_init_schemes_arch_id_and_roles() -> None:
     assert [C.role_for_name(n) for n in ("images", "labels", "lrs", "bn.x.running_var", "bn.", "theta0.w",
                                          "imagesx", "extra.u")] == [
         "images", "labels", "lrs", "bn_stats", "extra", "theta0_check", "extra", "extra"]
+
+
+def test_versions_table_names_every_key_that_raises_the_minor() -> None:
+    rows = _table("versions")
+    keys = {r[1].strip("`"): int(r[0].split(".")[1]) for r in rows if r[1] != "–"}
+    assert keys == C.MINOR_FOR_ROOT_KEY
+    assert max(int(r[0].split(".")[1]) for r in rows) == C.VERSION_MINOR
+    assert all(f"| {k} | map | no |" in SPEC for k in C.MINOR_FOR_ROOT_KEY)  # and the root-key table lists them
+
+
+def test_decision_enumerations_named_in_spec() -> None:
+    for v in (*C.DECISION_RULES, *C.DECISION_DELTA_SOURCES, "max_hm", "sensitivity>=X"):
+        assert f"`{v}`" in SPEC
+    for good in ("max_hm", "sensitivity>=0.9", "sensitivity>=1", "sensitivity>=0", "sensitivity>=1.0"):
+        assert re.match(C.DECISION_TARGET_PATTERN, good), good
+    for bad in ("max_auc", "sensitivity>=1.5", "sensitivity>=.9", "sensitivity>= 0.9", "sensitivity>=0.1234567"):
+        assert not re.match(C.DECISION_TARGET_PATTERN, bad), bad
