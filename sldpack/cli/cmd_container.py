@@ -41,6 +41,10 @@ def _summary_rows(f: sldpack.SldpFile) -> list[tuple[str, str]]:
                                       f"std={list(p.std)}"))
     if m.decision is not None:
         rows.append(("decision", m.decision.describe()))
+    if m.card is not None:
+        from sldpack.pipelines.card import card_summary
+
+        rows.append(("model card", f"{card_summary(m)}  (sldp card FILE)"))
     rows.append(("replay fingerprint", "absent" if m.replay is None else
                  f"theta_opt sha256 {m.replay.theta_opt_sha256[:16]}..  tolerance={m.replay.tolerance:g}"))
     prov = m.provenance
