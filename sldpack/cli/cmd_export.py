@@ -19,7 +19,7 @@ __all__ = ["export_cmd"]
 @click.command("export")
 @click.argument("file", type=click.Path(dir_okay=False))
 @click.option("--to", "target", required=True,
-              type=click.Choice(["onnx", "torchscript", "safetensors"]),
+              type=click.Choice(["onnx", "torchscript", "safetensors", "monai-bundle"]),
               help="The form to write.")
 @click.option("--out", "-o", "out", required=True, type=click.Path(),
               help="File to write (monai-bundle: a new or empty folder).")

@@ -28,7 +28,7 @@ from sldpack.errors import ExportMismatchError, ReplayMismatchError, UsageError
 
 __all__ = ["DEFAULT_PROBES", "EXPORT_TARGETS", "ExportResult", "export_file"]
 
-EXPORT_TARGETS = ("onnx", "torchscript", "safetensors")
+EXPORT_TARGETS = ("onnx", "torchscript", "safetensors", "monai-bundle")
 """What ``sldp export --to`` writes."""
 DEFAULT_PROBES = 8
 """Probe inputs the export check runs (the export is traced on 2 of them, so the batch axis stays free)."""
@@ -134,7 +134,9 @@ def export_file(path: str | os.PathLike[str], target: str, out: str | os.PathLik
     x = probe_inputs(seed, probes, arch.in_channels, (int(arch.image_size[0]), int(arch.image_size[1])))
     ref = module_logits(module, x)
     tmp = _tmp_beside(dst)
-    exporter, files, notes = "", (), ()
+    exporter = ""
+    files: tuple[str, ...] = ()
+    notes: tuple[str, ...] = ()
     try:
         if target == "onnx":
             from sldpack.nn.export import export_onnx, run_onnx
@@ -146,8 +148,14 @@ def export_file(path: str | os.PathLike[str], target: str, out: str | os.PathLik
 
             export_torchscript(module, tmp, x[:2])
             got = run_torchscript(tmp, x)
-        else:
+        elif target == "safetensors":
             got = _export_safetensors(module, manifest, tmp, x)
+        else:
+            from sldpack.pipelines.bundle import write_bundle
+
+            tmp.mkdir()
+            got, files, notes = write_bundle(module, manifest, tmp, x, source_name=Path(path).name,
+                                             license_text=license_text)
         check = check_logits(ref, got, rtol=tol)
         if not check.ok:
             raise ExportMismatchError(f"{target} export of {path} does not reproduce the replay: "
