@@ -58,6 +58,7 @@ __all__ = [
     "default_acceptance_path",
     "evaluate_locally",
     "file_delta",
+    "per_image_outcomes",
     "verify_acceptance",
     "wilson_interval",
     "write_acceptance",
@@ -218,9 +219,14 @@ def check_data_fits(manifest: Manifest, data: ImageSet, *, patch_size: int | Non
 
 # --- evaluation ----------------------------------------------------------------------------------------
 
-def _per_image(ev: Any, class_names: tuple[str, ...]) -> tuple[NDArray[np.int64], NDArray[np.int64],
+def per_image_outcomes(ev: Any, class_names: tuple[str, ...]) -> tuple[NDArray[np.int64], NDArray[np.int64],
                                                                  NDArray[np.float64] | None]:
-    """``(true 0/1, decision 0/1, score)`` per image of a binary evaluation."""
+    """``(true 0/1, decision 0/1, score)`` per image of a binary evaluation
+    (:class:`~sldpack.pipelines.evaluate.MedicalEvaluation`: Eq. 9 scores, or p(class 1) of a two-class model).
+
+    Raises:
+        UsageError: a whole-image model with other than two classes.
+    """
     if ev.detection is not None:
         det = ev.detection
         return det.true_labels, det.decisions.astype(np.int64), det.scores
@@ -293,7 +299,7 @@ def evaluate_locally(path: str | os.PathLike[str], spec: DataSpec, *, split: str
     if not rep.ok:
         raise ReplayMismatchError(f"{src}: {rep.summary()}; not accepted")
     ev = evaluate(res.module, manifest, data, class_names=names, settings=settings, delta=d_given, windows=windows)
-    t, d, s = _per_image(ev, names)
+    t, d, s = per_image_outcomes(ev, names)
     evaluation = {"task": ev.task, "rule": ev.settings.get("rule"), "settings": dict(ev.settings),
                   "images": ev.n_images, "inputs": ev.n_inputs,
                   "metrics": binary_metrics_with_ci(t, d, s)}

@@ -18,7 +18,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -27,8 +27,8 @@ from sldpack.errors import DataError, FormatError, UsageError
 from sldpack.format.card import CARD_TEXT_FIELDS, ModelCard
 from sldpack.format.manifest import Manifest
 
-__all__ = ["CardEdit", "apply_edits", "card_summary", "decision_rule", "file_sha256", "positive_class",
-           "render_card", "set_card", "yaml_front_matter"]
+__all__ = ["RECORDED_METRICS", "CardEdit", "apply_edits", "card_summary", "decision_rule", "file_sha256",
+           "positive_class", "record_evaluation", "render_card", "set_card", "yaml_front_matter"]
 
 _STRUCTURED = ("label_meanings", "input_range", "input_size", "dataset", "evaluation")
 
@@ -155,27 +155,18 @@ class CardEdit:
     signature: Path | None
 
 
-def set_card(path: str | os.PathLike[str], items: Sequence[str]) -> CardEdit:
-    """Apply ``KEY=VALUE`` edits (:func:`apply_edits`) to the file's card: a manifest-only re-pack, atomic.
-
-    The file's digests are checked first (a broken file is never re-packed), the new bytes are read back and
-    verified, then they replace the file. The payload is copied byte for byte.
-
-    Raises:
-        UsageError: a bad edit or no edit. FormatError/DigestError: the file is not valid.
-    """
+def _rewrite_card(path: str | os.PathLike[str], change: Callable[[Manifest], ModelCard]) -> CardEdit:
+    """Replace the file's card by ``change(manifest)``: a manifest-only re-pack, atomic, verified first."""
     from sldpack.atomic import atomic_write_bytes
     from sldpack.format.container import assemble
     from sldpack.format.container import open as open_sldp
     from sldpack.format.container import read as read_sldp
 
-    if not items:
-        raise UsageError("no card edit given: sldp card set FILE KEY=VALUE ...")
     src = Path(path)
     with open_sldp(src) as f:
-        f.verify()
+        f.verify()  # never re-pack (and bless) a file whose tensors do not match their digests
         manifest, header, off = f.manifest, f.header, f.payload_offset
-    card = apply_edits(manifest.card, items)
+    card = change(manifest)
     new = replace(manifest, card=card if card.to_obj() else None)
     with open(src, "rb") as fh:
         fh.seek(off)
@@ -190,6 +181,61 @@ def set_card(path: str | os.PathLike[str], items: Sequence[str]) -> CardEdit:
     sig = src.with_name(src.name + ".sig")
     return CardEdit(card=card, manifest_sha256_before=header.manifest_sha256, manifest_sha256_after=after,
                     version=version, signature=sig if sig.is_file() else None)
+
+
+def set_card(path: str | os.PathLike[str], items: Sequence[str]) -> CardEdit:
+    """Apply ``KEY=VALUE`` edits (:func:`apply_edits`) to the file's card: a manifest-only re-pack, atomic.
+
+    The file's digests are checked first (a broken file is never re-packed), the new bytes are read back and
+    verified, then they replace the file. The payload is copied byte for byte.
+
+    Raises:
+        UsageError: a bad edit or no edit. FormatError/DigestError: the file is not valid.
+    """
+    if not items:
+        raise UsageError("no card edit given: sldp card set FILE KEY=VALUE ...")
+    return _rewrite_card(path, lambda m: apply_edits(m.card, items))
+
+
+RECORDED_METRICS = ("hm", "auc", "sensitivity", "specificity")
+"""What ``sldp eval --record`` writes into ``card.evaluation``."""
+
+
+def record_evaluation(path: str | os.PathLike[str], ev: Any, *, class_names: Sequence[str], split: str,
+                      dataset: str | None = None) -> CardEdit:
+    """Write an evaluation's image-level results into the file's ``card.evaluation`` (``sldp eval --record``).
+
+    One entry per :data:`RECORDED_METRICS` with its 95 % CI (Wilson for sensitivity/specificity, bootstrap
+    over images for HM/AUC, as the acceptance record), the test images and the split rule. Entries with the
+    same metric, split and data set are replaced, others kept.
+
+    Raises:
+        UsageError: the evaluation has no binary image-level labels (nothing to record).
+    """
+    from sldpack.format.card import CardEvaluation
+    from sldpack.pipelines.acceptance import binary_metrics_with_ci, per_image_outcomes
+
+    t, d, s = per_image_outcomes(ev, tuple(class_names))
+    known = t >= 0
+    if not known.any():
+        raise UsageError("--record needs labelled images (0/1): the evaluation has no image-level metrics")
+    m = binary_metrics_with_ci(t[known], d[known], None if s is None else s[known])
+    new = []
+    for key in RECORDED_METRICS:
+        entry = m[key]
+        if entry["value"] is None:
+            continue
+        ci = entry["ci95"]
+        new.append(CardEvaluation(metric=key, value=float(entry["value"]), n=int(m["n"]), split=split,
+                                  ci95=None if ci is None else (float(ci[0]), float(ci[1])), dataset=dataset))
+
+    def change(manifest: Manifest) -> ModelCard:
+        card = manifest.card or ModelCard()
+        keep = tuple(e for e in card.evaluation
+                     if not any((e.metric, e.split, e.dataset) == (n.metric, n.split, n.dataset) for n in new))
+        return replace(card, evaluation=keep + tuple(new))
+
+    return _rewrite_card(path, change)
 
 
 # --- rendering ------------------------------------------------------------------------------------------
