@@ -38,6 +38,7 @@ _COMMANDS: dict[str, tuple[str, str, str]] = {
     "demo": ("sldpack.cli.cmd_medical", "demo_cmd", "Run the whole pipeline on built-in phantom data."),
     "report": ("sldpack.cli.cmd_report", "report_cmd", "Compression report: bytes per role vs full checkpoint."),
     "audit": ("sldpack.cli.cmd_report", "audit_cmd", "Privacy audit: distilled images vs nearest real images."),
+    "view": ("sldpack.cli.cmd_view", "view_cmd", "Show a file in the browser viewer (served on 127.0.0.1)."),
     "keygen": ("sldpack.cli.cmd_sign", "keygen_cmd", "Create an ECDSA P-256 key pair for signing files."),
     "sign": ("sldpack.cli.cmd_sign", "sign_cmd", "Sign a file's exact bytes (detached signature)."),
     "study": ("sldpack.cli.cmd_study", "study_cmd", "Seed-averaged tables: SLDD vs DD vs normal training, paired CIs."),
