@@ -269,7 +269,7 @@ def yaml_front_matter(manifest: Manifest, *, model_name: str) -> str:
             label = _METRIC_NAMES.get(e.metric, e.metric)
             if e.ci95 is not None:
                 label += f", 95% CI [{e.ci95[0]:.3f}, {e.ci95[1]:.3f}]"
-            label += f", n={e.n}, {e.split}"
+            label += f", n={e.n}"  # the split rule is the dataset's "split"
             lines += [f"  - task: {_y({'type': 'image-classification'})}",
                       f"    dataset: {_y({'name': ds_name, 'type': ds_name, 'split': e.split})}",
                       "    metrics:",
