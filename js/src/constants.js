@@ -22,6 +22,10 @@ export const MAX_TENSOR_NAME_BYTES = 256;
 export const MAX_ST_HEADER_BYTES = 1048576;
 export const MAX_DECODED_PAYLOAD = 4294967296;
 export const MAX_MSGPACK_DEPTH = 32;
+export const MAX_PROBE_COUNT = 65536;
+export const MAX_SKETCH_VALUES = 64;
+// provenance times (spec 5.3): RFC 3339 in UTC with Z, optional fraction; the calendar is checked apart
+export const UTC_TIME_PATTERN = /^([0-9]{4})-([0-9]{2})-([0-9]{2})T([0-9]{2}):([0-9]{2}):([0-9]{2})(\.[0-9]{1,9})?Z$/;
 
 export const DTYPE_ITEMSIZE = Object.freeze({ F64: 8, F32: 4, F16: 2, BF16: 2, I64: 8, I32: 4, U8: 1 });
 export const ROLES = Object.freeze(['images', 'labels', 'lrs', 'bn_stats', 'theta0_check', 'extra']);

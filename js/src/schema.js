@@ -7,8 +7,8 @@
 
 import { SldpFormatError } from './errors.js';
 import {
-  ARCH_ID_PATTERN, COMPRESSIONS, DTYPE_ITEMSIZE, INIT_RNG, INIT_SCHEMES, LABEL_TRANSFORMS, MAX_RANK,
-  MAX_TENSOR_NAME_BYTES, MAX_TENSORS, ROLES, roleForName,
+  ARCH_ID_PATTERN, COMPRESSIONS, DTYPE_ITEMSIZE, INIT_RNG, INIT_SCHEMES, LABEL_TRANSFORMS, MAX_PROBE_COUNT,
+  MAX_RANK, MAX_SKETCH_VALUES, MAX_TENSOR_NAME_BYTES, MAX_TENSORS, ROLES, UTC_TIME_PATTERN, roleForName,
 } from './constants.js';
 
 const HEX64 = /^[0-9a-f]{64}$/;
@@ -196,7 +196,12 @@ function replay(ctx, obj, path) {
   if (has(obj, 'state_sketch') || has(obj, 'state_tolerance')) {
     const rawS = get(ctx, obj, path, 'state_sketch', 'map');
     const rawT = get(ctx, obj, path, 'state_tolerance', 'map');
-    for (const k of ctx.keys(rawS)) floats(ctx, rawS, `${path}.state_sketch`, k);
+    const sketch = ctx.keys(rawS).map((k) => [k, floats(ctx, rawS, `${path}.state_sketch`, k)]);
+    for (const [k, vals] of sketch) {
+      if (vals.length < 1 || vals.length > MAX_SKETCH_VALUES) {
+        throw ctx.fail(rawS, k, `${path}.state_sketch.${k}`, 'a state sketch has 1..64 values per tensor', `1..${MAX_SKETCH_VALUES} values`, vals.length);
+      }
+    }
     for (const k of ctx.keys(rawT)) {
       const v = float(ctx, rawT, `${path}.state_tolerance`, k);
       if (v < 0) throw ctx.fail(rawT, k, `${path}.state_tolerance.${k}`, 'tolerance must not be negative', '>= 0', v);
@@ -207,7 +212,7 @@ function replay(ctx, obj, path) {
   }
   hex64(ctx, obj, path, 'theta_opt_sha256');
   int(ctx, obj, path, 'probe_seed');
-  int(ctx, obj, path, 'probe_count', 0n, 65536n);
+  int(ctx, obj, path, 'probe_count', 1n, BigInt(MAX_PROBE_COUNT));
   floats(ctx, obj, path, 'probe_logits');
   optMap(ctx, obj, path, 'reference');
 }
@@ -289,6 +294,22 @@ function init(ctx, obj, path) {
   choice(ctx, obj, path, 'rng', [INIT_RNG]);
 }
 
+const DAYS_IN_MONTH = [31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31];
+
+/** A provenance time (spec 5.3): the grammar, then a real Gregorian date from 0001 and 00:00:00..23:59:59. */
+function utcTime(ctx, obj, path, key) {
+  const v = obj[key];
+  const m = UTC_TIME_PATTERN.exec(v);
+  let ok = m !== null;
+  if (m) {
+    const [y, mo, d, h, mi, s] = m.slice(1, 7).map(Number);
+    const leap = (y % 4 === 0 && y % 100 !== 0) || y % 400 === 0;
+    const days = mo === 2 && leap ? 29 : DAYS_IN_MONTH[mo - 1];
+    ok = y >= 1 && mo >= 1 && mo <= 12 && d >= 1 && d <= days && h <= 23 && mi <= 59 && s <= 59;
+  }
+  if (!ok) throw ctx.fail(obj, key, `${path}.${key}`, 'not a UTC time like 2026-11-27T01:20:00Z', 'YYYY-MM-DDThh:mm:ss[.f]Z', v);
+}
+
 function provenance(ctx, obj, path) {
   if (has(obj, 'dataset_sha256')) hex64(ctx, obj, path, 'dataset_sha256');
   if (has(obj, 'training_data_sha256')) hex64(ctx, obj, path, 'training_data_sha256');
@@ -305,10 +326,11 @@ function provenance(ctx, obj, path) {
     hex64(ctx, a, p, 'report_sha256');
     hex64(ctx, a, p, 'images_sha256');
     get(ctx, a, p, 'tool', 'str', false);
-    get(ctx, a, p, 'created', 'str', false);
+    if (get(ctx, a, p, 'created', 'str', false) !== undefined) utcTime(ctx, a, p, 'created');
   }
   get(ctx, obj, path, 'tool', 'str');
   get(ctx, obj, path, 'created', 'str');
+  utcTime(ctx, obj, path, 'created');
   optMap(ctx, obj, path, 'extra');
   get(ctx, obj, path, 'sldpack_version', 'str', false);
   if (has(obj, 'distill_config')) get(ctx, obj, path, 'distill_config', 'map');

@@ -12,6 +12,7 @@ export const PREDICATE_TYPE = 'https://model_signing/signature/v1.0';
 export const MAX_SIGNATURE_BYTES = 1 << 20;
 
 const enc = new TextEncoder();
+const KEY_ID = /^[0-9a-f]{64}$/; // key ids and SHA-256 digests: lowercase hex only
 
 function b64decode(s) {
   if (typeof s !== 'string' || !/^[A-Za-z0-9+/]*={0,2}$/.test(s) || s.length % 4 !== 0) return null;
@@ -124,8 +125,13 @@ export async function verifySignature({ fileSha256, signature, publicKeys, trust
   if (!isMap(bundle) || bundle.mediaType !== BUNDLE_MEDIA_TYPE) throw fail('malformed', `not a Sigstore bundle of media type ${BUNDLE_MEDIA_TYPE}`);
   const material = bundle.verificationMaterial;
   if (!isMap(material)) throw fail('malformed', 'bundle has no verificationMaterial object');
-  const hint = isMap(material.publicKey) ? material.publicKey.hint : undefined;
-  if (hint !== undefined && hint !== null && typeof hint !== 'string') throw fail('malformed', 'verificationMaterial.publicKey.hint is not a string');
+  const pub = material.publicKey;
+  if (pub !== undefined && pub !== null && !isMap(pub)) throw fail('malformed', 'verificationMaterial.publicKey is not an object');
+  const hint = isMap(pub) ? pub.hint : undefined;
+  // a key id is 64 lowercase hex characters (annex section 5, step 2); absent or null is no hint
+  if (hint !== undefined && hint !== null && !(typeof hint === 'string' && KEY_ID.test(hint))) {
+    throw fail('malformed', 'verificationMaterial.publicKey.hint is not a key id (64 lowercase hex characters)');
+  }
   const env = bundle.dsseEnvelope;
   if (!isMap(env)) throw fail('malformed', 'bundle has no dsseEnvelope object');
   if (env.payloadType !== PAYLOAD_TYPE) throw fail('malformed', `payloadType ${JSON.stringify(env.payloadType)}, expected ${PAYLOAD_TYPE}`);
@@ -172,7 +178,7 @@ export async function verifySignature({ fileSha256, signature, publicKeys, trust
     throw fail('statement', "the statement must list exactly one resource {name: '.', algorithm: 'sha256'}");
   }
   const signed = res[0].digest;
-  if (!/^([0-9a-fA-F]{2})*$/.test(signed)) throw fail('statement', 'the resource digest is not hex');
+  if (!KEY_ID.test(signed)) throw fail('statement', 'the resource digest is not 64 lowercase hex characters');
   const rawDigest = new Uint8Array(signed.length / 2);
   for (let i = 0; i < rawDigest.length; i++) rawDigest[i] = parseInt(signed.slice(2 * i, 2 * i + 2), 16);
   const root = await sha256Hex([rawDigest]);

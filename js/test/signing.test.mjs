@@ -40,3 +40,24 @@ test('a private key is a usage error, not a verification result', async () => {
   const pem = await readFile(join(ROOT, 'signer.key.TEST-ONLY'), 'utf8');
   await assert.rejects(verifySignature({ fileSha256: async () => '', signature: null, publicKeys: [pem] }), SldpUsageError);
 });
+
+// annex section 5, step 2: a hint is a key id (64 lowercase hex characters) or absent/null; publicKey an object
+for (const [what, edit, reason] of [
+  ['upper-case hint', (b) => { b.verificationMaterial.publicKey.hint = b.verificationMaterial.publicKey.hint.toUpperCase(); }, 'malformed'],
+  ['empty hint', (b) => { b.verificationMaterial.publicKey.hint = ''; }, 'malformed'],
+  ['publicKey not an object', (b) => { b.verificationMaterial.publicKey = 'k'; }, 'malformed'],
+  ['padding after a full group', (b) => { b.dsseEnvelope.payload = 'QUJD=='; }, 'malformed'],
+  ['null hint', (b) => { b.verificationMaterial.publicKey.hint = null; }, null],
+]) {
+  test(`signing bundle form: ${what}`, async () => {
+    const bundle = JSON.parse(await readFile(join(ROOT, 'signed.sldp.sig'), 'utf8'));
+    edit(bundle);
+    const args = {
+      fileSha256: async () => createHash('sha256').update(await readFile(join(ROOT, 'signed.sldp'))).digest('hex'),
+      signature: new TextEncoder().encode(JSON.stringify(bundle)),
+      publicKeys: [await readFile(join(ROOT, 'signer.pub'), 'utf8')], trustedSet: false,
+    };
+    if (reason === null) assert.ok((await verifySignature(args)).keyId);
+    else await assert.rejects(verifySignature(args), (e) => e instanceof SldpSignatureError && e.reason === reason);
+  });
+}

@@ -275,10 +275,11 @@ def pack_cmd(source: str, out: str, tensors_path: str | None, compression: str, 
 
     SOURCE is a `sldp distill` run directory (its final/ folder is packed), a folder holding
     manifest.json and tensors.npz or tensors.safetensors, or a manifest.json (tensors next to it or
-    given with --tensors). manifest.json is the manifest as JSON (spec/SLDP-1-replay.md, "Packing"),
-    without "tensors"/"payload", plus an optional "roles" map; tensors are named images, labels, lrs
-    and bn.<buffer>. The replay fingerprint and theta0 digests are computed by replaying (never copied
-    from manifest.json unchecked); an unknown architecture, NaN/Inf tensors or negative step sizes are refused.
+    given with --tensors). manifest.json is the manifest as JSON (spec/SLDP-1-replay.md section 9,
+    "Pack input"), without "tensors"/"payload", plus an optional "roles" map; tensors are named images,
+    labels, lrs and bn.<buffer>. The replay fingerprint and theta0 digests are computed by replaying (never
+    copied from manifest.json unchecked); an unknown architecture and NaN/Inf tensors are refused. Step
+    sizes (lrs) may be zero or negative: replay applies them as stored (spec/SLDP-1-replay.md section 2).
     """
     from sldpack.nn.packing import pack
 

@@ -33,13 +33,16 @@ __all__ = [
     "MAX_DECODED_PAYLOAD",
     "MAX_MANIFEST_BYTES",
     "MAX_MSGPACK_DEPTH",
+    "MAX_PROBE_COUNT",
     "MAX_RANK",
+    "MAX_SKETCH_VALUES",
     "MAX_ST_HEADER_BYTES",
     "MAX_TENSORS",
     "MAX_TENSOR_NAME_BYTES",
     "MINOR_FOR_ROOT_KEY",
     "ROLES",
     "TEXT_MODE_MAGICS",
+    "UTC_TIME_PATTERN",
     "VERSION_MAJOR",
     "VERSION_MINOR",
     "ZSTD_LEVEL_DEFAULT",
@@ -90,7 +93,13 @@ MAX_RANK: Final = 8
 MAX_TENSOR_NAME_BYTES: Final = 256
 MAX_ST_HEADER_BYTES: Final = 1 << 20  # safetensors JSON header inside the payload
 MAX_DECODED_PAYLOAD: Final = 1 << 32  # 4 GiB decoded tensor bytes
-MAX_MSGPACK_DEPTH: Final = 32
+MAX_MSGPACK_DEPTH: Final = 32  # every value counts, map keys too: root map 0, its keys and values 1, ...
+# ranges of manifest fields (E_SCHEMA, spec 5.9): a fingerprint compares at least one probe, and a sketch
+# has 1..64 values per tensor (a verifier computes k x n sums per tensor; sldpack writes k = 3)
+MAX_PROBE_COUNT: Final = 1 << 16
+MAX_SKETCH_VALUES: Final = 64
+# provenance times (spec 5.3): RFC 3339 in UTC with "Z", optional fraction; the calendar is checked apart
+UTC_TIME_PATTERN: Final = r"^([0-9]{4})-([0-9]{2})-([0-9]{2})T([0-9]{2}):([0-9]{2}):([0-9]{2})(\.[0-9]{1,9})?Z$"
 
 # --- tensors ----------------------------------------------------------------------------------
 # safetensors dtype string -> item size in bytes. Order is the spec's table order.

@@ -7,15 +7,17 @@ first byte, or at the enclosing map for a missing key (spec section 11, "Offsets
 
 from __future__ import annotations
 
+import datetime
 import math
 import re
 from collections.abc import Mapping
 from typing import Any, TypeVar
 
 from sldpack.errors import FormatError
+from sldpack.format.constants import UTC_TIME_PATTERN
 
 __all__ = ["HEX64", "Ctx", "choice", "float_field", "floats", "get", "hex_field", "int_field", "ints", "map_field",
-           "type_name"]
+           "type_name", "utc_time"]
 
 HEX64 = re.compile(r"^[0-9a-f]{64}$")
 _T = TypeVar("_T")
@@ -116,10 +118,26 @@ def ints(ctx: Ctx, arr: Any, path: str, *, lo: int = 0, hi: int = 2**63 - 1) -> 
 def hex_field(ctx: Ctx, obj: Mapping[str, Any], path: str, key: str) -> str:
     """A SHA-256 digest: 64 lowercase hex digits."""
     v = get(ctx, obj, path, key, str)
-    if not HEX64.match(v):
+    if not HEX64.fullmatch(v):
         raise ctx.fail(f"{path}.{key}", "not a lowercase hex SHA-256 digest",
                        expected="64 lowercase hex digits", got=v[:80])
     return str(v)
+
+
+def utc_time(ctx: Ctx, path: str, v: str) -> str:
+    """Check a provenance time (spec 5.3): ``YYYY-MM-DDThh:mm:ss[.fraction]Z``, a real date and time."""
+    m = re.fullmatch(UTC_TIME_PATTERN, v)
+    ok = m is not None
+    if m is not None:
+        year, month, day, hour, minute, second = (int(g) for g in m.groups()[:6])
+        try:  # the calendar: month 1..12, a day that month has, 00:00:00..23:59:59 (no leap second)
+            datetime.datetime(year, month, day, hour, minute, second)
+        except ValueError:
+            ok = False
+    if not ok:
+        raise ctx.fail(path, "not a UTC time like 2026-11-27T01:20:00Z", expected="YYYY-MM-DDThh:mm:ss[.f]Z",
+                       got=v[:80])
+    return v
 
 
 def choice(ctx: Ctx, obj: Mapping[str, Any], path: str, key: str, choices: tuple[str, ...],

@@ -21,7 +21,9 @@ from sldpack.format.constants import (
     INIT_RNG,
     INIT_SCHEMES,
     LABEL_TRANSFORMS,
+    MAX_PROBE_COUNT,
     MAX_RANK,
+    MAX_SKETCH_VALUES,
     MAX_TENSOR_NAME_BYTES,
     MAX_TENSORS,
     ROLES,
@@ -38,6 +40,7 @@ from sldpack.format.fields import int_field as _int
 from sldpack.format.fields import ints as _ints
 from sldpack.format.fields import map_field as _map
 from sldpack.format.fields import type_name as _type_name
+from sldpack.format.fields import utc_time as _utc_time
 
 __all__ = [
     "ArchSpec",
@@ -79,7 +82,7 @@ class ArchSpec:
     @classmethod
     def from_obj(cls, ctx: _Ctx, obj: Mapping[str, Any], path: str = "arch") -> ArchSpec:
         aid = _get(ctx, obj, path, "id", str)
-        if not re.match(ARCH_ID_PATTERN, aid):
+        if not re.fullmatch(ARCH_ID_PATTERN, aid):
             raise ctx.fail(f"{path}.id", "architecture id must look like name@version",
                            expected="name@version, e.g. convnet@1", got=aid[:80])
         size = _ints(ctx, _get(ctx, obj, path, "image_size", list), f"{path}.image_size", lo=1, hi=1 << 16)
@@ -187,7 +190,7 @@ class LabelSpec:
             if not isinstance(n, str):
                 raise ctx.fail(f"{path}.names.{i}", "class name must be a string", expected="str",
                                got=_type_name(type(n)))
-        if len(set(names)) != len(names):
+        if len(set(names)) != len(names):  # reported at the array (spec 5.7), not at the repeated name
             raise ctx.fail(f"{path}.names", "class names must be distinct", expected="distinct", got=names)
         return cls(names=tuple(names))
 
@@ -265,6 +268,10 @@ class ReplayFingerprint:
             raw_s = _get(ctx, obj, path, "state_sketch", dict)
             raw_t = _get(ctx, obj, path, "state_tolerance", dict)
             sketch = {k: _floats(ctx, raw_s, f"{path}.state_sketch", k) for k in raw_s}
+            for k, vals in sketch.items():
+                if not 1 <= len(vals) <= MAX_SKETCH_VALUES:
+                    raise ctx.fail(f"{path}.state_sketch.{k}", "a state sketch has 1..64 values per tensor",
+                                   expected=f"1..{MAX_SKETCH_VALUES} values", got=len(vals))
             stol = {}
             for k in raw_t:
                 v = _float(ctx, raw_t, f"{path}.state_tolerance", k)
@@ -277,7 +284,7 @@ class ReplayFingerprint:
                                expected=len(sketch), got=len(stol))
         return cls(theta_opt_sha256=_hex(ctx, obj, path, "theta_opt_sha256"),
                    probe_seed=_int(ctx, obj, path, "probe_seed"),
-                   probe_count=_int(ctx, obj, path, "probe_count", hi=1 << 16),
+                   probe_count=_int(ctx, obj, path, "probe_count", lo=1, hi=MAX_PROBE_COUNT),
                    probe_logits=_floats(ctx, obj, path, "probe_logits"),
                    tolerance=tol,
                    reference=_map(ctx, obj, path, "reference"),
@@ -370,7 +377,11 @@ class Provenance:
         audit = None
         if "audit" in obj:
             audit = AuditRecord.from_obj(ctx, _get(ctx, obj, path, "audit", dict), f"{path}.audit")
-        return cls(tool=_get(ctx, obj, path, "tool", str), created=_get(ctx, obj, path, "created", str),
+            if "created" in obj["audit"]:
+                _utc_time(ctx, f"{path}.audit.created", audit.created)
+        tool = _get(ctx, obj, path, "tool", str)
+        created = _utc_time(ctx, f"{path}.created", _get(ctx, obj, path, "created", str))
+        return cls(tool=tool, created=created,
                    dataset_sha256=ds, extra=_map(ctx, obj, path, "extra"), training_data_sha256=tds,
                    sldpack_version=_get(ctx, obj, path, "sldpack_version", str, required=False),
                    distill_config=_map(ctx, obj, path, "distill_config") if "distill_config" in obj else None,

@@ -126,8 +126,10 @@ def state_sketch(values: Tensor | np.ndarray, k: int = SKETCH_SIZE) -> tuple[flo
     return tuple(out)
 
 
-def _sketches(module: nn.Module) -> dict[str, tuple[float, ...]]:
-    return {n: state_sketch(t) for n, t in canonical_state(module)}
+def _sketches(module: nn.Module, sizes: Mapping[str, int] | None = None) -> dict[str, tuple[float, ...]]:
+    # a file may record any k (1..64) per tensor (spec 5.9): compare like with like, k = the recorded length
+    sizes = sizes or {}
+    return {n: state_sketch(t, sizes.get(n, SKETCH_SIZE)) for n, t in canonical_state(module)}
 
 
 def _rms(t: Tensor) -> float:
@@ -236,6 +238,8 @@ class FingerprintComparison:
 
 
 def _ratio(dev: float, tol: float) -> float:
+    # > 1 exactly when dev > tol ("within" includes equality, spec annex replay section 7): for positive
+    # binary64 x > y the rounded x / y is > 1: x / y > 1 + 2^-53, past the midpoint between 1 and the next double
     if dev <= tol:
         return dev / tol if tol > 0 else 0.0
     return dev / tol if tol > 0 else math.inf
@@ -252,7 +256,8 @@ def compare_fingerprint(module: nn.Module, fp: ReplayFingerprint, *, threads: in
     with thread_count(threads if next(module.parameters()).device.type == "cpu" else None):
         digest = theta_digest(canonical_state(module))
         got = probe_logits(module, probe_inputs(fp.probe_seed, fp.probe_count, c, (h, w))).reshape(-1)
-        sketch = _sketches(module) if fp.state_sketch is not None else {}
+        sketch = _sketches(module, {n: len(v) for n, v in fp.state_sketch.items()}) \
+            if fp.state_sketch is not None else {}
     want = np.asarray(fp.probe_logits, dtype=np.float64)
     if got.shape != want.shape:
         return FingerprintComparison("failed", digest, None, math.inf, None, 0.0,
@@ -269,8 +274,9 @@ def compare_fingerprint(module: nn.Module, fp: ReplayFingerprint, *, threads: in
         else:
             for name, rec in fp.state_sketch.items():
                 mine = sketch[name]
-                d = math.inf if len(mine) != len(rec) else max((abs(a - b) for a, b in zip(mine, rec, strict=True)),
-                                                               default=0.0)
+                devs = [abs(a - b) for a, b in zip(mine, rec, strict=True)] if len(mine) == len(rec) else [math.inf]
+                # a NaN deviation is never within tolerance (max() would skip it)
+                d = math.inf if not all(map(math.isfinite, devs)) else max(devs, default=0.0)
                 r = _ratio(d, fp.state_tolerance[name])
                 if r > wratio or worst is None:
                     worst, wratio = name, r

@@ -122,7 +122,8 @@ def load_pack_input(source: str | Path, tensors: str | Path | None = None
 
 def _check_pack_values(manifest: Manifest, arrays: Mapping[str, np.ndarray]) -> None:
     """Refuse what would pack into a file that cannot be replayed: an unknown architecture, non-finite
-    tensors, negative or non-finite step sizes."""
+    tensors (step sizes included). A negative or zero step size is replayed as stored (spec annex replay,
+    section 2), so it is packed."""
     from sldpack.nn.zoo import resolve_options
 
     resolve_options(manifest.arch.id, manifest.arch.options)  # UsageError naming the known ids
@@ -134,10 +135,6 @@ def _check_pack_values(manifest: Manifest, arrays: Mapping[str, np.ndarray]) -> 
                 first = tuple(int(i) for i in np.argwhere(bad)[0])
                 raise DataError(f"tensor {name!r}: {int(bad.sum())} value(s) are NaN or infinite, the first at "
                                 f"index {first}")
-    lrs = np.asarray(arrays["lrs"])
-    if bool((lrs < 0).any()):
-        raise DataError(f"tensor 'lrs': {int((lrs < 0).sum())} negative step size(s), the first at index "
-                        f"{int(np.flatnonzero(lrs.reshape(-1) < 0)[0])}: not a distilled set this tool replays")
 
 
 def pack(source: str | Path, out: str | Path, *, tensors: str | Path | None = None, compression: str = "none",

@@ -25,6 +25,7 @@ import hashlib
 import importlib
 import json
 import os
+import re
 import secrets
 import stat
 from collections.abc import Mapping
@@ -58,6 +59,10 @@ __all__ = [
 ]
 
 BUNDLE_MEDIA_TYPE = "application/vnd.dev.sigstore.bundle.v0.3+json"
+_HEX64 = re.compile(r"[0-9a-f]{64}")  # key ids and digests: lowercase only (annex section 5), used with fullmatch
+# RFC 4648 section 4 base64, padded, nothing else (annex section 5, step 2); Python's b64decode alone also
+# accepts padding after a complete group ("QUJD==")
+_BASE64 = re.compile(r"(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?")
 PAYLOAD_TYPE = "application/vnd.in-toto+json"
 STATEMENT_TYPE = "https://in-toto.io/Statement/v1"
 PREDICATE_TYPE = "https://model_signing/signature/v1.0"
@@ -345,9 +350,14 @@ def open_envelope(signature: str | os.PathLike[str], keys: Mapping[str, tuple[Pa
     # 1. the bundle
     bundle = _read_bundle(sig)
     material = _field(bundle, "verificationMaterial", dict, "bundle", s)
-    hint = material.get("publicKey", {}).get("hint") if isinstance(material.get("publicKey"), dict) else None
-    if hint is not None and not isinstance(hint, str):
-        raise SignatureError("malformed", "verificationMaterial.publicKey.hint is not a string", path=s)
+    pub = material.get("publicKey")
+    if pub is not None and not isinstance(pub, dict):
+        raise SignatureError("malformed", "verificationMaterial.publicKey is not an object", path=s)
+    hint = None if pub is None else pub.get("hint")
+    if hint is not None and not (isinstance(hint, str) and _HEX64.fullmatch(hint)):
+        # a key id is 64 lowercase hex characters: any other hint can only be a damaged bundle
+        raise SignatureError("malformed", "verificationMaterial.publicKey.hint is not a key id (64 lowercase "
+                             f"hex characters): {str(hint)[:80]!r}", path=s)
     env = _field(bundle, "dsseEnvelope", dict, "bundle", s)
     ptype = _field(env, "payloadType", str, "dsseEnvelope", s)
     if ptype != PAYLOAD_TYPE:
@@ -416,6 +426,8 @@ def pae(payload_type: str, payload: bytes) -> bytes:
 def _b64(value: Any, what: str, sig: str) -> bytes:
     if not isinstance(value, str):
         raise SignatureError("malformed", f"{what} is not a base64 string", path=sig)
+    if not _BASE64.fullmatch(value):
+        raise SignatureError("malformed", f"{what} is not padded standard base64 (RFC 4648 section 4)", path=sig)
     try:
         return base64.b64decode(value, validate=True)
     except (binascii.Error, ValueError):
@@ -525,10 +537,9 @@ def verify_file(path: str | os.PathLike[str], signature: str | os.PathLike[str] 
                              "algorithm: 'sha256'} (a single signed file)", path=s)
     signed = res[0]["digest"]
     subj = _field(st, "subject", list, "statement", s)
-    try:
-        root = hashlib.sha256(bytes.fromhex(signed)).hexdigest()
-    except ValueError:
-        raise SignatureError("statement", "the resource digest is not hex", path=s) from None
+    if not _HEX64.fullmatch(signed):  # else an upper-case digest would surface as "file-changed"
+        raise SignatureError("statement", "the resource digest is not 64 lowercase hex characters", path=s)
+    root = hashlib.sha256(bytes.fromhex(signed)).hexdigest()
     if len(subj) != 1 or not isinstance(subj[0], dict) or not isinstance(subj[0].get("digest"), dict) \
             or subj[0]["digest"].get("sha256") != root:
         raise SignatureError("statement", "the subject digest is not SHA-256 of the resource digest", path=s)

@@ -27,11 +27,11 @@ from numpy.typing import NDArray
 
 from sldpack.atomic import atomic_write_bytes
 from sldpack.errors import DataError
+from sldpack.pipelines.selection import DEFAULT_VAL_FRACTION
 from sldpack.pipelines.study_plots import plot_comparisons, plot_hm_vs_bytes, plot_montages
 
 __all__ = [
     "METRICS",
-    "VAL_FRACTION_DEFAULT",
     "Comparison",
     "RowSummary",
     "cell_settings",
@@ -335,9 +335,6 @@ def min_images(rows: Sequence[RowSummary], target: float) -> list[dict[str, Any]
 
 # --- effective settings -----------------------------------------------------------------------------------
 
-VAL_FRACTION_DEFAULT = 0.2
-"""Held-out share of the training images for ``select = "val-*"`` when a grid does not set ``val_fraction``."""
-
 # settings a cell sets from its row and seed (shown as the row, not as settings)
 _PER_CELL = frozenset({"seed", "images_per_class", "mode"})
 # DistillConfig fields whose None stands for a rule (from their docs), shown with it
@@ -356,7 +353,7 @@ def cell_settings(cfg: Mapping[str, Any]) -> tuple[str, dict[str, Any]]:
               "batchnorm": cfg.get("batchnorm"), "device": cfg.get("device"), "threads": cfg.get("threads")}
     if "distill" in cfg:
         eff = {**dict(cfg.get("distill_defaults") or {}), **dict(cfg["distill"]), **common}
-        eff.setdefault("val_fraction", VAL_FRACTION_DEFAULT)
+        eff.setdefault("val_fraction", DEFAULT_VAL_FRACTION)
         return "distill", {k: v for k, v in eff.items() if k not in _PER_CELL}
     if "train" in cfg:
         return "train", {**dict(cfg["train"]), **common}

@@ -17,6 +17,7 @@ import math
 import struct
 import sys
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +27,7 @@ import sldpack
 from sldpack.format import canonical_msgpack as cm
 from sldpack.format.conformance import jsonable
 from sldpack.format.constants import HEADER_DIGEST_PREFIX, HEADER_SIZE, HEADER_STRUCT, MAGIC, MAX_TENSORS
+from sldpack.format.manifest import AuditRecord
 
 ROOT = Path(__file__).resolve().parent
 CREATED = "2026-11-27T00:00:00Z"
@@ -569,12 +571,234 @@ def invalid_cases() -> list[tuple[str, str, bytes, str, int]]:
     return cases
 
 
+# --- added cases (issue 24: rules the independent reader found without a case) --------------------
+# Appended after the cases above, under new names, so that every earlier file keeps its bytes.
+
+def _deep(value: Any, levels: int) -> Any:
+    """``value`` wrapped in ``levels`` one-element arrays."""
+    for _ in range(levels):
+        value = [value]
+    return value
+
+
+def more_valid_cases() -> dict[str, bytes]:
+    out: dict[str, bytes] = {}
+    # rank-0 tensors of every dtype (shape [], one element; [] in the safetensors header)
+    out["scalar_tensors"] = sldpack.encode(base_manifest(), {
+        **small_tensors(),
+        "extra.s_f64": sldpack.Tensor("extra", np.array(-2.5, dtype=np.float64)),
+        "extra.s_f32": sldpack.Tensor("extra", np.array(0.75, dtype=np.float32)),
+        "extra.s_f16": sldpack.Tensor("extra", np.array(1.5, dtype=np.float32), "F16"),
+        "extra.s_bf16": sldpack.Tensor("extra", np.array(-3.0, dtype=np.float32), "BF16"),
+        "extra.s_i32": sldpack.Tensor("extra", np.array(-7, dtype=np.int32)),
+        "extra.s_u8": sldpack.Tensor("extra", np.array(200, dtype=np.uint8)),
+    })
+    # the optional fingerprint parts: a state sketch of k = 1, 3 and 64 values, a zero tolerance
+    replay = sldpack.ReplayFingerprint(
+        theta_opt_sha256="cd" * 32, probe_seed=2**64 - 1, probe_count=1, probe_logits=(0.5, -0.25, 2.0),
+        tolerance=0.0, reference={"device": "cpu", "dtype": "float32", "threads": 1},
+        state_sketch={"features.0.weight": (0.125,), "features.0.bias": (1.0, -2.0, 0.0),
+                      "classifier.weight": tuple(float(i) / 8 for i in range(64))},
+        state_tolerance={"features.0.weight": 0.0, "features.0.bias": 1e-6, "classifier.weight": 3.5})
+    out["replay_state_sketch"] = sldpack.encode(base_manifest(replay=replay), small_tensors())
+    # init.theta0_sha256 (a digest per parameter name)
+    out["init_theta0_sha256"] = sldpack.encode(replace(base_manifest(), init=sldpack.InitSpec(
+        seed=1, theta0_sha256={"features.0.weight": "0f" * 32, "features.0.bias": "a1" * 32,
+                               "classifier.weight": "00" * 32, "classifier.bias": "ff" * 32})), small_tensors())
+    # every optional provenance field, with an audit record bound to the images; times with a fraction
+    images_digest = sldpack.read(sldpack.encode(base_manifest(), small_tensors())).manifest.tensors["images"].sha256
+
+    def provenance(audit_images: str) -> sldpack.Provenance:
+        return sldpack.Provenance(
+            tool=TOOL, created="2028-02-29T23:59:59.999999999Z", dataset_sha256="1d" * 32,
+            extra={"run": "r-17", "hosts": ["a", "b"]}, training_data_sha256="2e" * 32, sldpack_version="0.9.0",
+            distill_config={"lr": 0.01, "iterations": 600, "schedule": "per-step", "seed": 0},
+            command_line=("sldp", "distill", "--data", "train.npz", "--out", "run"),
+            audit=AuditRecord(verdict="PASS", report_sha256="3f" * 32, images_sha256=audit_images,
+                                      tool="sldpack audit", created="2026-11-27T00:05:00.5Z"))
+    out["provenance_fields"] = sldpack.encode(replace(base_manifest(), provenance=provenance(images_digest)),
+                                              small_tensors())
+    # an audit record of other images is a stale claim, not a format error (spec section 14): valid
+    out["provenance_stale_audit"] = sldpack.encode(replace(base_manifest(), provenance=provenance("00" * 32)),
+                                                   small_tensors())
+    # the depth boundary (spec section 4): every value at depth 32 at most; root 0, user 1, its values 2
+    good = sldpack.encode(base_manifest(), small_tensors())
+    _, payload, obj = split(good)
+    obj["user"] = {"nil_at_32": _deep(None, 30), "empty_array_at_32": _deep([], 30),
+                   "key_at_32": _deep({"k": {}}, 29)}
+    out["msgpack_depth_32"] = assemble(cm.encode(obj), payload)
+    return out
+
+
+def _schema_case(obj: dict[str, Any], payload: bytes, mutate: Callable[[dict[str, Any]], None],
+                 path: str) -> tuple[bytes, int]:
+    """A copy of ``obj`` changed by ``mutate``, as file bytes; the offset of the value at ``path``."""
+    o = json.loads(json.dumps(jsonable(obj)))
+    mutate(o)
+    return assemble(cm.encode(o), payload), offset_of(o, path)
+
+
+def _lr_file(dtype: str, index: int, raw_value: bytes) -> tuple[bytes, int]:
+    """A file whose ``lrs`` (stored as ``dtype``) has ``raw_value`` at ``index``, digests updated."""
+    lrs = np.array([0.01, 0.02, 0.03], dtype=np.float32)
+    good = sldpack.encode(base_manifest(), {**small_tensors(), "lrs": sldpack.Tensor("lrs", lrs, dtype)})
+    _, payload, obj = split(good)
+    n = int.from_bytes(payload[:8], "little")
+    begin, end = json.loads(payload[8:8 + n])["lrs"]["data_offsets"]
+    rel = 8 + n + begin
+    item = (end - begin) // 3
+    assert len(raw_value) == item
+    data = bytearray(payload)
+    data[rel + index * item:rel + (index + 1) * item] = raw_value
+    o = json.loads(json.dumps(jsonable(obj)))
+    o["tensors"]["lrs"]["sha256"] = hashlib.sha256(bytes(data[rel:rel + end - begin])).hexdigest()
+    m = cm.encode(o)
+    return assemble(m, bytes(data)), HEADER_SIZE + len(m) + rel + index * item
+
+
+def more_invalid_cases() -> list[tuple[str, str, bytes, str, int]]:
+    """(name, description, bytes, code, offset), like :func:`invalid_cases`."""
+    cases: list[tuple[str, str, bytes, str, int]] = []
+    good = sldpack.encode(base_manifest(), small_tensors())
+    _, payload, obj = split(good)
+
+    def schema(name: str, desc: str, mutate: Callable[[dict[str, Any]], None], path: str,
+               code: str = "E_SCHEMA") -> None:
+        data, at = _schema_case(obj, payload, mutate, path)
+        cases.append((name, desc, data, code, at))
+
+    # msgpack depth (spec 4): every value counts, keys too; the first value at depth 33 is reported
+    for name, desc, raw, rel in (
+            ("msgpack_depth_nil_at_33", "a nil at depth 33 (inside 31 arrays in user metadata)",
+             b"\x91" * 31 + b"\xc0", 31),
+            ("msgpack_depth_key_at_33", "a map at depth 32 with one key: the key is at depth 33",
+             b"\x91" * 30 + b"\x81\xa1k\xc0", 31),
+            ("msgpack_depth_empty_array_at_33", "an empty array at depth 33", b"\x91" * 31 + b"\x90", 31)):
+        m, at = with_user_raw(obj, b"\x81\xa1x" + raw)
+        cases.append((name, desc, assemble(m, payload), "E_MSGPACK_DEPTH", at + 3 + rel))
+
+    # replay fingerprint (spec 5.9)
+    fp = {"theta_opt_sha256": "ab" * 32, "probe_seed": 1, "probe_count": 1, "probe_logits": [0.0] * 3,
+          "tolerance": 1e-3, "reference": {}}
+    sk = {"a.weight": [0.5, -1.0, 0.25], "a.bias": [0.0, 0.0, 0.0]}
+    st = {"a.weight": 1e-4, "a.bias": 1e-5}
+
+    def replay_case(name: str, desc: str, change: dict[str, Any], path: str) -> None:
+        schema(name, desc, lambda o: o.update(replay={**fp, **change}), path)
+
+    replay_case("schema_state_sketch_without_tolerance", "replay.state_sketch without state_tolerance",
+                {"state_sketch": sk}, "replay")
+    replay_case("schema_state_tolerance_without_sketch", "replay.state_tolerance without state_sketch",
+                {"state_tolerance": st}, "replay")
+    replay_case("schema_state_tolerance_keys_differ", "state_tolerance names a tensor state_sketch does not",
+                {"state_sketch": sk, "state_tolerance": {"a.weight": 1e-4, "b.bias": 1e-5}},
+                "replay.state_tolerance")
+    replay_case("schema_state_tolerance_negative", "a negative state_tolerance value",
+                {"state_sketch": sk, "state_tolerance": {**st, "a.bias": -1e-5}}, "replay.state_tolerance.a.bias")
+    replay_case("schema_state_sketch_empty", "a state_sketch entry with no values",
+                {"state_sketch": {**sk, "a.bias": []}, "state_tolerance": st}, "replay.state_sketch.a.bias")
+    replay_case("schema_state_sketch_too_long", "a state_sketch entry with 65 values",
+                {"state_sketch": {**sk, "a.bias": [0.0] * 65}, "state_tolerance": st}, "replay.state_sketch.a.bias")
+    replay_case("schema_probe_count_zero", "replay.probe_count 0 (no probe logits)",
+                {"probe_count": 0, "probe_logits": []}, "replay.probe_count")
+    replay_case("schema_probe_seed_negative", "replay.probe_seed -1", {"probe_seed": -1}, "replay.probe_seed")
+
+    # distill, labels, preprocessing
+    dist = {"method": "sldd", "steps": 2, "epochs": 1, "schedule": [[0], [-1]], "label_transform": "softmax",
+            "loss": "cross_entropy", "inner_batchnorm": "batch_stats", "options": {}}
+    schema("schema_schedule_negative_index", "a negative image index in distill.schedule",
+           lambda o: o.update(distill=dist), "distill.schedule.1.0")
+    schema("schema_label_names_duplicate", "labels.names repeats a name (reported at the array)",
+           lambda o: o.update(labels={"names": ["I", "N", "I"]}), "labels.names")
+    prep = {"mean": [0.5], "std": [0.25], "image_size": [2, 2], "channels": 1, "options": {}}
+    schema("schema_std_zero", "preprocessing.std 0", lambda o: o.update(preprocessing={**prep, "std": [0.0]}),
+           "preprocessing.std.0")
+    schema("schema_std_negative", "preprocessing.std negative",
+           lambda o: o.update(preprocessing={**prep, "std": [-0.25]}), "preprocessing.std.0")
+
+    # provenance (spec 5.3): the optional fields are checked when present; times follow one grammar
+    def prov(name: str, desc: str, key: str, value: Any, path: str | None = None) -> None:
+        schema(name, desc, lambda o: o["provenance"].update({key: value}), path or f"provenance.{key}")
+
+    prov("schema_created_not_utc", "provenance.created with a +01:00 offset", "created", "2026-11-27T01:00:00+01:00")
+    prov("schema_created_not_a_date", "provenance.created 2026-02-29 (not a leap year)", "created",
+         "2026-02-29T00:00:00Z")
+    prov("schema_created_trailing_newline", "provenance.created followed by a newline", "created",
+         "2026-11-27T00:00:00Z\n")
+    prov("schema_training_data_sha256_uppercase", "provenance.training_data_sha256 in upper case",
+         "training_data_sha256", "2E" * 32)
+    prov("schema_sldpack_version_not_str", "provenance.sldpack_version is an integer", "sldpack_version", 9)
+    prov("schema_distill_config_not_map", "provenance.distill_config is an array", "distill_config", [1])
+    prov("schema_command_line_not_strings", "provenance.command_line holds an integer", "command_line",
+         ["sldp", 3], "provenance.command_line.1")
+    audit = {"verdict": "PASS", "report_sha256": "3f" * 32,
+             "images_sha256": sldpack.read(good).manifest.tensors["images"].sha256}
+    prov("schema_audit_verdict_unknown", "provenance.audit.verdict 'OK'", "audit", {**audit, "verdict": "OK"},
+         "provenance.audit.verdict")
+    prov("schema_audit_missing_images_sha256", "provenance.audit without images_sha256", "audit",
+         {k: v for k, v in audit.items() if k != "images_sha256"}, "provenance.audit")
+    prov("schema_audit_created_leap_second", "provenance.audit.created with second 60", "audit",
+         {**audit, "created": "2026-12-31T23:59:60Z"}, "provenance.audit.created")
+
+    # init.theta0_sha256 and the regular expressions (fullmatch: no trailing newline)
+    schema("schema_theta0_sha256_not_map", "init.theta0_sha256 is a string",
+           lambda o: o["init"].update(theta0_sha256="ab" * 32), "init.theta0_sha256")
+    schema("schema_theta0_sha256_not_hex", "an init.theta0_sha256 value that is not a digest",
+           lambda o: o["init"].update(theta0_sha256={"classifier.bias": "xyz"}), "init.theta0_sha256.classifier.bias")
+    schema("schema_arch_id_trailing_newline", "arch.id 'convnet@1' followed by a newline",
+           lambda o: o["arch"].update(id="convnet@1\n"), "arch.id")
+    schema("schema_digest_trailing_newline", "a tensor sha256 followed by a newline",
+           lambda o: o["tensors"]["images"].update(sha256=o["tensors"]["images"]["sha256"] + "\n"),
+           "tensors.images.sha256")
+
+    # safetensors JSON integers (spec 6.1): no fraction, no exponent, no booleans; -0 is 0
+    ptensors = {**small_tensors(), "zzmetadatazz": sldpack.Tensor("extra", np.array([1.0], dtype=np.float32))}
+    pm, pp, _ = split(sldpack.encode(base_manifest(), ptensors))
+    n = int.from_bytes(pp[:8], "little")
+    hdr = pp[8:8 + n]
+    for name, desc, old, new, code in (
+            ("st_shape_float", "a shape entry written 1.0", b"[1,1,2,2]", b"[1.0,1,2,2]", "E_ST_HEADER"),
+            ("st_shape_exponent", "a shape entry written 1e0", b"[1,1,2,2]", b"[1e0,1,2,2]", "E_ST_HEADER"),
+            ("st_shape_true", "a shape entry written true", b"[1,1,2,2]", b"[true,1,2,2]", "E_ST_HEADER"),
+            ("st_offsets_float", "a data_offsets entry written 16.0", b"[0,16]", b"[0,16.0]", "E_ST_OFFSETS"),
+            ("st_offsets_negative_zero", "a data_offsets entry written -0 (an integer, not canonical)",
+             b"[0,16]", b"[-0,16]", "E_ST_MISMATCH")):
+        new_hdr = hdr.rstrip(b" ").replace(old, new, 1)
+        assert len(new_hdr) <= len(hdr), name  # the padding absorbs the longer spelling
+        cases.append((name, desc, assemble(pm, pp[:8] + new_hdr.ljust(len(hdr)) + pp[8 + n:]), code,
+                      HEADER_SIZE + len(pm) + 8))
+
+    # non-finite step sizes in every floating-point dtype (the element's first byte)
+    for name, desc, dtype, index, raw in (
+            ("lr_nan_f16", "an F16 learning rate is NaN (digest matches)", "F16", 1, b"\x00\x7e"),
+            ("lr_inf_f16", "an F16 learning rate is -inf (digest matches)", "F16", 2, b"\x00\xfc"),
+            ("lr_nan_bf16", "a BF16 learning rate is NaN (digest matches)", "BF16", 1, b"\xc0\x7f"),
+            ("lr_inf_bf16", "a BF16 learning rate is +inf (digest matches)", "BF16", 0, b"\x80\x7f"),
+            ("lr_nan_f64", "an F64 learning rate is NaN (digest matches)", "F64", 2, struct.pack("<d", math.nan)),
+            ("lr_inf_f64", "an F64 learning rate is -inf (digest matches)", "F64", 1, struct.pack("<d", -math.inf))):
+        d, at = _lr_file(dtype, index, raw)
+        cases.append((name, desc, d, "E_NONFINITE", at))
+
+    # zstd frame header: the reserved bit (bit 3) set
+    import zstandard
+
+    frame = zstandard.ZstdCompressor(level=3).compress(payload)
+    frame = frame[:4] + bytes([frame[4] | 0x08]) + frame[5:]
+    o = json.loads(json.dumps(jsonable(obj)))
+    o["payload"] = {"compression": "zstd", "stored_size": len(frame), "decoded_size": len(payload),
+                    "stored_sha256": hashlib.sha256(frame).hexdigest()}
+    m = cm.encode(o)
+    cases.append(("zstd_reserved_bit", "frame header descriptor's reserved bit set", assemble(m, frame), "E_ZSTD",
+                  HEADER_SIZE + len(m)))
+    return cases
+
+
 def write_corpus(root: Path = ROOT) -> list[dict[str, Any]]:
     """Write every file and index.json under ``root``; return the index's cases."""
     index: list[dict[str, Any]] = []
     (root / "valid").mkdir(parents=True, exist_ok=True)
     (root / "invalid").mkdir(parents=True, exist_ok=True)
-    for name, data in valid_cases().items():
+    for name, data in {**valid_cases(), **more_valid_cases()}.items():
         (root / "valid" / f"{name}.sldp").write_bytes(data)
         f = sldpack.read(data)
         _, _, obj = split(data)
@@ -588,7 +812,7 @@ def write_corpus(root: Path = ROOT) -> list[dict[str, Any]]:
                                                                 ensure_ascii=False) + "\n", encoding="utf-8")
         index.append({"file": f"valid/{name}.sldp", "expect": "valid", "sidecar": f"valid/{name}.json"})
     seen: set[str] = set()
-    for name, desc, data, code, offset in invalid_cases():
+    for name, desc, data, code, offset in [*invalid_cases(), *more_invalid_cases()]:
         assert name not in seen, name
         seen.add(name)
         (root / "invalid" / f"{name}.sldp").write_bytes(data)

@@ -82,13 +82,13 @@ def env(tmp_path_factory: pytest.TempPathFactory, toy_images: tuple[np.ndarray, 
     assert code == 0
     assert main_quiet(["demo", "--fast", "--out", str(d / "demo"), "-q", "--iterations", "2"]) == 0
     edited = d / "edited"
-    for name, change in (("neg_lrs", "lrs"), ("inf_image", "images"), ("unknown_arch", "arch")):
+    for name, change in (("nan_lrs", "lrs"), ("inf_image", "images"), ("unknown_arch", "arch")):
         tgt = edited / name
         shutil.copytree(d / "run" / "final", tgt)
         with np.load(tgt / "tensors.npz") as z:
             arrays = {k: z[k].copy() for k in z.files}
         if change == "lrs":
-            arrays["lrs"][0] = -0.5
+            arrays["lrs"][0] = np.nan  # (a negative step size is packed: replay applies it as stored)
         elif change == "images":
             arrays["images"][0, 0, 0, 0] = np.inf
         else:
@@ -161,8 +161,8 @@ ROWS = [
     Row("3 demo other settings", lambda e, s: ["demo", "--fast", "--out", str(e / "demo"), "--width", "4", "-q"],
         2, ("other settings",)),
     # 4. pack never presents a stale fingerprint; edited tensors and unknown archs are refused
-    Row("4 pack negative lrs", lambda e, s: ["pack", str(e / "edited/neg_lrs"), "-o", str(s / "p.sldp")], 2,
-        ("negative step size",), absent="p.sldp"),
+    Row("4 pack NaN lrs", lambda e, s: ["pack", str(e / "edited/nan_lrs"), "-o", str(s / "p.sldp")], 2,
+        ("'lrs'", "NaN or infinite"), absent="p.sldp"),
     Row("4 pack Inf pixel", lambda e, s: ["pack", str(e / "edited/inf_image"), "-o", str(s / "p.sldp")], 2,
         ("NaN or infinite",), absent="p.sldp"),
     Row("4 pack unknown arch", lambda e, s: ["pack", str(e / "edited/unknown_arch"), "-o", str(s / "p.sldp")], 2,

@@ -273,10 +273,10 @@ def test_pack_from_run_dir_and_external_input(tmp_path: Path) -> None:
     with pytest.raises(UsageError, match="lrs"):
         pack(ext / "manifest.json", tmp_path / "bad.sldp", tensors=ext / "bad.npz")
     assert not (tmp_path / "bad.sldp").exists()
-    # edited tensors (negative step size, NaN image) and unknown architectures are refused, not packed
+    # edited tensors (NaN image, infinite step size) and unknown architectures are refused, not packed
     # with a stale fingerprint
-    for what, edit in (("negative", lambda a: a.__setitem__("lrs", -np.abs(a["lrs"]))),
-                       ("NaN", lambda a: a["images"].__setitem__((0, 0, 0, 0), np.nan))):
+    for what, edit in (("'images'.*NaN or infinite", lambda a: a["images"].__setitem__((0, 0, 0, 0), np.nan)),
+                       ("'lrs'.*NaN or infinite", lambda a: a["lrs"].__setitem__(1, np.inf))):
         with np.load(run / "final" / "tensors.npz") as z:
             arrays = {k: z[k].copy() for k in z.files}
         edit(arrays)
@@ -284,6 +284,17 @@ def test_pack_from_run_dir_and_external_input(tmp_path: Path) -> None:
         with pytest.raises(DataError, match=what):
             pack(ext / "manifest.json", tmp_path / "edited.sldp", tensors=ext / "edited.npz")
         assert not (tmp_path / "edited.sldp").exists()
+    # negative (and zero) step sizes are applied as stored (spec annex replay, section 2): packed, with a
+    # fingerprint of their own replay
+    with np.load(run / "final" / "tensors.npz") as z:
+        arrays = {k: z[k].copy() for k in z.files}
+    arrays["lrs"] = -np.abs(arrays["lrs"])
+    arrays["lrs"][0] = 0.0
+    np.savez(ext / "negative.npz", **arrays)
+    pr_neg = pack(ext / "manifest.json", tmp_path / "negative.sldp", tensors=ext / "negative.npz")
+    assert pr_neg.manifest.replay is not None and res.manifest.replay is not None
+    assert pr_neg.manifest.replay.theta_opt_sha256 != res.manifest.replay.theta_opt_sha256
+    assert verify_replay(tmp_path / "negative.sldp").status == "exact"
     obj["arch"]["id"] = "nosuch@1"
     (ext / "manifest.json").write_text(json.dumps(obj))
     with pytest.raises(UsageError, match="unknown architecture"):

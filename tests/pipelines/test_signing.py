@@ -175,6 +175,65 @@ def test_bundle_without_hint_is_checked_against_every_trusted_key(signed: tuple[
     assert verify_file(f, sig, trusted_keys=trust).key_source.endswith("a.pub")
 
 
+@pytest.mark.parametrize(("what", "edit", "reason"), [
+    # the hint is a key id, 64 lowercase hex characters, or absent/null (annex section 5, step 2)
+    ("upper-case hint", lambda b: b["verificationMaterial"]["publicKey"].update(
+        hint=b["verificationMaterial"]["publicKey"]["hint"].upper()), "malformed"),
+    ("empty hint", lambda b: b["verificationMaterial"]["publicKey"].update(hint=""), "malformed"),
+    ("numeric hint", lambda b: b["verificationMaterial"]["publicKey"].update(hint=7), "malformed"),
+    ("publicKey not an object", lambda b: b["verificationMaterial"].update(publicKey="k"), "malformed"),
+    ("null hint", lambda b: b["verificationMaterial"]["publicKey"].update(hint=None), None),
+    ("null publicKey", lambda b: b["verificationMaterial"].update(publicKey=None), None),
+    # base64: standard alphabet, padded, nothing else
+    ("payload one character short", lambda b: b["dsseEnvelope"].update(payload=b["dsseEnvelope"]["payload"][:-1]),
+     "malformed"),
+    ("payload with extra padding", lambda b: b["dsseEnvelope"].update(payload=b["dsseEnvelope"]["payload"] + "=="),
+     "malformed"),
+    ("padding after a full group", lambda b: b["dsseEnvelope"].update(payload="QUJD=="), "malformed"),
+    ("URL-safe signature", lambda b: b["dsseEnvelope"]["signatures"][0].update(
+        sig="-_" + b["dsseEnvelope"]["signatures"][0]["sig"][2:]), "malformed"),
+    ("payload with a line break", lambda b: b["dsseEnvelope"].update(
+        payload=b["dsseEnvelope"]["payload"][:8] + "\n" + b["dsseEnvelope"]["payload"][8:]), "malformed"),
+])
+def test_hint_and_base64_forms(signed: tuple[Path, Path], keys: dict[str, Path], what: str, edit: object,
+                               reason: str | None) -> None:
+    f, sig = signed
+    bundle = json.loads(sig.read_bytes())
+    before = json.dumps(bundle)
+    edit(bundle)  # type: ignore[operator]
+    assert json.dumps(bundle) != before, what  # the edit changed something (e.g. the payload has padding)
+    sig.write_text(json.dumps(bundle))
+    if reason is None:
+        assert verify_file(f, sig, public_key=keys["a_pub"]).key_id
+        return
+    with pytest.raises(SignatureError) as exc:
+        verify_file(f, sig, public_key=keys["a_pub"])
+    assert _reason(exc) == reason, what
+
+
+def test_upper_case_resource_digest_is_a_statement_error(signed: tuple[Path, Path], keys: dict[str, Path]) -> None:
+    # validly signed, but the statement writes the file digest in upper case: the annex (step 5) asks for
+    # lowercase hex, and the failure must name the statement, not a changed file
+    f, sig = signed
+    bundle = json.loads(sig.read_bytes())
+    st = json.loads(base64.b64decode(bundle["dsseEnvelope"]["payload"]))
+    res = st["predicate"]["resources"][0]
+    res["digest"] = res["digest"].upper()
+    payload = json.dumps(st).encode()
+    priv = load_private_key(keys["a"])
+    assert isinstance(priv, ec.EllipticCurvePrivateKey)
+    from cryptography.hazmat.primitives import hashes
+
+    raw_sig = priv.sign(pae(bundle["dsseEnvelope"]["payloadType"], payload), ec.ECDSA(hashes.SHA256()))
+    bundle["dsseEnvelope"]["payload"] = base64.b64encode(payload).decode()
+    bundle["dsseEnvelope"]["signatures"][0]["sig"] = base64.b64encode(raw_sig).decode()
+    sig.write_text(json.dumps(bundle))
+    with pytest.raises(SignatureError) as exc:
+        verify_file(f, sig, public_key=keys["a_pub"])
+    assert _reason(exc) == "statement"
+    assert "lowercase" in str(exc.value)
+
+
 def test_keygen_permissions_and_no_overwrite(tmp_path: Path) -> None:
     priv, pub, kid = generate_keypair(tmp_path / "k" / "me.key")
     assert stat.S_IMODE(priv.stat().st_mode) == 0o600
