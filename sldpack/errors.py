@@ -15,6 +15,7 @@ from sldpack.format.constants import ERROR_CODES
 __all__ = [
     "DataError",
     "DigestError",
+    "ExportMismatchError",
     "FormatError",
     "ReplayMismatchError",
     "SignatureError",
@@ -108,6 +109,11 @@ class DigestError(FormatError):
 
 class ReplayMismatchError(SldpError):
     """Re-deriving theta_opt from the file did not reproduce its recorded fingerprint."""
+
+
+class ExportMismatchError(ReplayMismatchError):
+    """An exported network (ONNX, TorchScript, ...) reloaded by its own runtime does not give the replay's
+    logits within tolerance: the export was deleted (exit code 1, like a failed replay check)."""
 
 
 class SignatureError(SldpError):

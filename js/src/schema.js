@@ -267,6 +267,63 @@ function decision(ctx, obj, path) {
   }
 }
 
+// the model card (spec 5.11, since 1.1); the same order of checks as sldpack/format/card.py
+const CARD_TEXT_FIELDS = ['name', 'summary', 'intended_use', 'limitations', 'modality', 'license', 'data_license', 'contact'];
+
+function cardEvaluation(ctx, obj, path) {
+  const value = float(ctx, obj, path, 'value');
+  if (has(obj, 'ci95')) {
+    const ci = floats(ctx, obj, path, 'ci95');
+    if (ci.length !== 2 || !(ci[0] <= Number(value) && Number(value) <= ci[1])) {
+      throw ctx.fail(obj, 'ci95', `${path}.ci95`, 'ci95 must be [low, high] with low <= value <= high', `[low <= ${value}, high >= ${value}]`, ci);
+    }
+  }
+  get(ctx, obj, path, 'metric', 'str');
+  int(ctx, obj, path, 'n', 1n);
+  get(ctx, obj, path, 'split', 'str');
+  get(ctx, obj, path, 'dataset', 'str', false);
+}
+
+function card(ctx, obj, path) {
+  for (const key of CARD_TEXT_FIELDS) get(ctx, obj, path, key, 'str', false);
+  const meanings = optMap(ctx, obj, path, 'label_meanings');
+  if (has(obj, 'label_meanings')) {
+    for (const k of ctx.keys(meanings)) {
+      if (ctx.kind(meanings, k) !== 'str') {
+        throw ctx.fail(meanings, k, `${path}.label_meanings.${k}`, 'field has the wrong type', 'str', typeName(ctx.kind(meanings, k)));
+      }
+    }
+  }
+  if (has(obj, 'input_range')) {
+    const r = floats(ctx, obj, path, 'input_range');
+    if (r.length !== 2 || !(r[0] < r[1])) {
+      throw ctx.fail(obj, 'input_range', `${path}.input_range`, 'input_range must be [low, high] with low < high', '[low, high], low < high', r);
+    }
+  }
+  if (has(obj, 'input_size')) {
+    if (ctx.kind(obj, 'input_size') !== 'array') {
+      throw ctx.fail(obj, 'input_size', `${path}.input_size`, 'field has the wrong type', 'array', typeName(ctx.kind(obj, 'input_size')));
+    }
+    const sz = ints(ctx, obj.input_size, `${path}.input_size`, 1n, 65536n);
+    if (sz.length !== 2) throw ctx.fail(obj, 'input_size', `${path}.input_size`, 'input_size must be [height, width]', 2, sz.length);
+  }
+  if (has(obj, 'dataset')) {
+    const ds = get(ctx, obj, path, 'dataset', 'map');
+    for (const [key, required] of [['name', true], ['version', false], ['citation', false], ['url', false]]) {
+      get(ctx, ds, `${path}.dataset`, key, 'str', required);
+    }
+  }
+  if (has(obj, 'evaluation')) {
+    const evals = get(ctx, obj, path, 'evaluation', 'array');
+    evals.forEach((e, i) => {
+      if (ctx.kind(evals, i) !== 'map') {
+        throw ctx.fail(evals, i, `${path}.evaluation.${i}`, 'field has the wrong type', 'map', typeName(ctx.kind(evals, i)));
+      }
+      cardEvaluation(ctx, e, `${path}.evaluation.${i}`);
+    });
+  }
+}
+
 function arch(ctx, obj, path) {
   const id = get(ctx, obj, path, 'id', 'str');
   if (!ARCH_ID_PATTERN.test(id)) throw ctx.fail(obj, 'id', `${path}.id`, 'architecture id must look like name@version', 'name@version, e.g. convnet@1', id);
@@ -369,7 +426,8 @@ export function checkManifest(obj, layout) {
     tensors.set(name, entry);
   }
   const sections = [['distill', distill], ['labels', labels], ['preprocessing', preprocessing], ['replay', replay],
-    ['decision', decision]];
+    ['decision', decision],
+    ['card', card]];
   for (const [key, check] of sections) {
     if (has(obj, key)) check(ctx, get(ctx, obj, '', key, 'map'), key);
   }
@@ -397,6 +455,17 @@ export function checkManifest(obj, layout) {
     (dc.ignored ?? []).forEach((n, i) => {
       if (!names.includes(n)) throw ctx.fail(dc.ignored, i, `decision.ignored.${i}`, 'the decision names a class the file does not have', names.join(' | '), n);
     });
+  }
+  if (has(obj, 'card') && has(obj, 'labels') && has(obj.card, 'label_meanings')) {
+    const lm = obj.card.label_meanings;
+    for (const k of ctx.keys(lm)) {
+      if (!obj.labels.names.includes(k)) {
+        // the defect is the map key (offsets convention, spec section 11): point at the key
+        throw new SldpFormatError('E_SCHEMA', 'the card explains a class the file does not have', {
+          offset: layout.of(lm).keyOff.get(k), field: `card.label_meanings.${k}`, expected: obj.labels.names.join(' | '), got: k,
+        });
+      }
+    }
   }
   const pm = layout.of(obj.payload);
   return {

@@ -41,6 +41,10 @@ def _summary_rows(f: sldpack.SldpFile) -> list[tuple[str, str]]:
                                       f"std={list(p.std)}"))
     if m.decision is not None:
         rows.append(("decision", m.decision.describe()))
+    if m.card is not None:
+        from sldpack.pipelines.card import card_summary
+
+        rows.append(("model card", f"{card_summary(m)}  (sldp card FILE)"))
     rows.append(("replay fingerprint", "absent" if m.replay is None else
                  f"theta_opt sha256 {m.replay.theta_opt_sha256[:16]}..  tolerance={m.replay.tolerance:g}"))
     prov = m.provenance
@@ -145,8 +149,12 @@ def inspect_cmd(file: str, as_json: bool, stored: bool) -> None:
               help="The signer's public key (PEM): the signature must be by this key.")
 @click.option("--trusted-keys", type=click.Path(file_okay=False), default=None,
               help="A folder of trusted public keys (*.pub, *.pem): the signature must be by one of them.")
+@click.option("--acceptance", type=click.Path(dir_okay=False), default=None,
+              help="An acceptance record of FILE (`sldp accept`): with --acceptance, --key/--trusted-keys check "
+                   "the receiver's signature of the record (and FILE's own signature only when --signature is "
+                   "given).")
 def verify_cmd(file: str, do_replay: bool, as_json: bool, signature: str | None, public_key: str | None,
-               trusted_keys: str | None) -> None:
+               trusted_keys: str | None, acceptance: str | None) -> None:
     """Check FILE's structure and every digest; with --replay, also re-derive the trained network;
     with --key or --trusted-keys, first check FILE's signature (annex SLDP-1-signing.md).
 
@@ -155,7 +163,12 @@ def verify_cmd(file: str, do_replay: bool, as_json: bool, signature: str | None,
     unreadable.
     """
     result: dict[str, Any] = {"path": file, "ok": True, "checks": []}
-    _check_signature(file, signature, public_key, trusted_keys, as_json, result)
+    if acceptance is not None:
+        _check_acceptance(file, acceptance, public_key, trusted_keys, as_json, result)
+        if signature is not None:
+            _check_signature(file, signature, public_key, trusted_keys, as_json, result)
+    else:
+        _check_signature(file, signature, public_key, trusted_keys, as_json, result)
     try:
         with sldpack.open(file) as f:
             result["checks"].append({"check": "header+manifest", "ok": True})
@@ -212,6 +225,32 @@ def _check_signature(file: str, signature: str | None, public_key: str | None, t
         _fail(exc, as_json, file)
     result["signature"] = rep.to_dict()
     result["checks"].append({"check": f"signature (key id {rep.key_id[:16]}.., {rep.key_source})", "ok": True})
+
+
+def _check_acceptance(file: str, acceptance: str, public_key: str | None, trusted_keys: str | None,
+                      as_json: bool, result: dict[str, Any]) -> None:
+    """The acceptance-record step of ``verify`` (``sldpack.pipelines.acceptance``); exits on failure."""
+    if public_key is None and trusted_keys is None:
+        raise click.UsageError("--acceptance needs the receiver's key: --key PUB or --trusted-keys DIR")
+    if public_key is not None and trusted_keys is not None:
+        raise click.UsageError("--key and --trusted-keys contradict each other: give one")
+    from sldpack.pipelines.acceptance import verify_acceptance  # cryptography only when asked for
+    from sldpack.pipelines.signing import SignatureError
+
+    try:
+        rep = verify_acceptance(file, acceptance, public_key=public_key, trusted_keys=trusted_keys)
+    except SignatureError as exc:
+        if as_json:
+            click.echo(json.dumps({"path": file, "ok": False, "error": exc.to_dict()}, indent=2))
+        else:
+            click.echo(f"FAIL acceptance record: {exc}", err=True)
+            click.echo(f"{file}: VERIFICATION FAILED", err=True)
+        sys.exit(EXIT_VERIFY_FAILED)
+    except SldpError as exc:
+        _fail(exc, as_json, file)
+    result["acceptance"] = rep.to_dict()
+    result["checks"].append({"check": f"acceptance record {acceptance} (key id {rep.key_id[:16]}.., "
+                                      f"{rep.key_source}): {rep.summary()}", "ok": True})
 
 
 @click.command("conformance")

@@ -110,8 +110,11 @@ def _write_per_image(path: str | None, ev: MedicalEvaluation) -> None:
 @data_options
 @runtime_options
 @_eval_options
+@click.option("--record", is_flag=True,
+              help="Write the image-level results (HM, AUC, Sen, Spe with 95 % CIs, test images, split rule) into "
+                   "FILE's model card (card.evaluation): a manifest-only re-pack; sign the file again after.")
 def eval_cmd(file: str, delta: float | None, windows: str, chunk: int, per_image: str | None, as_json: bool,
-             quiet: bool, **kwargs: Any) -> None:
+             quiet: bool, record: bool, **kwargs: Any) -> None:
     """Replay FILE (a .sldp, or a .safetensors from `sldp train --save`) and evaluate it on data.
 
     Patch models (I/N/P, patch geometry in the file's preprocessing.options) are evaluated at patch level
@@ -163,6 +166,15 @@ def eval_cmd(file: str, delta: float | None, windows: str, chunk: int, per_image
     ev = evaluate(module, pre, sel.data, class_names=names, settings=settings, delta=delta, windows=windows,
                   chunk=chunk, progress=lambda d, t: ticker(d, t))
     _write_per_image(per_image, ev)
+    if record:
+        from sldpack.pipelines.card import record_evaluation
+
+        if origin == "trained checkpoint":
+            raise UsageError("--record writes into a .sldp file's model card; FILE is a checkpoint")
+        edit = record_evaluation(file, ev, class_names=names, split=f"{sel.split}: {sel.split_rule}",
+                                 dataset=sel.source)
+        click.echo(f"recorded {len(edit.card.evaluation)} result(s) in {file}'s model card (sldp card {file})"
+                   + (f"; {edit.signature} no longer verifies: sign again" if edit.signature else ""), err=True)
     doc = {"file": file, "arch": arch.to_obj(), "classes": list(names), "data": sel.to_dict(),
            "delta_source": delta_source if ev.detection is not None else None, **ev.to_dict(),
            "per_image_csv": per_image, "seconds_total": round(time.perf_counter() - t0, 3)}

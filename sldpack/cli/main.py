@@ -42,6 +42,9 @@ _COMMANDS: dict[str, tuple[str, str, str]] = {
     "keygen": ("sldpack.cli.cmd_sign", "keygen_cmd", "Create an ECDSA P-256 key pair for signing files."),
     "sign": ("sldpack.cli.cmd_sign", "sign_cmd", "Sign a file's exact bytes (detached signature)."),
     "study": ("sldpack.cli.cmd_study", "study_cmd", "Seed-averaged tables: SLDD vs DD vs normal training, paired CIs."),
+    "accept": ("sldpack.cli.cmd_accept", "accept_cmd", "Evaluate a received file on local data; sign the record."),
+    "card": ("sldpack.cli.cmd_card", "card_cmd", "Show the model card (Markdown) or edit it: card set FILE K=V."),
+    "export": ("sldpack.cli.cmd_export", "export_cmd", "Write the network as ONNX/TorchScript/safetensors/MONAI."),
     "data": ("sldpack.cli.cmd_data", "data_group", "Convert a data set to an on-disk store (data bigger than memory)."),
 }
 

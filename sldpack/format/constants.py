@@ -66,7 +66,7 @@ VERSION_MINOR: Final = 1  # the newest minor version this package reads and writ
 # (:func:`minor_version_for`), so a file without any of these keys stays a byte-identical 1.0 file.
 MINOR_FOR_ROOT_KEY: Final[dict[str, int]] = {
     "decision": 1,  # the image-level decision rule (spec 5.10)
-    # "card": 1,  # the model card, when it lands in 1.1 (spec 5.11)
+    "card": 1,  # the model card (spec 5.11)
 }
 
 # magic, major u16, minor u16, reserved u32 (must be 0), manifest_length u64, payload_length u64,

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from sldpack.errors import FormatError
+from sldpack.format.card import CardDataset, CardEvaluation, ModelCard
 from sldpack.format.constants import (
     ALLOWED_DTYPES,
     ARCH_ID_PATTERN,
@@ -45,11 +46,14 @@ __all__ = [
     "ArchSpec",
     "AuditRecord",
     "Calibration",
+    "CardDataset",
+    "CardEvaluation",
     "DecisionRule",
     "DistillSpec",
     "InitSpec",
     "LabelSpec",
     "Manifest",
+    "ModelCard",
     "PayloadInfo",
     "Preprocessing",
     "Provenance",
@@ -473,6 +477,7 @@ class Manifest:
     tensors: Mapping[str, TensorInfo] = field(default_factory=dict)
     payload: PayloadInfo | None = None
     decision: DecisionRule | None = None  # since 1.1 (spec 5.10); the writer then writes version 1.1
+    card: ModelCard | None = None  # since 1.1 (spec 5.11)
 
     def to_obj(self) -> dict[str, Any]:
         """Plain dict/list/str/int/float/bool/None form, ready for canonical msgpack."""
@@ -485,7 +490,7 @@ class Manifest:
         }
         if self.payload is not None:
             d["payload"] = self.payload.to_obj()
-        for key in ("distill", "labels", "preprocessing", "replay", "decision"):
+        for key in ("distill", "labels", "preprocessing", "replay", "decision", "card"):
             part = getattr(self, key)
             if part is not None:
                 d[key] = part.to_obj()
@@ -525,7 +530,7 @@ class Manifest:
         opt: dict[str, Any] = {}
         for key, klass in (("distill", DistillSpec), ("labels", LabelSpec),
                            ("preprocessing", Preprocessing), ("replay", ReplayFingerprint),
-                           ("decision", DecisionRule)):
+                           ("decision", DecisionRule), ("card", ModelCard)):
             if key in obj:
                 opt[key] = klass.from_obj(ctx, _get(ctx, obj, "", key, dict), key)
         out = cls(
@@ -552,6 +557,14 @@ class Manifest:
                 if name not in out.labels.names:
                     raise ctx.fail(f"decision.ignored.{i}", "the decision names a class the file does not have",
                                    expected=" | ".join(out.labels.names), got=name)
+        if out.card is not None and out.labels is not None:
+            for name in out.card.label_meanings:
+                if name not in out.labels.names:
+                    # the defect is the map key (offsets convention, spec section 11): point at the key
+                    where = f"card.label_meanings.{name}"
+                    off = ctx.key_offsets.get(where, ctx.offsets.get(where, 0))
+                    raise FormatError("E_SCHEMA", "the card explains a class the file does not have",
+                                      offset=base + off, expected=" | ".join(out.labels.names), got=name, field=where)
         return out
 
 

@@ -28,6 +28,7 @@ import os
 import re
 import secrets
 import stat
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -50,8 +51,10 @@ __all__ = [
     "load_private_key",
     "load_public_key",
     "load_trusted_keys",
+    "open_envelope",
     "pae",
     "sign_file",
+    "sign_payload",
     "verify_file",
 ]
 
@@ -317,6 +320,103 @@ def sign_file(path: str | os.PathLike[str], private_key: str | os.PathLike[str],
 
 # --- verification ---------------------------------------------------------------------------------
 
+def open_envelope(signature: str | os.PathLike[str], keys: Mapping[str, tuple[Path, EllipticCurvePublicKey]], *,
+                  expected: str | None = None, trusted: str | None = None) -> tuple[bytes, str, Path]:
+    """Steps 2-4 of annex ``SLDP-1-signing.md`` section 5 for any DSSE bundle: read the Sigstore bundle at
+    ``signature``, check that its key is one of ``keys`` and that its signature verifies over the PAE.
+
+    Used by :func:`verify_file` (the file signature) and by ``sldpack.pipelines.acceptance`` (the signed
+    acceptance record), so both have the same reasons for every failure.
+
+    Args:
+        signature: the bundle file.
+        keys: candidate public keys by key id (:func:`key_id`).
+        expected: the one expected key's file name (for the ``wrong-key`` message), or ``None``.
+        trusted: the trusted-keys folder (for the ``untrusted-key`` message), or ``None``.
+
+    Returns:
+        ``(the signed payload bytes, the signer's key id, the key file that verified it)``; the payload
+        is not yet interpreted (the caller checks its statement).
+
+    Raises:
+        SignatureError: ``missing``, ``malformed``, ``wrong-key``, ``untrusted-key`` or ``bad-signature``.
+    """
+    from cryptography.exceptions import InvalidSignature
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    sig = Path(signature)
+    s = str(sig)
+    # 1. the bundle
+    bundle = _read_bundle(sig)
+    material = _field(bundle, "verificationMaterial", dict, "bundle", s)
+    pub = material.get("publicKey")
+    if pub is not None and not isinstance(pub, dict):
+        raise SignatureError("malformed", "verificationMaterial.publicKey is not an object", path=s)
+    hint = None if pub is None else pub.get("hint")
+    if hint is not None and not (isinstance(hint, str) and _HEX64.fullmatch(hint)):
+        # a key id is 64 lowercase hex characters: any other hint can only be a damaged bundle
+        raise SignatureError("malformed", "verificationMaterial.publicKey.hint is not a key id (64 lowercase "
+                             f"hex characters): {str(hint)[:80]!r}", path=s)
+    env = _field(bundle, "dsseEnvelope", dict, "bundle", s)
+    ptype = _field(env, "payloadType", str, "dsseEnvelope", s)
+    if ptype != PAYLOAD_TYPE:
+        raise SignatureError("malformed", f"payloadType {ptype!r}, expected {PAYLOAD_TYPE}", path=s)
+    payload = _b64(_field(env, "payload", str, "dsseEnvelope", s), "dsseEnvelope.payload", s)
+    sigs = _field(env, "signatures", list, "dsseEnvelope", s)
+    if len(sigs) != 1:
+        raise SignatureError("malformed", f"{len(sigs)} signatures in the envelope, expected exactly 1", path=s)
+    raw_sig = _b64(_field(sigs[0], "sig", str, "dsseEnvelope.signatures[0]", s), "the signature value", s)
+
+    # 2. which key: the hint names the signer's key; it must be the given key / one of the trusted keys
+    if hint is not None:
+        if hint not in keys:
+            if expected is not None:
+                raise SignatureError("wrong-key", f"signed by another key (key id {hint[:16]}..), not by "
+                                     f"{expected} (key id {next(iter(keys))[:16]}..)", path=s)
+            raise SignatureError("untrusted-key", f"the signer's key (key id {hint[:16]}..) is not among the "
+                                 f"{len(keys)} trusted key(s) in {trusted}", path=s)
+        candidates = [(hint, keys[hint])]
+    else:  # an older bundle without a hint: any trusted key may verify it
+        candidates = list(keys.items())
+
+    # 3. the signature over PAE(payloadType, payload)
+    signer = None
+    for kid, (kpath, key) in candidates:
+        try:
+            key.verify(raw_sig, pae(ptype, payload), ec.ECDSA(hashes.SHA256()))
+        except InvalidSignature:
+            continue
+        signer = (kid, kpath)
+        break
+    if signer is None:
+        raise SignatureError("bad-signature", "the signature does not verify with the "
+                             + ("signer's key" if hint is not None else "trusted key(s)")
+                             + ": the signature or the signed statement was altered", path=s)
+    return payload, signer[0], signer[1]
+
+
+def sign_payload(payload: bytes, private_key: str | os.PathLike[str]) -> bytes:
+    """A Sigstore bundle (JSON bytes) whose DSSE envelope carries ``payload`` (an in-toto statement),
+    signed with ``private_key`` (ECDSA P-256 over the PAE): the same bundle layout as a file signature,
+    so :func:`open_envelope` checks it. Used for documents that are not one file's bytes (the acceptance
+    record); a file is signed with :func:`sign_file`.
+
+    Raises:
+        UsageError: an unusable key (see :func:`load_private_key`).
+    """
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    key = load_private_key(private_key)
+    raw = key.sign(pae(PAYLOAD_TYPE, payload), ec.ECDSA(hashes.SHA256()))
+    bundle = {"mediaType": BUNDLE_MEDIA_TYPE,
+              "verificationMaterial": {"publicKey": {"hint": key_id(key.public_key())}, "tlogEntries": []},
+              "dsseEnvelope": {"payload": base64.b64encode(payload).decode("ascii"), "payloadType": PAYLOAD_TYPE,
+                               "signatures": [{"sig": base64.b64encode(raw).decode("ascii"), "keyid": ""}]}}
+    return (json.dumps(bundle, indent=2, sort_keys=True) + "\n").encode("utf-8")
+
+
 def pae(payload_type: str, payload: bytes) -> bytes:
     """DSSE v1 pre-authentication encoding: ``"DSSEv1" SP len(type) SP type SP len(payload) SP payload``."""
     t = payload_type.encode("utf-8")
@@ -397,10 +497,6 @@ def verify_file(path: str | os.PathLike[str], signature: str | os.PathLike[str] 
         UsageError: neither or both of ``public_key``/``trusted_keys``; a key file is unusable; the
             signed file does not exist.
     """
-    from cryptography.exceptions import InvalidSignature
-    from cryptography.hazmat.primitives import hashes
-    from cryptography.hazmat.primitives.asymmetric import ec
-
     if (public_key is None) == (trusted_keys is None):
         raise UsageError("give exactly one of a public key (--key) or a trusted-keys folder (--trusted-keys)")
     src = Path(path)
@@ -416,52 +512,10 @@ def verify_file(path: str | os.PathLike[str], signature: str | os.PathLike[str] 
         assert trusted_keys is not None
         keys = load_trusted_keys(trusted_keys)
 
-    # 1. the bundle
-    bundle = _read_bundle(sig)
-    material = _field(bundle, "verificationMaterial", dict, "bundle", s)
-    pub = material.get("publicKey")
-    if pub is not None and not isinstance(pub, dict):
-        raise SignatureError("malformed", "verificationMaterial.publicKey is not an object", path=s)
-    hint = None if pub is None else pub.get("hint")
-    if hint is not None and not (isinstance(hint, str) and _HEX64.fullmatch(hint)):
-        # a key id is 64 lowercase hex characters: any other hint can only be a damaged bundle
-        raise SignatureError("malformed", "verificationMaterial.publicKey.hint is not a key id (64 lowercase "
-                             f"hex characters): {str(hint)[:80]!r}", path=s)
-    env = _field(bundle, "dsseEnvelope", dict, "bundle", s)
-    ptype = _field(env, "payloadType", str, "dsseEnvelope", s)
-    if ptype != PAYLOAD_TYPE:
-        raise SignatureError("malformed", f"payloadType {ptype!r}, expected {PAYLOAD_TYPE}", path=s)
-    payload = _b64(_field(env, "payload", str, "dsseEnvelope", s), "dsseEnvelope.payload", s)
-    sigs = _field(env, "signatures", list, "dsseEnvelope", s)
-    if len(sigs) != 1:
-        raise SignatureError("malformed", f"{len(sigs)} signatures in the envelope, expected exactly 1", path=s)
-    raw_sig = _b64(_field(sigs[0], "sig", str, "dsseEnvelope.signatures[0]", s), "the signature value", s)
-
-    # 2. which key: the hint names the signer's key; it must be the given key / one of the trusted keys
-    if hint is not None:
-        if hint not in keys:
-            if public_key is not None:
-                raise SignatureError("wrong-key", f"signed by another key (key id {hint[:16]}..), not by "
-                                     f"{public_key} (key id {next(iter(keys))[:16]}..)", path=s)
-            raise SignatureError("untrusted-key", f"the signer's key (key id {hint[:16]}..) is not among the "
-                                 f"{len(keys)} trusted key(s) in {trusted_keys}", path=s)
-        candidates = [(hint, keys[hint])]
-    else:  # an older bundle without a hint: any trusted key may verify it
-        candidates = list(keys.items())
-
-    # 3. the signature over PAE(payloadType, payload)
-    signer = None
-    for kid, (kpath, key) in candidates:
-        try:
-            key.verify(raw_sig, pae(ptype, payload), ec.ECDSA(hashes.SHA256()))
-        except InvalidSignature:
-            continue
-        signer = (kid, kpath)
-        break
-    if signer is None:
-        raise SignatureError("bad-signature", "the signature does not verify with the "
-                             + ("signer's key" if hint is not None else "trusted key(s)")
-                             + ": the signature or the signed statement was altered", path=s)
+    # 1-3: the bundle, the signer's key, the signature
+    payload, kid, kpath = open_envelope(sig, keys, expected=str(public_key) if public_key is not None else None,
+                                        trusted=str(trusted_keys) if trusted_keys is not None else None)
+    signer = (kid, kpath)
 
     # 4. the statement: one resource, the whole file, SHA-256; the subject digest consistent with it
     try:

@@ -149,6 +149,24 @@ def valid_cases() -> dict[str, bytes]:
     out["decision_argmax"] = sldpack.encode(base_manifest(
         labels=sldpack.LabelSpec(("normal", "pneumonia", "other")),
         decision=sldpack.DecisionRule(rule="argmax", positive="pneumonia")), small_tensors())
+    # 1.1: the model card (spec 5.11), every field, next to the decision rule it refers to
+    out["card_full"] = sldpack.encode(base_manifest(
+        labels=sldpack.LabelSpec(("normal", "pneumonia")),
+        decision=sldpack.DecisionRule(rule="argmax", positive="pneumonia"),
+        card=sldpack.ModelCard(
+            name="Pneumonia screening (PneumoniaMNIST, ConvNet)", summary="Flags paediatric chest X-rays with "
+            "signs of pneumonia.", intended_use="Research on sharing distilled data; not for diagnosis.",
+            limitations="28 px images of one hospital's paediatric patients; not tested on adults.",
+            modality="chest X-ray", license="CC-BY-4.0", data_license="CC-BY-4.0", contact="imaging-ai@example.org",
+            label_meanings={"normal": "no pneumonia", "pneumonia": "bacterial or viral pneumonia"},
+            input_range=(0.0, 255.0), input_size=(28, 28),
+            dataset=sldpack.CardDataset(name="PneumoniaMNIST", version="MedMNIST v2",
+                                        citation="Yang et al., Scientific Data 10, 41 (2023)",
+                                        url="https://medmnist.com"),
+            evaluation=(sldpack.CardEvaluation(metric="hm", value=0.8125, n=624, split="the file's test split",
+                                               ci95=(0.78, 0.84)),
+                        sldpack.CardEvaluation(metric="auc", value=0.9, n=624, split="the file's test split")))),
+        small_tensors())
     return out
 
 
@@ -376,6 +394,43 @@ def invalid_cases() -> list[tuple[str, str, bytes, str, int]]:
              {"negative": "P"}, "decision.negative")
     decision("schema_decision_unknown_class", "decision.positive 'Q' is not in labels.names", {"positive": "Q"},
              "decision.positive", labels=True)
+
+    # 1.1 model card (spec 5.11): one bad value each, in a 1.1 file
+    good_eval = {"metric": "hm", "value": 0.8, "n": 40, "split": "test", "ci95": [0.7, 0.9]}
+
+    def card(name: str, desc: str, value: Any, path: str) -> None:
+        def mutate(o: dict[str, Any]) -> None:
+            o["card"] = value
+            o["labels"] = {"names": ["normal", "pneumonia"]}
+        schema(name, desc, mutate, "E_SCHEMA", path, minor=1)
+
+    card("schema_card_not_map", "card is a string", "a good model", "card")
+    card("schema_card_text_not_string", "card.intended_use is an int", {"intended_use": 3}, "card.intended_use")
+    card("schema_card_input_range_decreasing", "card.input_range [255, 0]", {"input_range": [255.0, 0.0]},
+         "card.input_range")
+    card("schema_card_input_size_one_value", "card.input_size [28]", {"input_size": [28]}, "card.input_size")
+    card("schema_card_label_meaning_not_string", "card.label_meanings.pneumonia is an int",
+         {"label_meanings": {"pneumonia": 1}}, "card.label_meanings.pneumonia")
+    card("schema_card_dataset_without_name", "card.dataset without its name", {"dataset": {"version": "2"}},
+         "card.dataset")
+    card("schema_card_evaluation_not_array", "card.evaluation is a map", {"evaluation": good_eval},
+         "card.evaluation")
+    card("schema_card_evaluation_missing_n", "card.evaluation[0] without n",
+         {"evaluation": [{k: v for k, v in good_eval.items() if k != "n"}]}, "card.evaluation.0")
+    card("schema_card_evaluation_ci_excludes_value", "card.evaluation[0].ci95 [0.85, 0.9] around 0.8",
+         {"evaluation": [{**good_eval, "ci95": [0.85, 0.9]}]}, "card.evaluation.0.ci95")
+    card("schema_card_evaluation_n_zero", "card.evaluation[0].n 0", {"evaluation": [{**good_eval, "n": 0}]},
+         "card.evaluation.0.n")
+
+    def unknown_meaning(o: dict[str, Any]) -> None:
+        o["card"] = {"label_meanings": {"normal": "healthy", "tumour": "a class the file does not have"}}
+        o["labels"] = {"names": ["normal", "pneumonia"]}
+
+    o_unknown = json.loads(json.dumps(jsonable(obj)))
+    unknown_meaning(o_unknown)
+    add("schema_card_label_meaning_unknown_class", "card.label_meanings names class 'tumour' not in labels.names",
+        assemble(cm.encode(o_unknown), payload, minor=1), "E_SCHEMA",
+        key_offset_of(o_unknown, "card.label_meanings.tumour"))
 
     def many(o: dict[str, Any]) -> None:
         t = o["tensors"]["lrs"]

@@ -120,6 +120,7 @@ def _mutate_manifest(rng: random.Random, obj: Any) -> None:
 
 
 def _mutants(out: Path, per_file: int, seed: int) -> list[Path]:
+    from sldpack.errors import UsageError
     from sldpack.format import canonical_msgpack
 
     rng = random.Random(seed)
@@ -133,7 +134,10 @@ def _mutants(out: Path, per_file: int, seed: int) -> list[Path]:
             if kind == "schema":  # a schema defect (or none) in a canonical, digest-correct manifest
                 obj = canonical_msgpack.decode(mbytes)[0]
                 _mutate_manifest(rng, obj)
-                blob = _assemble(data, canonical_msgpack.encode(obj), payload)
+                try:
+                    blob = _assemble(data, canonical_msgpack.encode(obj), payload)
+                except UsageError:  # a value nested past the depth limit in a file already at it: no writer makes it
+                    continue
             elif kind == "msgpack":  # a byte of the manifest changed, inserted or deleted; digest correct
                 mb = bytearray(mbytes)
                 i = rng.randrange(len(mb))
