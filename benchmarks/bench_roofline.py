@@ -12,12 +12,14 @@
    convolutions (forward and backward) only: batch norm, ReLU, pooling and the element-wise updates are not
    counted, so the achieved fraction is a lower bound of the machine's use. Also printed, to read the total
    against: the FLOPs of one forward pass of the step batch (F) and the iteration as a multiple of F.
-3. Achieved FLOP/s = counted FLOPs / CPU seconds of the same call (timed after a warm-up call), and that as a
+3. Achieved FLOP/s = counted FLOPs / CPU seconds of the same call (best of ``--iter-repeats`` timed calls after
+   a warm-up call), and that as a
    fraction of the GEMM and of the convolution figure.
 
     python benchmarks/bench_roofline.py                 # ConvNet 28 px, ResNet18 64 px
     python benchmarks/bench_roofline.py --big           # also ResNet18 224 px (about 5 CPU minutes per mode)
     python benchmarks/bench_roofline.py --configs resnet18:64 --modes graph
+    python benchmarks/bench_roofline.py --compare-conv  # + FastConvGrad vs PyTorch's conv double backward
 """
 
 from __future__ import annotations
@@ -97,8 +99,9 @@ def _flop_count_mode() -> Any:
     return FlopCount
 
 
-def iteration(arch: str, size: int, mode: str) -> dict[str, float]:
-    """FLOPs (counted) and CPU seconds of one hypergradient (= the compute of one outer iteration)."""
+def iteration(arch: str, size: int, mode: str, fast_conv: bool = True, repeats: int = 1) -> dict[str, float]:
+    """FLOPs (counted) and CPU seconds (best of ``repeats`` calls after a warm-up) of one hypergradient (= the
+    compute of one outer iteration)."""
     import torch
     import torch.nn.functional as F
     from torch.func import functional_call
@@ -124,16 +127,20 @@ def iteration(arch: str, size: int, mode: str) -> dict[str, float]:
         return F.cross_entropy(functional_call(net, (dict(theta), scratch_buffers(net)), (xr,)), yr)
 
     def call() -> Any:
-        return hypergradient(net, theta0, scratch_buffers(net), x, p, a, sched, outer, mode=mode)  # type: ignore[arg-type]
+        return hypergradient(net, theta0, scratch_buffers(net), x, p, a, sched, outer,  # type: ignore[arg-type]
+                             mode=mode, fast_conv=fast_conv)
 
     with FlopCount() as fc:  # also the warm-up call
         call()
     total = float(fc.total)
     with FlopCount() as ff, torch.no_grad():
         functional_call(net, (theta0, scratch_buffers(net)), (x,))
-    t = time.process_time()
-    call()
-    return {"flops": total, "forward_flops": float(ff.total), "cpu_s": time.process_time() - t}
+    best = float("inf")
+    for _ in range(repeats):
+        t = time.process_time()
+        call()
+        best = min(best, time.process_time() - t)
+    return {"flops": total, "forward_flops": float(ff.total), "cpu_s": best}
 
 
 def main() -> None:
@@ -143,6 +150,9 @@ def main() -> None:
     ap.add_argument("--modes", default="graph,recompute")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--iter-repeats", type=int, default=2, help="timed hypergradient calls per row (best is kept)")
+    ap.add_argument("--compare-conv", action="store_true",
+                    help="also time each mode with PyTorch's own conv double backward (fast_conv=False), interleaved")
     args = ap.parse_args()
     import torch
 
@@ -159,12 +169,18 @@ def main() -> None:
         size = int(size_s)
         peak = achievable(size, arch, args.repeats)
         for mode in args.modes.split(","):
-            r = iteration(arch, size, mode)
+            r = iteration(arch, size, mode, repeats=args.iter_repeats)
             rate = r["flops"] / r["cpu_s"]
             print(f"{item:14} {mode:9} {r['flops'] / 1e9:9.2f} {r['flops'] / r['forward_flops']:6.1f} "
                   f"{r['cpu_s']:9.2f} {rate / 1e9:8.2f} {rate / peak['gemm']:6.2f} {rate / peak['conv']:6.2f}   "
                   f"{peak['gemm'] / 1e9:.1f}, {peak['conv_fwd'] / 1e9:.1f}, {peak['conv_bwd'] / 1e9:.1f} "
                   f"({M}x{int(peak['conv_ch'])}x{int(peak['conv_hw'])}^2, 3x3)", flush=True)
+            if args.compare_conv:
+                ref = iteration(arch, size, mode, fast_conv=False, repeats=args.iter_repeats)
+                again = iteration(arch, size, mode, repeats=args.iter_repeats)
+                fast_s = min(r["cpu_s"], again["cpu_s"])
+                print(f"{'':14} {mode:9} PyTorch's conv double backward: {ref['cpu_s']:.2f} CPU s/it; FastConvGrad "
+                      f"(runs before and after it) {fast_s:.2f}: {fast_s / ref['cpu_s']:.2f}x", flush=True)
     print(f"after: {load_text()}. CPU seconds (process time), one call after a warm-up; FLOPs counted by "
           "torch.utils.flop_counter formulas (matmul and convolution only); x F = iteration FLOPs / one forward "
           "of the M images. "

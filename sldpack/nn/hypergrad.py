@@ -127,19 +127,25 @@ def hypergradient(
     a = lrs.detach().requires_grad_(True)
     if shard is not None and mode != "recompute":
         raise UsageError("sharding the inner steps' images across processes needs the recompute unroll")
-    with FastConvGrad() if fast_conv else contextlib.nullcontext():
-        if mode == "graph":
+    def second_order() -> contextlib.AbstractContextManager[object]:
+        # only where a graph is kept for a second derivative: the no-graph steps need nothing but conv2d
+        return FastConvGrad() if fast_conv else contextlib.nullcontext()
+
+    if mode == "graph":
+        with second_order():
             theta0_c = {n: t.detach() for n, t in theta0.items()}
             theta = unroll(module, theta0_c, buffers, x, p, a, schedule, differentiable=True)
             loss = outer(theta)
             gx, gp, ga = torch.autograd.grad(loss, [x, p, a], allow_unused=True)
-            return Hypergrad(loss.detach(), _zero_if_none(gx, x), _zero_if_none(gp, p), _zero_if_none(ga, a))
-        return _recompute(module, theta0, buffers, x, p, a, schedule, outer, checkpoint_every, shard)
+        return Hypergrad(loss.detach(), _zero_if_none(gx, x), _zero_if_none(gp, p), _zero_if_none(ga, a))
+    return _recompute(module, theta0, buffers, x, p, a, schedule, outer, checkpoint_every, shard, second_order)
 
 
 def _recompute(module: nn.Module, theta0: Mapping[str, Tensor], buffers: Mapping[str, Tensor], x: Tensor,
                p: Tensor, a: Tensor, schedule: Schedule, outer: OuterLoss, k: int,
-               shard: ImageShard | None = None) -> Hypergrad:
+               shard: ImageShard | None = None,
+               second_order: Callable[[], contextlib.AbstractContextManager[object]] = contextlib.nullcontext
+               ) -> Hypergrad:
     if x.shape[0] != p.shape[0]:
         raise UsageError(f"{x.shape[0]} images but {p.shape[0]} label rows")
     if a.ndim != 1 or a.shape[0] != schedule.total:
@@ -207,7 +213,7 @@ def _recompute(module: nn.Module, theta0: Mapping[str, Tensor], buffers: Mapping
             # theta_{i+1} = theta_i - a_i * g_i(theta_i, x, p), so with s = <adj, g_i>:
             #   adj_i = adj - a_i * ds/dtheta_i,  dL/dx += -a_i * ds/dx,  dL/dp += -a_i * ds/dp,  dL/da_i = -s
             # (one Hessian-vector product; cheaper than the VJP of the update's own graph)
-            with torch.enable_grad():
+            with torch.enable_grad(), second_order():
                 g_i, _ = inner_grad(module, th, buffers, x, p, step_of(i), create_graph=True)
                 used = [j for j, g in enumerate(g_i) if g is not None]
                 if not used:

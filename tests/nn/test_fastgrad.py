@@ -9,12 +9,19 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from sldpack.nn import fastgrad
 from sldpack.nn.fastgrad import FastConvGrad
 from sldpack.nn.hypergrad import hypergradient
 from sldpack.nn.unroll import apply_label_transform, make_schedule, scratch_buffers, set_inner_mode
 from sldpack.nn.zoo import build
 
 DT = torch.float64
+
+
+@pytest.fixture(autouse=True)
+def every_conv(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The tests' tiny convolutions have few channels: route every one through FastConvGrad."""
+    monkeypatch.setattr(fastgrad, "MIN_IN_CHANNELS", 1)
 
 # stride, padding, dilation, groups, bias
 CONFS = [((1, 1), (1, 1), (1, 1), 1, True), ((2, 2), (3, 3), (1, 1), 1, False), ((2, 1), (0, 2), (2, 1), 2, True)]
@@ -74,6 +81,17 @@ def test_forward_is_the_same_conv2d_and_mode_passes_through() -> None:
     assert torch.equal(y_nograd, y.detach())
     assert y.grad_fn is not None and "_Conv" in type(y.grad_fn).__name__
     assert y_same.grad_fn is None
+
+
+def test_few_input_channels_keep_pytorchs_double_backward(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(fastgrad, "MIN_IN_CHANNELS", 16)
+    w1 = torch.randn(8, 1, 3, 3, requires_grad=True)
+    w16 = torch.randn(8, 16, 3, 3, requires_grad=True)
+    with FastConvGrad():
+        y1 = F.conv2d(torch.randn(2, 1, 5, 5), w1)
+        y16 = F.conv2d(torch.randn(2, 16, 5, 5), w16)
+    assert y1.grad_fn is not None and "_Conv" not in type(y1.grad_fn).__name__
+    assert y16.grad_fn is not None and "_Conv" in type(y16.grad_fn).__name__
 
 
 @pytest.mark.parametrize("mode", ["graph", "recompute"])
