@@ -28,6 +28,7 @@ differentiated, so recomputing a step any number of times does not change the re
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
@@ -37,6 +38,7 @@ from torch import Tensor, nn
 from sldpack.errors import UsageError
 from sldpack.nn.config import UNROLL_MODES, UnrollMode
 from sldpack.nn.distributed import shard_bounds
+from sldpack.nn.fastgrad import FastConvGrad
 from sldpack.nn.unroll import Schedule, inner_grad, inner_step, step_index, unroll
 
 __all__ = ["UNROLL_MODES", "Hypergrad", "ImageShard", "UnrollMode", "hypergradient"]
@@ -92,6 +94,7 @@ def hypergradient(
     mode: UnrollMode = "graph",
     checkpoint_every: int = 1,
     shard: ImageShard | None = None,
+    fast_conv: bool = True,
 ) -> Hypergrad:
     """d outer(theta_T) / d (images, targets, lrs), where theta_T is the unroll of ``schedule``.
 
@@ -106,6 +109,8 @@ def hypergradient(
         mode: ``"graph"`` or ``"recompute"`` (see the module docstring).
         checkpoint_every: recompute mode: keep every k-th theta_t (1: all of them).
         shard: recompute mode: split every step's images across processes (see :class:`ImageShard`).
+        fast_conv: differentiate convolutions twice with :class:`~sldpack.nn.fastgrad.FastConvGrad`
+            (faster kernels, same math; ``False``: PyTorch's own double backward, for comparisons).
 
     Returns:
         The loss (detached) and the three gradients, shaped like their tensors.
@@ -122,18 +127,25 @@ def hypergradient(
     a = lrs.detach().requires_grad_(True)
     if shard is not None and mode != "recompute":
         raise UsageError("sharding the inner steps' images across processes needs the recompute unroll")
+    def second_order() -> contextlib.AbstractContextManager[object]:
+        # only where a graph is kept for a second derivative: the no-graph steps need nothing but conv2d
+        return FastConvGrad() if fast_conv else contextlib.nullcontext()
+
     if mode == "graph":
-        theta0_c = {n: t.detach() for n, t in theta0.items()}
-        theta = unroll(module, theta0_c, buffers, x, p, a, schedule, differentiable=True)
-        loss = outer(theta)
-        gx, gp, ga = torch.autograd.grad(loss, [x, p, a], allow_unused=True)
+        with second_order():
+            theta0_c = {n: t.detach() for n, t in theta0.items()}
+            theta = unroll(module, theta0_c, buffers, x, p, a, schedule, differentiable=True)
+            loss = outer(theta)
+            gx, gp, ga = torch.autograd.grad(loss, [x, p, a], allow_unused=True)
         return Hypergrad(loss.detach(), _zero_if_none(gx, x), _zero_if_none(gp, p), _zero_if_none(ga, a))
-    return _recompute(module, theta0, buffers, x, p, a, schedule, outer, checkpoint_every, shard)
+    return _recompute(module, theta0, buffers, x, p, a, schedule, outer, checkpoint_every, shard, second_order)
 
 
 def _recompute(module: nn.Module, theta0: Mapping[str, Tensor], buffers: Mapping[str, Tensor], x: Tensor,
                p: Tensor, a: Tensor, schedule: Schedule, outer: OuterLoss, k: int,
-               shard: ImageShard | None = None) -> Hypergrad:
+               shard: ImageShard | None = None,
+               second_order: Callable[[], contextlib.AbstractContextManager[object]] = contextlib.nullcontext
+               ) -> Hypergrad:
     if x.shape[0] != p.shape[0]:
         raise UsageError(f"{x.shape[0]} images but {p.shape[0]} label rows")
     if a.ndim != 1 or a.shape[0] != schedule.total:
@@ -201,7 +213,7 @@ def _recompute(module: nn.Module, theta0: Mapping[str, Tensor], buffers: Mapping
             # theta_{i+1} = theta_i - a_i * g_i(theta_i, x, p), so with s = <adj, g_i>:
             #   adj_i = adj - a_i * ds/dtheta_i,  dL/dx += -a_i * ds/dx,  dL/dp += -a_i * ds/dp,  dL/da_i = -s
             # (one Hessian-vector product; cheaper than the VJP of the update's own graph)
-            with torch.enable_grad():
+            with torch.enable_grad(), second_order():
                 g_i, _ = inner_grad(module, th, buffers, x, p, step_of(i), create_graph=True)
                 used = [j for j, g in enumerate(g_i) if g is not None]
                 if not used:
@@ -210,15 +222,18 @@ def _recompute(module: nn.Module, theta0: Mapping[str, Tensor], buffers: Mapping
                          for j in used), start=torch.zeros((), dtype=x.dtype, device=x.device))
                 if shard is not None:
                     s = s * weight[i % schedule.steps]
-                grads = torch.autograd.grad(s, [th[names[j]] for j in used] + [x, p], allow_unused=True)
+                # theta_0 is a constant: the first step's adjoint is never used, so its Hessian-vector product
+                # (the weight half of that step's double backward) is not computed
+                wrt = [j for j in used if i > 0]
+                grads = torch.autograd.grad(s, [th[names[j]] for j in wrt] + [x, p], allow_unused=True)
             lr_i = a.detach()[i]
-            hvp = [_zero_if_none(h, th[names[j]]) for j, h in zip(used, grads[:len(used)], strict=True)]
+            hvp = [_zero_if_none(h, th[names[j]]) for j, h in zip(wrt, grads[:len(wrt)], strict=True)]
             if shard is not None:  # sum the ranks' parts of the Hessian-vector product and of s
                 *hvp, s = shard.all_reduce([*hvp, s.detach().reshape(1)])
                 s = s[0]
-            for j, h in zip(used, hvp, strict=True):
+            for j, h in zip(wrt, hvp, strict=True):
                 adj[names[j]] = adj[names[j]] - lr_i * h
-            dx, dp = grads[len(used):]
+            dx, dp = grads[len(wrt):]
             if dx is not None:
                 gx -= lr_i * dx
             if dp is not None:

@@ -24,6 +24,10 @@ def test_gpu_check_tiny_mode(tmp_path: Path) -> None:
     assert all(row["cpu_status"] == "exact" for row in doc["replay"])
     assert {s["unroll"] for s in doc["speed"]} == {"graph", "recompute"}
     assert all(s["s_per_it"] > 0 for s in doc["speed"])
+    paths = {(h["arch"], h["device"], h["mode"], h["fast_conv"]) for h in doc["hypergrad"]}
+    assert {(a, "cpu", m, f) for a in ("convnet@1", "resnet18@1") for m in ("graph", "recompute")
+            for f in (True, False)} <= paths
+    assert all(h["ok"] and h["max_rel_dev"] > 0 for h in doc["hypergrad"])  # float32 vs float64: never exactly 0
     if not torch.cuda.is_available():
         assert "CUDA not available: skipped CUDA replays" in r.stdout
         assert "CUDA not available: skipped 1 vs N GPUs" in r.stdout
