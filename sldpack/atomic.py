@@ -8,11 +8,11 @@ import hashlib
 import os
 import secrets
 import socket
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import IO
 
-__all__ = ["atomic_write_bytes", "atomic_writer"]
+__all__ = ["atomic_write_all", "atomic_write_bytes", "atomic_writer"]
 
 # temporary names carry the writer's host and pid, so a later writer can tell a leftover of a killed
 # process (SIGKILL runs no cleanup) from the temporary file of one still writing
@@ -82,3 +82,23 @@ def atomic_write_bytes(path: str | os.PathLike[str], data: bytes | memoryview) -
     with atomic_writer(path) as fh:
         fh.write(data)
     return Path(path)
+
+
+def atomic_write_all(files: Sequence[tuple[str | os.PathLike[str], bytes | memoryview]]) -> None:
+    """Write several files that only make sense together: all of them, or (on a write error) none.
+
+    Every file's bytes are first written and fsynced to a temporary file beside its target (where a full
+    disk or a file-size limit fails); only when all are complete are they renamed into place, in order
+    (a rename needs no space). On an error before that, every temporary file is removed and every target
+    is left as it was.
+    """
+    with contextlib.ExitStack() as stack:
+        handles = []
+        for path, data in files:
+            fh = stack.enter_context(atomic_writer(path))
+            fh.write(data)
+            fh.flush()  # the write error, if any, now: before any file of the group is renamed
+            handles.append(fh)
+        for fh in handles:
+            os.fsync(fh.fileno())
+    # ExitStack closes the writers last-in first-out: each renames its file over the target

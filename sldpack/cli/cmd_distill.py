@@ -14,7 +14,14 @@ from typing import Any, TypeVar
 
 import click
 
-from sldpack.cli.common import ProgressPrinter, apply_runtime, check_outputs, parse_key_values, run_dir_lock
+from sldpack.cli.common import (
+    ProgressPrinter,
+    apply_runtime,
+    check_outputs,
+    folder_entries,
+    parse_key_values,
+    run_dir_lock,
+)
 from sldpack.cli.exit_codes import EXIT_INTERRUPTED, EXIT_OK, EXIT_VERIFY_FAILED
 from sldpack.cli.options import (
     COUNT,
@@ -139,8 +146,12 @@ def distill_cmd(ctx: click.Context, /, class_names: str | None, arch_option: tup
     # the lock when the holder dies, however it dies. The --nproc parent (or torchrun's rank 0) holds it
     # for its workers.
     owner = worker_spec is None and os.environ.get("RANK", "0") == "0"
-    lock = run_dir_lock(run_dir) if owner else contextlib.nullcontext(run_dir)
+    lock = run_dir_lock(run_dir, claim=None if resume else _claim_run_dir) if owner \
+        else contextlib.nullcontext(run_dir)
     with lock:
+        if owner and not resume:
+            # what a run that stopped before its first checkpoint left (_claim_run_dir): a fresh log
+            (run_dir / "log.jsonl").unlink(missing_ok=True)
         try:
             if cfg is None:
                 cfg = _resolve_config(ctx, source, fields, opts, arch_option, run_dir, resume)
@@ -171,6 +182,28 @@ def distill_cmd(ctx: click.Context, /, class_names: str | None, arch_option: tup
     if fp is not None:
         click.echo(f"theta_opt sha256 {fp.theta_opt_sha256}")
     click.echo(f"montage {run_dir / 'montage.png'}")
+
+
+_RUN_FILES = ("run.json", "log.jsonl", "checkpoint.pt", "distilled.sldp", "final", "montage.png")
+"""What ``sldp distill`` writes into its run directory."""
+
+
+def _claim_run_dir(root: Path) -> None:
+    """A fresh run (no --resume) writes only into an empty folder, or over what a run of its own left
+    before its first checkpoint (run.json and log.jsonl only): never over a finished run or anyone's files.
+    """
+    names = folder_entries(root)
+    if not names or set(names) <= {"run.json", "log.jsonl"}:
+        return
+    shown = ", ".join(names[:6]) + (f" and {len(names) - 6} more" if len(names) > 6 else "")
+    if "checkpoint.pt" in names:
+        raise UsageError(f"--out {root} already holds a run (checkpoint.pt): add --resume to continue it, or "
+                         "choose another --out")
+    if set(names) & set(_RUN_FILES):
+        raise UsageError(f"--out {root} holds an earlier run ({shown}): sldp distill writes only into an empty "
+                         "or new folder; choose another --out (or remove that run yourself)")
+    raise UsageError(f"--out {root} is not empty (it holds {shown}): sldp distill writes only into an empty "
+                     "or new folder (or continues its own run with --resume); choose another --out")
 
 
 def _resume_command(ctx: click.Context, out: str) -> str:
@@ -311,7 +344,8 @@ def replay_cmd(file: str, out: str, device: str, threads: int | None, check: boo
 
     The checkpoint loads with safetensors.torch.load_file + module.load_state_dict into the
     architecture the manifest names (sldpack.nn.zoo.build_from_spec). Without --threads the replay
-    runs under the fingerprint's reference thread count (the digest can depend on it).
+    runs under the fingerprint's reference thread count (the digest can depend on it). When the replay
+    fails the fingerprint check, no checkpoint is written (exit 1; an existing OUT is left as it was).
     """
     import sldpack
     from sldpack.nn.device import resolve_device
@@ -332,11 +366,14 @@ def replay_cmd(file: str, out: str, device: str, threads: int | None, check: boo
             use = threads if threads is not None else (ref if isinstance(ref, int) and ref > 0 else None)
             res = replay(f, device=dev, threads=use if dev.type == "cpu" else None)
             status, digest, maxdev = "unchecked", "", None
+    failed = check and status not in ("exact", "within_tolerance", "no_fingerprint")
     meta = {"sldp_source": Path(file).name, "arch": manifest.arch.id, "format": "pt"}
-    nbytes = save_safetensors(out, res.module.state_dict(), metadata=meta)
-    result = {"file": file, "out": out, "bytes": nbytes, "arch": manifest.arch.id, "device": str(dev),
-              "seconds": round(res.seconds, 3), "theta0": res.theta0_status, "fingerprint": status,
-              "theta_opt_sha256": digest or None, "max_abs_deviation": maxdev}
+    # a network that does not reproduce the file's fingerprint is not the network the file describes: no
+    # checkpoint is written for it (an old file at --out stays as it was); --no-check writes one unchecked
+    nbytes = None if failed else save_safetensors(out, res.module.state_dict(), metadata=meta)
+    result = {"file": file, "out": None if failed else out, "bytes": nbytes, "arch": manifest.arch.id,
+              "device": str(dev), "seconds": round(res.seconds, 3), "theta0": res.theta0_status,
+              "fingerprint": status, "theta_opt_sha256": digest or None, "max_abs_deviation": maxdev}
     if as_json:
         click.echo(json.dumps(result, indent=2))
     else:
@@ -344,6 +381,9 @@ def replay_cmd(file: str, out: str, device: str, threads: int | None, check: boo
         if check:
             dev_txt = "" if maxdev is None else f" (max |probe logit deviation| {maxdev:.3g})"
             click.echo(f"fingerprint: {status}{dev_txt}")
-        click.echo(f"wrote {out} ({nbytes} bytes)")
-    failed = check and status not in ("exact", "within_tolerance", "no_fingerprint")
+        if failed:
+            click.echo(f"{out} not written: the replay does not match the file's fingerprint (--no-check writes "
+                       "the replayed network without checking it)", err=True)
+        else:
+            click.echo(f"wrote {out} ({nbytes} bytes)")
     sys.exit(EXIT_VERIFY_FAILED if failed else EXIT_OK)

@@ -11,7 +11,8 @@ from typing import Any, TypeVar
 
 import click
 
-from sldpack.cli.common import fmt_time, parse_key_values
+from sldpack.cli.common import fmt_time, folder_entries, parse_key_values, run_dir_lock
+from sldpack.cli.exit_codes import EXIT_INTERRUPTED
 from sldpack.cli.options import data_options, runtime_options, spec_option
 from sldpack.errors import UsageError
 from sldpack.nn.config import SELECT_RULES, DistillConfig
@@ -28,6 +29,15 @@ def _csv_ints(value: str | None, option: str) -> list[int] | None:
         return [int(v) for v in value.split(",") if v.strip()]
     except ValueError as exc:
         raise UsageError(f"{option} takes comma-separated integers, got {value!r}") from exc
+
+
+def _claim_study_dir(root: Any) -> None:
+    """A study writes into an empty or new folder, or continues its own (one holding study.json)."""
+    names = folder_entries(root)
+    if names and "study.json" not in names:
+        shown = ", ".join(names[:6]) + (f" and {len(names) - 6} more" if len(names) > 6 else "")
+        raise UsageError(f"--out {root} is not empty and holds no study (study.json); it holds {shown}: "
+                         "choose another --out")
 
 
 @click.command("study")
@@ -138,7 +148,16 @@ def study_cmd(out: str, grid_file: str | None, kind: str | None, seeds: str | No
     t0 = time.monotonic()
     argv = sys.argv[1:]
     command = ["sldp", *argv[argv.index("study"):]] if "study" in argv else ["sldp", "study"]
-    outcome = run_study(out, grid, spec, rt, jobs=jobs, log=say, command=command)
+    try:
+        # one study per folder at a time: a second `sldp study --out S` exits 2 naming the holder
+        with run_dir_lock(out, scratch=(), claim=_claim_study_dir):
+            outcome = run_study(out, grid, spec, rt, jobs=jobs, log=say, command=command)
+    except KeyboardInterrupt:
+        import shlex
+
+        click.echo(f"sldp study: interrupted; finished cells are kept in {Path(out, 'cells')}. Resume with:\n"
+                   f"  {shlex.join(command)}", err=True)
+        sys.exit(EXIT_INTERRUPTED)
     click.echo(Path(out, "table.md").read_text(encoding="utf-8"))  # the table itself, not only where it is
     click.echo(f"study {out}: {len(outcome.ran)} cell(s) run, {len(outcome.skipped)} skipped, "
                f"{len(outcome.failed)} failed in {fmt_time(time.monotonic() - t0)}; tables in {out}/table.md")

@@ -8,6 +8,7 @@ made (the inputs and earlier outputs) is byte-identical afterwards (SHA-256 of e
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import fcntl
 import hashlib
 import json
@@ -22,6 +23,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+import sldpack
 from sldpack.cli.main import main
 
 TINY = ["--arch-option", "depth=2", "--arch-option", "width=8", "--steps", "2", "-K", "8", "--device", "cpu",
@@ -81,6 +83,20 @@ def env(tmp_path_factory: pytest.TempPathFactory, toy_images: tuple[np.ndarray, 
                        *TINY])
     assert code == 0
     assert main_quiet(["demo", "--fast", "--out", str(d / "demo"), "-q", "--iterations", "2"]) == 0
+    # issue 24: folders that belong to someone else; a file whose replay does not match its fingerprint
+    (d / "userdir").mkdir()
+    (d / "userdir" / "notes.txt").write_text("my notes")
+    shutil.copytree(d / "run", d / "run_nock", ignore=shutil.ignore_patterns("checkpoint.pt", ".*"))
+    (d / "user_demo").mkdir()
+    (d / "user_demo" / "summary.json").write_text('{"mine": true}')
+    (d / "user_demo" / "model.safetensors").write_bytes(b"my model")
+    with sldpack.open(d / "run" / "distilled.sldp") as f:
+        m, arrays = f.manifest, f.arrays()
+    assert m.replay is not None
+    bad_fp = dataclasses.replace(m.replay, theta_opt_sha256="0" * 64,
+                                 probe_logits=tuple(v + 1.0 for v in m.replay.probe_logits))
+    sldpack.write(d / "bad_fp.sldp", dataclasses.replace(m, replay=bad_fp),
+                  {n: sldpack.Tensor(t.role, arrays[n]) for n, t in m.tensors.items()})
     edited = d / "edited"
     for name, change in (("nan_lrs", "lrs"), ("inf_image", "images"), ("unknown_arch", "arch")):
         tgt = edited / name
@@ -235,6 +251,26 @@ ROWS = [
     Row("17 train --eval-split nosuch", lambda e, s: ["train", "--data", str(e / "toy.npz"), "--eval-split",
                                                       "nosuch"], 2, ("--eval-split 'nosuch'",)),
 ]
+ROWS += [
+    # issue 24, 1: a command writes only into an empty or new folder, or its own run (resume)
+    Row("24.1 distill --out a user's folder", lambda e, s: ["distill", "--data", str(e / "toy.npz"), "--out",
+                                                            str(e / "userdir"), *TINY], 2,
+        ("is not empty", "notes.txt")),
+    Row("24.1 distill --out a finished run without checkpoint",
+        lambda e, s: ["distill", "--data", str(e / "toy.npz"), "--out", str(e / "run_nock"), *TINY], 2,
+        ("holds an earlier run", "distilled.sldp")),
+    Row("24.1 distill --out a run, no --resume", lambda e, s: ["distill", "--data", str(e / "toy.npz"), "--out",
+                                                              str(e / "run"), *TINY], 2,
+        ("already holds a run", "--resume")),
+    Row("24.1 demo --out a user's folder", lambda e, s: ["demo", "--fast", "--out", str(e / "userdir"), "-q"], 2,
+        ("did not write", "notes.txt")),
+    Row("24.1 demo --out summary.json + model", lambda e, s: ["demo", "--fast", "--out", str(e / "user_demo"),
+                                                             "-q"], 2, ("no demo run", "summary.json")),
+    # issue 24, 4: a replay that fails the file's fingerprint leaves no checkpoint
+    Row("24.4 replay failing its fingerprint", lambda e, s: ["replay", str(e / "bad_fp.sldp"), "-o",
+                                                            str(s / "m.st")], 1, ("m.st not written",),
+        absent="m.st"),
+]
 _bad_vr = _dicom_bad_vr()
 if _bad_vr is not None:
     # 21. a malformed DICOM attribute is bad input, not a crash
@@ -342,3 +378,23 @@ def test_internal_error_is_one_line_unless_asked(env: Path, capsys: pytest.Captu
     code, _out, err = run(["report", str(env / "run/distilled.sldp")], capsys)
     assert code == 3
     assert "Traceback" in err
+
+
+def test_no_lock_file_is_left_after_success(env: Path) -> None:
+    # issue 24, 1: the run directories of the distill run and the demo that built the fixture
+    assert not (env / "run" / ".sldp.lock").exists()
+    assert not (env / "demo" / ".sldp.lock").exists()
+
+
+def test_a_run_stopped_before_its_first_checkpoint_starts_again_with_a_fresh_log(
+        env: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "r"
+    out.mkdir()
+    (out / "run.json").write_text("{}")
+    (out / "log.jsonl").write_text('{"event": "start", "iteration": 0}\n{"iteration": 1, "loss": 9.0}\n')
+    code, _out, err = run(["distill", "--data", str(env / "toy.npz"), "--out", str(out), "--iterations", "2",
+                           *TINY], capsys)
+    assert code == 0, err
+    records = [json.loads(x) for x in (out / "log.jsonl").read_text().splitlines()]
+    assert [r["iteration"] for r in records if "loss" in r] == [1, 2]  # one run's lines, not two
+    assert all(r.get("loss") != 9.0 for r in records)
