@@ -12,6 +12,7 @@ import click
 import sldpack
 from sldpack.cli.common import format_bytes
 from sldpack.cli.exit_codes import EXIT_BAD_INPUT, EXIT_OK, EXIT_VERIFY_FAILED, exit_code_for
+from sldpack.cli.options import COUNT, number
 from sldpack.errors import FormatError, SldpError
 from sldpack.format.conformance import ReaderOptions, jsonable, run_corpus, run_external
 
@@ -218,9 +219,9 @@ def _check_signature(file: str, signature: str | None, public_key: str | None, t
 @click.option("--reader", metavar="'CMD {file}'",
               help="Judge an external reader instead of this one: run CMD per case with {file} replaced by the "
                    "case's path; it prints one JSON verdict line (protocol: spec/conformance/README.md).")
-@click.option("--timeout", type=click.FloatRange(min=0.1), default=10.0, show_default=True,
+@click.option("--timeout", type=number(0.1, 86400.0), default=10.0, show_default=True,
               help="Seconds per case for --reader; a reader still running has failed the case.")
-@click.option("--jobs", type=click.IntRange(min=1), default=1, show_default=True,
+@click.option("--jobs", type=COUNT, default=1, show_default=True,
               help="With --reader: cases run at the same time.")
 @click.option("--codes-only", is_flag=True, help="With --reader: compare verdict and code, not the byte offset.")
 @click.option("--select", "select", multiple=True, metavar="GLOB",

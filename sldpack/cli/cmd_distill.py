@@ -28,11 +28,13 @@ from sldpack.cli.options import (
     DATA_OPTION_NAMES,
     RUNTIME_OPTION_NAMES,
     data_options,
+    number,
     runtime_options,
     spec_option,
 )
 from sldpack.errors import UsageError
 from sldpack.nn.config import DistillConfig
+from sldpack.pipelines.inputs import MAX_THREADS
 from sldpack.pipelines.selection import DEFAULT_VAL_FRACTION
 
 __all__ = ["distill_cmd", "pack_cmd", "replay_cmd"]
@@ -75,7 +77,7 @@ def _setting(name: str) -> Callable[[_F], _F]:
 @_setting("bn_class_mix")
 @_setting("select")
 @_setting("select_every")
-@click.option("--val-fraction", type=click.FloatRange(0.0, 1.0, min_open=True, max_open=True),
+@click.option("--val-fraction", type=number(0.0, 1.0, min_open=True, max_open=True),
               default=DEFAULT_VAL_FRACTION,
               show_default=True, help="val-*: share of the training images held out (stratified, by image = "
                                       "patient); a MedMNIST file's own val split is used instead.")
@@ -156,6 +158,11 @@ def distill_cmd(ctx: click.Context, /, class_names: str | None, arch_option: tup
             if cfg is None:
                 cfg = _resolve_config(ctx, source, fields, opts, arch_option, run_dir, resume)
             if nproc > 1:
+                from sldpack.nn.distill import check_run
+
+                # every check, here in the parent: bad input is refused once, before any worker starts (a
+                # worker refusing while another waits in a collective was a race)
+                check_run(source, cfg, run_dir=run_dir, resume=resume, processes=nproc, scorer=scorer)
                 # the data were loaded above only to report bad input once, here; each worker loads its own
                 del source
                 _launch_workers(nproc, cfg, dataclasses.asdict(spec), dataclasses.asdict(rt), class_names, out,
@@ -334,7 +341,7 @@ def pack_cmd(source: str, out: str, tensors_path: str | None, compression: str, 
 # cpu by default (not the data commands' auto): the replay fingerprint's reference configuration is the CPU
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="cpu", show_default=True,
               help="Where torch replays (a GPU lands 'within tolerance' at best).")
-@click.option("--threads", type=COUNT, default=None,
+@click.option("--threads", type=click.IntRange(1, MAX_THREADS), default=None,
               help="torch CPU threads, >= 1 [default: the fingerprint's reference count].")
 @click.option("--check/--no-check", default=True, show_default=True,
               help="Compare the result with the file's replay fingerprint (exit 1 when it fails).")

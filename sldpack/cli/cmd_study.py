@@ -13,7 +13,7 @@ import click
 
 from sldpack.cli.common import fmt_time, folder_entries, parse_key_values, run_dir_lock
 from sldpack.cli.exit_codes import EXIT_INTERRUPTED
-from sldpack.cli.options import data_options, runtime_options, spec_option
+from sldpack.cli.options import COUNT, MAX_INT, data_options, number, runtime_options, spec_option
 from sldpack.errors import UsageError
 from sldpack.nn.config import SELECT_RULES, DistillConfig
 
@@ -22,13 +22,17 @@ __all__ = ["study_cmd"]
 _F = TypeVar("_F", bound=Callable[..., Any])
 
 
-def _csv_ints(value: str | None, option: str) -> list[int] | None:
+def _csv_ints(value: str | None, option: str, lo: int, hi: int = MAX_INT) -> list[int] | None:
     if value is None:
         return None
     try:
-        return [int(v) for v in value.split(",") if v.strip()]
+        values = [int(v) for v in value.split(",") if v.strip()]
     except ValueError as exc:
         raise UsageError(f"{option} takes comma-separated integers, got {value!r}") from exc
+    bad = [v for v in values if not lo <= v <= hi]
+    if bad or not values:
+        raise UsageError(f"{option} takes comma-separated integers in [{lo}, {hi}], got {value!r}")
+    return values
 
 
 def _claim_study_dir(root: Any) -> None:
@@ -59,15 +63,15 @@ def _claim_study_dir(root: Any) -> None:
 @click.option("--arch", "archs", multiple=True, help="Architecture id (repeat for several). [convnet@1]")
 @click.option("--arch-option", multiple=True, metavar="KEY=VALUE", help="Option of every architecture.")
 @click.option("--batchnorm/--no-batchnorm", default=None, help="Batch-norm variant (not for --kind batchnorm).")
-@click.option("--target-hm", type=float, default=None, help="min-images: mean HM to reach. [0.8]")
+@click.option("--target-hm", type=number(0.0, 1.0), default=None, help="min-images: mean HM to reach. [0.8]")
 @spec_option(DistillConfig, "iterations", default=None, help="Distillation: outer iterations.", min=0)
 @spec_option(DistillConfig, "steps", default=None, help="Distillation: inner steps per epoch.")
 @spec_option(DistillConfig, "select", default=None, choices=tuple(r for r in SELECT_RULES if r != "auto"),
              help="Distillation: which iterate is written (see sldp distill --select).")
-@click.option("--train-steps", type=click.IntRange(min=1), default=None, help="Normal training: optimiser steps.")
-@click.option("--bootstrap", type=click.IntRange(min=100), default=None,
+@click.option("--train-steps", type=COUNT, default=None, help="Normal training: optimiser steps.")
+@click.option("--bootstrap", type=click.IntRange(100, 10**6), default=None,
               help="Bootstrap resamples of the paired CIs. [2000]")
-@click.option("--jobs", "-j", type=click.IntRange(min=1), default=1, show_default=True,
+@click.option("--jobs", "-j", type=COUNT, default=1, show_default=True,
               help="Cells run at a time, each in its own process (with --threads torch threads, default 1).")
 @click.option("--report-only", is_flag=True, help="Rebuild the tables from the finished cells; run nothing.")
 @data_options
@@ -115,7 +119,8 @@ def study_cmd(out: str, grid_file: str | None, kind: str | None, seeds: str | No
     over: dict[str, Any] = {}
     if kind is not None:
         over["kind"] = kind
-    for name, value in (("seeds", _csv_ints(seeds, "--seeds")), ("images_per_class", _csv_ints(ks, "-M"))):
+    for name, value in (("seeds", _csv_ints(seeds, "--seeds", 0, 2**32 - 1)),
+                        ("images_per_class", _csv_ints(ks, "-M", 1))):
         if value is not None:
             over[name] = tuple(value)
     if methods is not None:

@@ -48,6 +48,9 @@ def _opt(help_text: str, **extra: Any) -> dict[str, Any]:
     return {"help": help_text, **extra}
 
 
+MAX_THREADS = 1024
+"""The most torch CPU threads an option takes (far more would only exhaust the machine's thread limit)."""
+
 @dataclass(frozen=True)
 class DataSpec:
     """The data options of every data-reading command (one definition; see :mod:`sldpack.cli.options`).
@@ -171,7 +174,8 @@ class RuntimeSpec:
     device: str = field(default="auto", metadata=_opt(
         "Where torch runs: auto (cuda when available, else cpu), cpu or cuda.", choices=DEVICES))
     threads: int | None = field(default=None, metadata=_opt(
-        "torch CPU threads, >= 1 [default: torch's]; a replay check uses the file's reference count.", min=1))
+        "torch CPU threads, >= 1 [default: torch's]; a replay check uses the file's reference count.", min=1,
+        max=MAX_THREADS))
 
     @classmethod
     def from_kwargs(cls, kwargs: Mapping[str, Any]) -> RuntimeSpec:

@@ -12,6 +12,7 @@ import dataclasses
 import fcntl
 import hashlib
 import json
+import math
 import os
 import shutil
 import socket
@@ -19,6 +20,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import click
 import numpy as np
 import pytest
 from PIL import Image
@@ -398,3 +400,75 @@ def test_a_run_stopped_before_its_first_checkpoint_starts_again_with_a_fresh_log
     records = [json.loads(x) for x in (out / "log.jsonl").read_text().splitlines()]
     assert [r["iteration"] for r in records if "loss" in r] == [1, 2]  # one run's lines, not two
     assert all(r.get("loss") != 9.0 for r in records)
+
+
+def _commands() -> Iterator[tuple[str, click.Command]]:
+    from sldpack.cli.main import cli
+
+    ctx = click.Context(cli)
+
+    def walk(cmd: click.Command, path: str) -> Iterator[tuple[str, click.Command]]:
+        if isinstance(cmd, click.Group):
+            for name in cmd.list_commands(ctx):
+                sub = cmd.get_command(ctx, name)
+                assert sub is not None
+                yield from walk(sub, f"{path} {name}".strip())
+        else:
+            yield path, cmd
+
+    yield from walk(cli, "")
+
+
+HOSTILE = ("0", "-1", "nan", "inf", "-inf", "1e300", str(2**63))
+
+
+def test_every_numeric_option_has_a_finite_range_checked_at_parse(capsys: pytest.CaptureFixture[str]) -> None:
+    """Issue 24, 6: every numeric option of every command, fed 0, -1, NaN, +-Inf, 1e300 and 2**63, is refused
+    while the command line is parsed (exit 2, one line naming the option) or lands inside the option's
+    finite range: never a value no check bounds, so never an overflow or allocation later (exit 3)."""
+    checked = 0
+    for path, cmd in _commands():
+        for param in cmd.params:
+            if not isinstance(param.type, (click.types.IntParamType, click.types.FloatParamType)):
+                continue
+            lo, hi = getattr(param.type, "min", None), getattr(param.type, "max", None)
+            where = f"sldp {path} {param.opts[0]}"
+            assert lo is not None and hi is not None, f"{where}: no finite range"
+            assert math.isfinite(lo) and math.isfinite(hi), where
+            for text in HOSTILE:
+                ctx = click.Context(cmd)
+                try:
+                    value = param.type.convert(text, param, ctx)
+                except click.BadParameter:
+                    # the same value on the command line: exit 2 with one line naming the option
+                    argv = [*path.split(), param.opts[0], *([text] * param.nargs)]
+                    code, _out, err = run(argv, capsys)
+                    assert code == 2, (argv, err)
+                    assert param.opts[0] in err or (param.name or "") in err, (argv, err)
+                    assert "Traceback" not in err
+                else:
+                    assert math.isfinite(value) and lo <= value <= hi, (where, text, value)
+                checked += 1
+    assert checked > 500  # every command's numeric options were walked (about a hundred of them)
+
+
+@pytest.mark.parametrize(("argv", "says"), [
+    (["distill", "--lr", "1e300"], "--lr"), (["train", "--lr", "1e300"], "--lr"),
+    (["distill", "--label-init", "1e308"], "--label-init"), (["conformance", "--timeout", "nan"], "--timeout"),
+    (["conformance", "--timeout", "inf"], "--timeout"), (["study", "--target-hm", "nan"], "--target-hm"),
+    (["study", "--target-hm", "-inf"], "--target-hm"), (["study", "--target-hm", "5"], "--target-hm"),
+    (["replay", "x.sldp", "-o", "y", "--threads", "100000"], "--threads"),
+    (["distill", "--val-fraction", "nan"], "--val-fraction"),
+])
+def test_numeric_options_of_issue_24_are_refused_up_front(argv: list[str], says: str,
+                                                          capsys: pytest.CaptureFixture[str]) -> None:
+    code, _out, err = run(argv, capsys)
+    assert code == 2 and says in err, err
+    assert "Traceback" not in err
+
+
+def test_study_seeds_and_k_are_checked_before_any_cell(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    for argv, says in ((["--seeds", "-1"], "--seeds"), (["-M", "0"], "-M")):
+        code, _out, err = run(["study", "--phantom", "12", "--out", str(tmp_path / "s"), *argv], capsys)
+        assert code == 2 and says in err and "[" in err, err
+        assert not (tmp_path / "s").exists()
