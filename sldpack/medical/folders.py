@@ -213,7 +213,7 @@ class FolderReader:
             img = resize_u8(img, self.target, nearest=False)
         if self.shape is not None and img.shape != self.shape:
             raise DataError(f"{entry.image}: shape {img.shape} differs from {self.shape_of} {self.shape}; "
-                            "pass size= to resize")
+                            "resize them to one size (--resize N; sldp data convert: --size N)")
         return FolderItem(img, mask, stored)
 
     def fixed_by(self, entry: FolderEntry, item: FolderItem) -> FolderReader:

@@ -33,6 +33,7 @@ from torch.func import functional_call
 
 import sldpack
 from sldpack.atomic import atomic_write_bytes
+from sldpack.budget import check_allocation
 from sldpack.errors import DataError, UsageError
 from sldpack.format.manifest import (
     ArchSpec,
@@ -383,6 +384,13 @@ def check_run(source: RealSource, config: DistillConfig, *, run_dir: str | Path 
                          f"got {cfg.batch_real}", field=("batch_real", "balanced"))
     shard_bounds(cfg.batch_real, 0, processes)  # K >= world size
     _arch_spec(cfg, source)
+    # the distilled images with their gradient and Adam's two moments, and a real batch with its gradient,
+    # all float32: bounded before any is allocated (Python ints: no overflow)
+    m = (cfg.steps if cfg.schedule == "per-step" else 1) * k * cfg.images_per_class
+    c, (h, w) = source.channels, source.image_size
+    check_allocation((4 * m + 2 * cfg.batch_real) * c * h * w * 4,
+                     f"{m} distilled images of {c}x{h}x{w} ({{images_per_class}} {cfg.images_per_class}) and a "
+                     f"real batch ({{batch_real}} {cfg.batch_real})", field=("images_per_class", "batch_real"))
     return cfg
 
 

@@ -472,3 +472,59 @@ def test_study_seeds_and_k_are_checked_before_any_cell(tmp_path: Path, capsys: p
         code, _out, err = run(["study", "--phantom", "12", "--out", str(tmp_path / "s"), *argv], capsys)
         assert code == 2 and says in err and "[" in err, err
         assert not (tmp_path / "s").exists()
+
+
+def _forged_npz(path: Path, shape: tuple[int, ...]) -> Path:
+    """A MedMNIST-style .npz whose images header claims ``shape`` (uint8) over 100 stored bytes."""
+    import io
+    import zipfile
+
+    head = io.BytesIO()
+    np.lib.format.write_array_header_1_0(head, {"descr": "|u1", "fortran_order": False, "shape": shape})
+    labels = io.BytesIO()
+    np.lib.format.write_array(labels, np.arange(60) % 2)
+    with zipfile.ZipFile(path, "w") as z:
+        z.writestr("train_images.npy", head.getvalue() + b"\0" * 100)
+        z.writestr("train_labels.npy", labels.getvalue())
+    return path
+
+
+def test_every_claimed_size_is_bounded_before_allocation(env: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    """Issue 24, 5: sizes claimed by a file header or an option are checked against the memory budget (or
+    the bytes the file holds) first: exit 2 naming what claims the size, with the estimate; nothing is
+    allocated (the budget is 100 MB here, so every case would otherwise take seconds and gigabytes)."""
+    monkeypatch.setenv("SLDP_MEMORY_BUDGET", "1e8")
+    forged = _forged_npz(tmp_path / "forged.npz", (60, 20000, 20000))
+    huge = _forged_npz(tmp_path / "huge.npz", (100000, 10000, 10000))
+    overflow = _forged_npz(tmp_path / "overflow.npz", (2**62, 2**62, 16))
+    honest = tmp_path / "honest.npz"  # 200 MB of zeros, a few hundred KB compressed
+    np.savez_compressed(honest, train_images=np.zeros((200, 1000, 1000), np.uint8), train_labels=np.arange(200) % 2)
+    cases = [
+        (["train", "--data", str(forged), "-q"], ("'train_images'", "claims shape (60, 20000, 20000)")),
+        (["data", "convert", str(forged), str(tmp_path / "st"), "--split", "train"], ("claims shape",)),
+        (["train", "--data", str(huge), "-q"], ("claims shape (100000, 10000, 10000)",)),
+        (["train", "--data", str(overflow), "-q"], ("claims shape",)),
+        (["train", "--data", str(honest), "-q"], ("'train_images'", "needs about 200.0 MB", "100.0 MB available")),
+        (["data", "convert", str(env / "folder"), str(tmp_path / "st"), "--size", "100000", "--unlabelled", "skip"],
+         ("--size 100000", "needs about")),
+        (["data", "convert", str(env / "toy.npz"), str(tmp_path / "st"), "--split", "train", "--size", "32"],
+         ("--size resizes the images of a folder",)),
+        (["train", "--phantom", "100000000", "-q"], ("phantom of 100000000 images", "needs about")),
+        (["train", "--phantom", "10", "--phantom-size", "100000", "-q"], ("100000x100000 px", "needs about")),
+        (["distill", "--data", str(env / "toy.npz"), "-M", "1000000000", "--out", str(tmp_path / "r"), "-q"],
+         ("--images-per-class 1000000000", "needs about")),
+        (["distill", "--data", str(env / "toy.npz"), "-K", "1000000000", "--out", str(tmp_path / "r"), "-q"],
+         ("--batch-real 1000000000", "needs about")),
+        (["train", "--data", str(env / "toy.npz"), "--batch-size", "1000000000", "-q"],
+         ("batch of 1000000000 images", "--batch-size", "needs about")),
+        (["replay", str(env / "run/distilled.sldp"), "-o", str(tmp_path / "m.st"), "--threads", "100000"],
+         ("--threads",)),
+    ]
+    for argv, says in cases:
+        code, out, err = run(argv, capsys)
+        lines = [ln for ln in err.splitlines() if ln.strip()]
+        assert code == 2 and len(lines) == 1, (argv, out, err)
+        for text in says:
+            assert text in lines[0], (argv, lines[0])
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["forged.npz", "honest.npz", "huge.npz", "overflow.npz"]
