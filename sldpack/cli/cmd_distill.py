@@ -32,7 +32,7 @@ from sldpack.cli.options import (
     runtime_options,
     spec_option,
 )
-from sldpack.errors import UsageError
+from sldpack.errors import DataError, UsageError
 from sldpack.nn.config import DistillConfig
 from sldpack.pipelines.inputs import MAX_THREADS
 from sldpack.pipelines.selection import DEFAULT_VAL_FRACTION
@@ -234,9 +234,16 @@ def _resolve_config(ctx: click.Context, source: Any, fields: dict[str, Any], opt
     run_json = run_dir / "run.json"
     if not run_json.is_file():
         raise UsageError(f"--resume: {run_json} not found")
-    info = json.loads(run_json.read_text())
-    recorded = DistillConfig.from_obj(info["config"])
-    src_fp = info.get("source", {}).get("fingerprint")
+    try:
+        info = json.loads(run_json.read_text(encoding="utf-8"))
+        if not isinstance(info, dict) or not isinstance(info.get("config"), dict):
+            raise ValueError("no 'config' object")
+        recorded = DistillConfig.from_obj(info["config"])
+    except (ValueError, TypeError, KeyError) as exc:  # UnicodeDecodeError and JSONDecodeError are ValueErrors
+        raise DataError(f"--resume: {run_json} is not the run.json of a sldp distill run ({exc}); the run cannot "
+                        "be continued: start a new one in another --out") from exc
+    source_info = info.get("source")
+    src_fp = source_info.get("fingerprint") if isinstance(source_info, dict) else None
     if src_fp and source.fingerprint and src_fp != source.fingerprint:
         raise UsageError("--resume with different data: the source fingerprint differs from run.json")
     # options typed on this command line override the recorded ones; distill() rejects the changes

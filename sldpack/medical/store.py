@@ -48,7 +48,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from sldpack.errors import DataError, UsageError
-from sldpack.medical.folders import FolderEntry, FolderItem, FolderReader
+from sldpack.medical.folders import MAX_LABEL, FolderEntry, FolderItem, FolderReader
 from sldpack.medical.imageset import ImageSet
 
 __all__ = [
@@ -570,6 +570,10 @@ def open_store(path: PathLike, *, mmap: bool = False) -> ImageSet:
     images = array("images.npy", want, np.uint8)
     masks = array("masks.npy", want, np.uint8) if has_masks else None
     labels = np.array(array("labels.npy", (n,), np.int64), dtype=np.int64)
+    if n and (labels.min() < 0 or labels.max() > MAX_LABEL):
+        i = int(np.argmax((labels < 0) | (labels > MAX_LABEL)))
+        raise DataError(f"{root / 'labels.npy'}: label {int(labels[i])} of image {i} is outside 0..{MAX_LABEL} "
+                        "(labels are class indices)")
     names_path = root / "names.npy"
     try:
         raw_names = np.load(names_path, allow_pickle=False)

@@ -99,6 +99,21 @@ def env(tmp_path_factory: pytest.TempPathFactory, toy_images: tuple[np.ndarray, 
                                  probe_logits=tuple(v + 1.0 for v in m.replay.probe_logits))
     sldpack.write(d / "bad_fp.sldp", dataclasses.replace(m, replay=bad_fp),
                   {n: sldpack.Tensor(t.role, arrays[n]) for n, t in m.tensors.items()})
+    # issue 24, 7: malformed inputs that crashed
+    big = d / "big_label"
+    shutil.copytree(folder, big)
+    (big / "labels.csv").write_text("name,label\n" + "".join(f"img{i}.png,{10**30 if i == 0 else i % 2}\n"
+                                                            for i in range(6)))
+    assert main_quiet(["data", "convert", str(folder), str(d / "neg_store"), "--unlabelled", "skip"]) == 0
+    lab = np.load(d / "neg_store" / "labels.npy")
+    lab[1] = -3
+    np.save(d / "neg_store" / "labels.npy", lab)
+    for name, fix in (("broken_json", lambda r: (r / "run.json").write_text("{broken")),
+                      ("list_json", lambda r: (r / "run.json").write_text("[]")),
+                      ("empty_ckpt", lambda r: (r / "checkpoint.pt").write_bytes(b"")),
+                      ("garbage_ckpt", lambda r: (r / "checkpoint.pt").write_bytes(b"garbage\n"))):
+        shutil.copytree(d / "run", d / name, ignore=shutil.ignore_patterns(".*"))
+        fix(d / name)
     edited = d / "edited"
     for name, change in (("nan_lrs", "lrs"), ("inf_image", "images"), ("unknown_arch", "arch")):
         tgt = edited / name
@@ -272,6 +287,25 @@ ROWS += [
     Row("24.4 replay failing its fingerprint", lambda e, s: ["replay", str(e / "bad_fp.sldp"), "-o",
                                                             str(s / "m.st")], 1, ("m.st not written",),
         absent="m.st"),
+]
+ROWS += [
+    # issue 24, 7: malformed inputs that crashed (exit 3) are bad input, named
+    Row("24.7 labels.csv label 10**30", lambda e, s: ["train", "--data", str(e / "big_label"), "-q", "--eval-split",
+                                                      "none"], 2, ("labels.csv: line 2", "larger than 65535")),
+    Row("24.7 store with a negative label", lambda e, s: ["data", "info", str(e / "neg_store")], 2,
+        ("labels.npy: label -3 of image 1",)),
+    Row("24.7 --resume run.json {broken", lambda e, s: ["distill", "--data", str(e / "toy.npz"), "--out",
+                                                        str(e / "broken_json"), "--resume", "-q"], 2,
+        ("run.json is not the run.json",)),
+    Row("24.7 --resume run.json []", lambda e, s: ["distill", "--data", str(e / "toy.npz"), "--out",
+                                                   str(e / "list_json"), "--resume", "-q"], 2,
+        ("run.json is not the run.json", "no 'config' object")),
+    Row("24.7 --resume empty checkpoint.pt", lambda e, s: ["distill", "--data", str(e / "toy.npz"), "--out",
+                                                           str(e / "empty_ckpt"), "--resume", "-q"], 2,
+        ("checkpoint.pt: an empty file",)),
+    Row("24.7 --resume garbage checkpoint.pt", lambda e, s: ["distill", "--data", str(e / "toy.npz"), "--out",
+                                                             str(e / "garbage_ckpt"), "--resume", "-q"], 2,
+        ("checkpoint.pt: damaged or another kind of file",)),
 ]
 _bad_vr = _dicom_bad_vr()
 if _bad_vr is not None:
