@@ -99,6 +99,9 @@ def env(tmp_path_factory: pytest.TempPathFactory, toy_images: tuple[np.ndarray, 
                                  probe_logits=tuple(v + 1.0 for v in m.replay.probe_logits))
     sldpack.write(d / "bad_fp.sldp", dataclasses.replace(m, replay=bad_fp),
                   {n: sldpack.Tensor(t.role, arrays[n]) for n, t in m.tensors.items()})
+    # issue 24, 9: a validation split of one class
+    np.savez(d / "one_class_val.npz", train_images=x, train_labels=y, val_images=x[:6],
+             val_labels=np.zeros(6, np.int64), test_images=x[:10], test_labels=y[:10])
     # issue 24, 7: malformed inputs that crashed
     big = d / "big_label"
     shutil.copytree(folder, big)
@@ -306,6 +309,14 @@ ROWS += [
     Row("24.7 --resume garbage checkpoint.pt", lambda e, s: ["distill", "--data", str(e / "toy.npz"), "--out",
                                                              str(e / "garbage_ckpt"), "--resume", "-q"], 2,
         ("checkpoint.pt: damaged or another kind of file",)),
+]
+ROWS += [
+    # issue 24, 9: silent wrong results refused
+    Row("24.9 train --resize on an npz", lambda e, s: ["train", "--data", str(e / "toy.npz"), "--resize", "16", "-q"],
+        2, ("--resize resizes the images of a folder", "toy.npz is not a folder")),
+    Row("24.9 --select val-hm, one-class held-out part",
+        lambda e, s: ["distill", "--data", str(e / "one_class_val.npz"), "--out", str(s / "r"), "--select", "val-hm",
+                      *TINY], 2, ("holds one class only",), absent="r"),
 ]
 _bad_vr = _dicom_bad_vr()
 if _bad_vr is not None:
@@ -562,3 +573,16 @@ def test_every_claimed_size_is_bounded_before_allocation(env: Path, tmp_path: Pa
         for text in says:
             assert text in lines[0], (argv, lines[0])
     assert sorted(p.name for p in tmp_path.iterdir()) == ["forged.npz", "honest.npz", "huge.npz", "overflow.npz"]
+
+
+def test_auto_selection_with_a_one_class_held_out_part_falls_back_to_best_and_says_why(
+        env: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    # issue 24, 9: val-HM on one class is 0 for every iterate; the file held iteration 25 of 600 silently
+    out = tmp_path / "r"
+    args = [a for a in TINY if a != "-q"]
+    code, _out, err = run(["distill", "--data", str(env / "one_class_val.npz"), "--out", str(out),
+                           "--iterations", "2", *args], capsys)
+    assert code == 0, err
+    assert "selection: best" in err and "holds one class only (label 0)" in err
+    records = [json.loads(x) for x in (out / "log.jsonl").read_text().splitlines()]
+    assert [r["rule"] for r in records if r.get("event") == "select"] == ["best"]
