@@ -374,12 +374,13 @@ def replay_cmd(file: str, out: str, device: str, threads: int | None, check: boo
         if check:
             res, rep = replay_and_verify(f, device=dev, threads=threads)
             status: str = rep.status
-            digest, maxdev = rep.actual_sha256, rep.max_abs_deviation
+            digest, maxdev, failures = rep.actual_sha256, rep.max_abs_deviation, list(rep.failures)
+            summary = rep.summary()
         else:
             ref = manifest.replay.reference.get("threads") if manifest.replay is not None else None
             use = threads if threads is not None else (ref if isinstance(ref, int) and ref > 0 else None)
             res = replay(f, device=dev, threads=use if dev.type == "cpu" else None)
-            status, digest, maxdev = "unchecked", "", None
+            status, digest, maxdev, failures, summary = "unchecked", "", None, [], ""
     failed = check and status not in ("exact", "within_tolerance", "no_fingerprint")
     meta = {"sldp_source": Path(file).name, "arch": manifest.arch.id, "format": "pt"}
     # a network that does not reproduce the file's fingerprint is not the network the file describes: no
@@ -387,12 +388,15 @@ def replay_cmd(file: str, out: str, device: str, threads: int | None, check: boo
     nbytes = None if failed else save_safetensors(out, res.module.state_dict(), metadata=meta)
     result = {"file": file, "out": None if failed else out, "bytes": nbytes, "arch": manifest.arch.id,
               "device": str(dev), "seconds": round(res.seconds, 3), "theta0": res.theta0_status,
-              "fingerprint": status, "theta_opt_sha256": digest or None, "max_abs_deviation": maxdev}
+              "fingerprint": status, "theta_opt_sha256": digest or None, "max_abs_deviation": maxdev,
+              "failures": failures}
     if as_json:
         click.echo(json.dumps(result, indent=2))
     else:
         click.echo(f"replayed {manifest.arch.id} in {res.seconds:.2f}s on {dev}; theta0 {res.theta0_status}")
-        if check:
+        if check and failures:  # every failing check named: probe logits or a state tensor
+            click.echo(f"fingerprint: {summary}")
+        elif check:
             dev_txt = "" if maxdev is None else f" (max |probe logit deviation| {maxdev:.3g})"
             click.echo(f"fingerprint: {status}{dev_txt}")
         if failed:

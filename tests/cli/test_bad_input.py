@@ -586,3 +586,32 @@ def test_auto_selection_with_a_one_class_held_out_part_falls_back_to_best_and_sa
     assert "selection: best" in err and "holds one class only (label 0)" in err
     records = [json.loads(x) for x in (out / "log.jsonl").read_text().splitlines()]
     assert [r["rule"] for r in records if r.get("event") == "select"] == ["best"]
+
+
+def test_verify_replay_names_every_failing_check(env: Path, tmp_path: Path,
+                                                 capsys: pytest.CaptureFixture[str]) -> None:
+    """Issue 24, 10: a failure that comes from a state-sketch tensor is reported as that tensor (name,
+    deviation, tolerance), in the text and in --json, not as the probe logits."""
+    with sldpack.open(env / "run" / "distilled.sldp") as f:
+        m, arrays = f.manifest, f.arrays()
+    assert m.replay is not None and m.replay.state_sketch is not None
+    sketch = dict(m.replay.state_sketch)
+    sketch["conv1.weight"] = tuple(v + 1.0 for v in sketch["conv1.weight"])
+    bad = dataclasses.replace(m.replay, theta_opt_sha256="0" * 64, state_sketch=sketch)
+    path = tmp_path / "bad_sketch.sldp"
+    sldpack.write(path, dataclasses.replace(m, replay=bad), {n: sldpack.Tensor(t.role, arrays[n])
+                                                             for n, t in m.tensors.items()})
+    code, out, _err = run(["verify", str(path), "--replay"], capsys)
+    assert code == 1
+    assert "state tensor conv1.weight deviates by 1 > tolerance" in out and "probe logit" not in out, out
+    code, out, _err = run(["verify", str(path), "--replay", "--json"], capsys)
+    assert code == 1
+    failures = json.loads(out)["replay"]["failures"]
+    assert [(f["check"], f["tensor"]) for f in failures] == [("state_sketch", "conv1.weight")]
+    assert failures[0]["deviation"] == pytest.approx(1.0, abs=1e-3)
+    assert failures[0]["tolerance"] == pytest.approx(m.replay.state_tolerance["conv1.weight"])  # type: ignore[index]
+    # probe logits off by 1 (env's bad_fp.sldp): named as the probe logits, with deviation and tolerance
+    code, out, _err = run(["verify", str(env / "bad_fp.sldp"), "--replay", "--json"], capsys)
+    assert code == 1
+    failures = json.loads(out)["replay"]["failures"]
+    assert failures[0]["check"] == "probe_logits" and failures[0]["tolerance"] == m.replay.tolerance
