@@ -44,6 +44,23 @@ def _claim_study_dir(root: Any) -> None:
                          "choose another --out")
 
 
+def _typed_command() -> list[str]:
+    """``sldp study`` with every option given on this command line (the same command resumes a study)."""
+    ctx = click.get_current_context()
+    words = ["sldp", "study"]
+    for p in ctx.command.params:
+        if not isinstance(p, click.Option) or p.name is None or ctx.get_parameter_source(p.name) in (
+                click.core.ParameterSource.DEFAULT, None):
+            continue
+        value, flag = ctx.params[p.name], max(p.opts, key=len)
+        if p.is_flag:
+            words += [flag] if value or not p.secondary_opts else [max(p.secondary_opts, key=len)]
+        else:
+            for item in (value if p.multiple else [value]):
+                words += [flag, *(str(v) for v in (item if p.nargs > 1 else [item]))]
+    return words
+
+
 @click.command("study")
 @click.option("--out", "out", type=click.Path(file_okay=False), required=True,
               help="Study folder (created; an existing study continues where it stopped).")
@@ -161,7 +178,7 @@ def study_cmd(out: str, grid_file: str | None, kind: str | None, seeds: str | No
         import shlex
 
         click.echo(f"sldp study: interrupted; finished cells are kept in {Path(out, 'cells')}. Resume with:\n"
-                   f"  {shlex.join(command)}", err=True)
+                   f"  {shlex.join(_typed_command())}", err=True)
         sys.exit(EXIT_INTERRUPTED)
     click.echo(Path(out, "table.md").read_text(encoding="utf-8"))  # the table itself, not only where it is
     click.echo(f"study {out}: {len(outcome.ran)} cell(s) run, {len(outcome.skipped)} skipped, "

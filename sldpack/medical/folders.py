@@ -36,6 +36,8 @@ def read_labels_csv(path: Path) -> list[tuple[int, str, int]]:
             reader = csv.DictReader(fh)
             fields = [f.strip().lower() for f in (reader.fieldnames or [])]
             if "name" not in fields or "label" not in fields:
+                if reader.fieldnames is None:
+                    raise DataError(f"{path}: empty file (expected a header name,label and one row per image)")
                 raise DataError(f"{path}: header must contain the columns name,label, got {reader.fieldnames}")
             name_key = reader.fieldnames[fields.index("name")]  # type: ignore[index]
             label_key = reader.fieldnames[fields.index("label")]  # type: ignore[index]

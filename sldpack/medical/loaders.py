@@ -61,6 +61,7 @@ __all__ = [
     "load_images",
     "load_medmnist_npz",
     "load_npz",
+    "missing_path",
     "open_npz",
     "read_dicom",
     "read_image_file",
@@ -116,12 +117,37 @@ def check_pixels(images: NDArray[Any], what: str) -> float:
 _ZIP_MAGIC = (b"PK\x03\x04", b"PK\x05\x06")
 
 
+def missing_path(path: PathLike, wanted: str = "file or folder") -> DataError:
+    """The error for a data path that cannot be used as a ``wanted``, saying why: absent, a symbolic link
+    that cannot be followed (a loop, a missing target), or something that is not a regular file or folder
+    (a FIFO, a device, a socket: reading one could block forever)."""
+    import errno
+    import os
+    import stat
+
+    p = Path(path)
+    try:
+        st = os.stat(p)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            return DataError(f"{p}: a symbolic link loop (it never reaches a {wanted})")
+        if p.is_symlink():
+            return DataError(f"{p}: a symbolic link to {os.readlink(p)!r}, which does not exist")
+        if exc.errno == errno.ENOENT:
+            return DataError(f"{p}: no such {wanted}")
+        return DataError(f"{p}: cannot be read ({exc.strerror or exc})")
+    kind = ("a FIFO (named pipe)" if stat.S_ISFIFO(st.st_mode) else "a socket" if stat.S_ISSOCK(st.st_mode) else
+            "a device" if stat.S_ISCHR(st.st_mode) or stat.S_ISBLK(st.st_mode) else
+            "a folder" if stat.S_ISDIR(st.st_mode) else "not a regular file")
+    return DataError(f"{p}: {kind}, not a {wanted}")
+
+
 def open_npz(path: PathLike) -> Any:
     """``numpy.load`` of an ``.npz`` without pickle, with one clear :class:`DataError` for a missing file,
     a file that is not an ``.npz`` (a text file, an ``.npy``) or a damaged archive."""
     path = Path(path)
     if not path.is_file():
-        raise DataError(f"{path}: no such file")
+        raise missing_path(path, "file")
     try:
         with path.open("rb") as fh:
             head = fh.read(6)
@@ -490,8 +516,8 @@ def convert_to_store(src: PathLike, out: PathLike, *, split: str | None = None,
     from sldpack.medical.store import is_store, open_folder_lazy, write_store
 
     p = Path(src)
-    if not p.exists():
-        raise DataError(f"{p}: no such file or folder")
+    if not (p.is_file() or p.is_dir()):
+        raise missing_path(p)
     if Path(out).resolve() == p.resolve():
         raise UsageError("the output folder must differ from the source")
     if size is not None:

@@ -35,7 +35,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import secrets
 import shutil
 import threading
 from collections import OrderedDict
@@ -47,6 +46,7 @@ from typing import Any, cast
 import numpy as np
 from numpy.typing import NDArray
 
+from sldpack.atomic import remove_stale_temporaries, temporary_path
 from sldpack.errors import DataError, UsageError
 from sldpack.medical.folders import MAX_LABEL, FolderEntry, FolderItem, FolderReader
 from sldpack.medical.imageset import ImageSet
@@ -500,7 +500,9 @@ def write_store(data: ImageSet, out: PathLike, *, source: str = "", overwrite: b
         if not is_store(dst):
             raise UsageError(f"{dst}: exists and is not a store; refusing to replace it")
     dst.parent.mkdir(parents=True, exist_ok=True)
-    tmp = dst.with_name(f".{dst.name}.{secrets.token_hex(6)}.tmp")
+    # named like atomic.py's temporaries, so a rerun removes what a killed (SIGKILL) conversion left
+    remove_stale_temporaries(dst)
+    tmp = temporary_path(dst)
     n = len(data)
     h, w = data.shape
     tmp.mkdir()

@@ -615,3 +615,73 @@ def test_verify_replay_names_every_failing_check(env: Path, tmp_path: Path,
     assert code == 1
     failures = json.loads(out)["replay"]["failures"]
     assert failures[0]["check"] == "probe_logits" and failures[0]["tolerance"] == m.replay.tolerance
+
+
+def test_unclear_messages_of_issue_24_name_the_cause(env: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    """Issue 24, the unclear-messages list: each case exits 2 (or 0) with a line that says what is wrong."""
+    loop = tmp_path / "loop"
+    os.symlink(loop, loop)
+    dangling = tmp_path / "dangling.npz"
+    os.symlink(tmp_path / "gone.npz", dangling)
+    fifo = tmp_path / "fifo.npz"
+    os.mkfifo(fifo)
+    empty_csv = tmp_path / "empty_csv"
+    shutil.copytree(env / "folder", empty_csv)
+    (empty_csv / "labels.csv").write_text("")
+    for argv, says in (
+            (["train", "--data", str(loop), "-q"], "symbolic link loop"),
+            (["train", "--data", str(dangling), "-q"], "which does not exist"),
+            (["train", "--data", str(fifo), "-q"], "a FIFO (named pipe)"),
+            (["data", "convert", str(loop), str(tmp_path / "st")], "symbolic link loop"),
+            (["data", "convert", str(fifo), str(tmp_path / "st"), "--split", "train"], "a FIFO (named pipe)"),
+            (["train", "--data", str(empty_csv), "-q"], "labels.csv: empty file"),
+            (["data", "convert", str(env / "toy.npz"), str(tmp_path / "st")], "choose its split (--split)")):
+        code, _out, err = run(argv, capsys)
+        assert code == 2 and says in err and len(err.strip().splitlines()) == 1, (argv, err)
+    # report --vs of a file of the same size: not "1x smaller"
+    same = tmp_path / "same.bin"
+    same.write_bytes((env / "run" / "distilled.sldp").read_bytes())
+    code, out, err = run(["report", str(env / "run" / "distilled.sldp"), "--vs", str(same)], capsys)
+    assert code == 0 and "(the same size)" in out and "1x smaller" not in out, out + err
+    # sign: the verify command it prints survives a shell (paths with spaces quoted)
+    key = tmp_path / "my key.key"
+    assert run(["keygen", str(key)], capsys)[0] == 0
+    signed = tmp_path / "my file.sldp"
+    signed.write_bytes((env / "run" / "distilled.sldp").read_bytes())
+    code, out, err = run(["sign", str(signed), "--key", str(key)], capsys)
+    assert code == 0, err
+    line = next(ln for ln in out.splitlines() if ln.startswith("verify: "))
+    import shlex
+
+    words = shlex.split(line.removeprefix("verify: "))
+    assert words[:3] == ["sldp", "verify", str(signed)] and words[-1] == str(key.with_suffix(".pub"))
+    # study: Ctrl-C prints the command that resumes it
+    import sldpack.pipelines.study_scheduler as scheduler
+
+    def interrupted(*_a: object, **_k: object) -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(scheduler, "run_study", interrupted)
+    code, _out, err = run(["study", "--phantom", "12", "--out", str(tmp_path / "s")], capsys)
+    assert code == 130 and "Resume with:" in err and f"--out {tmp_path / 's'}" in err, err
+
+
+def test_a_killed_data_convert_leaves_no_temporary_for_the_rerun(env: Path, tmp_path: Path,
+                                                                  capsys: pytest.CaptureFixture[str]) -> None:
+    """Issue 24 (messages list): the temporary folder of a conversion killed by SIGKILL is removed by the next
+    conversion to the same path (it carries the dead writer's host and pid, like atomic.py's files)."""
+    import subprocess
+    import sys
+
+    from sldpack.atomic import temporary_path
+
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True,
+                          check=True)
+    left = temporary_path(tmp_path / "st")
+    left = left.with_name(left.name.replace(f".{os.getpid()}.", f".{int(dead.stdout)}."))
+    left.mkdir()
+    (left / "images.npy").write_bytes(b"\0" * 1000)
+    code, _out, err = run(["data", "convert", str(env / "toy.npz"), str(tmp_path / "st"), "--split", "train"], capsys)
+    assert code == 0, err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["st"]
