@@ -214,7 +214,7 @@ def _check_signature(file: str, signature: str | None, public_key: str | None, t
 
 
 @click.command("conformance")
-@click.argument("corpus", type=click.Path(file_okay=False), default="spec/conformance")
+@click.argument("corpus", type=click.Path(file_okay=False), required=False, default=None)
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 @click.option("--reader", metavar="'CMD {file}'",
               help="Judge an external reader instead of this one: run CMD per case with {file} replaced by the "
@@ -229,13 +229,25 @@ def _check_signature(file: str, signature: str | None, public_key: str | None, t
 @click.option("--codes", metavar="E_A,E_B", default="",
               help="With --reader: only the invalid cases expecting one of these codes (plus every valid case), "
                    "for a reader that implements part of the spec.")
-def conformance_cmd(corpus: str, as_json: bool, reader: str | None, timeout: float, jobs: int, codes_only: bool,
+def conformance_cmd(corpus: str | None, as_json: bool, reader: str | None, timeout: float, jobs: int, codes_only: bool,
                     select: tuple[str, ...], codes: str) -> None:
     """Run a reader over a conformance CORPUS (a folder with index.json) and print a pass/fail table.
 
     Without --reader: this package's reader, exact code and offset required. Exit code 0: every case
-    passed; 1: a case failed; 2: not a corpus, or a bad --reader command.
+    passed; 1: a case failed; 2: not a corpus, or a bad --reader command. Without CORPUS: spec/conformance
+    of the current folder, else of the source tree this sldpack was installed from.
     """
+    if corpus is None:
+        import sldpack
+
+        # from any folder, not only the repository root: the checkout this package runs from
+        places = [Path("spec/conformance"), Path(sldpack.__file__).resolve().parents[1] / "spec" / "conformance"]
+        found = next((p for p in places if (p / "index.json").is_file()), None)
+        if found is None:
+            click.echo("sldp: error: no conformance corpus found (looked in " + ", ".join(map(str, places)) +
+                       "): pass its folder, e.g. sldp conformance PATH/TO/sldpack/spec/conformance", err=True)
+            sys.exit(EXIT_BAD_INPUT)
+        corpus = str(found)
     if not (Path(corpus) / "index.json").is_file():
         click.echo(f"sldp: error: {corpus}/index.json not found (is this a conformance corpus?)", err=True)
         sys.exit(EXIT_BAD_INPUT)

@@ -522,8 +522,10 @@ def write_store(data: ImageSet, out: PathLike, *, source: str = "", overwrite: b
         if dst.exists():
             shutil.rmtree(dst)
         os.replace(tmp, dst)
-    except BaseException:
+    except BaseException as exc:
         shutil.rmtree(tmp, ignore_errors=True)
+        if isinstance(exc, OSError) and exc.filename is None:
+            exc.filename = str(dst)  # a failed write (disk full) names the store it was writing
         raise
     total = sum(p.stat().st_size for p in dst.iterdir())
     return StoreInfo(dst, n, h, w, data.masks is not None, total)

@@ -685,3 +685,12 @@ def test_a_killed_data_convert_leaves_no_temporary_for_the_rerun(env: Path, tmp_
     code, _out, err = run(["data", "convert", str(env / "toy.npz"), str(tmp_path / "st"), "--split", "train"], capsys)
     assert code == 0, err
     assert sorted(p.name for p in tmp_path.iterdir()) == ["st"]
+
+
+def test_conformance_without_a_folder_works_from_anywhere(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    # issue 24 (messages list): `sldp conformance` found its corpus only from the repository root
+    monkeypatch.chdir(tmp_path)
+    code, out, err = run(["conformance"], capsys)
+    assert code == 0, err
+    assert " passed, 0 failed" in out
