@@ -102,6 +102,9 @@ def env(tmp_path_factory: pytest.TempPathFactory, toy_images: tuple[np.ndarray, 
     # issue 24, 9: a validation split of one class
     np.savez(d / "one_class_val.npz", train_images=x, train_labels=y, val_images=x[:6],
              val_labels=np.zeros(6, np.int64), test_images=x[:10], test_labels=y[:10])
+    gaps = d / "label_gaps"
+    shutil.copytree(folder, gaps)
+    (gaps / "labels.csv").write_text("name,label\n" + "".join(f"img{i}.png,{1000 * (i % 2)}\n" for i in range(6)))
     # issue 24, 7: malformed inputs that crashed
     big = d / "big_label"
     shutil.copytree(folder, big)
@@ -311,6 +314,9 @@ ROWS += [
         ("checkpoint.pt: damaged or another kind of file",)),
 ]
 ROWS += [
+    Row("24 msg labels {0, 1000}", lambda e, s: ["distill", "--data", str(e / "label_gaps"), "--out", str(s / "r"),
+                                                 *TINY], 2, ("labels {0, 1000} are not class indices 0..K-1",),
+        absent="r"),
     # issue 24, 9: silent wrong results refused
     Row("24.9 train --resize on an npz", lambda e, s: ["train", "--data", str(e / "toy.npz"), "--resize", "16", "-q"],
         2, ("--resize resizes the images of a folder", "toy.npz is not a folder")),
