@@ -162,6 +162,8 @@ _FORBIDDEN: dict[str, tuple[str, ...]] = {
                        "sldpack.pipelines", "sldpack.cli"),
     "sldpack.atomic": ("torch", "sldpack.format", "sldpack.init", "sldpack.nn", "sldpack.medical",
                        "sldpack.pipelines", "sldpack.cli"),
+    "sldpack.budget": ("torch", "sldpack.format", "sldpack.init", "sldpack.nn", "sldpack.medical",
+                       "sldpack.pipelines", "sldpack.cli"),
     "sldpack.format": ("torch", "sldpack.nn", "sldpack.medical", "sldpack.pipelines", "sldpack.cli"),
     "sldpack.init": ("torch", "sldpack.nn", "sldpack.medical", "sldpack.pipelines", "sldpack.cli"),
     "sldpack.medical": ("torch", "sldpack.nn", "sldpack.pipelines", "sldpack.cli"),

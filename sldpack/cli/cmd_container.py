@@ -12,6 +12,7 @@ import click
 import sldpack
 from sldpack.cli.common import format_bytes
 from sldpack.cli.exit_codes import EXIT_BAD_INPUT, EXIT_OK, EXIT_VERIFY_FAILED, exit_code_for
+from sldpack.cli.options import COUNT, number
 from sldpack.errors import FormatError, SldpError
 from sldpack.format.conformance import ReaderOptions, jsonable, run_corpus, run_external
 
@@ -254,14 +255,14 @@ def _check_acceptance(file: str, acceptance: str, public_key: str | None, truste
 
 
 @click.command("conformance")
-@click.argument("corpus", type=click.Path(file_okay=False), default="spec/conformance")
+@click.argument("corpus", type=click.Path(file_okay=False), required=False, default=None)
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 @click.option("--reader", metavar="'CMD {file}'",
               help="Judge an external reader instead of this one: run CMD per case with {file} replaced by the "
                    "case's path; it prints one JSON verdict line (protocol: spec/conformance/README.md).")
-@click.option("--timeout", type=click.FloatRange(min=0.1), default=10.0, show_default=True,
+@click.option("--timeout", type=number(0.1, 86400.0), default=10.0, show_default=True,
               help="Seconds per case for --reader; a reader still running has failed the case.")
-@click.option("--jobs", type=click.IntRange(min=1), default=1, show_default=True,
+@click.option("--jobs", type=COUNT, default=1, show_default=True,
               help="With --reader: cases run at the same time.")
 @click.option("--codes-only", is_flag=True, help="With --reader: compare verdict and code, not the byte offset.")
 @click.option("--select", "select", multiple=True, metavar="GLOB",
@@ -269,13 +270,25 @@ def _check_acceptance(file: str, acceptance: str, public_key: str | None, truste
 @click.option("--codes", metavar="E_A,E_B", default="",
               help="With --reader: only the invalid cases expecting one of these codes (plus every valid case), "
                    "for a reader that implements part of the spec.")
-def conformance_cmd(corpus: str, as_json: bool, reader: str | None, timeout: float, jobs: int, codes_only: bool,
+def conformance_cmd(corpus: str | None, as_json: bool, reader: str | None, timeout: float, jobs: int, codes_only: bool,
                     select: tuple[str, ...], codes: str) -> None:
     """Run a reader over a conformance CORPUS (a folder with index.json) and print a pass/fail table.
 
     Without --reader: this package's reader, exact code and offset required. Exit code 0: every case
-    passed; 1: a case failed; 2: not a corpus, or a bad --reader command.
+    passed; 1: a case failed; 2: not a corpus, or a bad --reader command. Without CORPUS: spec/conformance
+    of the current folder, else of the source tree this sldpack was installed from.
     """
+    if corpus is None:
+        import sldpack
+
+        # from any folder, not only the repository root: the checkout this package runs from
+        places = [Path("spec/conformance"), Path(sldpack.__file__).resolve().parents[1] / "spec" / "conformance"]
+        found = next((p for p in places if (p / "index.json").is_file()), None)
+        if found is None:
+            click.echo("sldp: error: no conformance corpus found (looked in " + ", ".join(map(str, places)) +
+                       "): pass its folder, e.g. sldp conformance PATH/TO/sldpack/spec/conformance", err=True)
+            sys.exit(EXIT_BAD_INPUT)
+        corpus = str(found)
     if not (Path(corpus) / "index.json").is_file():
         click.echo(f"sldp: error: {corpus}/index.json not found (is this a conformance corpus?)", err=True)
         sys.exit(EXIT_BAD_INPUT)

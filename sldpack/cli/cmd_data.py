@@ -29,7 +29,7 @@ def data_group() -> None:
 @click.argument("out", type=click.Path())
 @click.option("--split", default=None, help="MedMNIST .npz only: the split to convert (train, val, test).")
 @click.option("--size", type=COUNT, default=None, help="Resize every image (and mask) to this side.")
-@click.option("--window", type=number(), nargs=2, default=None, metavar="CENTER WIDTH",
+@click.option("--window", type=number(-1e6, 1e6), nargs=2, default=None, metavar="CENTER WIDTH",
               help="DICOM only: VOI window overriding each file's window.")
 @click.option("--overwrite", is_flag=True, help="Replace OUT if it is an existing store.")
 @click.option("--unlabelled", type=click.Choice(["error", "skip"]), default="error", show_default=True,

@@ -14,18 +14,27 @@ from typing import Any, TypeVar
 
 import click
 
-from sldpack.cli.common import ProgressPrinter, apply_runtime, check_outputs, parse_key_values, run_dir_lock
+from sldpack.cli.common import (
+    ProgressPrinter,
+    apply_runtime,
+    check_outputs,
+    folder_entries,
+    parse_key_values,
+    run_dir_lock,
+)
 from sldpack.cli.exit_codes import EXIT_INTERRUPTED, EXIT_OK, EXIT_VERIFY_FAILED
 from sldpack.cli.options import (
     COUNT,
     DATA_OPTION_NAMES,
     RUNTIME_OPTION_NAMES,
     data_options,
+    number,
     runtime_options,
     spec_option,
 )
-from sldpack.errors import UsageError
+from sldpack.errors import DataError, UsageError
 from sldpack.nn.config import DistillConfig
+from sldpack.pipelines.inputs import MAX_THREADS
 from sldpack.pipelines.selection import DEFAULT_VAL_FRACTION
 
 __all__ = ["distill_cmd", "pack_cmd", "replay_cmd"]
@@ -69,7 +78,7 @@ def _setting(name: str) -> Callable[[_F], _F]:
 @_setting("bn_class_mix")
 @_setting("select")
 @_setting("select_every")
-@click.option("--val-fraction", type=click.FloatRange(0.0, 1.0, min_open=True, max_open=True),
+@click.option("--val-fraction", type=number(0.0, 1.0, min_open=True, max_open=True),
               default=DEFAULT_VAL_FRACTION,
               show_default=True, help="val-*: share of the training images held out (stratified, by image = "
                                       "patient); a MedMNIST file's own val split is used instead.")
@@ -140,12 +149,21 @@ def distill_cmd(ctx: click.Context, /, class_names: str | None, arch_option: tup
     # the lock when the holder dies, however it dies. The --nproc parent (or torchrun's rank 0) holds it
     # for its workers.
     owner = worker_spec is None and os.environ.get("RANK", "0") == "0"
-    lock = run_dir_lock(run_dir) if owner else contextlib.nullcontext(run_dir)
+    lock = run_dir_lock(run_dir, claim=None if resume else _claim_run_dir) if owner \
+        else contextlib.nullcontext(run_dir)
     with lock:
+        if owner and not resume:
+            # what a run that stopped before its first checkpoint left (_claim_run_dir): a fresh log
+            (run_dir / "log.jsonl").unlink(missing_ok=True)
         try:
             if cfg is None:
                 cfg = _resolve_config(ctx, source, fields, opts, arch_option, run_dir, resume)
             if nproc > 1:
+                from sldpack.nn.distill import check_run
+
+                # every check, here in the parent: bad input is refused once, before any worker starts (a
+                # worker refusing while another waits in a collective was a race)
+                check_run(source, cfg, run_dir=run_dir, resume=resume, processes=nproc, scorer=scorer)
                 # the data were loaded above only to report bad input once, here; each worker loads its own
                 del source
                 _launch_workers(nproc, cfg, dataclasses.asdict(spec), dataclasses.asdict(rt), class_names, out,
@@ -174,6 +192,28 @@ def distill_cmd(ctx: click.Context, /, class_names: str | None, arch_option: tup
     click.echo(f"montage {run_dir / 'montage.png'}")
 
 
+_RUN_FILES = ("run.json", "log.jsonl", "checkpoint.pt", "distilled.sldp", "final", "montage.png")
+"""What ``sldp distill`` writes into its run directory."""
+
+
+def _claim_run_dir(root: Path) -> None:
+    """A fresh run (no --resume) writes only into an empty folder, or over what a run of its own left
+    before its first checkpoint (run.json and log.jsonl only): never over a finished run or anyone's files.
+    """
+    names = folder_entries(root)
+    if not names or set(names) <= {"run.json", "log.jsonl"}:
+        return
+    shown = ", ".join(names[:6]) + (f" and {len(names) - 6} more" if len(names) > 6 else "")
+    if "checkpoint.pt" in names:
+        raise UsageError(f"--out {root} already holds a run (checkpoint.pt): add --resume to continue it, or "
+                         "choose another --out")
+    if set(names) & set(_RUN_FILES):
+        raise UsageError(f"--out {root} holds an earlier run ({shown}): sldp distill writes only into an empty "
+                         "or new folder; choose another --out (or remove that run yourself)")
+    raise UsageError(f"--out {root} is not empty (it holds {shown}): sldp distill writes only into an empty "
+                     "or new folder (or continues its own run with --resume); choose another --out")
+
+
 def _resume_command(ctx: click.Context, out: str) -> str:
     """The command line that resumes this run: the data options given, --out and --resume (the rest of
     the settings come from run.json)."""
@@ -195,9 +235,16 @@ def _resolve_config(ctx: click.Context, source: Any, fields: dict[str, Any], opt
     run_json = run_dir / "run.json"
     if not run_json.is_file():
         raise UsageError(f"--resume: {run_json} not found")
-    info = json.loads(run_json.read_text())
-    recorded = DistillConfig.from_obj(info["config"])
-    src_fp = info.get("source", {}).get("fingerprint")
+    try:
+        info = json.loads(run_json.read_text(encoding="utf-8"))
+        if not isinstance(info, dict) or not isinstance(info.get("config"), dict):
+            raise ValueError("no 'config' object")
+        recorded = DistillConfig.from_obj(info["config"])
+    except (ValueError, TypeError, KeyError) as exc:  # UnicodeDecodeError and JSONDecodeError are ValueErrors
+        raise DataError(f"--resume: {run_json} is not the run.json of a sldp distill run ({exc}); the run cannot "
+                        "be continued: start a new one in another --out") from exc
+    source_info = info.get("source")
+    src_fp = source_info.get("fingerprint") if isinstance(source_info, dict) else None
     if src_fp and source.fingerprint and src_fp != source.fingerprint:
         raise UsageError("--resume with different data: the source fingerprint differs from run.json")
     # options typed on this command line override the recorded ones; distill() rejects the changes
@@ -302,7 +349,7 @@ def pack_cmd(source: str, out: str, tensors_path: str | None, compression: str, 
 # cpu by default (not the data commands' auto): the replay fingerprint's reference configuration is the CPU
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="cpu", show_default=True,
               help="Where torch replays (a GPU lands 'within tolerance' at best).")
-@click.option("--threads", type=COUNT, default=None,
+@click.option("--threads", type=click.IntRange(1, MAX_THREADS), default=None,
               help="torch CPU threads, >= 1 [default: the fingerprint's reference count].")
 @click.option("--check/--no-check", default=True, show_default=True,
               help="Compare the result with the file's replay fingerprint (exit 1 when it fails).")
@@ -312,7 +359,8 @@ def replay_cmd(file: str, out: str, device: str, threads: int | None, check: boo
 
     The checkpoint loads with safetensors.torch.load_file + module.load_state_dict into the
     architecture the manifest names (sldpack.nn.zoo.build_from_spec). Without --threads the replay
-    runs under the fingerprint's reference thread count (the digest can depend on it).
+    runs under the fingerprint's reference thread count (the digest can depend on it). When the replay
+    fails the fingerprint check, no checkpoint is written (exit 1; an existing OUT is left as it was).
     """
     import sldpack
     from sldpack.nn.device import resolve_device
@@ -327,24 +375,34 @@ def replay_cmd(file: str, out: str, device: str, threads: int | None, check: boo
         if check:
             res, rep = replay_and_verify(f, device=dev, threads=threads)
             status: str = rep.status
-            digest, maxdev = rep.actual_sha256, rep.max_abs_deviation
+            digest, maxdev, failures = rep.actual_sha256, rep.max_abs_deviation, list(rep.failures)
+            summary = rep.summary()
         else:
             ref = manifest.replay.reference.get("threads") if manifest.replay is not None else None
             use = threads if threads is not None else (ref if isinstance(ref, int) and ref > 0 else None)
             res = replay(f, device=dev, threads=use if dev.type == "cpu" else None)
-            status, digest, maxdev = "unchecked", "", None
+            status, digest, maxdev, failures, summary = "unchecked", "", None, [], ""
+    failed = check and status not in ("exact", "within_tolerance", "no_fingerprint")
     meta = {"sldp_source": Path(file).name, "arch": manifest.arch.id, "format": "pt"}
-    nbytes = save_safetensors(out, res.module.state_dict(), metadata=meta)
-    result = {"file": file, "out": out, "bytes": nbytes, "arch": manifest.arch.id, "device": str(dev),
-              "seconds": round(res.seconds, 3), "theta0": res.theta0_status, "fingerprint": status,
-              "theta_opt_sha256": digest or None, "max_abs_deviation": maxdev}
+    # a network that does not reproduce the file's fingerprint is not the network the file describes: no
+    # checkpoint is written for it (an old file at --out stays as it was); --no-check writes one unchecked
+    nbytes = None if failed else save_safetensors(out, res.module.state_dict(), metadata=meta)
+    result = {"file": file, "out": None if failed else out, "bytes": nbytes, "arch": manifest.arch.id,
+              "device": str(dev), "seconds": round(res.seconds, 3), "theta0": res.theta0_status,
+              "fingerprint": status, "theta_opt_sha256": digest or None, "max_abs_deviation": maxdev,
+              "failures": failures}
     if as_json:
         click.echo(json.dumps(result, indent=2))
     else:
         click.echo(f"replayed {manifest.arch.id} in {res.seconds:.2f}s on {dev}; theta0 {res.theta0_status}")
-        if check:
+        if check and failures:  # every failing check named: probe logits or a state tensor
+            click.echo(f"fingerprint: {summary}")
+        elif check:
             dev_txt = "" if maxdev is None else f" (max |probe logit deviation| {maxdev:.3g})"
             click.echo(f"fingerprint: {status}{dev_txt}")
-        click.echo(f"wrote {out} ({nbytes} bytes)")
-    failed = check and status not in ("exact", "within_tolerance", "no_fingerprint")
+        if failed:
+            click.echo(f"{out} not written: the replay does not match the file's fingerprint (--no-check writes "
+                       "the replayed network without checking it)", err=True)
+        else:
+            click.echo(f"wrote {out} ({nbytes} bytes)")
     sys.exit(EXIT_VERIFY_FAILED if failed else EXIT_OK)

@@ -330,7 +330,7 @@ def demo_cmd(ctx: click.Context, /, out: str, seed: int, width: int | None, imag
     """
     from dataclasses import replace
 
-    from sldpack.pipelines.demo import DemoConfig, render_summary, run_demo
+    from sldpack.pipelines.demo import DemoConfig, check_demo_folder, render_summary, run_demo
     from sldpack.pipelines.inputs import DataSpec, RuntimeSpec
 
     spec, rt = DataSpec.from_kwargs(kwargs), RuntimeSpec.from_kwargs(kwargs)
@@ -372,7 +372,7 @@ def demo_cmd(ctx: click.Context, /, out: str, seed: int, width: int | None, imag
     ticker = ProgressPrinter("distill iter", quiet or as_json)
     try:
         # one demo per folder at a time: a second one exits 2 naming the holder (pid, host)
-        with run_dir_lock(out):
+        with run_dir_lock(out, claim=check_demo_folder):
             res = run_demo(cfg, out, log=say, progress=ticker.from_distill, data=data)
     except KeyboardInterrupt:
         ck = Path(out) / "run" / "checkpoint.pt"

@@ -16,7 +16,7 @@ import click
 
 from sldpack.cli.common import check_outputs
 from sldpack.cli.exit_codes import EXIT_OK, EXIT_VERIFY_FAILED
-from sldpack.cli.options import SEED, data_options, number, runtime_options
+from sldpack.cli.options import COUNT, SEED, data_options, number, runtime_options
 from sldpack.errors import SldpError, UsageError
 
 if TYPE_CHECKING:
@@ -199,15 +199,15 @@ def _current_images_dtype(rep: ByteReport) -> str:
               help="Flag any image whose nearest real item has at least this NCC.")
 @click.option("-k", "--neighbours", type=click.IntRange(1, 32), default=3, show_default=True,
               help="Real neighbours per distilled image in the sheet and JSON.")
-@click.option("--real-sample", type=click.IntRange(1), default=1000, show_default=True,
+@click.option("--real-sample", type=COUNT, default=1000, show_default=True,
               help="Real images sampled for the real-real reference distribution.")
-@click.option("--ssim-candidates", type=click.IntRange(1), default=64, show_default=True,
+@click.option("--ssim-candidates", type=COUNT, default=64, show_default=True,
               help="SSIM nearest neighbour searched among this many best NCC neighbours.")
-@click.option("--chunk", type=click.IntRange(1), default=512, show_default=True,
+@click.option("--chunk", type=COUNT, default=512, show_default=True,
               help="Real items processed at a time (bounds memory).")
 @click.option("--window", type=click.Choice(["uniform", "gaussian"]), default="uniform", show_default=True,
               help="SSIM window (7x7).")
-@click.option("--patch-stride", type=click.IntRange(1), default=None,
+@click.option("--patch-stride", type=COUNT, default=None,
               help="Same as --stride (kept for existing scripts).")
 @click.option("--seed", type=SEED, default=0, show_default=True, help="Seed of the real sample.")
 @click.option("--record", is_flag=True,

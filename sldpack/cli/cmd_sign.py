@@ -78,5 +78,9 @@ def sign_cmd(file: str, key: str, signature: str | None) -> None:
         click.echo(f"sldp: warning: the recorded privacy audit says {audit.verdict}", err=True)
     click.echo(f"signed {file} with key id {key_id(k.public_key())}")
     click.echo(f"signature {out}")
-    click.echo(f"verify: sldp verify {file} --signature {out} --key {Path(key).with_suffix('.pub')}")
+    import shlex
+
+    # quoted: a path with spaces pasted back into a shell must stay one argument
+    click.echo("verify: " + shlex.join(["sldp", "verify", str(file), "--signature", str(out), "--key",
+                                        str(Path(key).with_suffix(".pub"))]))
     sys.exit(EXIT_OK)

@@ -11,8 +11,9 @@ from typing import Any, TypeVar
 
 import click
 
-from sldpack.cli.common import fmt_time, parse_key_values
-from sldpack.cli.options import data_options, runtime_options, spec_option
+from sldpack.cli.common import fmt_time, folder_entries, parse_key_values, run_dir_lock
+from sldpack.cli.exit_codes import EXIT_INTERRUPTED
+from sldpack.cli.options import COUNT, MAX_INT, data_options, number, runtime_options, spec_option
 from sldpack.errors import UsageError
 from sldpack.nn.config import SELECT_RULES, DistillConfig
 
@@ -21,13 +22,43 @@ __all__ = ["study_cmd"]
 _F = TypeVar("_F", bound=Callable[..., Any])
 
 
-def _csv_ints(value: str | None, option: str) -> list[int] | None:
+def _csv_ints(value: str | None, option: str, lo: int, hi: int = MAX_INT) -> list[int] | None:
     if value is None:
         return None
     try:
-        return [int(v) for v in value.split(",") if v.strip()]
+        values = [int(v) for v in value.split(",") if v.strip()]
     except ValueError as exc:
         raise UsageError(f"{option} takes comma-separated integers, got {value!r}") from exc
+    bad = [v for v in values if not lo <= v <= hi]
+    if bad or not values:
+        raise UsageError(f"{option} takes comma-separated integers in [{lo}, {hi}], got {value!r}")
+    return values
+
+
+def _claim_study_dir(root: Any) -> None:
+    """A study writes into an empty or new folder, or continues its own (one holding study.json)."""
+    names = folder_entries(root)
+    if names and "study.json" not in names:
+        shown = ", ".join(names[:6]) + (f" and {len(names) - 6} more" if len(names) > 6 else "")
+        raise UsageError(f"--out {root} is not empty and holds no study (study.json); it holds {shown}: "
+                         "choose another --out")
+
+
+def _typed_command() -> list[str]:
+    """``sldp study`` with every option given on this command line (the same command resumes a study)."""
+    ctx = click.get_current_context()
+    words = ["sldp", "study"]
+    for p in ctx.command.params:
+        if not isinstance(p, click.Option) or p.name is None or ctx.get_parameter_source(p.name) in (
+                click.core.ParameterSource.DEFAULT, None):
+            continue
+        value, flag = ctx.params[p.name], max(p.opts, key=len)
+        if p.is_flag:
+            words += [flag] if value or not p.secondary_opts else [max(p.secondary_opts, key=len)]
+        else:
+            for item in (value if p.multiple else [value]):
+                words += [flag, *(str(v) for v in (item if p.nargs > 1 else [item]))]
+    return words
 
 
 @click.command("study")
@@ -53,15 +84,15 @@ def _csv_ints(value: str | None, option: str) -> list[int] | None:
 @click.option("--arch", "archs", multiple=True, help="Architecture id (repeat for several). [convnet@1]")
 @click.option("--arch-option", multiple=True, metavar="KEY=VALUE", help="Option of every architecture.")
 @click.option("--batchnorm/--no-batchnorm", default=None, help="Batch-norm variant (not for --kind batchnorm).")
-@click.option("--target-hm", type=float, default=None, help="min-images: mean HM to reach. [0.8]")
+@click.option("--target-hm", type=number(0.0, 1.0), default=None, help="min-images: mean HM to reach. [0.8]")
 @spec_option(DistillConfig, "iterations", default=None, help="Distillation: outer iterations.", min=0)
 @spec_option(DistillConfig, "steps", default=None, help="Distillation: inner steps per epoch.")
 @spec_option(DistillConfig, "select", default=None, choices=tuple(r for r in SELECT_RULES if r != "auto"),
              help="Distillation: which iterate is written (see sldp distill --select).")
-@click.option("--train-steps", type=click.IntRange(min=1), default=None, help="Normal training: optimiser steps.")
-@click.option("--bootstrap", type=click.IntRange(min=100), default=None,
+@click.option("--train-steps", type=COUNT, default=None, help="Normal training: optimiser steps.")
+@click.option("--bootstrap", type=click.IntRange(100, 10**6), default=None,
               help="Bootstrap resamples of the paired CIs. [2000]")
-@click.option("--jobs", "-j", type=click.IntRange(min=1), default=1, show_default=True,
+@click.option("--jobs", "-j", type=COUNT, default=1, show_default=True,
               help="Cells run at a time, each in its own process (with --threads torch threads, default 1).")
 @click.option("--report-only", is_flag=True, help="Rebuild the tables from the finished cells; run nothing.")
 @data_options
@@ -112,7 +143,8 @@ def study_cmd(out: str, grid_file: str | None, kind: str | None, seeds: str | No
     over: dict[str, Any] = {}
     if kind is not None:
         over["kind"] = kind
-    for name, value in (("seeds", _csv_ints(seeds, "--seeds")), ("images_per_class", _csv_ints(ks, "-M"))):
+    for name, value in (("seeds", _csv_ints(seeds, "--seeds", 0, 2**32 - 1)),
+                        ("images_per_class", _csv_ints(ks, "-M", 1))):
         if value is not None:
             over[name] = tuple(value)
     if methods is not None:
@@ -147,7 +179,16 @@ def study_cmd(out: str, grid_file: str | None, kind: str | None, seeds: str | No
     t0 = time.monotonic()
     argv = sys.argv[1:]
     command = ["sldp", *argv[argv.index("study"):]] if "study" in argv else ["sldp", "study"]
-    outcome = run_study(out, grid, spec, rt, jobs=jobs, log=say, command=command)
+    try:
+        # one study per folder at a time: a second `sldp study --out S` exits 2 naming the holder
+        with run_dir_lock(out, scratch=(), claim=_claim_study_dir):
+            outcome = run_study(out, grid, spec, rt, jobs=jobs, log=say, command=command)
+    except KeyboardInterrupt:
+        import shlex
+
+        click.echo(f"sldp study: interrupted; finished cells are kept in {Path(out, 'cells')}. Resume with:\n"
+                   f"  {shlex.join(_typed_command())}", err=True)
+        sys.exit(EXIT_INTERRUPTED)
     click.echo(Path(out, "table.md").read_text(encoding="utf-8"))  # the table itself, not only where it is
     click.echo(f"study {out}: {len(outcome.ran)} cell(s) run, {len(outcome.skipped)} skipped, "
                f"{len(outcome.failed)} failed in {fmt_time(time.monotonic() - t0)}; tables in {out}/table.md")

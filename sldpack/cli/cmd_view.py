@@ -138,7 +138,7 @@ def serve(file: str | os.PathLike[str], *, signature: str | os.PathLike[str] | N
 @click.option("--signature", type=click.Path(dir_okay=False), default=None,
               help="A detached signature of FILE (.sig): the page checks it with --key.")
 @click.option("--key", type=click.Path(dir_okay=False), default=None, help="The signer's public key (PEM).")
-@click.option("--checkpoint-bytes", type=click.IntRange(min=1), default=None,
+@click.option("--checkpoint-bytes", type=click.IntRange(min=1, max=2**63 - 1), default=None,
               help="Size of the full checkpoint, for the compression rate (sldp report prints it).")
 @click.option("--port", type=click.IntRange(min=0, max=65535), default=0, show_default=True,
               help="Port on 127.0.0.1 (0: any free port).")

@@ -13,7 +13,7 @@ import os
 import socket
 import sys
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -28,8 +28,8 @@ if TYPE_CHECKING:
 
     from sldpack.pipelines.inputs import RuntimeSpec
 
-__all__ = ["LOCK_NAME", "ProgressPrinter", "apply_runtime", "check_outputs", "fmt_time", "format_bytes",
-           "parse_key_values", "run_dir_lock"]
+__all__ = ["LOCK_NAME", "ProgressPrinter", "apply_runtime", "check_outputs", "fmt_time", "folder_entries",
+           "format_bytes", "parse_key_values", "run_dir_lock"]
 
 LOCK_NAME = ".sldp.lock"
 """The lock file ``sldp distill --out`` and ``sldp demo`` hold in their run directory."""
@@ -135,6 +135,12 @@ def check_outputs(inputs: Sequence[str | os.PathLike[str] | None],
                 raise UsageError(f"{name} and {other} name the same file {out}: choose two paths")
 
 
+def folder_entries(root: Path) -> list[str]:
+    """The names in ``root`` a command could overwrite, sorted: hidden names (the lock file, a writer's
+    temporaries) are left out, as no command writes one."""
+    return sorted(p.name for p in root.iterdir() if not p.name.startswith("."))
+
+
 def _holder(lock: Path) -> str:
     try:
         info = json.loads(lock.read_text(encoding="utf-8") or "{}")
@@ -143,35 +149,64 @@ def _holder(lock: Path) -> str:
         return "another process"
 
 
+def _locked_fd(root: Path, lock: Path, option: str) -> int:
+    """An open descriptor of ``lock`` holding its exclusive flock (retried when the holder removed the file
+    between our open and our lock: a lock on an unlinked file would exclude no one)."""
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - Windows: no advisory lock, run unlocked
+        return os.open(lock, os.O_RDWR | os.O_CREAT, 0o666)
+    for _ in range(100):
+        fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o666)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            raise UsageError(f"{option} {root} is in use by {_holder(lock)}: wait for it to finish or use "
+                             f"another {option} (lock file {lock})") from None
+        try:
+            if os.stat(lock).st_ino == os.fstat(fd).st_ino:
+                return fd
+        except FileNotFoundError:
+            pass
+        os.close(fd)
+    raise UsageError(f"{option} {root}: could not take its lock file {lock}")  # pragma: no cover
+
+
 @contextlib.contextmanager
 def run_dir_lock(directory: str | os.PathLike[str], *, option: str = "--out",
-                 scratch: Sequence[str] = ("run.json", "log.jsonl")) -> Iterator[Path]:
+                 scratch: Sequence[str] = ("run.json", "log.jsonl"),
+                 claim: Callable[[Path], None] | None = None) -> Iterator[Path]:
     """Hold an exclusive OS lock (``fcntl.flock``) on ``directory/.sldp.lock`` while a run writes there.
 
     The kernel drops the lock when the process dies (SIGKILL included), so a crashed run never blocks
-    the next. A directory this call created is removed again when the run fails before it holds anything
-    but the lock file and the ``scratch`` files (a run that failed before its first checkpoint leaves no
-    empty folder or stray log behind).
+    the next; the lock file itself is removed when the run ends. A directory this call created is removed
+    again when the run fails before it holds anything but the ``scratch`` files (a run that failed before
+    its first checkpoint leaves no empty folder or stray log behind).
+
+    Args:
+        claim: called with the directory, before anything is created in an existing one and again once the
+            lock is held; it raises :class:`UsageError` when the folder holds something the command must
+            not overwrite (someone else's files, another run).
 
     Raises:
-        UsageError: another process holds the lock (its pid and host are named).
+        UsageError: another process holds the lock (its pid and host are named), or ``claim`` refused.
     """
     root = Path(directory)
     created = not root.exists()
+    if not created and claim is not None:
+        claim(root)  # refuse a folder that is not ours before even the lock file is put into it
     root.mkdir(parents=True, exist_ok=True)
     lock = root / LOCK_NAME
-    fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o666)
+    fd = _locked_fd(root, lock, option)
     try:
-        try:
-            import fcntl
-        except ImportError:  # pragma: no cover - Windows: no advisory lock, run unlocked
-            fcntl = None  # type: ignore[assignment]
-        if fcntl is not None:
+        if claim is not None:
             try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                raise UsageError(f"{option} {root} is in use by {_holder(lock)}: wait for it to finish or use "
-                                 f"another {option} (lock file {lock})") from None
+                claim(root)  # again, now that no other run can change the folder
+            except BaseException:
+                with contextlib.suppress(OSError):
+                    lock.unlink()
+                raise
         info = {"pid": os.getpid(), "host": socket.gethostname(), "since": time.strftime("%Y-%m-%dT%H:%M:%SZ",
                                                                                          time.gmtime())}
         os.ftruncate(fd, 0)
@@ -182,8 +217,10 @@ def run_dir_lock(directory: str | os.PathLike[str], *, option: str = "--out",
             failed = False
         finally:
             os.ftruncate(fd, 0)
+            with contextlib.suppress(OSError):
+                lock.unlink()  # held by this process: no one else is inside, and none is left behind
             left = {p.name for p in root.iterdir()}
-            if created and (left <= {LOCK_NAME} or (failed and left <= {LOCK_NAME, *scratch})):
+            if created and (not left or (failed and left <= set(scratch))):
                 with contextlib.suppress(OSError):
                     for name in left:
                         (root / name).unlink()

@@ -27,8 +27,23 @@ import click
 
 from sldpack.pipelines.inputs import DataSpec, RuntimeSpec
 
-__all__ = ["COUNT", "DATA_OPTION_NAMES", "NONNEGATIVE", "RATE", "RUNTIME_OPTION_NAMES", "SEED", "FiniteFloat",
-           "data_options", "number", "option_flag", "runtime_options", "spec_option"]
+__all__ = [
+    "COUNT",
+    "DATA_OPTION_NAMES",
+    "MAX_INT",
+    "NONNEGATIVE",
+    "RATE",
+    "RUNTIME_OPTION_NAMES",
+    "SEED",
+    "BoundedInt",
+    "FiniteFloat",
+    "bounded_int",
+    "data_options",
+    "number",
+    "option_flag",
+    "runtime_options",
+    "spec_option",
+]
 
 _F = TypeVar("_F", bound=Callable[..., Any])
 
@@ -52,14 +67,35 @@ def number(min: float | None = None, max: float | None = None, *, min_open: bool
     return FiniteFloat(min=min, max=max, min_open=min_open, max_open=max_open)
 
 
-COUNT = click.IntRange(min=1)
+MAX_INT = 2**31 - 1
+"""The largest value of an integer option without a tighter bound (a C int: numpy and torch take it)."""
+
+
+class BoundedInt(click.IntRange):
+    """An integer option in ``[min, max]`` whose implicit bound ``MAX_INT`` is not spelled out in ``--help``
+    and messages (``x>=1``, as before every integer option got a finite range)."""
+
+    def _describe_range(self) -> str:
+        if self.max == MAX_INT and self.min is not None and self.min != -MAX_INT:
+            return f"x>={self.min}"
+        if self.min == -MAX_INT and self.max == MAX_INT:
+            return "a C int"
+        return super()._describe_range()
+
+
+def bounded_int(min: int | None = None, max: int | None = None) -> BoundedInt:
+    """An integer option in ``[min, max]`` (a missing end: +-MAX_INT)."""
+    return BoundedInt(min=-MAX_INT if min is None else min, max=MAX_INT if max is None else max)
+
+
+COUNT = bounded_int(1)
 """A count (iterations, steps, batch size, images per class, threads ...): an integer >= 1."""
-NONNEGATIVE = click.IntRange(min=0)
+NONNEGATIVE = bounded_int(0)
 """An integer >= 0 (e.g. --checkpoint-every, 0 = only at the end)."""
-SEED = click.IntRange(min=0)
-"""A seed: an integer >= 0 (numpy refuses negative seeds)."""
-RATE = number(0.0, min_open=True)
-"""A learning rate: a finite float > 0."""
+SEED = click.IntRange(min=0, max=2**32 - 1)
+"""A seed: an integer in [0, 2**32) (numpy refuses negative seeds)."""
+RATE = number(0.0, 100.0, min_open=True)
+"""A learning rate: a finite float in (0, 100] (far above any that trains; 1e300 overflows the first step)."""
 
 
 def option_flag(name: str) -> str:
@@ -86,8 +122,8 @@ def _scalar_type(owner: str, hint: Any, meta: Mapping[str, Any]) -> Any:
     if typing.get_origin(hint) is typing.Literal:
         return click.Choice([str(c) for c in typing.get_args(hint)])
     lo, hi = meta.get("min"), meta.get("max")
-    if hint is int:
-        return click.IntRange(min=lo, max=hi) if lo is not None or hi is not None else click.INT
+    if hint is int:  # every numeric option has a finite range
+        return bounded_int(lo, hi)
     if hint is float:
         return number(lo, hi, min_open=meta.get("min_open", False), max_open=meta.get("max_open", False))
     if hint is str:

@@ -228,7 +228,7 @@ def record_audit(path: str | os.PathLike[str], report: Mapping[str, Any], *, ima
         FormatError: the file is not valid.
     """
     from sldpack import __version__
-    from sldpack.atomic import atomic_write_bytes
+    from sldpack.atomic import atomic_write_all
     from sldpack.format.container import assemble
     from sldpack.format.container import open as open_sldp
     from sldpack.format.container import read as read_sldp
@@ -260,6 +260,6 @@ def record_audit(path: str | os.PathLike[str], report: Mapping[str, Any], *, ima
     check = read_sldp(data, verify=True)  # the new bytes are a valid file before anything is replaced
     after = check.header.manifest_sha256
     check.close()
-    atomic_write_bytes(rep_path, body)
-    atomic_write_bytes(src, data)
+    # no report without its record: both are complete on disk before either replaces a file
+    atomic_write_all([(src, data), (rep_path, body)])
     return AuditRecording(rec, rep_path, header.manifest_sha256, after)

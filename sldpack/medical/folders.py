@@ -19,8 +19,12 @@ from numpy.typing import NDArray
 from sldpack.errors import DataError, UsageError
 from sldpack.medical.images import IMAGE_EXTENSIONS, binary_mask, read_image_file, resize_u8
 
-__all__ = ["FolderEntry", "FolderItem", "FolderListing", "FolderReader", "find_by_name", "index_folder",
-           "list_folder", "read_labels_csv", "unlisted"]
+__all__ = ["MAX_LABEL", "FolderEntry", "FolderItem", "FolderListing", "FolderReader", "find_by_name",
+           "index_folder", "list_folder", "read_labels_csv", "unlisted"]
+
+MAX_LABEL = 65535
+"""The largest class index a label may be (labels.csv, a store's labels.npy): 65536 classes, far more than any
+data set here has, and small enough that a per-class count (``bincount``) never becomes an allocation hazard."""
 
 
 def read_labels_csv(path: Path) -> list[tuple[int, str, int]]:
@@ -32,6 +36,8 @@ def read_labels_csv(path: Path) -> list[tuple[int, str, int]]:
             reader = csv.DictReader(fh)
             fields = [f.strip().lower() for f in (reader.fieldnames or [])]
             if "name" not in fields or "label" not in fields:
+                if reader.fieldnames is None:
+                    raise DataError(f"{path}: empty file (expected a header name,label and one row per image)")
                 raise DataError(f"{path}: header must contain the columns name,label, got {reader.fieldnames}")
             name_key = reader.fieldnames[fields.index("name")]  # type: ignore[index]
             label_key = reader.fieldnames[fields.index("label")]  # type: ignore[index]
@@ -50,6 +56,9 @@ def read_labels_csv(path: Path) -> list[tuple[int, str, int]]:
                     raise DataError(f"{path}: line {line}: label {raw!r} is not an integer") from None
                 if label < 0:
                     raise DataError(f"{path}: line {line}: label {label} is negative")
+                if label > MAX_LABEL:
+                    raise DataError(f"{path}: line {line}: label {label} is larger than {MAX_LABEL} (labels are "
+                                    "class indices 0..K-1)")
                 rows.append((line, name, label))
     except UnicodeDecodeError as exc:
         raise DataError(f"{path}: not UTF-8 text ({exc})") from exc
@@ -213,7 +222,7 @@ class FolderReader:
             img = resize_u8(img, self.target, nearest=False)
         if self.shape is not None and img.shape != self.shape:
             raise DataError(f"{entry.image}: shape {img.shape} differs from {self.shape_of} {self.shape}; "
-                            "pass size= to resize")
+                            "resize them to one size (--resize N; sldp data convert: --size N)")
         return FolderItem(img, mask, stored)
 
     def fixed_by(self, entry: FolderEntry, item: FolderItem) -> FolderReader:

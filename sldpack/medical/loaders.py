@@ -21,6 +21,7 @@ Supported sources:
 
 from __future__ import annotations
 
+import math
 import zipfile
 import zlib
 from collections.abc import Sequence
@@ -31,6 +32,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from numpy.typing import NDArray
 
+from sldpack.budget import check_allocation
 from sldpack.errors import DataError, UsageError
 from sldpack.medical.folders import FolderReader, index_folder, list_folder, unlisted
 from sldpack.medical.images import (
@@ -59,6 +61,7 @@ __all__ = [
     "load_images",
     "load_medmnist_npz",
     "load_npz",
+    "missing_path",
     "open_npz",
     "read_dicom",
     "read_image_file",
@@ -114,12 +117,37 @@ def check_pixels(images: NDArray[Any], what: str) -> float:
 _ZIP_MAGIC = (b"PK\x03\x04", b"PK\x05\x06")
 
 
+def missing_path(path: PathLike, wanted: str = "file or folder") -> DataError:
+    """The error for a data path that cannot be used as a ``wanted``, saying why: absent, a symbolic link
+    that cannot be followed (a loop, a missing target), or something that is not a regular file or folder
+    (a FIFO, a device, a socket: reading one could block forever)."""
+    import errno
+    import os
+    import stat
+
+    p = Path(path)
+    try:
+        st = os.stat(p)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            return DataError(f"{p}: a symbolic link loop (it never reaches a {wanted})")
+        if p.is_symlink():
+            return DataError(f"{p}: a symbolic link to {os.readlink(p)!r}, which does not exist")
+        if exc.errno == errno.ENOENT:
+            return DataError(f"{p}: no such {wanted}")
+        return DataError(f"{p}: cannot be read ({exc.strerror or exc})")
+    kind = ("a FIFO (named pipe)" if stat.S_ISFIFO(st.st_mode) else "a socket" if stat.S_ISSOCK(st.st_mode) else
+            "a device" if stat.S_ISCHR(st.st_mode) or stat.S_ISBLK(st.st_mode) else
+            "a folder" if stat.S_ISDIR(st.st_mode) else "not a regular file")
+    return DataError(f"{p}: {kind}, not a {wanted}")
+
+
 def open_npz(path: PathLike) -> Any:
     """``numpy.load`` of an ``.npz`` without pickle, with one clear :class:`DataError` for a missing file,
     a file that is not an ``.npz`` (a text file, an ``.npy``) or a damaged archive."""
     path = Path(path)
     if not path.is_file():
-        raise DataError(f"{path}: no such file")
+        raise missing_path(path, "file")
     try:
         with path.open("rb") as fh:
             head = fh.read(6)
@@ -136,9 +164,36 @@ def open_npz(path: PathLike) -> Any:
         raise DataError(f"{path}: not a readable .npz archive ({exc})") from exc
 
 
+def _check_npz_header(path: Path, npz: Any, key: str) -> None:
+    """Bound the array's claimed size before numpy allocates it: the shape in its ``.npy`` header must fit
+    the bytes the archive holds for it, and the memory budget (:mod:`sldpack.budget`)."""
+    zf = getattr(npz, "zip", None)
+    if zf is None:
+        return
+    name = key + ".npy" if key + ".npy" in zf.namelist() else key
+    try:
+        info = zf.getinfo(name)
+        with zf.open(name) as fh:
+            version = np.lib.format.read_magic(fh)
+            read = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+            shape, _fortran, dtype = read(fh)
+    except (KeyError, OSError, zipfile.BadZipFile, EOFError, zlib.error):
+        return  # numpy's own read names these
+    except ValueError as exc:
+        raise DataError(f"{path}: array {key!r} has an invalid .npy header ({exc})") from exc
+    if dtype.hasobject:
+        return  # refused below: it would need pickle
+    need = math.prod(int(d) for d in shape) * dtype.itemsize  # Python ints: no overflow
+    if need > info.file_size:
+        raise DataError(f"{path}: array {key!r} claims shape {tuple(shape)} {dtype} ({need} bytes) but the "
+                        f"archive holds {info.file_size} bytes for it: corrupt or forged header")
+    check_allocation(need, f"{path}: array {key!r} (shape {tuple(shape)}, {dtype})", error=DataError)
+
+
 def _npz_array(path: Path, npz: Any, key: str) -> NDArray[Any]:
     if key not in npz.files:
         raise DataError(f"{path}: missing array {key!r} (it holds {sorted(npz.files)})")
+    _check_npz_header(path, npz, key)
     try:
         arr: NDArray[Any] = npz[key]
     except ValueError as exc:  # object arrays need pickle, which is refused
@@ -435,7 +490,7 @@ def load_images(path: PathLike, *, split: str | None = None, size: int | tuple[i
         return load_npz(p)
     splits = load_medmnist_npz(p)
     if split is None:
-        raise UsageError(f"{p}: is a MedMNIST-style file; choose split= one of {sorted(splits)}")
+        raise UsageError(f"{p}: is a MedMNIST-style file; choose its split (--split) from {sorted(splits)}")
     if split not in splits:
         raise UsageError(f"{p}: has no split {split!r}; it has {sorted(splits)}")
     return splits[split]
@@ -461,10 +516,17 @@ def convert_to_store(src: PathLike, out: PathLike, *, split: str | None = None,
     from sldpack.medical.store import is_store, open_folder_lazy, write_store
 
     p = Path(src)
-    if not p.exists():
-        raise DataError(f"{p}: no such file or folder")
+    if not (p.is_file() or p.is_dir()):
+        raise missing_path(p)
     if Path(out).resolve() == p.resolve():
         raise UsageError("the output folder must differ from the source")
+    if size is not None:
+        h, w = (size, size) if isinstance(size, int) else (int(size[0]), int(size[1]))
+        if not (p.is_dir() and not is_store(p)):
+            # an .npz or a store is converted at its own size: a --size would be silently ignored
+            raise UsageError(f"{p}: --size resizes the images of a folder; an .npz or a store keeps its size")
+        # one image and its mask are resized in float64 at a time (the store itself is written to disk)
+        check_allocation(4 * 8 * h * w, f"--size {size}: resizing one {h}x{w} image and its mask")
     if p.is_dir() and not is_store(p):
         if split is not None:
             raise UsageError(f"{p}: a folder has no splits; use a labels CSV per split instead of --split")

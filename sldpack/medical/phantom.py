@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 from numpy.typing import NDArray
 
+from sldpack.budget import check_allocation
 from sldpack.errors import UsageError
 
 if TYPE_CHECKING:
@@ -226,6 +227,9 @@ def make_phantom(
     if not 0.0 <= p_diseased <= 1.0:
         raise UsageError(f"p_diseased must be in [0, 1], got {p_diseased!r}")
 
+    # the images and masks (uint8) and one image's float64 working copies, before any is allocated
+    check_allocation(2 * n_images * h * w + 4 * 8 * h * w,
+                     f"a phantom of {n_images} images of {h}x{w} px (--phantom, --phantom-size)")
     n_pos = int(np.floor(n_images * p_diseased + 0.5))
     labels = np.zeros(n_images, dtype=np.uint8)
     labels[:n_pos] = 1

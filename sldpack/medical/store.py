@@ -35,7 +35,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import secrets
 import shutil
 import threading
 from collections import OrderedDict
@@ -47,8 +46,9 @@ from typing import Any, cast
 import numpy as np
 from numpy.typing import NDArray
 
+from sldpack.atomic import remove_stale_temporaries, temporary_path
 from sldpack.errors import DataError, UsageError
-from sldpack.medical.folders import FolderEntry, FolderItem, FolderReader
+from sldpack.medical.folders import MAX_LABEL, FolderEntry, FolderItem, FolderReader
 from sldpack.medical.imageset import ImageSet
 
 __all__ = [
@@ -500,7 +500,9 @@ def write_store(data: ImageSet, out: PathLike, *, source: str = "", overwrite: b
         if not is_store(dst):
             raise UsageError(f"{dst}: exists and is not a store; refusing to replace it")
     dst.parent.mkdir(parents=True, exist_ok=True)
-    tmp = dst.with_name(f".{dst.name}.{secrets.token_hex(6)}.tmp")
+    # named like atomic.py's temporaries, so a rerun removes what a killed (SIGKILL) conversion left
+    remove_stale_temporaries(dst)
+    tmp = temporary_path(dst)
     n = len(data)
     h, w = data.shape
     tmp.mkdir()
@@ -520,8 +522,10 @@ def write_store(data: ImageSet, out: PathLike, *, source: str = "", overwrite: b
         if dst.exists():
             shutil.rmtree(dst)
         os.replace(tmp, dst)
-    except BaseException:
+    except BaseException as exc:
         shutil.rmtree(tmp, ignore_errors=True)
+        if isinstance(exc, OSError) and exc.filename is None:
+            exc.filename = str(dst)  # a failed write (disk full) names the store it was writing
         raise
     total = sum(p.stat().st_size for p in dst.iterdir())
     return StoreInfo(dst, n, h, w, data.masks is not None, total)
@@ -570,6 +574,10 @@ def open_store(path: PathLike, *, mmap: bool = False) -> ImageSet:
     images = array("images.npy", want, np.uint8)
     masks = array("masks.npy", want, np.uint8) if has_masks else None
     labels = np.array(array("labels.npy", (n,), np.int64), dtype=np.int64)
+    if n and (labels.min() < 0 or labels.max() > MAX_LABEL):
+        i = int(np.argmax((labels < 0) | (labels > MAX_LABEL)))
+        raise DataError(f"{root / 'labels.npy'}: label {int(labels[i])} of image {i} is outside 0..{MAX_LABEL} "
+                        "(labels are class indices)")
     names_path = root / "names.npy"
     try:
         raw_names = np.load(names_path, allow_pickle=False)

@@ -29,9 +29,14 @@ def load_state(path: str | Path, fmt: str) -> dict[str, Any]:
         DataError: unreadable, damaged, or another kind of file (named with its path).
     """
     try:
+        size = Path(path).stat().st_size
         state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # torch raises many types for a damaged pickle
-        raise DataError(f"cannot read checkpoint {path}: {exc}") from exc
+    except OSError as exc:
+        raise DataError(f"cannot read checkpoint {path}: {exc.strerror or exc}") from exc
+    except Exception as exc:  # torch raises many types (with paragraphs of advice) for a damaged pickle
+        what = "an empty file" if size == 0 else f"damaged or another kind of file ({type(exc).__name__})"
+        raise DataError(f"cannot read checkpoint {path}: {what}, not a {fmt} checkpoint written by sldpack") \
+            from exc
     if not isinstance(state, dict) or state.get("format") != fmt:
         raise DataError(f"{path} is not a {fmt} checkpoint")
     return state

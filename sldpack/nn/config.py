@@ -44,8 +44,12 @@ def _cli(help_text: str | None, **extra: Any) -> dict[str, Any]:
     return {"help": help_text, **extra}
 
 
-_RATE: dict[str, Any] = {"min": 0.0, "min_open": True}
-"""A learning rate: a finite float > 0."""
+MAX_RATE = 100.0
+"""The largest learning rate a setting takes: far above any that trains, far below one that overflows."""
+MAX_LABEL_INIT = 100.0
+"""The largest |initial label logit|: softmax of +-100 is exactly one-hot in float32 already."""
+_RATE: dict[str, Any] = {"min": 0.0, "min_open": True, "max": MAX_RATE}
+"""A learning rate: a finite float in (0, MAX_RATE]."""
 
 
 @dataclass(frozen=True)
@@ -127,7 +131,8 @@ class DistillConfig:
     lr_lrs: float | None = field(default=None, metadata=_cli(
         "Adam learning rate of the step sizes [default: --lr/10].", flag="--lrs-lr", **_RATE))
     inner_lr: float = field(default=0.1, metadata=_cli("Initial per-step learning rate.", **_RATE))
-    label_init: float = field(default=2.0, metadata=_cli("Initial label logit of the true class (sldd)."))
+    label_init: float = field(default=2.0, metadata=_cli("Initial label logit of the true class (sldd).",
+                                                         min=-MAX_LABEL_INIT, max=MAX_LABEL_INIT))
     image_init: str = field(default="real", metadata=_cli(
         "Start from real images or from noise.", choices=("real", "noise")))
     balanced: bool = field(default=True, metadata=_cli("Class-balanced real batches."))
@@ -197,6 +202,12 @@ class DistillConfig:
                 raise UsageError(f"{name} must be finite")
         if self.lr <= 0:
             raise UsageError(f"lr must be > 0, got {self.lr}")
+        for name in ("lr", "inner_lr", "lr_labels", "lr_lrs"):
+            v = getattr(self, name)
+            if v is not None and not 0.0 < float(v) <= MAX_RATE:
+                raise UsageError(f"{name} must lie in (0, {MAX_RATE:g}], got {v}")
+        if not abs(float(self.label_init)) <= MAX_LABEL_INIT:
+            raise UsageError(f"label_init must lie in [-{MAX_LABEL_INIT:g}, {MAX_LABEL_INIT:g}], got {self.label_init}")
         if self.compression not in COMPRESSIONS:
             raise UsageError(f"compression must be one of {COMPRESSIONS}")
 

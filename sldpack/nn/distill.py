@@ -33,6 +33,7 @@ from torch.func import functional_call
 
 import sldpack
 from sldpack.atomic import atomic_write_bytes
+from sldpack.budget import check_allocation
 from sldpack.errors import DataError, UsageError
 from sldpack.format.manifest import (
     ArchSpec,
@@ -71,6 +72,7 @@ __all__ = [
     "Phase",
     "Progress",
     "Scorer",
+    "check_run",
     "distill",
 ]
 
@@ -351,6 +353,52 @@ def _outer_step(s: _RunState, it: int, progress: Callable[[Progress], None] | No
     return lv
 
 
+def check_run(source: RealSource, config: DistillConfig, *, run_dir: str | Path | None = None,
+              resume: bool = False, processes: int = 1, scorer: Scorer | None = None) -> DistillConfig:
+    """Every check :func:`distill` makes before its processes meet, for ``processes`` of them.
+
+    ``sldp distill --nproc N`` calls it in the parent, so bad input is refused once, before any worker
+    starts (a worker refusing while another waits in a collective was a race).
+
+    Returns:
+        ``config`` with ``select="auto"`` resolved.
+
+    Raises:
+        UsageError: bad settings for this data and process count, a resume without checkpoint.
+    """
+    cfg = config
+    cfg.validate()
+    if cfg.select == "auto":  # the file, the checkpoint and the log name the rule that is applied
+        rule = str(getattr(scorer, "rule", "val-hm")) if scorer is not None else "best"
+        if rule not in SELECT_RULES or rule == "auto":
+            raise UsageError(f"the scorer's rule must be one of val-hm, val-acc, got {rule!r}", field="scorer")
+        cfg = replace(cfg, select=cast(SelectRule, rule))
+    if cfg.select.startswith("val") and scorer is None:
+        raise UsageError(f"{{select}} {cfg.select!r} needs held-out data: pass a {{scorer}} (e.g. "
+                         "sldpack.pipelines.selection.make_val_scorer over a validation part of the training "
+                         "images)", field=("select", "scorer"))
+    if scorer is not None and processes > 1:
+        raise UsageError("{select} 'val-*' (a {scorer}) runs in one process, not under torch.distributed",
+                         field=("select", "scorer"))
+    ckpt_path = Path(run_dir) / "checkpoint.pt" if run_dir is not None else None
+    if resume and (ckpt_path is None or not ckpt_path.is_file()):
+        raise UsageError(f"{{resume}}: no checkpoint at {ckpt_path}", field="resume")
+    k = source.num_classes
+    if cfg.batch_real < k and cfg.balanced:
+        raise UsageError(f"{{batch_real}} must be >= the number of classes ({k}) for {{balanced}} real batches, "
+                         f"got {cfg.batch_real}", field=("batch_real", "balanced"))
+    shard_bounds(cfg.batch_real, 0, processes)  # K >= world size
+    _arch_spec(cfg, source)
+    # the distilled images with their gradient and Adam's two moments, and a real batch with its gradient,
+    # all float32: bounded before any is allocated (Python ints: no overflow)
+    m = (cfg.steps if cfg.schedule == "per-step" else 1) * k * cfg.images_per_class
+    c, (h, w) = source.channels, source.image_size
+    check_allocation((4 * m + 2 * cfg.batch_real) * c * h * w * 4,
+                     f"{m} distilled images of {c}x{h}x{w} ({{images_per_class}} {cfg.images_per_class}) and a "
+                     f"real batch ({{batch_real}} {cfg.batch_real})", field=("images_per_class", "batch_real"))
+    return cfg
+
+
 def distill(source: RealSource, config: DistillConfig, *, run_dir: str | Path | None = None, resume: bool = False,
             progress: Callable[[Progress], None] | None = None,
             on_iteration: Callable[[int, float], None] | None = None,
@@ -382,26 +430,10 @@ def distill(source: RealSource, config: DistillConfig, *, run_dir: str | Path | 
         UsageError: bad settings, a resume without checkpoint or with different settings, divergence.
         DataError: the data source cannot deliver what the run needs.
     """
-    cfg = config
-    cfg.validate()
-    if cfg.select == "auto":  # the file, the checkpoint and the log name the rule that is applied
-        rule = str(getattr(scorer, "rule", "val-hm")) if scorer is not None else "best"
-        if rule not in SELECT_RULES or rule == "auto":
-            raise UsageError(f"the scorer's rule must be one of val-hm, val-acc, got {rule!r}", field="scorer")
-        cfg = replace(cfg, select=cast(SelectRule, rule))
-    if cfg.select.startswith("val") and scorer is None:
-        raise UsageError(f"{{select}} {cfg.select!r} needs held-out data: pass a {{scorer}} (e.g. "
-                         "sldpack.pipelines.selection.make_val_scorer over a validation part of the training "
-                         "images)", field=("select", "scorer"))
+    cfg = check_run(source, config, run_dir=run_dir, resume=resume, scorer=scorer)
     dev = resolve_device(cfg.device)
     rd = Path(run_dir) if run_dir is not None else None
     ckpt_path = rd / "checkpoint.pt" if rd is not None else None
-    if resume and (ckpt_path is None or not ckpt_path.is_file()):
-        raise UsageError(f"{{resume}}: no checkpoint at {ckpt_path}", field="resume")
-    k = source.num_classes
-    if cfg.batch_real < k and cfg.balanced:
-        raise UsageError(f"{{batch_real}} must be >= the number of classes ({k}) for {{balanced}} real batches, "
-                         f"got {cfg.batch_real}", field=("batch_real", "balanced"))
     with distributed_session(dev) as dist:
         if dist.active and dev.type == "cuda":
             dev = torch.device("cuda", dist.local_rank)

@@ -226,6 +226,8 @@ class FingerprintComparison:
         worst_tensor: the canonical-state tensor with the largest sketch deviation / its tolerance.
         worst_ratio: that ratio (> 1 fails); 0 when the fingerprint has no state sketch.
         reason: why it failed, empty otherwise.
+        failures: every failing check, each ``{"check": "probe_logits" | "state_sketch", "tensor": name,
+            "deviation": float | None, "tolerance": float | None}`` (``None``: not a finite number to show).
     """
 
     status: ComparisonStatus
@@ -235,6 +237,12 @@ class FingerprintComparison:
     worst_tensor: str | None
     worst_ratio: float
     reason: str = ""
+    failures: tuple[dict[str, Any], ...] = ()
+
+
+def _failure(check: str, tensor: str | None, dev: float | None, tol: float | None) -> dict[str, Any]:
+    finite = dev is not None and math.isfinite(dev)
+    return {"check": check, "tensor": tensor, "deviation": dev if finite else None, "tolerance": tol}
 
 
 def _ratio(dev: float, tol: float) -> float:
@@ -261,16 +269,20 @@ def compare_fingerprint(module: nn.Module, fp: ReplayFingerprint, *, threads: in
     want = np.asarray(fp.probe_logits, dtype=np.float64)
     if got.shape != want.shape:
         return FingerprintComparison("failed", digest, None, math.inf, None, 0.0,
-                                     f"{got.size} probe logits, the file records {want.size}")
+                                     f"{got.size} probe logits, the file records {want.size}",
+                                     (_failure("probe_logits", "probe logits", None, fp.tolerance),))
     if not np.isfinite(got).all():
-        return FingerprintComparison("failed", digest, math.inf, math.inf, None, 0.0, "a probe logit is not finite")
+        return FingerprintComparison("failed", digest, math.inf, math.inf, None, 0.0, "a probe logit is not finite",
+                                     (_failure("probe_logits", "probe logits", math.inf, fp.tolerance),))
     dev = float(np.max(np.abs(got.astype(np.float64) - want))) if want.size else 0.0
     lratio = _ratio(dev, fp.tolerance)
     worst, wratio, reason = None, 0.0, ""
+    failures = [_failure("probe_logits", "probe logits", dev, fp.tolerance)] if lratio > 1 else []
     if fp.state_sketch is not None and fp.state_tolerance is not None:
         if set(sketch) != set(fp.state_sketch):
             reason = "the network's canonical state names differ from the recorded sketch's"
             wratio = math.inf
+            failures.append(_failure("state_sketch", None, None, None))
         else:
             for name, rec in fp.state_sketch.items():
                 mine = sketch[name]
@@ -278,6 +290,8 @@ def compare_fingerprint(module: nn.Module, fp: ReplayFingerprint, *, threads: in
                 # a NaN deviation is never within tolerance (max() would skip it)
                 d = math.inf if not all(map(math.isfinite, devs)) else max(devs, default=0.0)
                 r = _ratio(d, fp.state_tolerance[name])
+                if r > 1:
+                    failures.append(_failure("state_sketch", name, d, fp.state_tolerance[name]))
                 if r > wratio or worst is None:
                     worst, wratio = name, r
     if digest == fp.theta_opt_sha256:
@@ -287,7 +301,8 @@ def compare_fingerprint(module: nn.Module, fp: ReplayFingerprint, *, threads: in
     elif wratio > 1:
         reason = reason or f"tensor {worst} deviates {wratio:.3g} x its tolerance"
     status: ComparisonStatus = "failed" if reason else "within_tolerance"
-    return FingerprintComparison(status, digest, dev, lratio, worst, wratio, reason)
+    return FingerprintComparison(status, digest, dev, lratio, worst, wratio, reason,
+                                 tuple(failures) if reason else ())
 
 
 # --- re-fingerprinting stored values (the sharing report's requantize) ------------------------------

@@ -43,6 +43,8 @@ class ReplayReport:
     reference_threads: int | None
     seconds: float
     notes: tuple[str, ...] = ()
+    failures: tuple[dict[str, Any], ...] = ()
+    """Every failing check (``status`` failed): the tensor's name, its deviation and its tolerance."""
 
     @property
     def ok(self) -> bool:
@@ -55,7 +57,8 @@ class ReplayReport:
                 "actual_sha256": self.actual_sha256, "max_abs_deviation": self.max_abs_deviation,
                 "tolerance": self.tolerance, "theta0": self.theta0, "device": self.device,
                 "threads": self.threads, "reference_threads": self.reference_threads,
-                "seconds": round(self.seconds, 3), "notes": list(self.notes), "summary": self.summary()}
+                "seconds": round(self.seconds, 3), "notes": list(self.notes), "failures": list(self.failures),
+                "summary": self.summary()}
 
     def summary(self) -> str:
         """One human line."""
@@ -66,6 +69,8 @@ class ReplayReport:
                     f"{self.max_abs_deviation:.3g} <= {self.tolerance:.3g}")
         elif self.status == "no_fingerprint":
             text = "replay not checked: the file records no replay fingerprint"
+        elif self.failures:  # every failing check, named: the probe logits or a state tensor's sketch
+            text = "replay FAILED: " + "; ".join(_describe(f) for f in self.failures)
         else:
             dev = "n/a" if self.max_abs_deviation is None else f"{self.max_abs_deviation:.3g}"
             text = f"replay FAILED: max |probe logit deviation| {dev} > tolerance {self.tolerance}"
@@ -76,6 +81,17 @@ class ReplayReport:
         """Raise :class:`~sldpack.errors.ReplayMismatchError` unless ``ok``."""
         if not self.ok:
             raise ReplayMismatchError(self.summary())
+
+
+def _describe(f: dict[str, Any]) -> str:
+    """``state tensor conv1.weight deviates by 8.68e-06 > tolerance 1.67e-06`` (one failing check)."""
+    what = "probe logits" if f["check"] == "probe_logits" else (
+        f"state tensor {f['tensor']}" if f["tensor"] else "state sketch: the tensor names differ from the recorded")
+    if f["tensor"] is None:
+        return what
+    dev = "not finite" if f["deviation"] is None else f"{f['deviation']:.3g}"
+    tol = "n/a" if f["tolerance"] is None else f"{f['tolerance']:.3g}"
+    return f"{what} deviate{'' if f['check'] == 'probe_logits' else 's'} by {dev} > tolerance {tol}"
 
 
 def verify_replay(source: SourceLike | Any, *, device: str | torch.device = "cpu",
@@ -136,4 +152,4 @@ def replay_and_verify(source: SourceLike | Any, *, device: str | torch.device = 
     return res, ReplayReport(status=cmp.status, expected_sha256=fp.theta_opt_sha256, actual_sha256=cmp.actual_sha256,
                              max_abs_deviation=cmp.max_abs_deviation, tolerance=fp.tolerance, theta0=res.theta0_status,
                              device=str(dev), threads=use_threads, reference_threads=ref_threads,
-                             seconds=res.seconds, notes=tuple(notes))
+                             seconds=res.seconds, notes=tuple(notes), failures=cmp.failures)

@@ -20,6 +20,7 @@ from sldpack.medical.loaders import (
     load_folder,
     load_medmnist_npz,
     load_npz,
+    missing_path,
     open_npz,
     read_image_file,
     split_indices,
@@ -142,8 +143,8 @@ def detect_format(path: str | Path) -> DataFormat:
         DataError: a missing or unreadable source, or one of no supported layout.
     """
     p = Path(path)
-    if not p.exists():
-        raise DataError(f"{p}: no such file or folder")
+    if not (p.is_file() or p.is_dir()):
+        raise missing_path(p)  # says why: absent, a link loop, a FIFO ...
     if p.is_dir():
         return "folder"
     ext = p.suffix.lower()
@@ -183,8 +184,8 @@ def load_data(path: str | Path, *, split: str = "test", train_fraction: float = 
     if fmt not in DATA_FORMATS:
         raise UsageError(f"data format must be one of {', '.join(DATA_FORMATS)}, got {fmt!r}")
     kind = detect_format(p) if fmt == "auto" else fmt
-    if not p.exists():
-        raise DataError(f"{p}: no such file or folder")
+    if not (p.is_file() or p.is_dir()):
+        raise missing_path(p)
     if kind == "folder":
         full = load_folder(p, size=resize, unlabelled=unlabelled)
         part, rule = select_split(full, split, train_fraction=train_fraction, seed=split_seed)

@@ -50,7 +50,30 @@ from sldpack.pipelines.patch_source import PatchSource, PatchTask
 if TYPE_CHECKING:
     from sldpack.nn.distill import DistillConfig, Progress
 
-__all__ = ["DemoConfig", "DemoResult", "bar_chart", "render_summary", "run_demo", "save_bar_chart"]
+__all__ = ["DEMO_OUTPUTS", "DemoConfig", "DemoResult", "bar_chart", "check_demo_folder", "render_summary", "run_demo",
+           "save_bar_chart"]
+
+DEMO_OUTPUTS = ("phantom.png", "patch_grid.png", "patches.png", "distilled.png", "compression.png", "demo.sldp",
+                "model.safetensors", "per_image.csv", "eval.json", "summary.json", "run")
+"""Every name ``sldp demo`` writes into its folder (hidden names aside: lock file, temporaries)."""
+
+
+def check_demo_folder(root: Path) -> None:
+    """Refuse an output folder that holds anything a demo did not write (it would be overwritten or mixed
+    with the demo's files); whether a demo's own folder has the same settings is checked by :func:`run_demo`.
+
+    Raises:
+        UsageError: ``root`` holds other files (named).
+    """
+    names = sorted(p.name for p in root.iterdir() if not p.name.startswith(".")) if root.is_dir() else []
+    foreign = [n for n in names if n not in DEMO_OUTPUTS]
+    if foreign:
+        shown = ", ".join(foreign[:6]) + (f" and {len(foreign) - 6} more" if len(foreign) > 6 else "")
+        raise UsageError(f"--out {root} holds files sldp demo did not write ({shown}): it writes only into an "
+                         "empty or new folder, or reruns its own demo; choose another --out")
+    if names and not (root / "run" / "run.json").is_file():
+        raise UsageError(f"--out {root} holds {', '.join(names)} but no demo run (run/run.json) to recognise "
+                         "them by: sldp demo writes only into an empty or new folder; choose another --out")
 
 Log = Callable[[str], None]
 
@@ -249,16 +272,18 @@ def _patch_sheet(src: PatchSource, path: Path, per_class: int, seed: int) -> Non
 # --- the pipeline --------------------------------------------------------------------------------------
 
 def _check_resume(run_dir: Path, dcfg: DistillConfig, source: PatchSource) -> bool:
-    """True when ``run_dir`` holds a checkpoint of the same run (resume); raise if it holds another run."""
+    """True when ``run_dir`` holds a checkpoint of the same run (resume); raise if it holds another run, or
+    its folder holds anything but a demo's outputs (:func:`check_demo_folder`)."""
     from sldpack.nn.distill import DistillConfig
 
-    if not (run_dir / "checkpoint.pt").is_file():
+    check_demo_folder(run_dir.parent)
+    if not (run_dir / "run.json").is_file():
         return False
     try:
         info = json.loads((run_dir / "run.json").read_text(encoding="utf-8"))
         old = DistillConfig.from_obj(info["config"])
     except (OSError, ValueError, KeyError, TypeError) as exc:
-        raise UsageError(f"{run_dir} holds a checkpoint but no readable run.json ({exc}); use another --out") from exc
+        raise UsageError(f"{run_dir}/run.json cannot be read ({exc}); use another --out") from exc
     fixed = {"iterations", "checkpoint_every", "device", "log_every", "select"}  # the distiller's resumable set
     diffs = [f.name for f in fields(DistillConfig) if f.name not in fixed
              and getattr(old, f.name) != getattr(dcfg, f.name)]
@@ -267,6 +292,10 @@ def _check_resume(run_dir: Path, dcfg: DistillConfig, source: PatchSource) -> bo
     if diffs:
         raise UsageError(f"{run_dir} holds a demo run with other settings ({', '.join(diffs)}); "
                          "use another --out or delete that folder")
+    if not (run_dir / "checkpoint.pt").is_file():
+        # the same demo, stopped before its first checkpoint: it starts again, with a fresh log
+        (run_dir / "log.jsonl").unlink(missing_ok=True)
+        return False
     return True
 
 

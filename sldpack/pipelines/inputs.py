@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, fields
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -47,6 +48,9 @@ DEVICES: tuple[str, ...] = ("auto", "cpu", "cuda")
 def _opt(help_text: str, **extra: Any) -> dict[str, Any]:
     return {"help": help_text, **extra}
 
+
+MAX_THREADS = 1024
+"""The most torch CPU threads an option takes (far more would only exhaust the machine's thread limit)."""
 
 @dataclass(frozen=True)
 class DataSpec:
@@ -123,6 +127,10 @@ class DataSpec:
                              (f" (got {' and '.join(given)})" if given else ""))
         if self.phantom is not None and self.phantom < 2:
             raise UsageError(f"--phantom needs at least 2 images, got {self.phantom}")
+        if self.resize is not None and not (self.data is not None and Path(self.data).is_dir()):
+            # only a folder's images are resized: anywhere else --resize would be silently ignored
+            what = f"--data {self.data} is not a folder" if self.data is not None else "the data are not a folder"
+            raise UsageError(f"--resize resizes the images of a folder (--data DIR); {what}: drop --resize")
 
     def select(self, split: str) -> DataSelection:
         """The images of ``split`` from --data or --phantom (see :func:`~sldpack.pipelines.datasets.load_data`).
@@ -171,7 +179,8 @@ class RuntimeSpec:
     device: str = field(default="auto", metadata=_opt(
         "Where torch runs: auto (cuda when available, else cpu), cpu or cuda.", choices=DEVICES))
     threads: int | None = field(default=None, metadata=_opt(
-        "torch CPU threads, >= 1 [default: torch's]; a replay check uses the file's reference count.", min=1))
+        "torch CPU threads, >= 1 [default: torch's]; a replay check uses the file's reference count.", min=1,
+        max=MAX_THREADS))
 
     @classmethod
     def from_kwargs(cls, kwargs: Mapping[str, Any]) -> RuntimeSpec:

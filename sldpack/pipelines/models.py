@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from sldpack.budget import check_allocation
 from sldpack.errors import DataError, FormatError
 from sldpack.format.manifest import ArchSpec, InitSpec, Preprocessing
 from sldpack.format.safetensors_codec import read_checkpoint
@@ -61,6 +62,11 @@ def train_model(source: RealSource, *, arch: str = "convnet@1", arch_options: Ma
     spec = ArchSpec(id=arch, in_channels=source.channels, num_classes=source.num_classes,
                     image_size=tuple(source.image_size), batchnorm=batchnorm,  # type: ignore[arg-type]
                     options=resolve_options(arch, arch_options))
+    h, w = source.image_size
+    # a batch of float32 images, its gradient and the first layer's activations (width channels, x 2)
+    width = int(spec.options.get("width", 64)) if isinstance(spec.options.get("width", 64), int) else 64
+    check_allocation(batch_size * h * w * 4 * (2 * source.channels + 2 * width),
+                     f"a batch of {batch_size} images of {source.channels}x{h}x{w} (--batch-size)")
     module, _ = build_module(spec, InitSpec(seed=seed))
     train_normal(module, lambda k, rng: source.sample(k, rng, balanced=True), steps=steps, batch_size=batch_size,
                  lr=lr, seed=seed, device=device, progress=progress, checkpoint=checkpoint,

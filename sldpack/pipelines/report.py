@@ -246,6 +246,8 @@ def _relative(rate: float) -> str:
     """``"12x smaller"``, ``"1.3x larger"``: never "0x smaller"."""
     if rate <= 0:
         return "empty"
+    if 0.995 <= rate <= 1.005:  # "1x smaller" of two equal sizes says nothing
+        return "the same size"
     if rate > 1:
         return f"{rate:,.3g}x larger"
     inv = 1 / rate

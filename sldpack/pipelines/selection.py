@@ -229,6 +229,12 @@ def open_for_selection(spec: DataSpec, select: str, *, val_fraction: float = DEF
             if select != "auto":
                 raise
             why = str(exc)
+    if tv is not None and np.unique(np.asarray(tv.val.data.labels)).size < 2:
+        # a one-class held-out part scores every iterate the same (HM 0): it would pick an arbitrary one
+        only = np.unique(np.asarray(tv.val.data.labels))
+        why = (f"the held-out part ({len(tv.val.data)} images) holds one class only (label "
+               f"{', '.join(str(int(v)) for v in only)}): its score cannot rank iterates")
+        tv = None
     if tv is None:
         if select != "auto":
             raise UsageError(f"--select {select} cannot be used here: {why}")

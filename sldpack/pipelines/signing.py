@@ -312,6 +312,10 @@ def sign_file(path: str | os.PathLike[str], private_key: str | os.PathLike[str],
         with open(tmp, "rb") as fh:
             os.fsync(fh.fileno())
         os.replace(tmp, out)
+    except OSError as exc:
+        if exc.filename is None:  # the signing library's write (disk full) names no file: name ours
+            exc.filename = str(out)
+        raise
     finally:
         with contextlib.suppress(OSError):
             os.unlink(tmp)

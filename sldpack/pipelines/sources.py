@@ -81,6 +81,12 @@ class ArraySource:
         if y.min() < 0:
             raise DataError("labels must be >= 0")
         k = max(int(y.max()) + 1, self.num_classes, len(self.class_names))
+        present = np.unique(y)
+        if k == int(y.max()) + 1 and k > 2 * present.size:
+            # labels such as {0, 1000}: not class indices 0..K-1 (a split may lack a class, not most of them)
+            shown = ", ".join(str(int(v)) for v in present[:6]) + (", ..." if present.size > 6 else "")
+            raise DataError(f"labels {{{shown}}} are not class indices 0..K-1: {k - present.size} of the {k} "
+                            "classes they imply have no image; renumber the labels 0..K-1")
         self.num_classes = k
         if not self.class_names:
             self.class_names = tuple(str(c) for c in range(k))

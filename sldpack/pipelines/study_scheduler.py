@@ -180,13 +180,11 @@ def run_study(out: str | Path, grid: StudyGrid, spec: DataSpec, runtime: Runtime
     spec.select("test")  # bad data fails here, once, before any cell starts
     say = log or (lambda _m: None)
     root = Path(out)
-    (root / "cells").mkdir(parents=True, exist_ok=True)
-    _write_json(root / "study.json", {"grid": grid.to_obj(), "data": asdict(spec), "runtime": asdict(runtime),
-                                      "command": list(command), "cells": [c.id for c in plan_cells(grid)]})
     cells = plan_cells(grid)
     todo: list[tuple[Cell, Path, Path, Path]] = []
     outcome = StudyOutcome()
     measured: dict[Row, list[float]] = {}  # cell times per row (this run's and, from their results, earlier)
+    configs: dict[str, dict[str, Any]] = {}
     for c in cells:
         cfg = cell_config(grid, c, spec, runtime)
         cdir = root / "cells" / c.id
@@ -204,9 +202,16 @@ def run_study(out: str | Path, grid: StudyGrid, spec: DataSpec, runtime: Runtime
             if isinstance(done.get("wall_seconds"), (int, float)):  # a measured cell time for the ETA
                 measured.setdefault(c.row, []).append(float(done["wall_seconds"]))
             continue
-        cdir.mkdir(parents=True, exist_ok=True)
-        _write_json(cdir / "cell.json", cfg)
         todo.append((c, cdir / "cell.json", res_path, cdir / "job.log"))
+        configs[c.id] = cfg
+    # validated (every finished cell has this grid's settings), then written: a refused rerun leaves
+    # study.json and the cells as they were
+    (root / "cells").mkdir(parents=True, exist_ok=True)
+    _write_json(root / "study.json", {"grid": grid.to_obj(), "data": asdict(spec), "runtime": asdict(runtime),
+                                      "command": list(command), "cells": [c.id for c in cells]})
+    for c, cell_json, _rp, _lp in todo:
+        cell_json.parent.mkdir(parents=True, exist_ok=True)
+        _write_json(cell_json, configs[c.id])
     show_bn = grid.kind == "batchnorm"
     show_arch = len(grid.archs) > 1
 

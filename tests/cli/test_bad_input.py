@@ -8,9 +8,11 @@ made (the inputs and earlier outputs) is byte-identical afterwards (SHA-256 of e
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import fcntl
 import hashlib
 import json
+import math
 import os
 import shutil
 import socket
@@ -18,10 +20,12 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import click
 import numpy as np
 import pytest
 from PIL import Image
 
+import sldpack
 from sldpack.cli.main import main
 
 TINY = ["--arch-option", "depth=2", "--arch-option", "width=8", "--steps", "2", "-K", "8", "--device", "cpu",
@@ -81,6 +85,41 @@ def env(tmp_path_factory: pytest.TempPathFactory, toy_images: tuple[np.ndarray, 
                        *TINY])
     assert code == 0
     assert main_quiet(["demo", "--fast", "--out", str(d / "demo"), "-q", "--iterations", "2"]) == 0
+    # issue 24: folders that belong to someone else; a file whose replay does not match its fingerprint
+    (d / "userdir").mkdir()
+    (d / "userdir" / "notes.txt").write_text("my notes")
+    shutil.copytree(d / "run", d / "run_nock", ignore=shutil.ignore_patterns("checkpoint.pt", ".*"))
+    (d / "user_demo").mkdir()
+    (d / "user_demo" / "summary.json").write_text('{"mine": true}')
+    (d / "user_demo" / "model.safetensors").write_bytes(b"my model")
+    with sldpack.open(d / "run" / "distilled.sldp") as f:
+        m, arrays = f.manifest, f.arrays()
+    assert m.replay is not None
+    bad_fp = dataclasses.replace(m.replay, theta_opt_sha256="0" * 64,
+                                 probe_logits=tuple(v + 1.0 for v in m.replay.probe_logits))
+    sldpack.write(d / "bad_fp.sldp", dataclasses.replace(m, replay=bad_fp),
+                  {n: sldpack.Tensor(t.role, arrays[n]) for n, t in m.tensors.items()})
+    # issue 24, 9: a validation split of one class
+    np.savez(d / "one_class_val.npz", train_images=x, train_labels=y, val_images=x[:6],
+             val_labels=np.zeros(6, np.int64), test_images=x[:10], test_labels=y[:10])
+    gaps = d / "label_gaps"
+    shutil.copytree(folder, gaps)
+    (gaps / "labels.csv").write_text("name,label\n" + "".join(f"img{i}.png,{1000 * (i % 2)}\n" for i in range(6)))
+    # issue 24, 7: malformed inputs that crashed
+    big = d / "big_label"
+    shutil.copytree(folder, big)
+    (big / "labels.csv").write_text("name,label\n" + "".join(f"img{i}.png,{10**30 if i == 0 else i % 2}\n"
+                                                            for i in range(6)))
+    assert main_quiet(["data", "convert", str(folder), str(d / "neg_store"), "--unlabelled", "skip"]) == 0
+    lab = np.load(d / "neg_store" / "labels.npy")
+    lab[1] = -3
+    np.save(d / "neg_store" / "labels.npy", lab)
+    for name, fix in (("broken_json", lambda r: (r / "run.json").write_text("{broken")),
+                      ("list_json", lambda r: (r / "run.json").write_text("[]")),
+                      ("empty_ckpt", lambda r: (r / "checkpoint.pt").write_bytes(b"")),
+                      ("garbage_ckpt", lambda r: (r / "checkpoint.pt").write_bytes(b"garbage\n"))):
+        shutil.copytree(d / "run", d / name, ignore=shutil.ignore_patterns(".*"))
+        fix(d / name)
     edited = d / "edited"
     for name, change in (("nan_lrs", "lrs"), ("inf_image", "images"), ("unknown_arch", "arch")):
         tgt = edited / name
@@ -235,6 +274,56 @@ ROWS = [
     Row("17 train --eval-split nosuch", lambda e, s: ["train", "--data", str(e / "toy.npz"), "--eval-split",
                                                       "nosuch"], 2, ("--eval-split 'nosuch'",)),
 ]
+ROWS += [
+    # issue 24, 1: a command writes only into an empty or new folder, or its own run (resume)
+    Row("24.1 distill --out a user's folder", lambda e, s: ["distill", "--data", str(e / "toy.npz"), "--out",
+                                                            str(e / "userdir"), *TINY], 2,
+        ("is not empty", "notes.txt")),
+    Row("24.1 distill --out a finished run without checkpoint",
+        lambda e, s: ["distill", "--data", str(e / "toy.npz"), "--out", str(e / "run_nock"), *TINY], 2,
+        ("holds an earlier run", "distilled.sldp")),
+    Row("24.1 distill --out a run, no --resume", lambda e, s: ["distill", "--data", str(e / "toy.npz"), "--out",
+                                                              str(e / "run"), *TINY], 2,
+        ("already holds a run", "--resume")),
+    Row("24.1 demo --out a user's folder", lambda e, s: ["demo", "--fast", "--out", str(e / "userdir"), "-q"], 2,
+        ("did not write", "notes.txt")),
+    Row("24.1 demo --out summary.json + model", lambda e, s: ["demo", "--fast", "--out", str(e / "user_demo"),
+                                                             "-q"], 2, ("no demo run", "summary.json")),
+    # issue 24, 4: a replay that fails the file's fingerprint leaves no checkpoint
+    Row("24.4 replay failing its fingerprint", lambda e, s: ["replay", str(e / "bad_fp.sldp"), "-o",
+                                                            str(s / "m.st")], 1, ("m.st not written",),
+        absent="m.st"),
+]
+ROWS += [
+    # issue 24, 7: malformed inputs that crashed (exit 3) are bad input, named
+    Row("24.7 labels.csv label 10**30", lambda e, s: ["train", "--data", str(e / "big_label"), "-q", "--eval-split",
+                                                      "none"], 2, ("labels.csv: line 2", "larger than 65535")),
+    Row("24.7 store with a negative label", lambda e, s: ["data", "info", str(e / "neg_store")], 2,
+        ("labels.npy: label -3 of image 1",)),
+    Row("24.7 --resume run.json {broken", lambda e, s: ["distill", "--data", str(e / "toy.npz"), "--out",
+                                                        str(e / "broken_json"), "--resume", "-q"], 2,
+        ("run.json is not the run.json",)),
+    Row("24.7 --resume run.json []", lambda e, s: ["distill", "--data", str(e / "toy.npz"), "--out",
+                                                   str(e / "list_json"), "--resume", "-q"], 2,
+        ("run.json is not the run.json", "no 'config' object")),
+    Row("24.7 --resume empty checkpoint.pt", lambda e, s: ["distill", "--data", str(e / "toy.npz"), "--out",
+                                                           str(e / "empty_ckpt"), "--resume", "-q"], 2,
+        ("checkpoint.pt: an empty file",)),
+    Row("24.7 --resume garbage checkpoint.pt", lambda e, s: ["distill", "--data", str(e / "toy.npz"), "--out",
+                                                             str(e / "garbage_ckpt"), "--resume", "-q"], 2,
+        ("checkpoint.pt: damaged or another kind of file",)),
+]
+ROWS += [
+    Row("24 msg labels {0, 1000}", lambda e, s: ["distill", "--data", str(e / "label_gaps"), "--out", str(s / "r"),
+                                                 *TINY], 2, ("labels {0, 1000} are not class indices 0..K-1",),
+        absent="r"),
+    # issue 24, 9: silent wrong results refused
+    Row("24.9 train --resize on an npz", lambda e, s: ["train", "--data", str(e / "toy.npz"), "--resize", "16", "-q"],
+        2, ("--resize resizes the images of a folder", "toy.npz is not a folder")),
+    Row("24.9 --select val-hm, one-class held-out part",
+        lambda e, s: ["distill", "--data", str(e / "one_class_val.npz"), "--out", str(s / "r"), "--select", "val-hm",
+                      *TINY], 2, ("holds one class only",), absent="r"),
+]
 _bad_vr = _dicom_bad_vr()
 if _bad_vr is not None:
     # 21. a malformed DICOM attribute is bad input, not a crash
@@ -342,3 +431,272 @@ def test_internal_error_is_one_line_unless_asked(env: Path, capsys: pytest.Captu
     code, _out, err = run(["report", str(env / "run/distilled.sldp")], capsys)
     assert code == 3
     assert "Traceback" in err
+
+
+def test_no_lock_file_is_left_after_success(env: Path) -> None:
+    # issue 24, 1: the run directories of the distill run and the demo that built the fixture
+    assert not (env / "run" / ".sldp.lock").exists()
+    assert not (env / "demo" / ".sldp.lock").exists()
+
+
+def test_a_run_stopped_before_its_first_checkpoint_starts_again_with_a_fresh_log(
+        env: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "r"
+    out.mkdir()
+    (out / "run.json").write_text("{}")
+    (out / "log.jsonl").write_text('{"event": "start", "iteration": 0}\n{"iteration": 1, "loss": 9.0}\n')
+    code, _out, err = run(["distill", "--data", str(env / "toy.npz"), "--out", str(out), "--iterations", "2",
+                           *TINY], capsys)
+    assert code == 0, err
+    records = [json.loads(x) for x in (out / "log.jsonl").read_text().splitlines()]
+    assert [r["iteration"] for r in records if "loss" in r] == [1, 2]  # one run's lines, not two
+    assert all(r.get("loss") != 9.0 for r in records)
+
+
+def _commands() -> Iterator[tuple[str, click.Command]]:
+    from sldpack.cli.main import cli
+
+    ctx = click.Context(cli)
+
+    def walk(cmd: click.Command, path: str) -> Iterator[tuple[str, click.Command]]:
+        if isinstance(cmd, click.Group):
+            for name in cmd.list_commands(ctx):
+                sub = cmd.get_command(ctx, name)
+                assert sub is not None
+                yield from walk(sub, f"{path} {name}".strip())
+        else:
+            yield path, cmd
+
+    yield from walk(cli, "")
+
+
+HOSTILE = ("0", "-1", "nan", "inf", "-inf", "1e300", str(2**63))
+
+
+def test_every_numeric_option_has_a_finite_range_checked_at_parse(capsys: pytest.CaptureFixture[str]) -> None:
+    """Issue 24, 6: every numeric option of every command, fed 0, -1, NaN, +-Inf, 1e300 and 2**63, is refused
+    while the command line is parsed (exit 2, one line naming the option) or lands inside the option's
+    finite range: never a value no check bounds, so never an overflow or allocation later (exit 3)."""
+    checked = 0
+    for path, cmd in _commands():
+        for param in cmd.params:
+            if not isinstance(param.type, (click.types.IntParamType, click.types.FloatParamType)):
+                continue
+            lo, hi = getattr(param.type, "min", None), getattr(param.type, "max", None)
+            where = f"sldp {path} {param.opts[0]}"
+            assert lo is not None and hi is not None, f"{where}: no finite range"
+            assert math.isfinite(lo) and math.isfinite(hi), where
+            for text in HOSTILE:
+                ctx = click.Context(cmd)
+                try:
+                    value = param.type.convert(text, param, ctx)
+                except click.BadParameter:
+                    # the same value on the command line: exit 2 with one line naming the option
+                    argv = [*path.split(), param.opts[0], *([text] * param.nargs)]
+                    code, _out, err = run(argv, capsys)
+                    assert code == 2, (argv, err)
+                    assert param.opts[0] in err or (param.name or "") in err, (argv, err)
+                    assert "Traceback" not in err
+                else:
+                    assert math.isfinite(value) and lo <= value <= hi, (where, text, value)
+                checked += 1
+    assert checked > 500  # every command's numeric options were walked (about a hundred of them)
+
+
+@pytest.mark.parametrize(("argv", "says"), [
+    (["distill", "--lr", "1e300"], "--lr"), (["train", "--lr", "1e300"], "--lr"),
+    (["distill", "--label-init", "1e308"], "--label-init"), (["conformance", "--timeout", "nan"], "--timeout"),
+    (["conformance", "--timeout", "inf"], "--timeout"), (["study", "--target-hm", "nan"], "--target-hm"),
+    (["study", "--target-hm", "-inf"], "--target-hm"), (["study", "--target-hm", "5"], "--target-hm"),
+    (["replay", "x.sldp", "-o", "y", "--threads", "100000"], "--threads"),
+    (["distill", "--val-fraction", "nan"], "--val-fraction"),
+])
+def test_numeric_options_of_issue_24_are_refused_up_front(argv: list[str], says: str,
+                                                          capsys: pytest.CaptureFixture[str]) -> None:
+    code, _out, err = run(argv, capsys)
+    assert code == 2 and says in err, err
+    assert "Traceback" not in err
+
+
+def test_study_seeds_and_k_are_checked_before_any_cell(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    for argv, says in ((["--seeds", "-1"], "--seeds"), (["-M", "0"], "-M")):
+        code, _out, err = run(["study", "--phantom", "12", "--out", str(tmp_path / "s"), *argv], capsys)
+        assert code == 2 and says in err and "[" in err, err
+        assert not (tmp_path / "s").exists()
+
+
+def _forged_npz(path: Path, shape: tuple[int, ...]) -> Path:
+    """A MedMNIST-style .npz whose images header claims ``shape`` (uint8) over 100 stored bytes."""
+    import io
+    import zipfile
+
+    head = io.BytesIO()
+    np.lib.format.write_array_header_1_0(head, {"descr": "|u1", "fortran_order": False, "shape": shape})
+    labels = io.BytesIO()
+    np.lib.format.write_array(labels, np.arange(60) % 2)
+    with zipfile.ZipFile(path, "w") as z:
+        z.writestr("train_images.npy", head.getvalue() + b"\0" * 100)
+        z.writestr("train_labels.npy", labels.getvalue())
+    return path
+
+
+def test_every_claimed_size_is_bounded_before_allocation(env: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    """Issue 24, 5: sizes claimed by a file header or an option are checked against the memory budget (or
+    the bytes the file holds) first: exit 2 naming what claims the size, with the estimate; nothing is
+    allocated (the budget is 100 MB here, so every case would otherwise take seconds and gigabytes)."""
+    monkeypatch.setenv("SLDP_MEMORY_BUDGET", "1e8")
+    forged = _forged_npz(tmp_path / "forged.npz", (60, 20000, 20000))
+    huge = _forged_npz(tmp_path / "huge.npz", (100000, 10000, 10000))
+    overflow = _forged_npz(tmp_path / "overflow.npz", (2**62, 2**62, 16))
+    honest = tmp_path / "honest.npz"  # 200 MB of zeros, a few hundred KB compressed
+    np.savez_compressed(honest, train_images=np.zeros((200, 1000, 1000), np.uint8), train_labels=np.arange(200) % 2)
+    cases = [
+        (["train", "--data", str(forged), "-q"], ("'train_images'", "claims shape (60, 20000, 20000)")),
+        (["data", "convert", str(forged), str(tmp_path / "st"), "--split", "train"], ("claims shape",)),
+        (["train", "--data", str(huge), "-q"], ("claims shape (100000, 10000, 10000)",)),
+        (["train", "--data", str(overflow), "-q"], ("claims shape",)),
+        (["train", "--data", str(honest), "-q"], ("'train_images'", "needs about 200.0 MB", "100.0 MB available")),
+        (["data", "convert", str(env / "folder"), str(tmp_path / "st"), "--size", "100000", "--unlabelled", "skip"],
+         ("--size 100000", "needs about")),
+        (["data", "convert", str(env / "toy.npz"), str(tmp_path / "st"), "--split", "train", "--size", "32"],
+         ("--size resizes the images of a folder",)),
+        (["train", "--phantom", "100000000", "-q"], ("phantom of 100000000 images", "needs about")),
+        (["train", "--phantom", "10", "--phantom-size", "100000", "-q"], ("100000x100000 px", "needs about")),
+        (["distill", "--data", str(env / "toy.npz"), "-M", "1000000000", "--out", str(tmp_path / "r"), "-q"],
+         ("--images-per-class 1000000000", "needs about")),
+        (["distill", "--data", str(env / "toy.npz"), "-K", "1000000000", "--out", str(tmp_path / "r"), "-q"],
+         ("--batch-real 1000000000", "needs about")),
+        (["train", "--data", str(env / "toy.npz"), "--batch-size", "1000000000", "-q"],
+         ("batch of 1000000000 images", "--batch-size", "needs about")),
+        (["replay", str(env / "run/distilled.sldp"), "-o", str(tmp_path / "m.st"), "--threads", "100000"],
+         ("--threads",)),
+    ]
+    for argv, says in cases:
+        code, out, err = run(argv, capsys)
+        lines = [ln for ln in err.splitlines() if ln.strip()]
+        assert code == 2 and len(lines) == 1, (argv, out, err)
+        for text in says:
+            assert text in lines[0], (argv, lines[0])
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["forged.npz", "honest.npz", "huge.npz", "overflow.npz"]
+
+
+def test_auto_selection_with_a_one_class_held_out_part_falls_back_to_best_and_says_why(
+        env: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    # issue 24, 9: val-HM on one class is 0 for every iterate; the file held iteration 25 of 600 silently
+    out = tmp_path / "r"
+    args = [a for a in TINY if a != "-q"]
+    code, _out, err = run(["distill", "--data", str(env / "one_class_val.npz"), "--out", str(out),
+                           "--iterations", "2", *args], capsys)
+    assert code == 0, err
+    assert "selection: best" in err and "holds one class only (label 0)" in err
+    records = [json.loads(x) for x in (out / "log.jsonl").read_text().splitlines()]
+    assert [r["rule"] for r in records if r.get("event") == "select"] == ["best"]
+
+
+def test_verify_replay_names_every_failing_check(env: Path, tmp_path: Path,
+                                                 capsys: pytest.CaptureFixture[str]) -> None:
+    """Issue 24, 10: a failure that comes from a state-sketch tensor is reported as that tensor (name,
+    deviation, tolerance), in the text and in --json, not as the probe logits."""
+    with sldpack.open(env / "run" / "distilled.sldp") as f:
+        m, arrays = f.manifest, f.arrays()
+    assert m.replay is not None and m.replay.state_sketch is not None
+    sketch = dict(m.replay.state_sketch)
+    sketch["conv1.weight"] = tuple(v + 1.0 for v in sketch["conv1.weight"])
+    bad = dataclasses.replace(m.replay, theta_opt_sha256="0" * 64, state_sketch=sketch)
+    path = tmp_path / "bad_sketch.sldp"
+    sldpack.write(path, dataclasses.replace(m, replay=bad), {n: sldpack.Tensor(t.role, arrays[n])
+                                                             for n, t in m.tensors.items()})
+    code, out, _err = run(["verify", str(path), "--replay"], capsys)
+    assert code == 1
+    assert "state tensor conv1.weight deviates by 1 > tolerance" in out and "probe logit" not in out, out
+    code, out, _err = run(["verify", str(path), "--replay", "--json"], capsys)
+    assert code == 1
+    failures = json.loads(out)["replay"]["failures"]
+    assert [(f["check"], f["tensor"]) for f in failures] == [("state_sketch", "conv1.weight")]
+    assert failures[0]["deviation"] == pytest.approx(1.0, abs=1e-3)
+    assert failures[0]["tolerance"] == pytest.approx(m.replay.state_tolerance["conv1.weight"])  # type: ignore[index]
+    # probe logits off by 1 (env's bad_fp.sldp): named as the probe logits, with deviation and tolerance
+    code, out, _err = run(["verify", str(env / "bad_fp.sldp"), "--replay", "--json"], capsys)
+    assert code == 1
+    failures = json.loads(out)["replay"]["failures"]
+    assert failures[0]["check"] == "probe_logits" and failures[0]["tolerance"] == m.replay.tolerance
+
+
+def test_unclear_messages_of_issue_24_name_the_cause(env: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    """Issue 24, the unclear-messages list: each case exits 2 (or 0) with a line that says what is wrong."""
+    loop = tmp_path / "loop"
+    os.symlink(loop, loop)
+    dangling = tmp_path / "dangling.npz"
+    os.symlink(tmp_path / "gone.npz", dangling)
+    fifo = tmp_path / "fifo.npz"
+    os.mkfifo(fifo)
+    empty_csv = tmp_path / "empty_csv"
+    shutil.copytree(env / "folder", empty_csv)
+    (empty_csv / "labels.csv").write_text("")
+    for argv, says in (
+            (["train", "--data", str(loop), "-q"], "symbolic link loop"),
+            (["train", "--data", str(dangling), "-q"], "which does not exist"),
+            (["train", "--data", str(fifo), "-q"], "a FIFO (named pipe)"),
+            (["data", "convert", str(loop), str(tmp_path / "st")], "symbolic link loop"),
+            (["data", "convert", str(fifo), str(tmp_path / "st"), "--split", "train"], "a FIFO (named pipe)"),
+            (["train", "--data", str(empty_csv), "-q"], "labels.csv: empty file"),
+            (["data", "convert", str(env / "toy.npz"), str(tmp_path / "st")], "choose its split (--split)")):
+        code, _out, err = run(argv, capsys)
+        assert code == 2 and says in err and len(err.strip().splitlines()) == 1, (argv, err)
+    # report --vs of a file of the same size: not "1x smaller"
+    same = tmp_path / "same.bin"
+    same.write_bytes((env / "run" / "distilled.sldp").read_bytes())
+    code, out, err = run(["report", str(env / "run" / "distilled.sldp"), "--vs", str(same)], capsys)
+    assert code == 0 and "(the same size)" in out and "1x smaller" not in out, out + err
+    # sign: the verify command it prints survives a shell (paths with spaces quoted)
+    key = tmp_path / "my key.key"
+    assert run(["keygen", str(key)], capsys)[0] == 0
+    signed = tmp_path / "my file.sldp"
+    signed.write_bytes((env / "run" / "distilled.sldp").read_bytes())
+    code, out, err = run(["sign", str(signed), "--key", str(key)], capsys)
+    assert code == 0, err
+    line = next(ln for ln in out.splitlines() if ln.startswith("verify: "))
+    import shlex
+
+    words = shlex.split(line.removeprefix("verify: "))
+    assert words[:3] == ["sldp", "verify", str(signed)] and words[-1] == str(key.with_suffix(".pub"))
+    # study: Ctrl-C prints the command that resumes it
+    import sldpack.pipelines.study_scheduler as scheduler
+
+    def interrupted(*_a: object, **_k: object) -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(scheduler, "run_study", interrupted)
+    code, _out, err = run(["study", "--phantom", "12", "--out", str(tmp_path / "s")], capsys)
+    assert code == 130 and "Resume with:" in err and f"--out {tmp_path / 's'}" in err, err
+
+
+def test_a_killed_data_convert_leaves_no_temporary_for_the_rerun(env: Path, tmp_path: Path,
+                                                                  capsys: pytest.CaptureFixture[str]) -> None:
+    """Issue 24 (messages list): the temporary folder of a conversion killed by SIGKILL is removed by the next
+    conversion to the same path (it carries the dead writer's host and pid, like atomic.py's files)."""
+    import subprocess
+    import sys
+
+    from sldpack.atomic import temporary_path
+
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True,
+                          check=True)
+    left = temporary_path(tmp_path / "st")
+    left = left.with_name(left.name.replace(f".{os.getpid()}.", f".{int(dead.stdout)}."))
+    left.mkdir()
+    (left / "images.npy").write_bytes(b"\0" * 1000)
+    code, _out, err = run(["data", "convert", str(env / "toy.npz"), str(tmp_path / "st"), "--split", "train"], capsys)
+    assert code == 0, err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["st"]
+
+
+def test_conformance_without_a_folder_works_from_anywhere(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    # issue 24 (messages list): `sldp conformance` found its corpus only from the repository root
+    monkeypatch.chdir(tmp_path)
+    code, out, err = run(["conformance"], capsys)
+    assert code == 0, err
+    assert " passed, 0 failed" in out

@@ -95,3 +95,26 @@ def test_distill_select_val_hm_records_how_the_iterate_was_chosen(tmp_path: Path
     assert [e["iteration"] for e in cands] == [2, 4]
     best = max(cands, key=lambda e: (e["score"], -e["iteration"]))
     assert opts["selected_iteration"] == best["iteration"]
+
+
+def test_study_folder_is_locked_and_never_someone_elses(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    import fcntl
+    import os
+
+    busy = tmp_path / "busy"
+    busy.mkdir()
+    (busy / "study.json").write_text("{}")
+    fd = os.open(busy / ".sldp.lock", os.O_RDWR | os.O_CREAT, 0o666)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # another `sldp study --out busy` running
+        code, err = _exit_code(["study", *DATA, "--out", str(busy)], capsys)
+    finally:
+        os.close(fd)
+    assert code == 2 and "is in use by" in err
+    assert not (busy / "cells").exists()  # that study's folder: nothing run into it
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "notes.txt").write_text("mine")
+    code, err = _exit_code(["study", *DATA, "--out", str(mine)], capsys)
+    assert code == 2 and "holds no study" in err and "notes.txt" in err
+    assert sorted(p.name for p in mine.iterdir()) == ["notes.txt"]  # not even a lock file left in it

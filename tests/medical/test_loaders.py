@@ -134,7 +134,7 @@ def test_medmnist(tmp_path: Path) -> None:
     assert splits["test"].images[0, 0, 0] == (px[0] * 299 + px[1] * 587 + px[2] * 114 + 500) // 1000
     assert splits["train"].names[2] == "train_00002"
     assert load_images(tmp_path / "m.npz", split="test").labels.tolist() == [1, 0, 1]
-    with pytest.raises(UsageError, match="choose split"):
+    with pytest.raises(UsageError, match="choose its split"):
         load_images(tmp_path / "m.npz")
     with pytest.raises(UsageError, match="no split 'val'"):
         load_images(tmp_path / "m.npz", split="val")
@@ -249,7 +249,7 @@ def test_folder_shape_and_csv_problems(tmp_path: Path) -> None:
     _make_folder(tmp_path)
     Image.fromarray(np.zeros((30, 30), np.uint8)).save(tmp_path / "img2.png")
     Image.fromarray(np.zeros((30, 30), np.uint8)).save(tmp_path / "masks" / "img2.png")
-    with pytest.raises(DataError, match="pass size= to resize"):
+    with pytest.raises(DataError, match="--resize N; sldp data convert: --size N"):
         load_folder(tmp_path)
     assert load_folder(tmp_path, size=(10, 12)).images.shape == (4, 10, 12)
     csv = tmp_path / "labels.csv"

@@ -145,6 +145,41 @@ def test_one_process_context_is_identity() -> None:
     assert ctx.broadcast_object({"a": 1}) == {"a": 1}
 
 
+def test_nproc_bad_input_is_refused_in_the_parent_under_load(npz: Path, tmp_path: Path,
+                                                             capsys: pytest.CaptureFixture[str],
+                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    """Issue 24, 8: the parent validates everything before any worker starts, so no worker can crash in a
+    collective while another refuses. 20 tries under a CPU hog (time-bounded): never a launch, one line."""
+    import time
+
+    import sldpack.nn.distributed as distributed
+    from sldpack.cli.main import main
+
+    def no_launch(*_a: object, **_k: object) -> int:
+        raise AssertionError("workers were started for bad input")
+
+    monkeypatch.setattr(distributed, "launch", no_launch)
+    hog = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+    try:
+        deadline = time.monotonic() + 60
+        tries = 0
+        while tries < 20 and time.monotonic() < deadline:
+            capsys.readouterr()
+            with pytest.raises(SystemExit) as info:
+                main(["distill", "--data", str(npz), "--out", str(tmp_path / f"b{tries}"), "--nproc", "2", "-K",
+                      "1", "--no-balanced", "--device", "cpu", "-q", "--iterations", "1"])
+            err = capsys.readouterr().err
+            assert info.value.code == 2, err
+            lines = [ln for ln in err.splitlines() if ln.strip()]
+            assert len(lines) == 1 and "at least one image per process" in lines[0], err  # said once
+            assert not (tmp_path / f"b{tries}").exists()
+            tries += 1
+    finally:
+        hog.kill()
+        hog.wait()
+    assert tries >= 5  # enough tries ran inside the time bound to mean something
+
+
 def test_nproc_bad_input_is_a_clear_usage_error(npz: Path, tmp_path: Path) -> None:
     r = sldp("distill", "--data", str(npz), "--out", str(tmp_path / "a"), "--nproc", "0", "-q")
     # the one numeric-option check of every command (sldpack.cli.options.COUNT): one line naming the option

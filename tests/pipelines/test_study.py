@@ -287,10 +287,13 @@ def test_tiny_phantom_study_writes_every_output_and_resumes_after_a_kill(tmp_pat
     cell.write_text(json.dumps(doc))
     with pytest.raises(UsageError, match="other settings"):
         run_study(killed, TINY, SPEC, RT, launcher=in_process([]))
-    # other settings in the same folder are refused, not mixed into the table
+    # other settings in the same folder are refused, not mixed into the table, and study.json (what
+    # --report-only reports) is left as it was: validated, then written
+    recorded = (killed / "study.json").read_bytes()
     with pytest.raises(UsageError, match="other settings"):
         run_study(killed, StudyGrid(**{**TINY.__dict__, "train": {"steps": 5, "batch_size": 16}}), SPEC, RT,
                   launcher=in_process([]))
+    assert (killed / "study.json").read_bytes() == recorded
 
 
 def test_a_killed_distillation_cell_resumes_its_run_directory(tmp_path: Path,
