@@ -34,7 +34,8 @@ def card_cmd(args: tuple[str, ...], out: str | None, as_json: bool) -> None:
     a field. A value of the wrong type is refused naming the field (exit 2). The edit changes the file's
     bytes: a signature made before no longer verifies (sign again).
     """
-    from sldpack.pipelines.card import file_sha256, render_card, set_card
+    from sldpack.format.provenance import file_sha256
+    from sldpack.pipelines.card import render_card, set_card
 
     if args[0] == "set":
         if len(args) < 2:

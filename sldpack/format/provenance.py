@@ -34,6 +34,7 @@ __all__ = [
     "AuditRecording",
     "audit_report_bytes",
     "canonical_value",
+    "file_sha256",
     "images_sha256",
     "record_audit",
     "run_provenance",
@@ -165,6 +166,18 @@ def run_provenance(source: Any, config: Mapping[str, Any], *,
         args[0] = os.path.basename(args[0])
     return {"training_data_sha256": source_data_sha256(source), "sldpack_version": __version__,
             "distill_config": canonical_value(dict(config)), "command_line": tuple(str(a) for a in args)}
+
+
+def file_sha256(path: str | os.PathLike[str]) -> str:
+    """SHA-256 of a file's bytes, read in 1 MiB blocks (a large file is never loaded whole).
+
+    The one file digest of signatures, acceptance records and rendered model cards.
+    """
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
 
 
 # --- the audit record ---------------------------------------------------------------------------------

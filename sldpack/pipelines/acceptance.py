@@ -26,7 +26,6 @@ Verification is torch-free; evaluation imports torch only inside :func:`evaluate
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 import os
@@ -40,6 +39,8 @@ import numpy as np
 from numpy.typing import NDArray
 
 from sldpack.errors import DataError, SignatureError, UsageError
+from sldpack.format.provenance import file_sha256
+from sldpack.pipelines.stats import hm_of
 
 if TYPE_CHECKING:
     from sldpack.format.manifest import Manifest
@@ -89,17 +90,6 @@ def wilson_interval(k: int, n: int, z: float = _Z95) -> tuple[float, float] | No
     return max(0.0, centre - half), min(1.0, centre + half)
 
 
-def _hm(t: NDArray[np.bool_], p: NDArray[np.bool_]) -> NDArray[np.float64]:
-    """HM of sensitivity and specificity along the last axis (NaN when a class is absent)."""
-    npos, nneg = t.sum(-1), (~t).sum(-1)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        sen = (t & p).sum(-1) / npos
-        spe = (~t & ~p).sum(-1) / nneg
-        hm = np.where(sen + spe > 0, 2 * sen * spe / (sen + spe), 0.0)
-    out: NDArray[np.float64] = np.where((npos == 0) | (nneg == 0), np.nan, hm).astype(np.float64)
-    return out
-
-
 def _percentiles(values: NDArray[np.float64]) -> tuple[float, float] | None:
     ok = values[np.isfinite(values)]  # a resample without one of the classes has no HM/AUC
     return (float(np.percentile(ok, 2.5)), float(np.percentile(ok, 97.5))) if ok.size else None
@@ -139,7 +129,7 @@ def binary_metrics_with_ci(true: NDArray[Any], decisions: NDArray[Any], scores: 
     for start in range(0, resamples, step):
         stop = min(resamples, start + step)
         idx = rng.integers(0, t.size, size=(stop - start, t.size))
-        hms[start:stop] = _hm(t[idx] == 1, d[idx] == 1)
+        hms[start:stop] = hm_of(t[idx] == 1, d[idx] == 1)
         if sc is not None and not math.isnan(m.auc):
             for j, row in enumerate(idx):
                 aucs[start + j] = roc_auc(t[row], sc[row])
@@ -184,7 +174,7 @@ def calibrate_delta(scores: NDArray[Any], true: NDArray[Any], *, default: float)
         raise DataError("delta calibration needs positive and negative images in the calibration part")
     cands = np.unique(np.concatenate([s, [default]]))
     cands = cands[(cands >= 0.0) & (cands <= 1.0)]
-    hms = _hm(np.broadcast_to(t, (cands.size, t.size)), s[None, :] >= cands[:, None])
+    hms = hm_of(np.broadcast_to(t, (cands.size, t.size)), s[None, :] >= cands[:, None])
     best = float(np.nanmax(hms))
     ties = cands[np.isclose(hms, best, rtol=0.0, atol=1e-12)]
     return float(ties[np.argmin(np.abs(ties - default))])
@@ -275,7 +265,7 @@ def evaluate_locally(path: str | os.PathLike[str], spec: DataSpec, *, split: str
     src = Path(path)
     if not (0.0 < calibration_fraction < 1.0):
         raise UsageError(f"the calibration fraction must be in (0, 1), got {calibration_fraction}")
-    file_sha = _sha256_file(src)
+    file_sha = file_sha256(src)
     with sldpack.open(src) as f:
         manifest = f.manifest
         manifest_sha = f.header.manifest_sha256
@@ -344,14 +334,6 @@ def evaluate_locally(path: str | os.PathLike[str], spec: DataSpec, *, split: str
 
 
 # --- the signed record ---------------------------------------------------------------------------------
-
-def _sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
 
 def default_acceptance_path(path: str | os.PathLike[str]) -> Path:
     """``FILE.accept.json`` beside ``FILE``."""
@@ -449,7 +431,7 @@ def verify_acceptance(path: str | os.PathLike[str], acceptance: str | os.PathLik
         raise SignatureError("statement", "the record must name exactly one subject with a sha256 digest and "
                              "carry a predicate", path=rec)
     signed = subj[0]["digest"]["sha256"]
-    got = _sha256_file(src)
+    got = file_sha256(src)
     if got != signed:
         raise SignatureError("file-changed", f"the record is about other bytes: SHA-256 {got[:16]}.. here, "
                              f"{signed[:16]}.. accepted", path=str(src))

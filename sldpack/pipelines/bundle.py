@@ -178,8 +178,9 @@ def write_bundle(module: nn.Module, manifest: Manifest, folder: Path, probes: np
         raise UsageError(f"a MONAI bundle needs monai (pip install 'sldpack[monai]'): {exc}") from None
     import torch
 
+    from sldpack.format.provenance import file_sha256
     from sldpack.nn.export import module_logits
-    from sldpack.pipelines.card import file_sha256, render_card
+    from sldpack.pipelines.card import render_card
 
     infer = inference_config(manifest)
     meta = metadata(manifest, source_name=source_name)

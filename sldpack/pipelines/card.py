@@ -15,7 +15,6 @@ Torch-free.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 from collections.abc import Callable, Mapping, Sequence
@@ -23,11 +22,11 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from sldpack.errors import DataError, FormatError, UsageError
+from sldpack.errors import FormatError, UsageError
 from sldpack.format.card import CARD_TEXT_FIELDS, ModelCard
 from sldpack.format.manifest import Manifest
 
-__all__ = ["RECORDED_METRICS", "CardEdit", "apply_edits", "card_summary", "decision_rule", "file_sha256",
+__all__ = ["RECORDED_METRICS", "CardEdit", "apply_edits", "card_summary", "decision_rule",
            "positive_class", "record_evaluation", "render_card", "set_card", "yaml_front_matter"]
 
 _STRUCTURED = ("label_meanings", "input_range", "input_size", "dataset", "evaluation")
@@ -375,13 +374,3 @@ def card_summary(manifest: Manifest) -> str | None:
     return "; ".join(parts)
 
 
-def file_sha256(path: str | os.PathLike[str]) -> str:
-    """SHA-256 of a file's bytes (shown in the rendered card so a reader can compare it with the sender's)."""
-    h = hashlib.sha256()
-    try:
-        with open(path, "rb") as fh:
-            for chunk in iter(lambda: fh.read(1 << 20), b""):
-                h.update(chunk)
-    except OSError as exc:
-        raise DataError(f"{path}: cannot read ({exc.strerror or exc})") from None
-    return h.hexdigest()

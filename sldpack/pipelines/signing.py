@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from sldpack.errors import SignatureError, UsageError  # SignatureError: re-exported here too
+from sldpack.format.provenance import file_sha256
 
 if TYPE_CHECKING:  # cryptography is imported lazily: it is an optional dependency (the `sign` extra)
     from cryptography.hazmat.primitives.asymmetric.ec import EllipticCurvePrivateKey, EllipticCurvePublicKey
@@ -470,14 +471,6 @@ def _read_bundle(sig: Path) -> dict[str, Any]:
     return bundle
 
 
-def _file_sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def verify_file(path: str | os.PathLike[str], signature: str | os.PathLike[str] | None = None, *,
                 public_key: str | os.PathLike[str] | None = None,
                 trusted_keys: str | os.PathLike[str] | None = None) -> SignatureReport:
@@ -549,7 +542,7 @@ def verify_file(path: str | os.PathLike[str], signature: str | os.PathLike[str] 
         raise SignatureError("statement", "the subject digest is not SHA-256 of the resource digest", path=s)
 
     # 5. the file's bytes
-    got = _file_sha256(src)
+    got = file_sha256(src)
     if got != signed:
         raise SignatureError("file-changed", f"the file's bytes changed since they were signed: SHA-256 "
                              f"{got[:16]}.., signed {signed[:16]}..", path=str(src))
