@@ -13,6 +13,7 @@ from typing import Final
 __all__ = [
     "ALLOWED_DTYPES",
     "ARCH_ID_PATTERN",
+    "AUDIT_VERDICTS",
     "BYTE_ORDER",
     "COMPRESSIONS",
     "DTYPE_FOR_NUMPY_NAME",
@@ -35,6 +36,7 @@ __all__ = [
     "MAX_ST_HEADER_BYTES",
     "MAX_TENSORS",
     "MAX_TENSOR_NAME_BYTES",
+    "MEMBERSHIP_TARGETS",
     "ROLES",
     "TEXT_MODE_MAGICS",
     "UTC_TIME_PATTERN",
@@ -147,6 +149,9 @@ COMPRESSIONS: Final = ("none", "zstd")
 ZSTD_LEVEL_DEFAULT: Final = 19
 ZSTD_MAGIC: Final = b"\x28\xb5\x2f\xfd"  # 0xFD2FB528 little-endian; skippable frames are 0x184D2A5? (rejected)
 LABEL_TRANSFORMS: Final = ("softmax", "identity")
+AUDIT_VERDICTS: Final = ("PASS", "FLAG")
+# networks a recorded membership attack may be about (spec 5.3.2): the replayed one, the normally trained one
+MEMBERSHIP_TARGETS: Final = ("distilled", "trained")
 
 # --- error codes ------------------------------------------------------------------------------
 # code -> one-line meaning. Conformance cases name these codes; CLI prints them.

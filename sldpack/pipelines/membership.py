@@ -40,6 +40,7 @@ import numpy as np
 import numpy.typing as npt
 
 from sldpack.errors import DataError, UsageError
+from sldpack.format.manifest import MembershipAttack, MembershipRecord
 
 __all__ = [
     "DEFAULT_BOOTSTRAP",
@@ -502,13 +503,15 @@ class MembershipReport:
                 "attacks": [a.to_dict() for a in self.attacks], "comparison": self.comparison_lines(),
                 "notes": list(self.notes), "source": dict(self.source)}
 
-    def record_summary(self) -> dict[str, Any]:
-        """What ``--record`` binds into the file: verdict, rule threshold, and AUC + CI per attack and network."""
-        return {"verdict": self.verdict, "flag_auc": self.config.flag_auc,
-                "attacks": [{"attack": a.attack, "target": a.target, "auc": a.auc.value, "auc_low": a.auc.low,
-                             "auc_high": a.auc.high,
-                             "tpr_at_fpr_0.01": a.tpr[0.01].value if 0.01 in a.tpr else None,
-                             "n": a.n_members} for a in self.attacks]}
+    def to_record(self) -> MembershipRecord:
+        """What ``--record`` binds into the file (spec 5.3.2 ``membership``): the verdict, the threshold, and
+        AUC with its CI (and TPR at FPR 1 %) of every attack on every network."""
+        return MembershipRecord(
+            verdict=self.verdict, flag_auc=self.config.flag_auc,
+            attacks=tuple(MembershipAttack(attack=a.attack, target=a.target, auc=a.auc.value, auc_low=a.auc.low,
+                                           auc_high=a.auc.high,
+                                           tpr_at_1pct_fpr=a.tpr[0.01].value if 0.01 in a.tpr else None,
+                                           n=a.n_members) for a in self.attacks))
 
 
 # --- the plot -------------------------------------------------------------------------------------------
