@@ -49,9 +49,11 @@ if TYPE_CHECKING:
     from torch import nn
 
     from sldpack.nn.membership import Signals
+    from sldpack.pipelines.inputs import DataSpec
     from sldpack.pipelines.models import TrainedModel
 
-__all__ = ["DEFAULT_PATCHES_PER_IMAGE", "LabelledImages", "MembershipProgress", "membership_audit"]
+__all__ = ["DEFAULT_PATCHES_PER_IMAGE", "LabelledImages", "MembershipProgress", "membership_audit", "read_labelled",
+           "read_member_sets"]
 
 MembershipProgress = Callable[[str], None]
 """``progress(line)``: one human line per stage (and every few training steps)."""
@@ -374,3 +376,59 @@ def _comparison(compare: TrainedModel | str, task: _Task, members: LabelledImage
         other = _Task(compare.preprocessing, task.num_classes)
     cx, _, _ = other.inputs(attacked, cfg.seed)
     return compare.module.to(dev), cx, f"normally trained checkpoint {name}".rstrip()
+
+
+# --- reading the sets -----------------------------------------------------------------------------------
+
+def read_labelled(spec: DataSpec, split: str) -> LabelledImages:
+    """One split of the data ``spec`` names, with labels (and masks when the data has them).
+
+    A MedMNIST file is read as stored (channels kept; its own ``train``/``val``/``test`` splits); every other
+    layout and ``--phantom`` through the shared loader and split rule (:meth:`DataSpec.select`).
+
+    Raises:
+        UsageError: no or several sources, a ``--source`` plug-in, a ``.npy`` array (no labels).
+        DataError: unreadable data, or no labels for the split.
+    """
+    from sldpack.pipelines.audit_items import load_real_images
+    from sldpack.pipelines.datasets import detect_format
+
+    if spec.source is not None:
+        raise UsageError("the membership audit reads --data PATH or --phantom N, not a --source plug-in")
+    if spec.data is not None and spec.data.endswith(".npy"):
+        raise UsageError(f"{spec.data}: a .npy image array has no labels; the membership audit needs labelled "
+                         "images (an .npz, a folder, or a MedMNIST file)")
+    if spec.data is not None and spec.format in ("auto", "medmnist") and detect_format(spec.data) == "medmnist":
+        images, labels = load_real_images(spec.data, split)
+        if labels is None:
+            raise DataError(f"{spec.data}: no {split}_labels: the membership audit needs labels")
+        return LabelledImages(images, np.asarray(labels, dtype=np.int64).reshape(-1), None, f"{spec.data} [{split}]")
+    sel = spec.select(split)
+    return LabelledImages.from_image_set(sel.data, f"{sel.source} [{split}]")
+
+
+def read_member_sets(spec: DataSpec, split: str, nonmembers: str | None = None,
+                     nonmember_split: str | None = None) -> tuple[LabelledImages, LabelledImages]:
+    """The members (``split`` of the data, the training images) and the non-members.
+
+    Non-members: ``nonmember_split`` (default ``all``; ``test`` for a MedMNIST file) of ``nonmembers`` read
+    with the same data options, or -- without ``nonmembers`` -- the held-out split of the same data
+    (``test``: a MedMNIST file's own test split, else the part the split rule keeps out of training).
+
+    Raises:
+        UsageError: members and non-members named as the same split of the same data.
+    """
+    from dataclasses import replace
+
+    from sldpack.pipelines.datasets import detect_format
+
+    members = read_labelled(spec, split)
+    if nonmembers is None:
+        nsplit = nonmember_split or "test"
+        if nsplit == split:
+            raise UsageError(f"members and non-members are both split {split!r} of the same data: give "
+                             "--nonmember-split or --nonmembers")
+        return members, read_labelled(spec, nsplit)
+    nspec = replace(spec, data=nonmembers, phantom=None, source=None)
+    medmnist = spec.format in ("auto", "medmnist") and detect_format(nonmembers) == "medmnist"
+    return members, read_labelled(nspec, nonmember_split or ("test" if medmnist else "all"))
