@@ -2,10 +2,10 @@
 """The PneumoniaMNIST membership audit on one CPU core (not a test): is it under 10 minutes?
 
 Times ``sldpack.pipelines.membership_audit.membership_audit`` -- what ``sldp audit FILE --data
-pneumoniamnist_28.npz --membership --references 4`` runs -- on one torch thread, stage by stage from its
-progress lines (elapsed seconds before each): replay, digests and sets, the 4 reference networks (500 steps each, the `sldp train`
-defaults), scoring, the comparison network trained here (500 steps), and the bootstrap CIs. It prints
-the total, and the ratio total / 600 s (the issue's budget; < 1 passes).
+pneumoniamnist_28.npz --membership --references 4`` runs -- on one torch thread, stage by stage from
+its progress lines (elapsed seconds before each): replay, digests and sets, the 4 reference networks
+(500 steps each, the `sldp train` defaults), scoring, the comparison network trained here (500 steps),
+and the bootstrap CIs. It prints the total, and the ratio total / 600 s (the issue's budget; < 1 passes).
 
 Usage: python benchmarks/bench_membership.py FILE.sldp [--data ../shared/data/pneumoniamnist_28.npz]
                                              [--references 4] [--threads 1] [--no-compare]
