@@ -55,6 +55,7 @@ __all__ = [
     "aggregate_by_group",
     "auc_score",
     "build_sets",
+    "combine_reports",
     "evaluate_attack",
     "image_digests",
     "roc_curve",
@@ -512,6 +513,24 @@ class MembershipReport:
                                            auc_high=a.auc.high,
                                            tpr_at_1pct_fpr=a.tpr[0.01].value if 0.01 in a.tpr else None,
                                            n=a.n_members) for a in self.attacks))
+
+
+def combine_reports(similarity: Mapping[str, Any], membership: MembershipReport | None,
+                    roc_png: str | None = None) -> dict[str, Any]:
+    """The audit report: the image-similarity audit's ``to_dict()`` and, when it ran, the membership section.
+
+    With a membership section, ``verdict`` is ``FLAG`` when either part flags; the image-similarity verdict
+    stays under ``image_similarity_verdict`` and the membership one under ``membership.verdict``.
+    """
+    doc = dict(similarity)
+    if membership is None:
+        return doc
+    section = membership.to_dict()
+    section["roc_png"] = roc_png
+    doc["image_similarity_verdict"] = doc.get("verdict")
+    doc["membership"] = section
+    doc["verdict"] = "FLAG" if "FLAG" in (doc.get("verdict"), membership.verdict) else "PASS"
+    return doc
 
 
 # --- the plot -------------------------------------------------------------------------------------------
