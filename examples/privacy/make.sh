@@ -10,8 +10,10 @@ mkdir -p "$OUT"
 for s in 0 1 2; do
   for mode in sldd dd; do
     if [ ! -f "$OUT/$mode-$s/distilled.sldp" ]; then
+      resume=""
+      [ -f "$OUT/$mode-$s/checkpoint.pt" ] && resume="--resume"  # a killed run continues
       /usr/bin/time -f "$mode seed $s: distill wall %e s" sldp distill --data "$DATA" --mode "$mode" --seed "$s" \
-        --threads 1 --device cpu -q --out "$OUT/$mode-$s"
+        --threads 1 --device cpu -q --out "$OUT/$mode-$s" $resume
     fi
   done
   if [ ! -f "$OUT/normal-$s.safetensors" ]; then
