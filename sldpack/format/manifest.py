@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from sldpack.errors import FormatError
+from sldpack.format.audit_schema import MembershipRecord
 from sldpack.format.constants import (
     ALLOWED_DTYPES,
     ARCH_ID_PATTERN,
@@ -28,7 +29,6 @@ from sldpack.format.constants import (
     MAX_SKETCH_VALUES,
     MAX_TENSOR_NAME_BYTES,
     MAX_TENSORS,
-    MEMBERSHIP_TARGETS,
     ROLES,
     UTC_TIME_PATTERN,
     role_for_name,
@@ -41,8 +41,6 @@ __all__ = [
     "InitSpec",
     "LabelSpec",
     "Manifest",
-    "MembershipAttack",
-    "MembershipRecord",
     "PayloadInfo",
     "Preprocessing",
     "Provenance",
@@ -404,102 +402,6 @@ class ReplayFingerprint:
                    tolerance=tol,
                    reference=_map(ctx, obj, path, "reference"),
                    state_sketch=sketch, state_tolerance=stol)
-
-
-def _unit(ctx: _Ctx, obj: Mapping[str, Any], path: str, key: str, *, required: bool = True) -> float | None:
-    """A finite number in [0, 1] (an AUC, a rate)."""
-    if key not in obj and not required:
-        return None
-    v = _float(ctx, obj, path, key)
-    if not 0.0 <= v <= 1.0:
-        raise ctx.fail(f"{path}.{key}", "value out of range", expected="0..1", got=v)
-    return v
-
-
-@dataclass(frozen=True)
-class MembershipAttack:
-    """One membership-inference attack on one network, as recorded (``provenance.audit.membership.attacks``).
-
-    Attributes:
-        attack: the attack's name (``loss``, ``lira-offline``).
-        target: ``distilled`` (the file's replayed network) or ``trained`` (the normally trained comparison).
-        auc, auc_low, auc_high: ROC AUC and its CI (``auc_low <= auc_high``; a percentile-bootstrap CI need
-            not contain the point estimate).
-        tpr_at_1pct_fpr: TPR at FPR 1 %, when measured.
-        n: members attacked (= non-members), when known.
-    """
-
-    attack: str
-    target: str
-    auc: float
-    auc_low: float
-    auc_high: float
-    tpr_at_1pct_fpr: float | None = None
-    n: int | None = None
-
-    def to_obj(self) -> dict[str, Any]:
-        d: dict[str, Any] = {"attack": self.attack, "target": self.target, "auc": self.auc,
-                             "auc_low": self.auc_low, "auc_high": self.auc_high}
-        if self.tpr_at_1pct_fpr is not None:
-            d["tpr_at_1pct_fpr"] = self.tpr_at_1pct_fpr
-        if self.n is not None:
-            d["n"] = self.n
-        return d
-
-    @classmethod
-    def from_obj(cls, ctx: _Ctx, obj: Any, path: str) -> MembershipAttack:
-        if not isinstance(obj, dict):
-            raise ctx.fail(path, "field has the wrong type", expected="map", got=_tname(obj))
-        name = _get(ctx, obj, path, "attack", str)
-        if not 1 <= len(name) <= 64:
-            raise ctx.fail(f"{path}.attack", "attack name must be 1..64 characters", expected="1..64",
-                           got=len(name))
-        auc, lo, hi = (_unit(ctx, obj, path, k) for k in ("auc", "auc_low", "auc_high"))
-        assert auc is not None and lo is not None and hi is not None
-        if lo > hi:
-            raise ctx.fail(f"{path}.auc_low", "CI lower bound above its upper bound", expected=f"<= {hi}", got=lo)
-        return cls(attack=name, target=_choice(ctx, obj, path, "target", MEMBERSHIP_TARGETS), auc=auc,
-                   auc_low=lo, auc_high=hi, tpr_at_1pct_fpr=_unit(ctx, obj, path, "tpr_at_1pct_fpr", required=False),
-                   n=_int(ctx, obj, path, "n", lo=1, required=False))
-
-
-@dataclass(frozen=True)
-class MembershipRecord:
-    """The membership-inference part of a recorded audit (``provenance.audit.membership``, spec 5.3.2).
-
-    ``verdict`` follows from the attacks: ``FLAG`` exactly when an attack on the ``distilled`` network has
-    ``auc_low > flag_auc`` (a reader checks this, so a record cannot claim PASS beside a flagging attack).
-    """
-
-    verdict: str
-    flag_auc: float
-    attacks: tuple[MembershipAttack, ...]
-
-    def rule_verdict(self) -> str:
-        """The verdict the attacks and ``flag_auc`` give."""
-        flagged = any(a.target == "distilled" and a.auc_low > self.flag_auc for a in self.attacks)
-        return "FLAG" if flagged else "PASS"
-
-    def to_obj(self) -> dict[str, Any]:
-        return {"verdict": self.verdict, "flag_auc": self.flag_auc, "attacks": [a.to_obj() for a in self.attacks]}
-
-    @classmethod
-    def from_obj(cls, ctx: _Ctx, obj: Mapping[str, Any], path: str) -> MembershipRecord:
-        verdict = _choice(ctx, obj, path, "verdict", AUDIT_VERDICTS)
-        flag = _unit(ctx, obj, path, "flag_auc")
-        assert flag is not None
-        raw = _get(ctx, obj, path, "attacks", list)
-        if not raw:
-            raise ctx.fail(f"{path}.attacks", "at least one attack is required", expected=">= 1", got=0)
-        attacks = tuple(MembershipAttack.from_obj(ctx, a, f"{path}.attacks.{i}") for i, a in enumerate(raw))
-        if not any(a.target == "distilled" for a in attacks):
-            raise ctx.fail(f"{path}.attacks", "no attack on the distilled network", expected="target distilled",
-                           got="none")
-        rec = cls(verdict=verdict, flag_auc=flag, attacks=attacks)
-        if rec.rule_verdict() != verdict:
-            raise ctx.fail(f"{path}.verdict", "verdict contradicts the attacks and flag_auc",
-                           expected=rec.rule_verdict(), got=verdict)
-        return rec
 
 
 @dataclass(frozen=True)

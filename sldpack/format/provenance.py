@@ -27,7 +27,8 @@ from typing import Any
 import numpy as np
 
 from sldpack.errors import DataError, UsageError
-from sldpack.format.manifest import AuditRecord, MembershipRecord
+from sldpack.format.audit_schema import MembershipRecord
+from sldpack.format.manifest import AuditRecord
 
 __all__ = [
     "DATA_DIGEST_TAG",

@@ -141,7 +141,7 @@ def train_references(arch: ArchSpec, source: RealSource, count: int, *, steps: i
     Raises:
         UsageError: bad settings, or training diverged.
     """
-    from sldpack.nn.replay import build_module
+    from sldpack.nn.network import build_module
     from sldpack.nn.train import train_normal
 
     if count < 1:

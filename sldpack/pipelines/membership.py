@@ -40,7 +40,7 @@ import numpy as np
 import numpy.typing as npt
 
 from sldpack.errors import DataError, UsageError
-from sldpack.format.manifest import MembershipAttack, MembershipRecord
+from sldpack.format.audit_schema import MembershipAttack, MembershipRecord
 
 __all__ = [
     "DEFAULT_BOOTSTRAP",

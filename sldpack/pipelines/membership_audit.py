@@ -257,8 +257,9 @@ def membership_audit(path: str | os.PathLike[str], members: LabelledImages, nonm
         UsageError: too few images per class, no preprocessing, bad settings.
         DataError: overlapping sets, unreadable or mismatching data.
     """
+    from sldpack.nn.device import resolve_device, thread_count
     from sldpack.nn.membership import train_references
-    from sldpack.nn.replay import replay, resolve_device, thread_count
+    from sldpack.nn.replay import replay
 
     cfg = config or MembershipConfig()
     cfg.check()

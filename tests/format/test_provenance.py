@@ -12,7 +12,8 @@ import pytest
 import sldpack
 from sldpack.errors import DataError, FormatError, UsageError
 from sldpack.format import canonical_msgpack
-from sldpack.format.manifest import AuditRecord, MembershipAttack, MembershipRecord
+from sldpack.format.audit_schema import MembershipAttack, MembershipRecord
+from sldpack.format.manifest import AuditRecord
 from sldpack.format.provenance import (
     audit_report_bytes,
     canonical_value,
