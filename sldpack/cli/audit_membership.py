@@ -53,7 +53,7 @@ _OPTIONS = [
     click.option("--bootstrap", type=click.IntRange(10), default=1000, show_default=True,
                  help="Bootstrap resamples per 95% CI."),
     click.option("--roc", "roc", type=click.Path(dir_okay=False), default=None,
-                 help="ROC plot path (log-scale FPR) [default: FILE with .roc.png; --no-sheet: none]."),
+                 help="ROC plot path (log-scale FPR; no patient image in it) [default: FILE with .roc.png]."),
 ]
 
 MEMBERSHIP_OPTION_NAMES = ("membership", "nonmembers", "nonmember_split", "references", "flag_auc", "compare_model",
@@ -67,13 +67,12 @@ def membership_options(fn: _F) -> _F:
     return fn
 
 
-def roc_path(file: str, opts: dict[str, Any], no_sheet: bool) -> str | None:
-    """Where the ROC plot goes (``None``: no membership audit or no PNGs)."""
+def roc_path(file: str, opts: dict[str, Any]) -> str | None:
+    """Where the ROC plot goes (``None``: no membership audit). It shows curves only, never a patient's
+    image, so --no-sheet (which keeps real images off disk) does not suppress it."""
     if not opts["membership"]:
         return None
-    if opts["roc"] and no_sheet:
-        raise click.UsageError("--roc and --no-sheet contradict each other")
-    return None if no_sheet else (opts["roc"] or str(Path(file).with_suffix(".roc.png")))
+    return str(opts["roc"] or Path(file).with_suffix(".roc.png"))
 
 
 def check_membership_options(ctx: click.Context, opts: dict[str, Any]) -> None:

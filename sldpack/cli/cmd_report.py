@@ -277,7 +277,7 @@ def audit_cmd(ctx: click.Context, /, file: str, as_json: bool, sheet: str | None
     if report_path and not record:
         raise click.UsageError("--report is the report of --record: add --record")
     sheet_path = None if no_sheet else (sheet or str(Path(file).with_suffix(".audit.png")))
-    roc = roc_path(file, mopts, no_sheet)
+    roc = roc_path(file, mopts)
     check_outputs([file, spec.data, mopts["nonmembers"], mopts["compare_model"]], {
         "--sheet": sheet_path, "--roc": roc,
         "--report": (report_path or str(Path(file).with_suffix(".audit.json"))) if record else None})
@@ -285,13 +285,14 @@ def audit_cmd(ctx: click.Context, /, file: str, as_json: bool, sheet: str | None
         from sldpack.format.provenance import images_sha256
 
         audited = images_sha256(file)  # before auditing: --record refuses a file that changed meanwhile
-    res = audit_file(file, chosen.data, split=split, config=cfg, sheet=sheet_path, real=chosen.real,
-                     items=chosen.items)
     from sldpack.pipelines.inputs import RuntimeSpec
     from sldpack.pipelines.membership import combine_reports, save_roc_png
 
+    # the membership part first: its set checks fail fast, and nothing is written until both parts finished
     mrep = (run_membership(file, spec, split, RuntimeSpec.from_kwargs(kwargs), mopts, seed)
             if mopts["membership"] else None)
+    res = audit_file(file, chosen.data, split=split, config=cfg, sheet=sheet_path, real=chosen.real,
+                     items=chosen.items)
     if mrep is not None and roc is not None:
         save_roc_png(mrep, roc)
     doc = combine_reports(res.to_dict(), mrep, roc)

@@ -270,26 +270,31 @@ def membership_audit(path: str | os.PathLike[str], members: LabelledImages, nonm
         if progress is not None:
             progress(line)
 
+    from sldpack.format.container import open as open_sldp
+
+    with open_sldp(path) as f:
+        manifest = f.manifest
+    task = _task(manifest, patches_per_image)
+    # a patch model's members are images labelled normal/diseased; a whole-image model's, the file's classes
+    names = ("normal", "diseased") if isinstance(task, _PatchTask) else (
+        tuple(manifest.labels.names) if manifest.labels is not None else ())
+    k = 2 if isinstance(task, _PatchTask) else manifest.arch.num_classes
+    for what, d in (("member", members), ("non-member", nonmembers)):
+        if len(d) and (int(d.labels.min()) < 0 or int(d.labels.max()) >= k):
+            raise DataError(f"{what} labels must be in 0..{k - 1} (the file's classes), got "
+                            f"{int(d.labels.min())}..{int(d.labels.max())}")
+    # the sets first: overlapping or too small sets are refused before any network runs
+    say("hashing images to check that members and non-members are disjoint")
+    sets: MembershipSets = build_sets(
+        members.labels, nonmembers.labels, member_digests=image_digests(members.images),
+        nonmember_digests=image_digests(nonmembers.images), seed=cfg.seed, min_per_class=cfg.min_per_class,
+        max_per_class=cfg.max_per_class, reference_share=cfg.reference_share if cfg.references else 0.0,
+        class_names=names)
+    say(sets.describe(names))
     dev = resolve_device(device)
     with thread_count(threads):
         say(f"replaying {os.fspath(path)}")
         rep = replay(path, device=dev)
-        manifest = rep.manifest
-        task = _task(manifest, patches_per_image)
-        names = tuple(manifest.labels.names) if manifest.labels is not None else ()
-        k = task.num_classes if isinstance(task, _PatchTask) else manifest.arch.num_classes
-        for what, d in (("member", members), ("non-member", nonmembers)):
-            if len(d) and (int(d.labels.min()) < 0 or int(d.labels.max()) >= (2 if isinstance(task, _PatchTask)
-                                                                               else k)):
-                raise DataError(f"{what} labels must be in 0..{(2 if isinstance(task, _PatchTask) else k) - 1} "
-                                f"(the file's classes), got {int(d.labels.min())}..{int(d.labels.max())}")
-        say("hashing images to check that members and non-members are disjoint")
-        sets: MembershipSets = build_sets(
-            members.labels, nonmembers.labels, member_digests=image_digests(members.images),
-            nonmember_digests=image_digests(nonmembers.images), seed=cfg.seed, min_per_class=cfg.min_per_class,
-            max_per_class=cfg.max_per_class, reference_share=cfg.reference_share if cfg.references else 0.0,
-            class_names=names if not isinstance(task, _PatchTask) else ("normal", "diseased"))
-        say(sets.describe(names if not isinstance(task, _PatchTask) else ("normal", "diseased")))
         attacked = _concat(members.subset(sets.members), nonmembers.subset(sets.nonmembers))
         x, y, groups = task.inputs(attacked, cfg.seed)
         n_img, n_mem = len(attacked), int(sets.members.size)
@@ -337,8 +342,7 @@ def membership_audit(path: str | os.PathLike[str], members: LabelledImages, nonm
     if wide:
         notes.append(f"small sets: AUC CIs up to {max(a.auc.width for a in wide):.2f} wide; the attacks are "
                      "poorly resolved (more non-members narrow them)")
-    return MembershipReport(config=cfg, sets=sets.describe(names if not isinstance(task, _PatchTask)
-                                                           else ("normal", "diseased")),
+    return MembershipReport(config=cfg, sets=sets.describe(names),
                             attacks=tuple(attacks), level=task.level, notes=tuple(notes), source=source)
 
 
