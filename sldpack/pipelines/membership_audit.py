@@ -42,7 +42,7 @@ from sldpack.pipelines.membership import (
     evaluate_attack,
     image_digests,
 )
-from sldpack.pipelines.patch_source import PatchSettings, PatchSource, patch_settings_from_manifest
+from sldpack.pipelines.patch_source import PatchSource, PatchTask, patch_task_from_manifest
 from sldpack.pipelines.sources import ArraySource, RealSource
 
 if TYPE_CHECKING:
@@ -104,7 +104,7 @@ class LabelledImages:
                         tuple(f"{self.name}[{i}]" for i in range(len(self))))
 
 
-class _Task:
+class _Inputs:
     """How images become network inputs for one file, and what a network trains on."""
 
     level = "image"
@@ -142,11 +142,11 @@ class _Task:
                            std=tuple(self.pre.std), scale=1.0, num_classes=self.num_classes)
 
 
-class _PatchTask(_Task):
+class _PatchInputs(_Inputs):
     level = "image (a patch model: each image scored by the mean of its labelled windows' scores, as Eq. (9) " \
             "decides an image from its windows)"
 
-    def __init__(self, pre: Preprocessing, settings: PatchSettings, per_image: int) -> None:
+    def __init__(self, pre: Preprocessing, settings: PatchTask, per_image: int) -> None:
         super().__init__(pre, 3)
         self.settings = settings
         self.per_image = per_image
@@ -174,14 +174,14 @@ class _PatchTask(_Task):
                                           std=float(self.pre.std[0]))
 
 
-def _task(manifest: Manifest, per_image: int) -> _Task:
+def _task(manifest: Manifest, per_image: int) -> _Inputs:
     pre = manifest.preprocessing
     if pre is None:
         raise UsageError("the file records no preprocessing (mean/std): cannot feed it real images")
-    geometry = patch_settings_from_manifest(manifest)
+    geometry = patch_task_from_manifest(manifest)
     if geometry is not None:
-        return _PatchTask(pre, geometry, per_image)
-    return _Task(pre, manifest.arch.num_classes)
+        return _PatchInputs(pre, geometry, per_image)
+    return _Inputs(pre, manifest.arch.num_classes)
 
 
 def _data_digest_note(manifest: Manifest, members: LabelledImages) -> str | None:
@@ -276,9 +276,9 @@ def membership_audit(path: str | os.PathLike[str], members: LabelledImages, nonm
         manifest = f.manifest
     task = _task(manifest, patches_per_image)
     # a patch model's members are images labelled normal/diseased; a whole-image model's, the file's classes
-    names = ("normal", "diseased") if isinstance(task, _PatchTask) else (
+    names = ("normal", "diseased") if isinstance(task, _PatchInputs) else (
         tuple(manifest.labels.names) if manifest.labels is not None else ())
-    k = 2 if isinstance(task, _PatchTask) else manifest.arch.num_classes
+    k = 2 if isinstance(task, _PatchInputs) else manifest.arch.num_classes
     for what, d in (("member", members), ("non-member", nonmembers)):
         if len(d) and (int(d.labels.min()) < 0 or int(d.labels.max()) >= k):
             raise DataError(f"{what} labels must be in 0..{k - 1} (the file's classes), got "
@@ -353,7 +353,7 @@ def _concat(a: LabelledImages, b: LabelledImages) -> LabelledImages:
                           np.concatenate([np.asarray(a.masks), np.asarray(b.masks)]), f"{a.name}+{b.name}")
 
 
-def _comparison(compare: TrainedModel | str, task: _Task, members: LabelledImages, attacked: LabelledImages,
+def _comparison(compare: TrainedModel | str, task: _Inputs, members: LabelledImages, attacked: LabelledImages,
                 manifest: Manifest, cfg: MembershipConfig, dev: Any, say: MembershipProgress,
                 progress: MembershipProgress | None, x: F32, name: str) -> tuple[nn.Module, F32, str]:
     """The normally trained network, its inputs for the attacked images, and a line saying what it is."""
@@ -375,10 +375,10 @@ def _comparison(compare: TrainedModel | str, task: _Task, members: LabelledImage
         raise UsageError(f"the comparison network is {compare.arch.id}, the file's is {manifest.arch.id}: compare "
                          "networks of the same architecture")
     # the checkpoint's own preprocessing feeds it (its mean/std may differ from the file's)
-    if isinstance(task, _PatchTask):
-        other: _Task = _PatchTask(compare.preprocessing, task.settings, task.per_image)
+    if isinstance(task, _PatchInputs):
+        other: _Inputs = _PatchInputs(compare.preprocessing, task.settings, task.per_image)
     else:
-        other = _Task(compare.preprocessing, task.num_classes)
+        other = _Inputs(compare.preprocessing, task.num_classes)
     cx, _, _ = other.inputs(attacked, cfg.seed)
     return compare.module.to(dev), cx, f"normally trained checkpoint {name}".rstrip()
 

@@ -14,7 +14,7 @@ from sldpack.errors import DataError
 from sldpack.pipelines.datasets import phantom_data
 from sldpack.pipelines.membership import MembershipConfig
 from sldpack.pipelines.membership_audit import LabelledImages, membership_audit
-from sldpack.pipelines.patch_source import PatchSettings
+from sldpack.pipelines.patch_source import PatchTask
 
 FAST = {"bootstrap": 200, "train_steps": 20, "train_batch": 16, "min_per_class": 5}
 
@@ -74,7 +74,7 @@ def test_members_among_the_nonmembers_are_refused(tmp_path: Path) -> None:
 
 def test_a_patch_model_is_audited_image_by_image_with_the_files_geometry(tmp_path: Path) -> None:
     data = phantom_data(24, size=64, seed=0).data
-    settings = PatchSettings(size=16, stride=16)
+    settings = PatchTask(size=16, stride=16)
     members, nonmembers = data.subset(np.arange(12)), data.subset(np.arange(12, 24))
     # a file whose images are a few real patches (enough to replay; no memorisation needed here)
     from sldpack.pipelines.patch_source import PatchSource
