@@ -75,6 +75,14 @@ def test_record_binds_the_membership_section_and_inspect_shows_it(files: dict[st
     assert report["membership"]["verdict"] == "FLAG"
     r = CliRunner().invoke(cli, ["inspect", str(f)])
     assert "membership inference" in r.output and "loss on distilled file: AUC" in r.output
+    try:
+        import model_signing  # noqa: F401
+    except ImportError:
+        return
+    assert CliRunner().invoke(cli, ["keygen", str(tmp_path / "me.key")]).exit_code == 0
+    r = CliRunner().invoke(cli, ["sign", str(f), "--key", str(tmp_path / "me.key")])
+    assert r.exit_code == 0, r.output
+    assert "recorded membership inference: FLAG (loss on distilled: AUC" in r.output
 
 
 def test_too_few_nonmembers_is_a_usage_error_and_writes_nothing(files: dict[str, Path], tmp_path: Path,
