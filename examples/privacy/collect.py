@@ -42,7 +42,7 @@ def main() -> int:
     attacks = ("loss", "lira-offline")
     rows: dict[tuple[str, str], list[float]] = {}
     lines += ["| network | attack | seed | n (members = non-members) | AUC [95 % CI] | TPR@1% FPR [95 % CI] | "
-              "verdict |", "|---|---|---|---|---|---|---|"]
+              "membership verdict | image-similarity verdict |", "|---|---|---|---|---|---|---|---|"]
     for mode, target, name in NETS:
         for att in attacks:
             for s in seeds:
@@ -53,8 +53,9 @@ def main() -> int:
                 for a in mem["attacks"]:  # type: ignore[index]
                     if a["attack"] == att and a["target"] == target:
                         verdict = mem["verdict"] if target == "distilled" else "(comparison)"  # type: ignore[index]
+                        sim = rep["image_similarity_verdict"] if target == "distilled" else "-"
                         lines.append(f"| {name} | {att} | {s} | {a['n_members']} | {_fmt(a['auc'])} | "
-                                     f"{_fmt(a['tpr_at_fpr']['0.01'])} | {verdict} |")
+                                     f"{_fmt(a['tpr_at_fpr']['0.01'])} | {verdict} | {sim} |")
                         rows.setdefault((name, att), []).append(a["auc"]["value"])
     lines += ["", "Mean AUC over the seeds that finished (± sample std when more than one):", "",
               "| network | attack | seeds | mean AUC |", "|---|---|---|---|"]
