@@ -76,6 +76,13 @@ def _provenance_rows(m: sldpack.Manifest) -> list[tuple[str, str]]:
                  else "STALE: the images changed since the audit (images sha256 differs)")
         rows.append(("privacy audit", f"{a.verdict}, report sha256 {a.report_sha256[:16]}.., {bound}"
                      + (f", {a.created}" if a.created else "")))
+        if a.membership is not None:
+            mem = a.membership
+            names = {"distilled": "distilled file", "trained": "normally trained network"}
+            parts = [f"{x.attack} on {names.get(x.target, x.target)}: AUC {x.auc:.3f} [{x.auc_low:.3f}, "
+                     f"{x.auc_high:.3f}]" for x in mem.attacks]
+            rows.append(("membership inference", f"{mem.verdict} (FLAG when an AUC's lower bound on the distilled "
+                         f"file > {mem.flag_auc:g}); " + "; ".join(parts)))
     return rows
 
 

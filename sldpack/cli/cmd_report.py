@@ -14,6 +14,13 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
+from sldpack.cli.audit_membership import (
+    MEMBERSHIP_OPTION_NAMES,
+    check_membership_options,
+    membership_options,
+    roc_path,
+    run_membership,
+)
 from sldpack.cli.common import check_outputs
 from sldpack.cli.exit_codes import EXIT_OK, EXIT_VERIFY_FAILED
 from sldpack.cli.options import COUNT, SEED, data_options, number, runtime_options
@@ -215,6 +222,7 @@ def _current_images_dtype(rep: ByteReport) -> str:
                    "the JSON report written beside it (re-pack, atomic; sign afterwards).")
 @click.option("--report", "report_path", type=click.Path(dir_okay=False), default=None,
               help="With --record: the JSON report path [default: FILE with .audit.json].")
+@membership_options
 @click.pass_context
 def audit_cmd(ctx: click.Context, /, file: str, as_json: bool, sheet: str | None, no_sheet: bool, percentile: float,
               copy_ncc: float, neighbours: int, real_sample: int, ssim_candidates: int, chunk: int, window: str,
@@ -232,14 +240,28 @@ def audit_cmd(ctx: click.Context, /, file: str, as_json: bool, sheet: str | None
     data needs organ masks); the output names the geometry used. With --stride the distilled images are
     compared with every distilled-size window of the real images at that stride instead. Whole-image files
     are compared with whole real images, area-resized down to the distilled resolution (the output says
-    so; smaller real images are refused, never up-sampled). The audit is
-    numpy-only: --device/--threads are accepted for a uniform command line and change nothing.
+    so; smaller real images are refused, never up-sampled). The image-similarity audit is
+    numpy-only.
 
-    Exit code: 0 PASS, 1 FLAG (an image is flagged), 2 bad input.
+    --membership also asks whether someone holding FILE can tell that a patient's image was in the
+    training set: the network FILE replays to (torch; --device/--threads apply) is attacked with the
+    training images (--split) as members and held-out images of the same distribution as non-members
+    (--nonmembers, or a MedMNIST file's test split, or the test part of the split rule), equal counts per
+    class, at least 10 per class, no image in both. Attacks: the loss threshold (Yeom et al. 2018) and,
+    with --references N > 0, offline LiRA (Carlini et al. 2022) calibrated by N networks trained on other
+    non-member images only. Patch models: an image is scored by the mean over its labelled windows. Each
+    attack's AUC and TPR at FPR 1 % and 0.1 % come with bootstrap 95 % CIs, next to the same attacks on a
+    network of the same architecture trained normally on the training images (--compare MODEL, or trained
+    here). The membership part flags when an AUC's CI lower bound on FILE's network exceeds --flag-auc.
+    It bounds these attacks on these sets; it is not a guarantee against every attack.
+
+    Exit code: 0 PASS, 1 FLAG (an image is flagged, or the membership part flags), 2 bad input.
     """
     from sldpack.pipelines.audit import AuditConfig, audit_data_for, audit_file
     from sldpack.pipelines.inputs import DataSpec
 
+    mopts = {n: kwargs.pop(n) for n in MEMBERSHIP_OPTION_NAMES}
+    check_membership_options(ctx, mopts)
     spec = DataSpec.from_kwargs(kwargs)
     if sheet and no_sheet:
         raise click.UsageError("--sheet and --no-sheet contradict each other")
@@ -255,23 +277,35 @@ def audit_cmd(ctx: click.Context, /, file: str, as_json: bool, sheet: str | None
     if report_path and not record:
         raise click.UsageError("--report is the report of --record: add --record")
     sheet_path = None if no_sheet else (sheet or str(Path(file).with_suffix(".audit.png")))
-    check_outputs([file, spec.data], {"--sheet": sheet_path, "--report": (
-        report_path or str(Path(file).with_suffix(".audit.json"))) if record else None})
+    roc = roc_path(file, mopts)
+    check_outputs([file, spec.data, mopts["nonmembers"], mopts["compare_model"]], {
+        "--sheet": sheet_path, "--roc": roc,
+        "--report": (report_path or str(Path(file).with_suffix(".audit.json"))) if record else None})
     if record:
         from sldpack.format.provenance import images_sha256
 
         audited = images_sha256(file)  # before auditing: --record refuses a file that changed meanwhile
+    from sldpack.pipelines.inputs import RuntimeSpec
+    from sldpack.pipelines.membership import combine_reports, save_roc_png
+
+    # the membership part first: its set checks fail fast, and nothing is written until both parts finished
+    mrep = (run_membership(file, spec, split, RuntimeSpec.from_kwargs(kwargs), mopts, seed)
+            if mopts["membership"] else None)
     res = audit_file(file, chosen.data, split=split, config=cfg, sheet=sheet_path, real=chosen.real,
                      items=chosen.items)
+    if mrep is not None and roc is not None:
+        save_roc_png(mrep, roc)
+    doc = combine_reports(res.to_dict(), mrep, roc)
     if record:
         from sldpack.format.provenance import record_audit
 
-        rec = record_audit(file, res.to_dict(), images_digest=audited, report_path=report_path)
+        rec = record_audit(file, doc, images_digest=audited, report_path=report_path,
+                           membership=None if mrep is None else mrep.to_record())
         click.echo(f"recorded {rec.record.verdict} in {file} (report {rec.report_path}, sha256 "
                    f"{rec.record.report_sha256[:16]}..; manifest sha256 now {rec.manifest_sha256_after[:16]}..)",
                    err=True)
     if as_json:
-        _dump(res.to_dict())
+        _dump(doc)
     else:
         rr_n, rr_s = res.real_real_ncc, res.real_real_ssim
         lines = [f"{file}: {res.n_distilled} distilled image(s) {res.channels}x{res.resolution[0]}x"
@@ -293,5 +327,7 @@ def audit_cmd(ctx: click.Context, /, file: str, as_json: bool, sheet: str | None
         if res.sheet:
             lines += ["", f"sheet: {res.sheet}"]
         lines += ["", res.verdict_line()]
+        if mrep is not None:
+            lines += ["", *mrep.lines()] + ([f"ROC curves: {roc}"] if roc else [])
         click.echo("\n".join(lines))
-    ctx.exit(EXIT_VERIFY_FAILED if res.flagged else EXIT_OK)
+    ctx.exit(EXIT_VERIFY_FAILED if doc["verdict"] == "FLAG" else EXIT_OK)

@@ -76,6 +76,15 @@ def sign_cmd(file: str, key: str, signature: str | None) -> None:
         click.echo("sldp: warning: the recorded privacy audit is STALE (the images changed since)", err=True)
     elif audit.verdict != "PASS":
         click.echo(f"sldp: warning: the recorded privacy audit says {audit.verdict}", err=True)
+    if audit is not None and bound:
+        if audit.membership is None:
+            click.echo("sldp: note: the recorded audit measured image similarity only, not membership inference "
+                       "(sldp audit FILE --data TRAIN --membership --record)", err=True)
+        else:
+            mem = audit.membership
+            aucs = "; ".join(f"{a.attack} on {a.target}: AUC {a.auc:.3f} [{a.auc_low:.3f}, {a.auc_high:.3f}]"
+                             for a in mem.attacks)
+            click.echo(f"recorded membership inference: {mem.verdict} ({aucs})", err=True)
     click.echo(f"signed {file} with key id {key_id(k.public_key())}")
     click.echo(f"signature {out}")
     import shlex

@@ -14,6 +14,7 @@ from typing import Final
 __all__ = [
     "ALLOWED_DTYPES",
     "ARCH_ID_PATTERN",
+    "AUDIT_VERDICTS",
     "BYTE_ORDER",
     "COMPRESSIONS",
     "DECISION_DELTA_SOURCES",
@@ -39,6 +40,7 @@ __all__ = [
     "MAX_ST_HEADER_BYTES",
     "MAX_TENSORS",
     "MAX_TENSOR_NAME_BYTES",
+    "MEMBERSHIP_TARGETS",
     "MINOR_FOR_ROOT_KEY",
     "ROLES",
     "TEXT_MODE_MAGICS",
@@ -165,11 +167,15 @@ DECISION_RULES: Final = ("eq9", "argmax")
 DECISION_DELTA_SOURCES: Final = ("default", "calibrated")
 # decision.calibration.target: maximum held-out HM, or the most specific delta whose held-out sensitivity reaches X
 DECISION_TARGET_PATTERN: Final = r"^(max_hm|sensitivity>=(0(\.[0-9]{1,6})?|1(\.0{1,6})?))$"
+AUDIT_VERDICTS: Final = ("PASS", "FLAG")
+# networks a recorded membership attack may be about (spec 5.3.2): the replayed one, the normally trained one
+MEMBERSHIP_TARGETS: Final = ("distilled", "trained")
 
 
 def minor_version_for(root_keys: Iterable[str]) -> int:
     """The lowest ``version_minor`` that carries a manifest with these root keys (spec section 3)."""
     return max((MINOR_FOR_ROOT_KEY.get(k, 0) for k in root_keys), default=0)
+
 
 # --- error codes ------------------------------------------------------------------------------
 # code -> one-line meaning. Conformance cases name these codes; CLI prints them.

@@ -13,10 +13,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from sldpack.errors import FormatError
+from sldpack.format.audit_schema import MembershipRecord
 from sldpack.format.card import CardDataset, CardEvaluation, ModelCard
 from sldpack.format.constants import (
     ALLOWED_DTYPES,
     ARCH_ID_PATTERN,
+    AUDIT_VERDICTS,
     COMPRESSIONS,
     INIT_RNG,
     INIT_SCHEMES,
@@ -304,6 +306,7 @@ class AuditRecord:
     images_sha256: str
     tool: str = ""
     created: str = ""
+    membership: MembershipRecord | None = None  # the membership-inference part, when it ran
 
     def binds(self, tensors: Mapping[str, TensorInfo]) -> bool:
         """True when the file's ``images`` tensor is the one that was audited."""
@@ -317,15 +320,26 @@ class AuditRecord:
             d["tool"] = self.tool
         if self.created:
             d["created"] = self.created
+        if self.membership is not None:
+            d["membership"] = self.membership.to_obj()
         return d
 
     @classmethod
     def from_obj(cls, ctx: _Ctx, obj: Mapping[str, Any], path: str = "provenance.audit") -> AuditRecord:
-        return cls(verdict=_choice(ctx, obj, path, "verdict", ("PASS", "FLAG")),
+        verdict = _choice(ctx, obj, path, "verdict", AUDIT_VERDICTS)
+        membership = None
+        if "membership" in obj:
+            membership = MembershipRecord.from_obj(ctx, _get(ctx, obj, path, "membership", dict),
+                                                   f"{path}.membership")
+            if membership.verdict == "FLAG" and verdict != "FLAG":
+                raise ctx.fail(f"{path}.verdict", "the audit passes while its membership part flags",
+                               expected="FLAG", got=verdict)
+        return cls(verdict=verdict,
                    report_sha256=_hex(ctx, obj, path, "report_sha256"),
                    images_sha256=_hex(ctx, obj, path, "images_sha256"),
                    tool=_get(ctx, obj, path, "tool", str, required=False, default=""),
-                   created=_get(ctx, obj, path, "created", str, required=False, default=""))
+                   created=_get(ctx, obj, path, "created", str, required=False, default=""),
+                   membership=membership)
 
 
 @dataclass(frozen=True)

@@ -27,6 +27,7 @@ from typing import Any
 import numpy as np
 
 from sldpack.errors import DataError, UsageError
+from sldpack.format.audit_schema import MembershipRecord
 from sldpack.format.manifest import AuditRecord
 
 __all__ = [
@@ -222,7 +223,8 @@ class AuditRecording:
 
 
 def record_audit(path: str | os.PathLike[str], report: Mapping[str, Any], *, images_digest: str,
-                 report_path: str | os.PathLike[str] | None = None) -> AuditRecording:
+                 report_path: str | os.PathLike[str] | None = None,
+                 membership: MembershipRecord | None = None) -> AuditRecording:
     """Write the audit's verdict into ``path`` (``provenance.audit``) and its JSON report beside it.
 
     A manifest-only re-pack: header and manifest are rewritten, the stored payload is copied byte for
@@ -235,9 +237,12 @@ def record_audit(path: str | os.PathLike[str], report: Mapping[str, Any], *, ima
         images_digest: the ``images`` tensor's SHA-256 when the audit read the file (from
             :func:`images_sha256` before auditing): if the file changed meanwhile, nothing is written.
         report_path: where the JSON report goes (default: ``path`` with suffix ``.audit.json``).
+        membership: the membership-inference part (spec 5.3.2 ``membership``), when it ran; its verdict
+            must agree with its attacks, and a FLAG there needs a FLAG verdict.
 
     Raises:
-        UsageError: the file's images changed since the audit, or the report has no valid verdict.
+        UsageError: the file's images changed since the audit, the report has no valid verdict, or the
+            membership record contradicts itself or the verdict.
         FormatError: the file is not valid.
     """
     from sldpack import __version__
@@ -249,6 +254,12 @@ def record_audit(path: str | os.PathLike[str], report: Mapping[str, Any], *, ima
     verdict = report.get("verdict")
     if verdict not in ("PASS", "FLAG"):
         raise UsageError(f"audit report verdict must be PASS or FLAG, got {verdict!r}")
+    if membership is not None:
+        if membership.rule_verdict() != membership.verdict:
+            raise UsageError(f"membership verdict {membership.verdict} contradicts its attacks "
+                             f"({membership.rule_verdict()} by flag_auc {membership.flag_auc:g})")
+        if membership.verdict == "FLAG" and verdict != "FLAG":
+            raise UsageError("the membership part flags: the audit's verdict must be FLAG")
     src = Path(path)
     with open_sldp(src) as f:
         f.verify()  # never re-pack (and bless) a file whose tensors do not match their digests
@@ -267,7 +278,8 @@ def record_audit(path: str | os.PathLike[str], report: Mapping[str, Any], *, ima
     rep_path = Path(report_path) if report_path is not None else src.with_suffix(".audit.json")
     created = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
     rec = AuditRecord(verdict=str(verdict), report_sha256=hashlib.sha256(body).hexdigest(),
-                      images_sha256=images_digest, tool=f"sldpack {__version__} audit", created=created)
+                      images_sha256=images_digest, tool=f"sldpack {__version__} audit", created=created,
+                      membership=membership)
     new = replace(manifest, provenance=replace(manifest.provenance, audit=rec))
     data = assemble(new, payload, version=(header.version_major, header.version_minor))
     check = read_sldp(data, verify=True)  # the new bytes are a valid file before anything is replaced

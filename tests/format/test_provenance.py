@@ -12,6 +12,7 @@ import pytest
 import sldpack
 from sldpack.errors import DataError, FormatError, UsageError
 from sldpack.format import canonical_msgpack
+from sldpack.format.audit_schema import MembershipAttack, MembershipRecord
 from sldpack.format.manifest import AuditRecord
 from sldpack.format.provenance import (
     audit_report_bytes,
@@ -139,12 +140,47 @@ def test_provenance_fields_round_trip(tmp_path: Path) -> None:
     assert set(plain.to_obj()) == {"tool", "created", "extra"}
 
 
+_AUDIT = {"verdict": "PASS", "report_sha256": "1" * 64, "images_sha256": "2" * 64}
+_ATTACK = {"attack": "loss", "target": "distilled", "auc": 0.52, "auc_low": 0.47, "auc_high": 0.57}
+_MEM = {"verdict": "PASS", "flag_auc": 0.6, "attacks": [_ATTACK]}
+_HIGH = {**_ATTACK, "auc": 0.75, "auc_low": 0.7, "auc_high": 0.8}  # lower bound above 0.6: the rule flags
+
+
+def test_a_membership_record_round_trips_and_is_optional(tmp_path: Path) -> None:
+    mem = MembershipRecord(verdict="FLAG", flag_auc=0.6, attacks=(
+        MembershipAttack("loss", "distilled", 0.71, 0.65, 0.77, tpr_at_1pct_fpr=0.04, n=300),
+        MembershipAttack("lira-offline", "trained", 0.9, 0.85, 0.95)))
+    rec = AuditRecord(verdict="FLAG", report_sha256="1" * 64, images_sha256="2" * 64, membership=mem)
+    prov = sldpack.Provenance("test", "2026-12-01T00:00:00Z", audit=rec)
+    sldpack.write(tmp_path / "a.sldp", _manifest(prov), _tensors())
+    with sldpack.open(tmp_path / "a.sldp") as f:
+        assert f.manifest.provenance.audit == rec
+    assert "membership" not in AuditRecord("PASS", "1" * 64, "2" * 64).to_obj()
+
+
 @pytest.mark.parametrize(("key", "value", "field"), [
     ("audit", {"verdict": "MAYBE", "report_sha256": "1" * 64, "images_sha256": "2" * 64},
      "provenance.audit.verdict"),
     ("audit", {"verdict": "PASS", "report_sha256": "xyz", "images_sha256": "2" * 64},
      "provenance.audit.report_sha256"),
     ("audit", {"verdict": "PASS", "report_sha256": "1" * 64}, "provenance.audit.images_sha256"),
+    ("audit", {**_AUDIT, "membership": {**_MEM, "verdict": "FLAG"}}, "provenance.audit.membership.verdict"),
+    ("audit", {**_AUDIT, "membership": {**_MEM, "attacks": [_HIGH]}},
+     "provenance.audit.membership.verdict"),  # the rule says FLAG: a PASS record contradicts it
+    ("audit", {**_AUDIT, "verdict": "PASS", "membership": {**_MEM, "verdict": "FLAG",
+                                                            "attacks": [_HIGH]}},
+     "provenance.audit.verdict"),
+    ("audit", {**_AUDIT, "membership": {**_MEM, "attacks": [{**_ATTACK, "target": "other"}]}},
+     "provenance.audit.membership.attacks.0.target"),
+    ("audit", {**_AUDIT, "membership": {**_MEM, "attacks": [{**_ATTACK, "target": "trained"}]}},
+     "provenance.audit.membership.attacks"),
+    ("audit", {**_AUDIT, "membership": {**_MEM, "attacks": [{**_ATTACK, "auc": 1.5}]}},
+     "provenance.audit.membership.attacks.0.auc"),
+    ("audit", {**_AUDIT, "membership": {**_MEM, "attacks": [{**_ATTACK, "auc_low": 0.58, "auc_high": 0.4}]}},
+     "provenance.audit.membership.attacks.0.auc_low"),
+    ("audit", {**_AUDIT, "membership": {**_MEM, "attacks": []}}, "provenance.audit.membership.attacks"),
+    ("audit", {**_AUDIT, "membership": {**_MEM, "attacks": [{**_ATTACK, "n": 0}]}},
+     "provenance.audit.membership.attacks.0.n"),
     ("command_line", ["sldp", 3], "provenance.command_line.1"),
     ("command_line", "sldp distill", "provenance.command_line"),
     ("training_data_sha256", "ABC", "provenance.training_data_sha256"),
@@ -191,6 +227,23 @@ def test_record_audit_library(tmp_path: Path) -> None:
                   {"lrs": sldpack.Tensor("lrs", np.array([0.1], np.float32))})
     with pytest.raises(DataError, match="no 'images' tensor"):
         images_sha256(g)
+
+
+def test_record_audit_binds_a_membership_part_that_agrees_with_itself_and_the_verdict(tmp_path: Path) -> None:
+    f = tmp_path / "a.sldp"
+    sldpack.write(f, _manifest(sldpack.Provenance("test", "2026-12-01T00:00:00Z")), _tensors())
+    digest = images_sha256(f)
+    flag = MembershipRecord("FLAG", 0.6, (MembershipAttack("loss", "distilled", 0.8, 0.7, 0.9),))
+    with pytest.raises(UsageError, match="must be FLAG"):
+        record_audit(f, {"verdict": "PASS"}, images_digest=digest, membership=flag)
+    with pytest.raises(UsageError, match="contradicts its attacks"):
+        record_audit(f, {"verdict": "FLAG"}, images_digest=digest,
+                     membership=MembershipRecord("PASS", 0.6, flag.attacks))
+    res = record_audit(f, {"verdict": "FLAG", "membership": {"verdict": "FLAG"}}, images_digest=digest,
+                       membership=flag)
+    with sldpack.open(f) as s:
+        audit = s.manifest.provenance.audit
+        assert audit is not None and audit.membership == flag == res.record.membership
 
 
 def test_record_audit_refuses_a_corrupt_file(tmp_path: Path) -> None:
