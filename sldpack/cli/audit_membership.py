@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 
-from sldpack.cli.options import COUNT, NONNEGATIVE, number
+from sldpack.cli.options import COUNT, NONNEGATIVE, bounded_int, number
 from sldpack.errors import UsageError
 from sldpack.pipelines.membership import DEFAULT_FLAG_AUC, MIN_PER_CLASS
 
@@ -50,7 +50,7 @@ _OPTIONS = [
     click.option("--max-per-class", type=COUNT, default=None,
                  help="At most this many members (and non-members) per class [default: as many as the "
                       "non-members allow]."),
-    click.option("--bootstrap", type=click.IntRange(10), default=1000, show_default=True,
+    click.option("--bootstrap", type=bounded_int(10, 1_000_000), default=1000, show_default=True,
                  help="Bootstrap resamples per 95% CI."),
     click.option("--roc", "roc", type=click.Path(dir_okay=False), default=None,
                  help="ROC plot path (log-scale FPR; no patient image in it) [default: FILE with .roc.png]."),

@@ -25,7 +25,7 @@ __all__ = ["export_cmd"]
               help="File to write (monai-bundle: a new or empty folder).")
 @click.option("--probes", type=COUNT, default=8, show_default=True,
               help="Probe inputs the export is checked on (>= 2).")
-@click.option("--rtol", type=number(0.0, min_open=True), default=1e-4, show_default=True,
+@click.option("--rtol", type=number(0.0, 1.0, min_open=True), default=1e-4, show_default=True,
               help="Largest accepted max |logit difference| / max(1, max |replay logit|).")
 @click.option("--threads", type=COUNT, default=None,
               help="torch CPU threads of the replay [default: the fingerprint's reference count].")
