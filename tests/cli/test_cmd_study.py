@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import sys
 from pathlib import Path
 
@@ -43,9 +44,10 @@ def test_study_runs_cells_in_parallel_processes_and_skips_them_on_rerun(tmp_path
     assert r.exit_code == 0, r.output
     assert "2 cell(s) run, 0 skipped, 0 failed" in r.stdout
     assert "[2/2] SLDD(1/class) seed" in r.stderr and "ETA" in r.stderr
-    # each cell's progress on screen (its first line at once), read from its job.log
+    # each cell's progress on screen, read from its job.log; which iteration the first look finds depends on
+    # how fast the cell runs (under load the scheduler may first see iteration 3), so any of 1..3
     for seed in (0, 1):
-        assert f"  SLDD(1/class) seed {seed}: iteration 1/3, loss " in r.stderr
+        assert re.search(rf"  SLDD\(1/class\) seed {seed}: iteration [123]/3, loss ", r.stderr), r.stderr
     assert "study ETA" in r.stderr
     table = (out / "table.md").read_text()
     assert "| SLDD(1/class) | 2 |" in table
