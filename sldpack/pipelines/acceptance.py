@@ -401,19 +401,14 @@ def verify_acceptance(path: str | os.PathLike[str], acceptance: str | os.PathLik
             ``statement`` (not an acceptance record) or ``file-changed`` (a record of other bytes).
         UsageError: neither or both of ``public_key``/``trusted_keys``; an unusable key; no such file.
     """
-    from sldpack.pipelines.signing import STATEMENT_TYPE, key_id, load_public_key, load_trusted_keys, open_envelope
+    from sldpack.pipelines.signing import STATEMENT_TYPE, open_envelope, verifier_keys
 
     if (public_key is None) == (trusted_keys is None):
         raise UsageError("give exactly one of a public key (--key) or a trusted-keys folder (--trusted-keys)")
     src = Path(path)
     if not src.is_file():
         raise UsageError(f"{src}: not found (or not a regular file)")
-    if public_key is not None:
-        k = load_public_key(public_key)
-        keys = {key_id(k): (Path(public_key), k)}
-    else:
-        assert trusted_keys is not None
-        keys = load_trusted_keys(trusted_keys)
+    keys = verifier_keys(public_key, trusted_keys)
     rec = str(acceptance)
     payload, kid, kpath = open_envelope(acceptance, keys, expected=None if public_key is None else str(public_key),
                                         trusted=None if trusted_keys is None else str(trusted_keys))

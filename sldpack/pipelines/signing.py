@@ -56,6 +56,7 @@ __all__ = [
     "pae",
     "sign_file",
     "sign_payload",
+    "verifier_keys",
     "verify_file",
 ]
 
@@ -195,6 +196,20 @@ def load_public_key(path: str | os.PathLike[str]) -> EllipticCurvePublicKey:
         raise UsageError(f"public key {p}: unsupported key ({type(exc).__name__}: {exc})") from None
     _check_curve(key, p, "public key")
     return key  # type: ignore[no-any-return]
+
+
+def verifier_keys(public_key: str | os.PathLike[str] | None, trusted_keys: str | os.PathLike[str] | None
+                  ) -> dict[str, tuple[Path, EllipticCurvePublicKey]]:
+    """The keys a verification accepts, by key id: the one ``public_key``, else every key in ``trusted_keys``.
+
+    Raises:
+        UsageError: an unusable key file or folder (callers check first that exactly one was given).
+    """
+    if public_key is not None:
+        k = load_public_key(public_key)
+        return {key_id(k): (Path(public_key), k)}
+    assert trusted_keys is not None
+    return load_trusted_keys(trusted_keys)
 
 
 def load_trusted_keys(directory: str | os.PathLike[str]) -> dict[str, tuple[Path, EllipticCurvePublicKey]]:
@@ -502,12 +517,7 @@ def verify_file(path: str | os.PathLike[str], signature: str | os.PathLike[str] 
     sig = Path(signature) if signature is not None else src.with_name(src.name + ".sig")
     s = str(sig)
     # keys first: an unusable key is a usage error (exit 2) whatever the signature looks like
-    if public_key is not None:
-        k = load_public_key(public_key)
-        keys = {key_id(k): (Path(public_key), k)}
-    else:
-        assert trusted_keys is not None
-        keys = load_trusted_keys(trusted_keys)
+    keys = verifier_keys(public_key, trusted_keys)
 
     # 1-3: the bundle, the signer's key, the signature
     payload, kid, kpath = open_envelope(sig, keys, expected=str(public_key) if public_key is not None else None,
