@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import json
 import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn, TypeVar
 
 import click
 
@@ -15,6 +16,8 @@ from sldpack.cli.exit_codes import EXIT_BAD_INPUT, EXIT_OK, EXIT_VERIFY_FAILED, 
 from sldpack.cli.options import COUNT, number
 from sldpack.errors import FormatError, SldpError
 from sldpack.format.conformance import ReaderOptions, jsonable, run_corpus, run_external
+
+_R = TypeVar("_R")
 
 __all__ = ["conformance_cmd", "inspect_cmd", "verify_cmd"]
 
@@ -105,7 +108,7 @@ def _inspect_json(f: sldpack.SldpFile, stored: bool = False) -> dict[str, Any]:
     }
 
 
-def _fail(exc: SldpError, as_json: bool, path: str) -> None:
+def _fail(exc: SldpError, as_json: bool, path: str) -> NoReturn:
     if as_json:
         payload: dict[str, Any] = {"path": path, "ok": False}
         payload["error"] = exc.to_dict() if isinstance(exc, FormatError) else {"message": str(exc)}
@@ -209,6 +212,32 @@ def verify_cmd(file: str, do_replay: bool, as_json: bool, signature: str | None,
     sys.exit(EXIT_OK if result["ok"] else EXIT_VERIFY_FAILED)
 
 
+def _one_key_source(public_key: str | None, trusted_keys: str | None, needs: str) -> None:
+    """``--key`` or ``--trusted-keys``, exactly one (``needs`` says what asked for a key)."""
+    if public_key is None and trusted_keys is None:
+        raise click.UsageError(f"{needs}: --key PUB or --trusted-keys DIR")
+    if public_key is not None and trusted_keys is not None:
+        raise click.UsageError("--key and --trusted-keys contradict each other: give one")
+
+
+def _verified(file: str, what: str, as_json: bool, check: Callable[[], _R]) -> _R:
+    """Run one signature check of ``verify``: a ``SignatureError`` is a failed verification (exit 1, with
+    ``what`` named), any other library error the usual failure."""
+    from sldpack.pipelines.signing import SignatureError  # cryptography only when asked for
+
+    try:
+        return check()
+    except SignatureError as exc:
+        if as_json:
+            click.echo(json.dumps({"path": file, "ok": False, "error": exc.to_dict()}, indent=2))
+        else:
+            click.echo(f"FAIL {what}: {exc}", err=True)
+            click.echo(f"{file}: VERIFICATION FAILED", err=True)
+        sys.exit(EXIT_VERIFY_FAILED)
+    except SldpError as exc:
+        _fail(exc, as_json, file)
+
+
 def _check_signature(file: str, signature: str | None, public_key: str | None, trusted_keys: str | None,
                      as_json: bool, result: dict[str, Any]) -> None:
     """The signature step of ``verify`` (before the structure: authenticity first); exits on failure."""
@@ -216,21 +245,11 @@ def _check_signature(file: str, signature: str | None, public_key: str | None, t
         if signature is not None:
             raise click.UsageError("--signature needs the signer's key: --key PUB or --trusted-keys DIR")
         return
-    if public_key is not None and trusted_keys is not None:
-        raise click.UsageError("--key and --trusted-keys contradict each other: give one")
-    from sldpack.pipelines.signing import SignatureError, verify_file  # cryptography only when asked for
+    _one_key_source(public_key, trusted_keys, "--signature needs the signer's key")
+    from sldpack.pipelines.signing import verify_file
 
-    try:
-        rep = verify_file(file, signature, public_key=public_key, trusted_keys=trusted_keys)
-    except SignatureError as exc:
-        if as_json:
-            click.echo(json.dumps({"path": file, "ok": False, "error": exc.to_dict()}, indent=2))
-        else:
-            click.echo(f"FAIL signature: {exc}", err=True)
-            click.echo(f"{file}: VERIFICATION FAILED", err=True)
-        sys.exit(EXIT_VERIFY_FAILED)
-    except SldpError as exc:
-        _fail(exc, as_json, file)
+    rep = _verified(file, "signature", as_json,
+                    lambda: verify_file(file, signature, public_key=public_key, trusted_keys=trusted_keys))
     result["signature"] = rep.to_dict()
     result["checks"].append({"check": f"signature (key id {rep.key_id[:16]}.., {rep.key_source})", "ok": True})
 
@@ -238,24 +257,11 @@ def _check_signature(file: str, signature: str | None, public_key: str | None, t
 def _check_acceptance(file: str, acceptance: str, public_key: str | None, trusted_keys: str | None,
                       as_json: bool, result: dict[str, Any]) -> None:
     """The acceptance-record step of ``verify`` (``sldpack.pipelines.acceptance``); exits on failure."""
-    if public_key is None and trusted_keys is None:
-        raise click.UsageError("--acceptance needs the receiver's key: --key PUB or --trusted-keys DIR")
-    if public_key is not None and trusted_keys is not None:
-        raise click.UsageError("--key and --trusted-keys contradict each other: give one")
-    from sldpack.pipelines.acceptance import verify_acceptance  # cryptography only when asked for
-    from sldpack.pipelines.signing import SignatureError
+    _one_key_source(public_key, trusted_keys, "--acceptance needs the receiver's key")
+    from sldpack.pipelines.acceptance import verify_acceptance
 
-    try:
-        rep = verify_acceptance(file, acceptance, public_key=public_key, trusted_keys=trusted_keys)
-    except SignatureError as exc:
-        if as_json:
-            click.echo(json.dumps({"path": file, "ok": False, "error": exc.to_dict()}, indent=2))
-        else:
-            click.echo(f"FAIL acceptance record: {exc}", err=True)
-            click.echo(f"{file}: VERIFICATION FAILED", err=True)
-        sys.exit(EXIT_VERIFY_FAILED)
-    except SldpError as exc:
-        _fail(exc, as_json, file)
+    rep = _verified(file, "acceptance record", as_json,
+                    lambda: verify_acceptance(file, acceptance, public_key=public_key, trusted_keys=trusted_keys))
     result["acceptance"] = rep.to_dict()
     result["checks"].append({"check": f"acceptance record {acceptance} (key id {rep.key_id[:16]}.., "
                                       f"{rep.key_source}): {rep.summary()}", "ok": True})
