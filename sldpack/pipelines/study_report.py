@@ -28,7 +28,6 @@ from sldpack.atomic import atomic_write_bytes
 from sldpack.errors import DataError
 from sldpack.pipelines.selection import DEFAULT_VAL_FRACTION
 from sldpack.pipelines.stats import PairedInterval, hm_of, seed_aware_interval
-from sldpack.pipelines.stats import image_bootstrap as paired_bootstrap_hm
 from sldpack.pipelines.study_plots import plot_comparisons, plot_hm_vs_bytes, plot_montages
 
 __all__ = [
@@ -37,10 +36,8 @@ __all__ = [
     "RowSummary",
     "cell_settings",
     "effective_settings",
-    "hm_of",
     "load_results",
     "min_images",
-    "paired_bootstrap_hm",
     "render_markdown",
     "row_label",
     "summarise",

@@ -16,8 +16,10 @@ from PIL import Image
 from sldpack.errors import UsageError
 from sldpack.medical.metrics import binary_metrics
 from sldpack.pipelines.inputs import DataSpec, RuntimeSpec
+from sldpack.pipelines.stats import hm_of
+from sldpack.pipelines.stats import image_bootstrap as paired_bootstrap_hm
 from sldpack.pipelines.study import Cell, CellProgress, Row, StudyGrid, execute_cell, plan_cells, plan_rows
-from sldpack.pipelines.study_report import RowSummary, hm_of, min_images, paired_bootstrap_hm
+from sldpack.pipelines.study_report import RowSummary, min_images
 from sldpack.pipelines.study_scheduler import run_study
 
 SPEC = DataSpec(phantom=12, phantom_size=64, patch_size=16, stride=8)
